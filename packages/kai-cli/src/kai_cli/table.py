@@ -1,0 +1,72 @@
+"""kubectl-like tables for ``kai-cli get``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+
+def _age(ts: str | None) -> str:
+    if not ts:
+        return "<unknown>"
+    try:
+        t = _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+    except ValueError:
+        return "<unknown>"
+    s = int((_dt.datetime.now(_dt.UTC) - t).total_seconds())
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s // n}{unit}"
+    return f"{max(s, 0)}s"
+
+
+def _pod_status(o: dict) -> str:
+    return (o.get("status") or {}).get("phase", "")
+
+
+def _node_status(o: dict) -> str:
+    for c in (o.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            status = "Ready" if c.get("status") == "True" else "NotReady"
+            return status + (",SchedulingDisabled" if (o.get("spec") or {}).get("unschedulable") else "")
+    return "Unknown"
+
+
+def _claim_state(o: dict) -> str:
+    st = o.get("status") or {}
+    if st.get("allocation"):
+        return "allocated,reserved" if st.get("reservedFor") else "allocated"
+    return "pending"
+
+
+# kind -> [(header, getter, wide_only)]
+COLUMNS = {
+    "Pod": [("STATUS", _pod_status, False), ("NODE", lambda o: o["spec"].get("nodeName") or "<none>", False)],
+    "Node": [("STATUS", _node_status, False),
+             ("GPU", lambda o: str(((o.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "")),
+              True)],
+    "BindRequest": [("POD", lambda o: o["spec"].get("podName", ""), False),
+                    ("NODE", lambda o: o["spec"].get("selectedNode", ""), False),
+                    ("PHASE", lambda o: (o.get("status") or {}).get("phase", ""), False),
+                    ("REASON", lambda o: (o.get("status") or {}).get("reason", ""), True)],
+    "ResourceClaim": [("STATE", _claim_state, False)],
+    "ResourceSlice": [("NODE", lambda o: o["spec"].get("nodeName", ""), False),
+                      ("DRIVER", lambda o: o["spec"].get("driver", ""), False),
+                      ("POOL", lambda o: (o["spec"].get("pool") or {}).get("name", ""), False)],
+    "ComputeDomain": [("STATUS", lambda o: (o.get("status") or {}).get("status", ""), False),
+                      ("NODES", lambda o: ",".join(n.get("name", "") for n in (o.get("status") or {}).get("nodes")
+                                                  or []), True)],
+}
+
+
+def render(kind, items: list[dict], wide: bool = False, all_namespaces: bool = False) -> str:
+    cols = [c for c in COLUMNS.get(kind.kind, []) if wide or not c[2]]
+    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c[0] for c in cols] + ["AGE"]
+    rows = [header]
+    for o in items:
+        md = o["metadata"]
+        row = ([md.get("namespace", "")] if all_namespaces else []) + [md["name"]]
+        row += [str(c[1](o)) for c in cols]
+        row.append(_age(md.get("creationTimestamp")))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("   ".join(r[i].ljust(widths[i]) for i in range(len(r))).rstrip() for r in rows)

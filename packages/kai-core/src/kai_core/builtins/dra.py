@@ -1,0 +1,86 @@
+"""Dynamic Resource Allocation: resolve a pod's ResourceClaims, then allocate them per node.
+
+Pre-filter refuses pods whose claims cannot be considered at all (the feature gate is off, a
+claim or template is missing, a claim is being deleted or reserved by 256 pods). The allocation
+hook runs the structured allocator on every candidate node; it is registered ``trylast`` so a
+device plugin can answer first for pods it knows better.
+"""
+
+from __future__ import annotations
+
+from kai_core.features import dra_disabled_message
+from kai_core.hookspecs import hookimpl
+from kai_core.snapshot import ClaimAllocation, PodClaim, claim_name_for
+
+MAX_RESERVED_FOR = 256
+
+
+def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
+    """The pod's claims as PodClaims, or a reason why they cannot be resolved yet."""
+    ns = pod["metadata"].get("namespace", "")
+    pod_name = pod["metadata"]["name"]
+    uid = pod["metadata"].get("uid")
+    out: list[PodClaim] = []
+    for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+        name = claim_name_for(pod, rc.get("name"))
+        if name is None:
+            template = rc.get("resourceClaimTemplateName")
+            if template and (ns, template) not in snapshot.templates:
+                return [], (
+                    f'ResourceClaimTemplate "{ns}/{template}" not found (pod claim "{rc.get("name")}" '
+                    f"of pod {ns}/{pod_name})"
+                )
+            return [], (
+                f'waiting for the ResourceClaim of pod claim "{rc.get("name")}" to be created from '
+                f'ResourceClaimTemplate "{ns}/{template}"'
+            )
+        claim = snapshot.claims.get((ns, name))
+        if claim is None:
+            return [], f'ResourceClaim "{ns}/{name}" not found (pod claim "{rc.get("name")}")'
+        if claim["metadata"].get("deletionTimestamp"):
+            return [], f'ResourceClaim "{ns}/{name}" is being deleted'
+        if rc.get("resourceClaimTemplateName"):
+            owners = claim["metadata"].get("ownerReferences") or []
+            if not any(o.get("uid") == uid and o.get("controller") for o in owners):
+                return [], f'ResourceClaim "{ns}/{name}" was not created for pod {ns}/{pod_name}'
+        reserved = (claim.get("status") or {}).get("reservedFor") or []
+        if len(reserved) >= MAX_RESERVED_FOR and not any(r.get("uid") == uid for r in reserved):
+            return [], f'ResourceClaim "{ns}/{name}" is already reserved for {MAX_RESERVED_FOR} pods'
+        out.append(PodClaim(rc["name"], claim, snapshot.allocation_of((ns, name))))
+    return out, None
+
+
+@hookimpl
+def kai_pre_filter(pod, snapshot):
+    if not (pod.get("spec") or {}).get("resourceClaims"):
+        return None
+    if not snapshot.features.dra:
+        return f"pod has resource claims but {dra_disabled_message()}"
+    _, reason = pod_claims(pod, snapshot)
+    return reason
+
+
+@hookimpl(trylast=True)
+def kai_allocate_claims(pod, claims, nodes, snapshot):
+    from kai_core.dra.allocator import Unallocatable, allocate, allocation_usable_on
+
+    to_allocate = [pc.claim for pc in claims if pc.allocation is None]
+    out: dict[str, ClaimAllocation | str] = {}
+    for node in nodes:
+        bad = next((pc for pc in claims if pc.allocation is not None
+                    and not allocation_usable_on(pc.allocation, node.obj)), None)
+        if bad is not None:
+            out[node.name] = (
+                f'ResourceClaim "{bad.key[0]}/{bad.key[1]}" is already allocated to devices not available '
+                "on this node"
+            )
+            continue
+        try:
+            new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use) if to_allocate else []
+        except Unallocatable as exc:
+            out[node.name] = exc.reason
+            continue
+        it = iter(new)
+        out[node.name] = ClaimAllocation([pc.allocation if pc.allocation is not None else next(it)
+                                          for pc in claims])
+    return out

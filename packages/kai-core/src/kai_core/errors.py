@@ -1,0 +1,76 @@
+"""Errors raised by the cluster store, shaped like the Kubernetes API's Status replies.
+
+Both store backends raise these, so callers handle one set of exceptions whether they talk to the
+embedded cluster or to a real API server.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An API call failed. ``code`` is the HTTP status the API server would return."""
+
+    code = 500
+    reason = "InternalError"
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if reason is not None:
+            self.reason = reason
+
+    def status(self) -> dict:
+        """The ``Status`` object the API server would send for this error."""
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+
+
+class BadRequest(ApiError):
+    code = 400
+    reason = "BadRequest"
+
+
+class NotFound(ApiError):
+    code = 404
+    reason = "NotFound"
+
+
+class Conflict(ApiError):
+    """A write lost a race (stale resourceVersion) or the object is already in the wanted state."""
+
+    code = 409
+    reason = "Conflict"
+
+
+class AlreadyExists(Conflict):
+    reason = "AlreadyExists"
+
+
+class Gone(ApiError):
+    """The requested resourceVersion is older than the watch history kept (relist needed)."""
+
+    code = 410
+    reason = "Expired"
+
+
+class Invalid(ApiError):
+    """The object failed validation (schema, CEL compilation, required fields)."""
+
+    code = 422
+    reason = "Invalid"
+
+
+class UnknownKind(ApiError):
+    """No one serves this kind: neither Kubernetes built-ins we model, nor a CRD, nor a plugin."""
+
+    code = 404
+    reason = "NotFound"

@@ -1,0 +1,81 @@
+"""Every extension point of the kai scheduler, in one place.
+
+Plugins implement these with ``@kai_core.hookimpl`` and are found through the entry-point group
+``kai_scheduler.plugins`` (built-in plugins are registered directly). A plugin may implement any
+subset of hooks, and a hook implementation may accept any subset of the arguments listed.
+
+Cost rule: a scheduling hook is called **once per pod with the whole node list**, never per node or
+per device; a hook call costs microseconds, a per-node call would cost seconds per cycle.
+
+Error rule: an exception raised by a plugin never takes the scheduler down. The pod being
+scheduled gets an unschedulable reason naming the plugin and the hook, and the traceback is logged
+once.
+
+Objects are Kubernetes JSON dicts (``pod``, nodes' ``.obj``, claims, BindRequests) and must not be
+mutated; ``snapshot`` is the cycle's :class:`kai_core.snapshot.Snapshot`.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "kai"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class SchedulerSpecs:
+    """Hooks of the scheduler, in the order a cycle calls them."""
+
+    @hookspec
+    def kai_resource_kinds(self):
+        """Called once at start. Return a list of CustomResourceDefinition objects (dicts) for the
+        kinds this plugin needs served and watched (e.g. NVIDIA's ComputeDomain). The embedded
+        cluster serves them and validates objects against their schemas; against a real cluster
+        they must already be installed. Results of all plugins are concatenated."""
+
+    @hookspec
+    def kai_embedded_controllers(self, store):
+        """Called once at start, in embedded mode only. Return a list of controllers emulating what
+        a real control plane would run for this plugin's kinds. A controller has a ``name`` and a
+        ``reconcile(store) -> None`` method, called every round before the scheduler; it must be
+        idempotent and write only when something must change."""
+
+    @hookspec
+    def kai_pre_filter(self, pod, snapshot):
+        """Called once per pending pod, before any node is looked at. Return None to go on, or a
+        reason (str) that makes the pod unschedulable this cycle whatever the nodes. All plugins
+        are called; the first reason wins."""
+
+    @hookspec
+    def kai_filter_nodes(self, pod, nodes, snapshot):
+        """Called once per pod with the list of candidate :class:`NodeInfo`. Return a dict
+        ``{node_name: reason}`` of the nodes this plugin rejects (an empty dict or None rejects
+        none). A node rejected by any plugin is out; reasons are grouped into the pod's
+        ``0/N nodes are available: ...`` message, so keep them node-independent."""
+
+    @hookspec(firstresult=True)
+    def kai_allocate_claims(self, pod, claims, nodes, snapshot):
+        """Called once per pod that has resource claims, over the nodes that passed every filter.
+        ``claims`` is the list of :class:`kai_core.snapshot.PodClaim` of the pod (already allocated
+        ones included, marked). Return ``{node_name: ClaimAllocation | str}``: for a node where the
+        claims fit, a :class:`kai_core.snapshot.ClaimAllocation` (one AllocationResult per claim,
+        in ``claims`` order); otherwise a reason string. Return None to leave the pod to the next
+        plugin. The first non-None answer wins; the built-in structured allocator runs last."""
+
+    @hookspec
+    def kai_score_nodes(self, pod, nodes, snapshot):
+        """Called once per pod with the feasible nodes. Return ``{node_name: score}`` with scores
+        in 0..100 (missing nodes score 0). Scores of all plugins are multiplied by the plugin's
+        weight (config ``score_weights``, default 1) and summed; the highest total wins, ties go
+        to the node name that sorts first."""
+
+    @hookspec
+    def kai_bind_request(self, pod, node, bind_request):
+        """Called when a decision is committed, before the BindRequest is written. Return a dict of
+        annotations to add to it (the channel from scheduler plugins to binder plugins; keys like
+        ``<plugin>.kai.scheduler/<key>``), or None."""
+
+    @hookspec
+    def kai_cli_commands(self, cli):
+        """Called when ``kai-cli`` starts. Add click commands to the ``cli`` group."""

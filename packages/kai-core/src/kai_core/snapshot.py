@@ -1,0 +1,257 @@
+"""The snapshot: one consistent, typed view of the cluster for one scheduling cycle.
+
+Built from the cache at the start of a cycle. Decisions written but not yet visible as bound pods
+(BindRequests in flight) are counted as used: their pods take node resources and their claim
+allocations take devices, so nothing is handed out twice while the binder works. Decisions of the
+current cycle are added with :meth:`Snapshot.assume`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from kai_core.features import FeatureGates
+from kai_core.resources import (
+    RES_BIND_REQUESTS,
+    RES_CLAIM_TEMPLATES,
+    RES_CLAIMS,
+    RES_DEVICE_CLASSES,
+    RES_NAMESPACES,
+    RES_NODES,
+    RES_PODS,
+    RES_SLICES,
+    node_allocatable,
+    pod_requests,
+)
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class NodeInfo:
+    """A node as the filters and scores see it. ``requested`` includes pods in flight."""
+
+    name: str
+    obj: dict
+    labels: dict
+    allocatable: dict[str, int]
+    requested: dict[str, int] = field(default_factory=dict)
+    pod_count: int = 0
+    taints: list[dict] = field(default_factory=list)
+    unschedulable: bool = False
+    ready: bool | None = None  # None: the node reports no Ready condition
+
+    def free(self, resource: str) -> int:
+        return self.allocatable.get(resource, 0) - self.requested.get(resource, 0)
+
+
+@dataclass
+class PodClaim:
+    """One of a pod's resource claims: the pod's name for it and the ResourceClaim object.
+
+    ``allocation`` is the claim's allocation if it already has one (or one assumed this cycle);
+    such a claim is shared and only restricts where the pod can go.
+    """
+
+    name: str
+    claim: dict
+    allocation: dict | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        md = self.claim["metadata"]
+        return (md.get("namespace", ""), md["name"])
+
+
+@dataclass
+class ClaimAllocation:
+    """Claim allocation on one node: one AllocationResult per PodClaim, in order."""
+
+    allocations: list[dict]
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    md = obj["metadata"]
+    return (md.get("namespace", ""), md["name"])
+
+
+def is_active_pod(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+
+
+def bind_request_failed_for_good(br: dict) -> bool:
+    """A Failed BindRequest with no retries left: the scheduler deletes it and schedules again."""
+    status = br.get("status") or {}
+    if status.get("phase") != "Failed":
+        return False
+    limit = (br.get("spec") or {}).get("backoffLimit")
+    return limit is None or status.get("failedAttempts", 0) >= limit
+
+
+class Snapshot:
+    def __init__(self, cache, scheduler_name: str, features: FeatureGates) -> None:
+        self.scheduler_name = scheduler_name
+        self.features = features
+        self._cache = cache
+        self.pods: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_PODS, {}))
+        self.namespaces: dict[str, dict] = {k[1]: v for k, v in cache.objects.get(RES_NAMESPACES, {}).items()}
+        self.claims: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIMS, {}))
+        self.templates: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIM_TEMPLATES, {}))
+        self.bind_requests: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_BIND_REQUESTS, {}))
+        self.nodes: list[NodeInfo] = []
+        self.node_by_name: dict[str, NodeInfo] = {}
+        for obj in cache.objects.get(RES_NODES, {}).values():
+            info = _node_info(obj)
+            self.nodes.append(info)
+            self.node_by_name[info.name] = info
+        self.nodes.sort(key=lambda n: n.name)
+        #: claims allocated by in-flight BindRequests or by this cycle's decisions
+        self.assumed_allocations: dict[tuple[str, str], dict] = {}
+        #: (namespace, pod name) -> live BindRequest for pods not yet bound
+        self.in_flight: dict[tuple[str, str], dict] = {}
+        self._in_use: set | None = None
+        self._count_pods()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _count_pods(self) -> None:
+        brs_by_pod: dict[tuple[str, str], dict] = {}
+        for br in self.bind_requests.values():
+            if bind_request_failed_for_good(br) or (br.get("status") or {}).get("phase") == "Failed":
+                continue
+            md = br["metadata"]
+            brs_by_pod[(md.get("namespace", ""), (br.get("spec") or {}).get("podName", ""))] = br
+        for key, pod in self.pods.items():
+            if not is_active_pod(pod) or pod["metadata"].get("deletionTimestamp") and not pod["spec"].get(
+                "nodeName"
+            ):
+                continue
+            node_name = pod["spec"].get("nodeName")
+            if not node_name:
+                br = brs_by_pod.get(key)
+                if br is None:
+                    continue
+                self.in_flight[key] = br
+                node_name = br["spec"].get("selectedNode")
+                for entry in br["spec"].get("resourceClaimAllocations") or []:
+                    claim_key = self._claim_key_for(pod, entry.get("name"))
+                    if claim_key and claim_key in self.claims and not self._stored_allocation(claim_key):
+                        self.assumed_allocations[claim_key] = entry.get("allocation") or {}
+            node = self.node_by_name.get(node_name)
+            if node is not None:
+                _add(node, pod_requests(pod))
+
+    def _stored_allocation(self, claim_key) -> dict | None:
+        claim = self.claims.get(claim_key)
+        return ((claim or {}).get("status") or {}).get("allocation")
+
+    def _claim_key_for(self, pod: dict, pod_claim_name: str | None) -> tuple[str, str] | None:
+        name = claim_name_for(pod, pod_claim_name)
+        return (pod["metadata"].get("namespace", ""), name) if name else None
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def pending_pods(self) -> list[dict]:
+        """Pods of this scheduler waiting for a node, highest priority first, then oldest."""
+        out = []
+        for key, pod in self.pods.items():
+            spec = pod.get("spec") or {}
+            if spec.get("schedulerName") != self.scheduler_name or spec.get("nodeName"):
+                continue
+            if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod) or key in self.in_flight:
+                continue
+            out.append(pod)
+        out.sort(
+            key=lambda p: (
+                -int(p["spec"].get("priority") or 0),
+                p["metadata"].get("creationTimestamp", ""),
+                p["metadata"].get("namespace", ""),
+                p["metadata"]["name"],
+            )
+        )
+        return out
+
+    def allocation_of(self, claim_key: tuple[str, str]) -> dict | None:
+        """The claim's allocation: stored, else assumed (in flight or decided this cycle)."""
+        return self._stored_allocation(claim_key) or self.assumed_allocations.get(claim_key)
+
+    @cached_property
+    def dra(self):
+        """The cycle's DRA inventory (slices and classes), built on first use."""
+        from kai_core.dra.allocator import DraInventory
+
+        return DraInventory(
+            list(self._cache.objects.get(RES_SLICES, {}).values()),
+            list(self._cache.objects.get(RES_DEVICE_CLASSES, {}).values()),
+        )
+
+    @property
+    def devices_in_use(self) -> set:
+        """Devices of every allocated claim, in-flight BindRequest and decision of this cycle."""
+        if self._in_use is None:
+            from kai_core.dra.allocator import devices_of
+
+            used: set = set()
+            for claim in self.claims.values():
+                alloc = ((claim.get("status") or {}).get("allocation"))
+                if alloc:
+                    used.update(devices_of(alloc))
+            for alloc in self.assumed_allocations.values():
+                used.update(devices_of(alloc))
+            self._in_use = used
+        return self._in_use
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def assume(self, pod: dict, node_name: str, claims: list[PodClaim], allocation: ClaimAllocation | None) -> None:
+        """Count a decision of this cycle as if it were already bound."""
+        node = self.node_by_name[node_name]
+        _add(node, pod_requests(pod))
+        key = _key(pod)
+        if allocation is not None:
+            from kai_core.dra.allocator import devices_of
+
+            for pc, alloc in zip(claims, allocation.allocations, strict=True):
+                if pc.allocation is None:
+                    self.assumed_allocations[pc.key] = alloc
+                    self.devices_in_use.update(devices_of(alloc))
+        self.in_flight[key] = {"spec": {"selectedNode": node_name}}
+
+
+def claim_name_for(pod: dict, pod_claim_name: str | None) -> str | None:
+    """The ResourceClaim object name behind a pod's claim entry, or None while not yet created."""
+    for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+        if rc.get("name") != pod_claim_name:
+            continue
+        if rc.get("resourceClaimName"):
+            return rc["resourceClaimName"]
+        for st in (pod.get("status") or {}).get("resourceClaimStatuses") or []:
+            if st.get("name") == pod_claim_name:
+                return st.get("resourceClaimName")
+        return None
+    return None
+
+
+def _add(node: NodeInfo, req: dict[str, int]) -> None:
+    for k, v in req.items():
+        node.requested[k] = node.requested.get(k, 0) + v
+    node.pod_count += 1
+
+
+def _node_info(obj: dict) -> NodeInfo:
+    spec = obj.get("spec") or {}
+    ready = None
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+    md = obj["metadata"]
+    return NodeInfo(
+        name=md["name"],
+        obj=obj,
+        labels=md.get("labels") or {},
+        allocatable=node_allocatable(obj),
+        taints=list(spec.get("taints") or []),
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=ready,
+    )

@@ -1,0 +1,115 @@
+"""Opaque device configs of NVIDIA's ``compute-domain.nvidia.com`` driver, and their validation.
+
+A claim (or a DeviceClass) hands the driver its settings as ``config[].opaque`` entries with
+``driver: compute-domain.nvidia.com`` and ``parameters`` shaped like a small Kubernetes object:
+``ComputeDomainChannelConfig{domainID, allocationMode}`` for workload channels and
+``ComputeDomainDaemonConfig{domainID}`` for the IMEX daemons. ``domainID`` is the uid of the
+ComputeDomain the device joins.
+
+On a real cluster NVIDIA's admission webhook refuses a malformed config when the claim is created;
+the embedded cluster has no webhook, and a config written by hand can still reach a scheduler
+through a template created before the driver was installed. A pod with such a claim would be
+placed, then sit in ``ContainerCreating`` because the node's kubelet plugin refuses to prepare the
+device. Checking the config before placement turns that into an unschedulable reason that says
+what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+DRIVER = "compute-domain.nvidia.com"
+API_VERSION = "resource.nvidia.com/v1beta1"
+CHANNEL_CONFIG_KIND = "ComputeDomainChannelConfig"
+DAEMON_CONFIG_KIND = "ComputeDomainDaemonConfig"
+ALLOCATION_MODE_SINGLE = "Single"
+ALLOCATION_MODE_ALL = "All"
+ALLOCATION_MODES = (ALLOCATION_MODE_SINGLE, ALLOCATION_MODE_ALL)
+
+# Fields each kind knows (the driver decodes strictly, so anything else is refused). ``protocol``
+# and ``mode`` are newer optional fields of the driver; their values are the driver's business.
+_KNOWN_FIELDS = {
+    CHANNEL_CONFIG_KIND: ("apiVersion", "kind", "domainID", "allocationMode", "protocol"),
+    DAEMON_CONFIG_KIND: ("apiVersion", "kind", "domainID", "protocol", "mode"),
+}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_uuid(value: object) -> bool:
+    """Whether ``value`` is a UUID string in the canonical 8-4-4-4-12 form Kubernetes uids use."""
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
+def parameters_problems(parameters: object) -> list[str]:
+    """What is wrong with the ``parameters`` of one ``compute-domain.nvidia.com`` opaque config.
+
+    Returns an empty list for a valid config. Each problem names the field, e.g.
+    ``"parameters.domainID 'abc' is not a UUID (it must be the uid of a ComputeDomain)"``.
+    """
+    if not isinstance(parameters, dict):
+        return [
+            f"parameters must be an object with apiVersion {API_VERSION}, kind {CHANNEL_CONFIG_KIND} "
+            f"or {DAEMON_CONFIG_KIND} and domainID, got {_type_name(parameters)}"
+        ]
+    problems: list[str] = []
+    api_version = parameters.get("apiVersion")
+    if api_version is None:
+        problems.append(f"parameters.apiVersion is missing (expected {API_VERSION})")
+    elif api_version != API_VERSION:
+        problems.append(f"parameters.apiVersion {api_version!r} is not {API_VERSION}")
+    kind = parameters.get("kind")
+    if kind is None:
+        problems.append(f"parameters.kind is missing (expected {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND})")
+    elif kind not in _KNOWN_FIELDS:
+        problems.append(f"parameters.kind {kind!r} is not {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND}")
+    domain_id = parameters.get("domainID")
+    if domain_id is None or domain_id == "":
+        problems.append("parameters.domainID is required (the uid of the ComputeDomain)")
+    elif not isinstance(domain_id, str):
+        problems.append(f"parameters.domainID must be a string, got {_type_name(domain_id)}")
+    elif not is_uuid(domain_id):
+        problems.append(f"parameters.domainID {domain_id!r} is not a UUID (it must be the uid of a ComputeDomain)")
+    if "allocationMode" in parameters and kind != DAEMON_CONFIG_KIND:
+        mode = parameters["allocationMode"]
+        if mode not in ALLOCATION_MODES:
+            problems.append(f"parameters.allocationMode {mode!r} is not {' or '.join(ALLOCATION_MODES)}")
+    known = _KNOWN_FIELDS.get(kind) if isinstance(kind, str) else None
+    if known is not None:
+        unknown = sorted(str(k) for k in parameters if k not in known)
+        if unknown:
+            problems.append(
+                f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)} "
+                f"in {kind} (it has {', '.join(known)})"
+            )
+    return problems
+
+
+def config_entries_problem(configs: object, where: str) -> str | None:
+    """The first invalid ``compute-domain.nvidia.com`` entry of a ``config`` list, described, or None.
+
+    ``configs`` is a claim's ``spec.devices.config`` or a DeviceClass's ``spec.config``; entries for
+    other drivers are not looked at. ``where`` is the path of the list for the message (e.g.
+    ``"spec.devices.config"``).
+    """
+    for index, opaque in _our_entries(configs):
+        problems = parameters_problems(opaque.get("parameters"))
+        if problems:
+            return f"{where}[{index}]: invalid {DRIVER} config: " + "; ".join(problems)
+    return None
+
+
+def _our_entries(configs: object) -> Iterator[tuple[int, dict]]:
+    if not isinstance(configs, list):
+        return
+    for index, entry in enumerate(configs):
+        opaque = entry.get("opaque") if isinstance(entry, dict) else None
+        if isinstance(opaque, dict) and opaque.get("driver") == DRIVER:
+            yield index, opaque
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
