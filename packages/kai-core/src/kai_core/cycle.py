@@ -1,11 +1,35 @@
 """The scheduling cycle: snapshot, then for each pending pod pre-filter, filter (claim allocation
-included), score, and commit the chosen node as a BindRequest. The scheduler never binds a pod."""
+included), score, and commit the chosen node as a BindRequest. The scheduler never binds a pod.
+
+One cycle (:meth:`Scheduler.run_cycle`):
+
+1. bring the cache up to date; delete BindRequests that failed for good or whose node is gone
+   (their pods are scheduled again in this very cycle);
+2. build a :class:`~kai_core.snapshot.Snapshot` (in-flight BindRequests counted as used);
+3. for each pending pod of this scheduler (``spec.schedulerName``), highest priority first, then
+   oldest, then by namespace and name:
+
+   - ``kai_pre_filter`` (any reason rejects the pod),
+   - ``kai_filter_nodes``, each plugin seeing the nodes that passed the plugins before it,
+   - ``kai_allocate_claims``, once, over the nodes that passed every filter, for pods with claims,
+   - ``kai_score_nodes`` over the feasible nodes (skipped when only one is left),
+   - commit: ``kai_bind_request`` annotations, the BindRequest written, and the decision assumed
+     in the snapshot so later pods of the cycle see its resources and devices taken;
+
+4. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
+   ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event, written only when
+   the message changes.
+
+A plugin that raises, or returns something of the wrong shape, makes only the current pod
+unschedulable, with a message naming the plugin and the hook.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kai_core.bindrequest import build_bind_request
@@ -25,16 +49,21 @@ from kai_core.resources import (
     RES_PODS,
     RES_SLICES,
 )
-from kai_core.snapshot import ClaimAllocation, PodClaim, Snapshot, bind_request_failed_for_good
+from kai_core.snapshot import ClaimAllocation, NodeInfo, PodClaim, Snapshot, bind_request_failed_for_good
 
 log = logging.getLogger("kai.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "kai-scheduler"
 COMPONENT = "kai-scheduler"
+#: distinct reasons listed in an unschedulable message; the rest are summed up in one entry
+MAX_REASONS_IN_MESSAGE = 10
 
 
 @dataclass
 class SchedulerConfig:
+    """What ``kai-cli run`` passes to the scheduler (``--scheduler-name``, ``--feature-gates``, ...)."""
+
+    #: only pods with this ``spec.schedulerName`` are scheduled
     scheduler_name: str = DEFAULT_SCHEDULER_NAME
     features: FeatureGates = field(default_factory=FeatureGates)
     #: plugin name -> weight of its scores (default 1)
@@ -45,6 +74,9 @@ class SchedulerConfig:
 
 @dataclass
 class CycleResult:
+    """What one cycle did: pods given a node, pods left unschedulable, pods whose decision could
+    not be written (or that hit an internal error), and the cycle's wall time."""
+
     scheduled: int = 0
     unschedulable: int = 0
     errors: int = 0
@@ -53,18 +85,23 @@ class CycleResult:
 
 @dataclass
 class Decision:
+    """A node chosen for a pod, with the pod's claims and their allocation on that node."""
+
     node: str
     claims: list[PodClaim]
     allocation: ClaimAllocation | None
 
 
 class Unschedulable(Exception):
+    """The pod fits nowhere this cycle; ``message`` is what the pod's condition says."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
 def watched_resources(dra: bool) -> list[str]:
+    """The kinds the scheduler's cache lists and watches (DRA kinds only with the gate on)."""
     res = [RES_NAMESPACES, RES_NODES, RES_PODS, RES_BIND_REQUESTS]
     if dra:
         res += [RES_CLAIMS, RES_CLAIM_TEMPLATES, RES_SLICES, RES_DEVICE_CLASSES]
@@ -72,6 +109,8 @@ def watched_resources(dra: bool) -> list[str]:
 
 
 class Scheduler:
+    """Runs scheduling cycles against a store; see the module docstring for what a cycle does."""
+
     def __init__(self, store, pm: KaiPluginManager, config: SchedulerConfig | None = None) -> None:
         self.store = store
         self.pm = pm
@@ -80,6 +119,7 @@ class Scheduler:
         self.last_snapshot: Snapshot | None = None
 
     def run_cycle(self) -> CycleResult:
+        """One cycle over every pending pod; returns counts (decisions are in the store)."""
         start = time.perf_counter()
         result = CycleResult()
         self.cache.sync()
@@ -90,11 +130,17 @@ class Scheduler:
         for pod in snap.pending_pods():
             try:
                 decision = self.decide(pod, snap)
+                committed = self._commit(pod, decision, snap)
             except Unschedulable as exc:
                 result.unschedulable += 1
                 self._report_unschedulable(pod, exc.message)
                 continue
-            if self._commit(pod, decision, snap):
+            except Exception as exc:  # a bug of ours on one pod must not stop the others
+                log.exception("pod %s: internal error while scheduling", ref(pod))
+                result.errors += 1
+                self._report_unschedulable(pod, f"internal scheduler error: {type(exc).__name__}: {exc}")
+                continue
+            if committed:
                 result.scheduled += 1
             else:
                 result.errors += 1
@@ -105,66 +151,139 @@ class Scheduler:
 
     def decide(self, pod: dict, snap: Snapshot) -> Decision:
         """Choose a node for ``pod`` (and its claims' allocation); raises Unschedulable."""
-        for _plugin, res in self.pm.call_each("kai_pre_filter", pod=pod, snapshot=snap):
-            raise Unschedulable(str(res))
+        for plugin, res in self.pm.call_each("kai_pre_filter", pod=pod, snapshot=snap):
+            if isinstance(res, PluginError):
+                raise Unschedulable(str(res))
+            if not isinstance(res, str):
+                raise self._bad_result(
+                    plugin, "kai_pre_filter", f"expected None or a reason (str), got {type(res).__name__}")
+            raise Unschedulable(res)
         nodes = snap.nodes
         if not nodes:
             raise Unschedulable("0/0 nodes are available: no nodes in the cluster.")
-        rejected: dict[str, str] = {}
-        for _plugin, res in self.pm.call_each("kai_filter_nodes", pod=pod, nodes=nodes, snapshot=snap):
-            if isinstance(res, PluginError):
-                raise Unschedulable(str(res))
-            for name, reason in res.items():
-                rejected.setdefault(name, reason)
-        feasible = [n for n in nodes if n.name not in rejected]
+        rejected: dict[str, str | list[str]] = {}
+        feasible = self._filter(pod, nodes, rejected, snap)
         claims: list[PodClaim] = []
         allocations: dict[str, ClaimAllocation] = {}
         if feasible and (pod.get("spec") or {}).get("resourceClaims"):
-            claims, reason = pod_claims(pod, snap)
-            if reason:
-                raise Unschedulable(reason)
-            answer = self.pm.call_first(
-                "kai_allocate_claims", pod=pod, claims=claims, nodes=feasible, snapshot=snap
-            )
-            if answer is None:
-                raise Unschedulable("no plugin can allocate this pod's resource claims")
-            plugin, res = answer
-            if isinstance(res, PluginError):
-                raise Unschedulable(str(res))
-            for n in feasible:
-                got = res.get(n.name, f"plugin {plugin!r} gave no allocation for this node")
-                if isinstance(got, ClaimAllocation):
-                    allocations[n.name] = got
-                else:
-                    rejected[n.name] = f"cannot allocate all claims: {got}"
+            claims, allocations = self._allocate(pod, feasible, rejected, snap)
             feasible = [n for n in feasible if n.name in allocations]
         if not feasible:
             raise Unschedulable(unschedulable_message(len(nodes), rejected))
         best = self._best_node(pod, feasible, snap)
         return Decision(best, claims, allocations.get(best))
 
-    def _best_node(self, pod: dict, feasible: list, snap: Snapshot) -> str:
-        if len(feasible) == 1:
-            return feasible[0].name
-        totals = dict.fromkeys((n.name for n in feasible), 0.0)
-        for plugin, res in self.pm.call_each("kai_score_nodes", pod=pod, nodes=feasible, snapshot=snap):
+    def _filter(self, pod: dict, nodes: list[NodeInfo], rejected: dict, snap: Snapshot) -> list[NodeInfo]:
+        """Run every filter in turn over the nodes still in; returns the nodes left and records
+        each rejected node's reason(s) in ``rejected``."""
+        hook = "kai_filter_nodes"
+        for impl in self.pm.implementations(hook):
+            if not nodes:
+                break
+            res = self.pm.call_impl(impl, hook, {"pod": pod, "nodes": nodes, "snapshot": snap})
+            if res is None:
+                continue
             if isinstance(res, PluginError):
                 raise Unschedulable(str(res))
+            if not isinstance(res, Mapping):
+                raise self._bad_result(
+                    impl.plugin_name, hook, f"expected a dict {{node name: reason}}, got {type(res).__name__}")
+            if not res:
+                continue
+            left = []
+            for n in nodes:
+                reason = res.get(n.name)
+                if reason is None:
+                    left.append(n)
+                elif isinstance(reason, str) or (
+                        isinstance(reason, list | tuple) and reason and all(isinstance(r, str) for r in reason)):
+                    rejected[n.name] = reason
+                else:
+                    raise self._bad_result(
+                        impl.plugin_name, hook,
+                        f"node {n.name}: expected a reason (str or list of str), got {reason!r}")
+            nodes = left
+        return nodes
+
+    def _allocate(
+        self, pod: dict, feasible: list[NodeInfo], rejected: dict, snap: Snapshot
+    ) -> tuple[list[PodClaim], dict[str, ClaimAllocation]]:
+        """One ``kai_allocate_claims`` call over the feasible nodes: the pod's claims and, per
+        node where they fit, their allocation; nodes where they do not go into ``rejected``."""
+        hook = "kai_allocate_claims"
+        claims, reason = pod_claims(pod, snap)
+        if reason:
+            raise Unschedulable(reason)
+        answer = self.pm.call_first(hook, pod=pod, claims=claims, nodes=feasible, snapshot=snap)
+        if answer is None:
+            raise Unschedulable("no plugin can allocate this pod's resource claims")
+        plugin, res = answer
+        if isinstance(res, PluginError):
+            raise Unschedulable(str(res))
+        if not isinstance(res, Mapping):
+            raise self._bad_result(
+                plugin, hook, f"expected a dict {{node name: ClaimAllocation or reason}}, got {type(res).__name__}")
+        allocations: dict[str, ClaimAllocation] = {}
+        for n in feasible:
+            got = res.get(n.name, f"plugin {plugin!r} gave no allocation for this node")
+            if isinstance(got, ClaimAllocation):
+                if len(got.allocations) != len(claims):
+                    raise self._bad_result(
+                        plugin, hook, f"node {n.name}: {len(got.allocations)} allocation(s) for "
+                        f"{len(claims)} claim(s)")
+                allocations[n.name] = got
+            elif isinstance(got, str):
+                rejected[n.name] = f"cannot allocate all claims: {got}"
+            else:
+                raise self._bad_result(
+                    plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
+        return claims, allocations
+
+    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot) -> str:
+        """The feasible node with the highest weighted score sum; ties go to the first name."""
+        if len(feasible) == 1:
+            return feasible[0].name
+        hook = "kai_score_nodes"
+        totals = dict.fromkeys((n.name for n in feasible), 0.0)
+        for plugin, res in self.pm.call_each(hook, pod=pod, nodes=feasible, snapshot=snap):
+            if isinstance(res, PluginError):
+                raise Unschedulable(str(res))
+            if not isinstance(res, Mapping):
+                raise self._bad_result(
+                    plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
             weight = self.config.score_weights.get(plugin, 1.0)
-            for name, score in res.items():
-                if name in totals:
-                    totals[name] += weight * float(score)
-        return min(totals, key=lambda name: (-totals[name], name))
+            try:
+                for name, score in res.items():
+                    if name in totals:
+                        totals[name] += weight * score
+            except TypeError:
+                raise self._bad_result(
+                    plugin, hook, f"node {name}: expected a number, got {score!r}") from None
+        top = max((t for t in totals.values() if t == t), default=None)  # NaN never wins
+        if top is None:
+            return min(totals)
+        return min(name for name, total in totals.items() if total == top)
+
+    def _bad_result(self, plugin: str, hook: str, problem: str) -> Unschedulable:
+        """The pod's reason when a plugin returned something the hook does not accept."""
+        return Unschedulable(str(self.pm.bad_result(plugin, hook, problem)))
 
     def _commit(self, pod: dict, decision: Decision, snap: Snapshot) -> bool:
+        """Write the decision as a BindRequest and assume it in the snapshot; False if it could
+        not be written (the pod is tried again next cycle)."""
         pairs = []
         if decision.allocation is not None:
             allocs = decision.allocation.allocations
             pairs = [(pc.name, alloc) for pc, alloc in zip(decision.claims, allocs, strict=True)]
-        br = build_bind_request(pod, decision.node, pairs, self.config.backoff_limit)
+        br = build_bind_request(pod, decision.node, pairs, self.config.backoff_limit,
+                                requests=snap.requests_of(pod))
         node = snap.node_by_name[decision.node]
         annotations: dict = {}
-        for _plugin, res in self.pm.call_each("kai_bind_request", pod=pod, node=node, bind_request=br):
+        for plugin, res in self.pm.call_each("kai_bind_request", pod=pod, node=node, bind_request=br):
+            if not isinstance(res, PluginError) and not (
+                    isinstance(res, Mapping) and all(isinstance(v, str) for v in res.values())):
+                res = self.pm.bad_result(plugin, "kai_bind_request",
+                                         f"expected a dict of annotations (str values), got {res!r}")
             if isinstance(res, PluginError):
                 self._report_unschedulable(pod, str(res))
                 return False
@@ -192,11 +311,17 @@ class Scheduler:
             phase = (br.get("status") or {}).get("phase")
             node_gone = ("", spec.get("selectedNode", "")) not in nodes and phase != "Succeeded"
             if bind_request_failed_for_good(br) or node_gone:
+                md = br["metadata"]
+                why = "its node is gone" if node_gone else f"it failed: {(br.get('status') or {}).get('reason')}"
                 try:
-                    self.store.delete(RES_BIND_REQUESTS, br["metadata"]["name"], br["metadata"]["namespace"])
+                    self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
                     deleted = True
+                    log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
+                             md["namespace"], md["name"], why, spec.get("podName"))
                 except NotFound:
                     pass
+                except ApiError as exc:
+                    log.warning("cannot delete BindRequest %s/%s: %s", md["namespace"], md["name"], exc.message)
         return deleted
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:
@@ -206,6 +331,7 @@ class Scheduler:
         for cond in status.get("conditions") or []:
             if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
                     and cond.get("reason") == "Unschedulable" and cond.get("message") == message):
+                log.debug("pod %s still unschedulable: %s", ref(pod), message)
                 return
         new = clone(pod)
         conds = [c for c in new.setdefault("status", {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
@@ -216,6 +342,9 @@ class Scheduler:
             self.store.update_status(new)
         except (Conflict, NotFound):
             return  # the pod changed or went; the next cycle looks again
+        except ApiError as exc:
+            log.warning("cannot update the status of pod %s: %s", ref(pod), exc.message)
+            return
         log.info("pod %s unschedulable: %s", ref(pod), message)
         self._event(pod, "Warning", "FailedScheduling", message)
 
@@ -244,8 +373,25 @@ class Scheduler:
             log.warning("cannot record event for pod %s: %s", ref(pod), exc.message)
 
 
-def unschedulable_message(total: int, rejected: dict[str, str]) -> str:
-    """kube-scheduler's summary: ``0/4 nodes are available: 1 Insufficient cpu, 3 ...``."""
-    counts = Counter(rejected.values())
-    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: kv[0]))
-    return f"0/{total} nodes are available: {parts}."
+def unschedulable_message(total: int, rejected: Mapping[str, str | list[str] | tuple[str, ...]]) -> str:
+    """kube-scheduler's summary: ``0/4 nodes are available: 1 Insufficient cpu, 3 ...``.
+
+    Each node counts once per reason it was given; entries are ``"<count> <reason>"`` sorted as
+    strings, as kube-scheduler sorts them. Past :data:`MAX_REASONS_IN_MESSAGE` distinct reasons
+    the least frequent are summed up as ``N more reason(s)``, so a message stays readable on a
+    large cluster whose nodes fail in many different ways.
+    """
+    counts: Counter[str] = Counter()
+    for reasons in rejected.values():
+        if isinstance(reasons, str):
+            counts[reasons] += 1
+        else:
+            counts.update(dict.fromkeys(reasons, 1))
+    kept = counts.most_common()
+    rest = kept[MAX_REASONS_IN_MESSAGE:]
+    parts = sorted(f"{n} {reason}" for reason, n in kept[:MAX_REASONS_IN_MESSAGE])
+    if rest:
+        parts.append(f"{len(rest)} more reason(s) on {sum(n for _, n in rest)} node(s)")
+    if not parts:
+        return f"0/{total} nodes are available."
+    return f"0/{total} nodes are available: {', '.join(parts)}."

@@ -39,9 +39,23 @@ class BadRequest(ApiError):
     reason = "BadRequest"
 
 
+class Forbidden(ApiError):
+    """The request is understood but refused, e.g. new objects in a namespace being deleted."""
+
+    code = 403
+    reason = "Forbidden"
+
+
 class NotFound(ApiError):
     code = 404
     reason = "NotFound"
+
+
+class MethodNotAllowed(ApiError):
+    """The operation is not supported here, e.g. creating objects of a CRD that is being deleted."""
+
+    code = 405
+    reason = "MethodNotAllowed"
 
 
 class Conflict(ApiError):

@@ -9,7 +9,8 @@ per device; a hook call costs microseconds, a per-node call would cost seconds p
 
 Error rule: an exception raised by a plugin never takes the scheduler down. The pod being
 scheduled gets an unschedulable reason naming the plugin and the hook, and the traceback is logged
-once.
+once; a result of the wrong shape is treated the same way. Hook wrappers are refused at
+registration (every implementation is called on its own, to isolate failures).
 
 Objects are Kubernetes JSON dicts (``pod``, nodes' ``.obj``, claims, BindRequests) and must not be
 mutated; ``snapshot`` is the cycle's :class:`kai_core.snapshot.Snapshot`.
@@ -44,15 +45,21 @@ class SchedulerSpecs:
     @hookspec
     def kai_pre_filter(self, pod, snapshot):
         """Called once per pending pod, before any node is looked at. Return None to go on, or a
-        reason (str) that makes the pod unschedulable this cycle whatever the nodes. All plugins
-        are called; the first reason wins."""
+        reason (str) that makes the pod unschedulable this cycle whatever the nodes; the reason
+        becomes the pod's condition message as it is. All plugins are called, in pluggy's order
+        (built-ins first); the first reason wins."""
 
     @hookspec
     def kai_filter_nodes(self, pod, nodes, snapshot):
-        """Called once per pod with the list of candidate :class:`NodeInfo`. Return a dict
-        ``{node_name: reason}`` of the nodes this plugin rejects (an empty dict or None rejects
-        none). A node rejected by any plugin is out; reasons are grouped into the pod's
-        ``0/N nodes are available: ...`` message, so keep them node-independent."""
+        """Called once per pod with the list of candidate :class:`kai_core.snapshot.NodeInfo`:
+        the nodes that passed the filters called before this one (built-ins run first, in
+        kube-scheduler's order; a plugin is not called once no node is left). Return a dict
+        ``{node_name: reason}`` of the nodes this plugin rejects, where a reason is a str or a
+        list of str (an empty dict or None rejects none). Reasons are counted into the pod's
+        ``0/N nodes are available: ...`` message, so keep them node-independent. Reading
+        ``node.requested`` (which includes in-flight and assumed pods) is how a filter sees
+        earlier decisions of the same cycle; ``snapshot.requests_of(pod)`` gives the pod's
+        requests."""
 
     @hookspec(firstresult=True)
     def kai_allocate_claims(self, pod, claims, nodes, snapshot):
@@ -65,16 +72,18 @@ class SchedulerSpecs:
 
     @hookspec
     def kai_score_nodes(self, pod, nodes, snapshot):
-        """Called once per pod with the feasible nodes. Return ``{node_name: score}`` with scores
-        in 0..100 (missing nodes score 0). Scores of all plugins are multiplied by the plugin's
-        weight (config ``score_weights``, default 1) and summed; the highest total wins, ties go
-        to the node name that sorts first."""
+        """Called once per pod with the feasible nodes (not called when only one is feasible).
+        Return ``{node_name: score}`` with numeric scores in 0..100 (missing nodes score 0).
+        Scores of all plugins are multiplied by the plugin's weight (config ``score_weights``,
+        default 1) and summed; the highest total wins, ties go to the node name that sorts
+        first."""
 
     @hookspec
     def kai_bind_request(self, pod, node, bind_request):
         """Called when a decision is committed, before the BindRequest is written. Return a dict of
-        annotations to add to it (the channel from scheduler plugins to binder plugins; keys like
-        ``<plugin>.kai.scheduler/<key>``), or None."""
+        annotations (str values) to add to it (the channel from scheduler plugins to binder
+        plugins; keys like ``<plugin>.kai.scheduler/<key>``), or None. ``node`` is the chosen
+        :class:`kai_core.snapshot.NodeInfo`. A failure here leaves the pod for the next cycle."""
 
     @hookspec
     def kai_cli_commands(self, cli):

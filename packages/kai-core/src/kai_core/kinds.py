@@ -13,11 +13,20 @@ from dataclasses import dataclass, field
 from kai_core.errors import UnknownKind
 
 Validator = Callable[[dict], None]
+UpdateValidator = Callable[[dict, dict], None]  # (old, new)
+
+#: Field selectors every kind supports.
+COMMON_FIELD_SELECTORS = ("metadata.name", "metadata.namespace")
 
 
 @dataclass
 class ResourceKind:
-    """One served kind. ``validate`` raises :class:`kai_core.errors.Invalid` for a bad object."""
+    """One served kind. ``validate`` raises :class:`kai_core.errors.Invalid` for a bad object.
+
+    ``validate_update(old, new)`` checks what may not change on an update (immutable fields);
+    ``field_selectors`` lists the field paths that ``list`` may select on besides
+    ``metadata.name`` and ``metadata.namespace``.
+    """
 
     group: str
     version: str
@@ -31,6 +40,12 @@ class ResourceKind:
     defaults: Callable[[dict], dict] | None = None
     #: Older API versions accepted on input and converted to ``version``.
     convert_from: dict[str, Callable[[dict], dict]] = field(default_factory=dict)
+    validate_update: UpdateValidator | None = None
+    field_selectors: tuple[str, ...] = ()
+
+    def selectable_fields(self) -> tuple[str, ...]:
+        """Every field path a field selector may name for this kind."""
+        return COMMON_FIELD_SELECTORS + self.field_selectors
 
     @property
     def resource(self) -> str:
@@ -59,25 +74,163 @@ def _dra(kind: str, plural: str, namespaced: bool, **kw) -> ResourceKind:
     return ResourceKind("resource.k8s.io", "v1", kind, plural, namespaced, singular=kind.lower(), **kw)
 
 
+_POD_FIELDS = (
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+)
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
+
+
 def builtin_kinds() -> list[ResourceKind]:
-    """The Kubernetes kinds the scheduler and binder work with, with their API validation."""
-    from kai_core.validation import VALIDATORS
+    """The Kubernetes kinds the scheduler and binder work with, with their API validation.
+
+    ``resource.k8s.io`` is always served (as ``v1``, with ``v1beta1`` and ``v1beta2`` objects
+    converted on input), whatever the scheduler's feature gates say: the gates decide what the
+    scheduler does with claims, not whether the cluster stores them.
+    """
+    from kai_core.validation import UPDATE_VALIDATORS, VALIDATORS
 
     kinds = [
-        _core("Namespace", "namespaces", False, has_status=True, short_names=("ns",)),
-        _core("Node", "nodes", False, has_status=True, short_names=("no",)),
-        _core("Pod", "pods", True, has_status=True, short_names=("po",)),
-        _core("Event", "events", True, short_names=("ev",)),
+        _core(
+            "Namespace",
+            "namespaces",
+            False,
+            has_status=True,
+            short_names=("ns",),
+            field_selectors=("status.phase",),
+        ),
+        _core(
+            "Node",
+            "nodes",
+            False,
+            has_status=True,
+            short_names=("no",),
+            field_selectors=("spec.unschedulable",),
+        ),
+        _core("Pod", "pods", True, has_status=True, short_names=("po",), field_selectors=_POD_FIELDS),
+        _core("Event", "events", True, short_names=("ev",), field_selectors=_EVENT_FIELDS),
         _core("ConfigMap", "configmaps", True, short_names=("cm",)),
         ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", True, singular="lease"),
-        _dra("DeviceClass", "deviceclasses", False),
-        _dra("ResourceSlice", "resourceslices", False),
-        _dra("ResourceClaim", "resourceclaims", True, has_status=True),
-        _dra("ResourceClaimTemplate", "resourceclaimtemplates", True),
+        _dra("DeviceClass", "deviceclasses", False, convert_from=_beta_converters(_same_shape)),
+        _dra(
+            "ResourceSlice",
+            "resourceslices",
+            False,
+            convert_from=_beta_converters(_slice_from_v1beta1),
+            field_selectors=("spec.nodeName", "spec.driver"),
+        ),
+        _dra(
+            "ResourceClaim",
+            "resourceclaims",
+            True,
+            has_status=True,
+            convert_from=_beta_converters(_claim_from_v1beta1),
+        ),
+        _dra(
+            "ResourceClaimTemplate",
+            "resourceclaimtemplates",
+            True,
+            convert_from=_beta_converters(_claim_template_from_v1beta1),
+        ),
     ]
     for k in kinds:
         k.validate = VALIDATORS.get((k.group, k.kind))
+        k.validate_update = UPDATE_VALIDATORS.get((k.group, k.kind))
     return kinds
+
+
+# ---------------------------------------------------------------------------------------------
+# resource.k8s.io v1beta1 / v1beta2 -> v1. v1beta2 already has the v1 shape. v1beta1 puts a
+# request's device fields on the request itself (v1 wraps them in ``exactly``), wraps a slice's
+# device fields in ``basic``, and has non-pointer ``nodeName``/``allNodes`` (empty means unset).
+# The store keeps v1 only; converters get a private copy and may change it in place.
+
+_EXACTLY_FIELDS = (
+    "deviceClassName",
+    "selectors",
+    "allocationMode",
+    "count",
+    "adminAccess",
+    "tolerations",
+    "capacity",
+)
+
+
+def _same_shape(obj: dict) -> dict:
+    return obj
+
+
+def _beta_converters(v1beta1: Callable[[dict], dict]) -> dict[str, Callable[[dict], dict]]:
+    return {"v1beta1": v1beta1, "v1beta2": _same_shape}
+
+
+def _request_from_v1beta1(req):
+    if not isinstance(req, dict) or "exactly" in req:
+        return req
+    out = {k: v for k, v in req.items() if k not in _EXACTLY_FIELDS}
+    if req.get("firstAvailable"):
+        return out  # the device fields are on the subrequests, in the same shape as v1
+    out["exactly"] = {k: req[k] for k in _EXACTLY_FIELDS if k in req}
+    return out
+
+
+def _claim_spec_from_v1beta1(spec) -> None:
+    devices = spec.get("devices") if isinstance(spec, dict) else None
+    if isinstance(devices, dict) and isinstance(devices.get("requests"), list):
+        devices["requests"] = [_request_from_v1beta1(r) for r in devices["requests"]]
+
+
+def _claim_from_v1beta1(obj: dict) -> dict:
+    _claim_spec_from_v1beta1(obj.get("spec"))
+    return obj
+
+
+def _claim_template_from_v1beta1(obj: dict) -> dict:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        _claim_spec_from_v1beta1(spec.get("spec"))
+    return obj
+
+
+def _slice_from_v1beta1(obj: dict) -> dict:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    if spec.get("nodeName") == "":
+        del spec["nodeName"]
+    if spec.get("allNodes") is False:
+        del spec["allNodes"]
+    devices = spec.get("devices")
+    if isinstance(devices, list):
+        flat = []
+        for dev in devices:
+            if isinstance(dev, dict) and isinstance(dev.get("basic"), dict):
+                dev = {**{k: v for k, v in dev.items() if k != "basic"}, **dev["basic"]}
+                if dev.get("nodeName") == "":
+                    del dev["nodeName"]
+                if dev.get("allNodes") is False:
+                    del dev["allNodes"]
+            flat.append(dev)
+        spec["devices"] = flat
+    return obj
 
 
 class KindRegistry:
@@ -96,6 +249,17 @@ class KindRegistry:
         for name in kind.names():
             self._by_name[name.lower()] = kind
 
+    def remove(self, resource: str) -> None:
+        """Stop serving a kind (its CRD was deleted)."""
+        kind = self._by_resource.pop(resource, None)
+        if kind is None:
+            return
+        if self._by_gk.get((kind.group, kind.kind)) is kind:
+            del self._by_gk[(kind.group, kind.kind)]
+        for name in kind.names():
+            if self._by_name.get(name.lower()) is kind:
+                del self._by_name[name.lower()]
+
     def __iter__(self):
         return iter(list(self._by_resource.values()))
 
@@ -109,6 +273,10 @@ class KindRegistry:
         except KeyError:
             raise UnknownKind(f"the server could not find the requested resource {resource!r}") from None
 
+    def by_group_kind(self, group: str, kind: str) -> ResourceKind | None:
+        """The kind served for ``group`` and ``kind`` (any version), or None."""
+        return self._by_gk.get((group, kind))
+
     def lookup(self, name: str) -> ResourceKind:
         """By any name a user may type: plural, singular, kind, short name, ``plural.group``."""
         kind = self._by_name.get(name.lower())
@@ -120,7 +288,12 @@ class KindRegistry:
         """The kind serving ``obj`` (by its apiVersion and kind); an unserved one raises UnknownKind."""
         api_version = obj.get("apiVersion")
         kind_name = obj.get("kind")
-        if not isinstance(api_version, str) or not isinstance(kind_name, str) or not api_version or not kind_name:
+        if (
+            not isinstance(api_version, str)
+            or not isinstance(kind_name, str)
+            or not api_version
+            or not kind_name
+        ):
             raise UnknownKind("object has no apiVersion or kind", code=400, reason="BadRequest")
         group, _, version = api_version.rpartition("/")
         kind = self._by_gk.get((group, kind_name))

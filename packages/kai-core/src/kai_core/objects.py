@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kai_core.errors import BadRequest
 
@@ -28,7 +28,7 @@ def random_suffix(n: int = 5) -> str:
 
 
 def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def meta(obj: dict) -> dict:
@@ -85,15 +85,23 @@ LabelPredicate = Callable[[dict], bool]
 
 
 def parse_label_selector(text: str | None) -> LabelPredicate:
-    """Compile ``app=x,tier!=db,env in (a,b),!legacy,gpu`` into a predicate over a labels dict."""
+    """Compile ``app=x,tier!=db,env in (a,b),!legacy,gpu`` into a predicate over a labels dict.
+
+    The operators are those of ``kubectl -l``: ``=``/``==`` (equal), ``!=`` (not equal, or absent),
+    ``in (...)``, ``notin (...)`` (not one of them, or absent), ``key`` (exists) and ``!key`` (absent);
+    requirements are joined by commas and must all hold. Raises BadRequest naming the position of
+    anything else.
+    """
     if not text:
         return lambda labels: True
+    if not isinstance(text, str):
+        raise BadRequest(f"a label selector must be a string, got {type(text).__name__}")
     reqs: list[LabelPredicate] = []
     pos = 0
     text = text.strip()
     while pos < len(text):
         m = _REQ.match(text, pos)
-        if not m or m.end() == pos:
+        if not m or m.end() == pos or (m.group(0).rstrip().endswith(",") and m.end() == len(text)):
             raise BadRequest(f"unable to parse label selector {text!r} at position {pos}")
         pos = m.end()
         if m.group("notexists"):
@@ -135,25 +143,41 @@ def label_selector_matches(selector: dict | None, labels: dict) -> bool:
             return False
         if op == "DoesNotExist" and k in labels:
             return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False  # the API server refuses such a selector; matching nothing is the safe reading
     return True
 
 
-def parse_field_selector(text: str | None) -> Callable[[dict], bool]:
-    """Compile ``spec.nodeName=n1,status.phase!=Failed`` into a predicate over whole objects."""
+def parse_field_selector(text: str | None, allowed: Iterable[str] | None = None) -> Callable[[dict], bool]:
+    """Compile ``spec.nodeName=n1,status.phase!=Failed`` into a predicate over whole objects.
+
+    Operators are ``=``, ``==`` and ``!=``; a missing field reads as the empty string, booleans as
+    ``true``/``false``. ``allowed`` is the set of field paths the kind supports (the API server
+    refuses any other with ``field label not supported``); None allows every path.
+    """
     if not text:
         return lambda obj: True
+    if not isinstance(text, str):
+        raise BadRequest(f"a field selector must be a string, got {type(text).__name__}")
+    allowed_set = None if allowed is None else set(allowed)
     reqs = []
     for part in text.split(","):
         part = part.strip()
         if not part:
-            continue
+            raise BadRequest(f"invalid field selector {text!r}: empty requirement")
         m = re.fullmatch(r"([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*)", part)
         if not m:
             raise BadRequest(f"invalid field selector {text!r}: {part!r}")
         path, op, value = m.groups()
+        if allowed_set is not None and path not in allowed_set:
+            raise BadRequest(
+                f'field label not supported: "{path}" (supported: {", ".join(sorted(allowed_set))})'
+            )
 
         def pred(obj, path=path, op=op, value=value):
             got = get_path(obj, path)
+            if isinstance(got, bool):
+                got = "true" if got else "false"
             got = "" if got is None else str(got)
             return got != value if op == "!=" else got == value
 

@@ -1,6 +1,12 @@
-"""Resource names and the arithmetic of pod requests against node allocatable."""
+"""Resource names and the arithmetic of pod requests against node allocatable.
+
+Amounts are integers in milli-units (``"1500m"`` cpu -> 1500, ``"1Gi"`` memory -> 1073741824000), so
+they add and compare exactly.
+"""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from kai_core.quantity import QuantityError, to_milli
 
@@ -19,42 +25,85 @@ RES_DEVICE_CLASSES = "deviceclasses.resource.k8s.io"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def _milli(value) -> int:
+@lru_cache(maxsize=4096)
+def _milli_cached(value: str | int | float) -> int:
     try:
         return to_milli(value)
     except QuantityError:
         return 0
 
 
+def _milli(value) -> int:
+    """Milli-units of a quantity; a malformed one counts as 0 (the API server refuses those on
+    write, so only hand-made objects can carry one). Parsing is memoized: a cluster uses few
+    distinct quantity strings and parsing one exactly costs microseconds."""
+    try:
+        return _milli_cached(value)
+    except TypeError:  # unhashable: not a quantity at all
+        return 0
+
+
 def pod_requests(pod: dict) -> dict[str, int]:
     """Effective requests of a pod in milli-units, as kube-scheduler computes them.
 
-    Sum over containers (a request defaults to its limit), max with each init container, plus
-    the pod overhead. ``pods`` is not included (every pod takes one).
+    - containers: summed; a resource without a request uses its limit;
+    - init containers run one after the other, so the pod needs the largest of them, except
+      restartable ones (sidecars, ``restartPolicy: Always``), which keep running: they add to the
+      containers' sum and to every later init container;
+    - pod-level ``spec.resources`` (requests, else limits), where given, replaces the containers'
+      total for those resources;
+    - ``spec.overhead`` is added on top.
+
+    Zero amounts are left out, and ``pods`` is not included (every pod takes one slot).
     """
     spec = pod.get("spec") or {}
     total: dict[str, int] = {}
     for c in spec.get("containers") or []:
-        for name, v in _container_requests(c).items():
-            total[name] = total.get(name, 0) + v
+        _add_to(total, _container_requests(c))
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
     for c in spec.get("initContainers") or []:
-        for name, v in _container_requests(c).items():
-            if v > total.get(name, 0):
-                total[name] = v
+        req = _container_requests(c)
+        if c.get("restartPolicy") == "Always":
+            _add_to(total, req)
+            _add_to(sidecars, req)
+            needed = dict(sidecars)
+        else:
+            needed = dict(req)
+            _add_to(needed, sidecars)
+        for name, v in needed.items():
+            if v > init_peak.get(name, 0):
+                init_peak[name] = v
+    for name, v in init_peak.items():
+        if v > total.get(name, 0):
+            total[name] = v
+    pod_level = _container_requests(spec)
+    total.update(pod_level)
     for name, q in (spec.get("overhead") or {}).items():
         total[name] = total.get(name, 0) + _milli(q)
     return {k: v for k, v in total.items() if v}
 
 
+def _add_to(total: dict[str, int], more: dict[str, int]) -> None:
+    for name, v in more.items():
+        total[name] = total.get(name, 0) + v
+
+
 def _container_requests(c: dict) -> dict[str, int]:
-    res = c.get("resources") or {}
+    """Requests of a container (or of a pod spec's ``resources``); a limit stands in for a
+    missing request."""
+    res = c.get("resources") if isinstance(c, dict) else None
+    if not isinstance(res, dict):
+        return {}
     limits = res.get("limits") or {}
-    requests = dict(limits)
-    requests.update(res.get("requests") or {})
+    requests = dict(limits) if isinstance(limits, dict) else {}
+    if isinstance(res.get("requests"), dict):
+        requests.update(res["requests"])
     return {name: _milli(q) for name, q in requests.items()}
 
 
 def node_allocatable(node: dict) -> dict[str, int]:
+    """A node's ``status.allocatable`` (else ``status.capacity``) in milli-units."""
     status = node.get("status") or {}
     alloc = status.get("allocatable") or status.get("capacity") or {}
     return {name: _milli(q) for name, q in alloc.items()}

@@ -8,6 +8,7 @@ current cycle are added with :meth:`Snapshot.assume`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,6 +25,8 @@ from kai_core.resources import (
     node_allocatable,
     pod_requests,
 )
+
+log = logging.getLogger("kai.snapshot")
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -77,7 +80,17 @@ def _key(obj: dict) -> tuple[str, str]:
 
 
 def is_active_pod(pod: dict) -> bool:
+    """Whether the pod still holds (or will hold) node resources: it has not Succeeded or Failed."""
     return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+
+
+def _owned_by(br: dict, pod: dict) -> bool:
+    """Whether a BindRequest belongs to this incarnation of the pod: a pod deleted and created
+    again under the same name must not inherit the old pod's request (its ownerReference names
+    the old uid; garbage collection removes it shortly)."""
+    uid = pod["metadata"].get("uid")
+    owners = [o for o in br["metadata"].get("ownerReferences") or [] if o.get("kind") == "Pod"]
+    return not owners or not uid or any(o.get("uid") == uid for o in owners)
 
 
 def bind_request_failed_for_good(br: dict) -> bool:
@@ -90,6 +103,13 @@ def bind_request_failed_for_good(br: dict) -> bool:
 
 
 class Snapshot:
+    """The cluster as one cycle sees it: pods, nodes (as :class:`NodeInfo` with usage counted),
+    claims, templates, BindRequests, and the DRA inventory on demand.
+
+    Plugins receive it as ``snapshot`` and must treat it as read-only; only the cycle calls
+    :meth:`assume`.
+    """
+
     def __init__(self, cache, scheduler_name: str, features: FeatureGates) -> None:
         self.scheduler_name = scheduler_name
         self.features = features
@@ -111,26 +131,30 @@ class Snapshot:
         #: (namespace, pod name) -> live BindRequest for pods not yet bound
         self.in_flight: dict[tuple[str, str], dict] = {}
         self._in_use: set | None = None
+        self._requests: dict[tuple[str, str], dict[str, int]] = {}
         self._count_pods()
 
     # -- building ------------------------------------------------------------------------------
 
     def _count_pods(self) -> None:
+        """Count every active pod on its node: bound pods by ``spec.nodeName``, unbound ones by
+        their live BindRequest's ``selectedNode`` (and that request's claim allocations)."""
         brs_by_pod: dict[tuple[str, str], dict] = {}
         for br in self.bind_requests.values():
-            if bind_request_failed_for_good(br) or (br.get("status") or {}).get("phase") == "Failed":
-                continue
+            if bind_request_failed_for_good(br):
+                continue  # deleted by the scheduler this cycle; a Failed one with retries left stays live
             md = br["metadata"]
             brs_by_pod[(md.get("namespace", ""), (br.get("spec") or {}).get("podName", ""))] = br
         for key, pod in self.pods.items():
-            if not is_active_pod(pod) or pod["metadata"].get("deletionTimestamp") and not pod["spec"].get(
-                "nodeName"
-            ):
+            if not is_active_pod(pod):
                 continue
-            node_name = pod["spec"].get("nodeName")
+            spec = pod.get("spec") or {}
+            node_name = spec.get("nodeName")
             if not node_name:
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
                 br = brs_by_pod.get(key)
-                if br is None:
+                if br is None or not _owned_by(br, pod):
                     continue
                 self.in_flight[key] = br
                 node_name = br["spec"].get("selectedNode")
@@ -140,7 +164,7 @@ class Snapshot:
                         self.assumed_allocations[claim_key] = entry.get("allocation") or {}
             node = self.node_by_name.get(node_name)
             if node is not None:
-                _add(node, pod_requests(pod))
+                _add(node, self.requests_of(pod))
 
     def _stored_allocation(self, claim_key) -> dict | None:
         claim = self.claims.get(claim_key)
@@ -153,7 +177,13 @@ class Snapshot:
     # -- queries -------------------------------------------------------------------------------
 
     def pending_pods(self) -> list[dict]:
-        """Pods of this scheduler waiting for a node, highest priority first, then oldest."""
+        """Pods of this scheduler waiting for a node, in a stable order: highest
+        ``spec.priority`` first, then oldest ``creationTimestamp``, then namespace and name.
+
+        Left out: pods of other schedulers, bound pods, pods being deleted or finished, pods with
+        a live BindRequest (their decision is in flight), and pods with ``schedulingGates``
+        (kube-scheduler does not consider them until every gate is removed).
+        """
         out = []
         for key, pod in self.pods.items():
             spec = pod.get("spec") or {}
@@ -161,16 +191,23 @@ class Snapshot:
                 continue
             if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod) or key in self.in_flight:
                 continue
+            if spec.get("schedulingGates"):
+                continue
             out.append(pod)
-        out.sort(
-            key=lambda p: (
-                -int(p["spec"].get("priority") or 0),
-                p["metadata"].get("creationTimestamp", ""),
-                p["metadata"].get("namespace", ""),
-                p["metadata"]["name"],
-            )
-        )
+        out.sort(key=_pod_order)
         return out
+
+    def requests_of(self, pod: dict) -> dict[str, int]:
+        """:func:`kai_core.resources.pod_requests` of a pod of this snapshot, computed once per
+        cycle (the filters, the scores and the commit all need it). Read-only."""
+        md = pod["metadata"]
+        key = (md.get("namespace", ""), md.get("name", ""))
+        if self.pods.get(key) is not pod:
+            return pod_requests(pod)  # not one of ours: no caching
+        req = self._requests.get(key)
+        if req is None:
+            req = self._requests[key] = pod_requests(pod)
+        return req
 
     def allocation_of(self, claim_key: tuple[str, str]) -> dict | None:
         """The claim's allocation: stored, else assumed (in flight or decided this cycle)."""
@@ -188,34 +225,46 @@ class Snapshot:
 
     @property
     def devices_in_use(self) -> set:
-        """Devices of every allocated claim, in-flight BindRequest and decision of this cycle."""
-        if self._in_use is None:
-            from kai_core.dra.allocator import devices_of
+        """Devices of every allocated claim, in-flight BindRequest and decision of this cycle.
 
+        Admin-access results do not count (they do not take the device, as upstream). A malformed
+        allocation is logged and skipped rather than stopping the cycle.
+        """
+        if self._in_use is None:
             used: set = set()
-            for claim in self.claims.values():
-                alloc = ((claim.get("status") or {}).get("allocation"))
-                if alloc:
-                    used.update(devices_of(alloc))
-            for alloc in self.assumed_allocations.values():
-                used.update(devices_of(alloc))
+            for key, claim in self.claims.items():
+                self._use_devices(used, (claim.get("status") or {}).get("allocation"), key)
+            for key, alloc in self.assumed_allocations.items():
+                self._use_devices(used, alloc, key)
             self._in_use = used
         return self._in_use
+
+    @staticmethod
+    def _use_devices(used: set, allocation: dict | None, claim_key: tuple[str, str]) -> None:
+        if not allocation:
+            return
+        from kai_core.dra.allocator import devices_of
+
+        try:
+            used.update(devices_of(allocation, exclusive_only=True))
+        except (ValueError, AttributeError, TypeError) as exc:
+            log.warning("ResourceClaim %s/%s: ignoring a malformed allocation: %s", *claim_key, exc)
 
     # -- decisions -----------------------------------------------------------------------------
 
     def assume(self, pod: dict, node_name: str, claims: list[PodClaim], allocation: ClaimAllocation | None) -> None:
-        """Count a decision of this cycle as if it were already bound."""
+        """Count a decision of this cycle as if it were already bound: the pod's requests go to
+        the node, its new claim allocations to :attr:`assumed_allocations` and their devices to
+        :attr:`devices_in_use`, and the pod is no longer pending."""
         node = self.node_by_name[node_name]
-        _add(node, pod_requests(pod))
+        _add(node, self.requests_of(pod))
         key = _key(pod)
         if allocation is not None:
-            from kai_core.dra.allocator import devices_of
-
             for pc, alloc in zip(claims, allocation.allocations, strict=True):
                 if pc.allocation is None:
                     self.assumed_allocations[pc.key] = alloc
-                    self.devices_in_use.update(devices_of(alloc))
+                    if self._in_use is not None:
+                        self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
 
 
@@ -231,6 +280,17 @@ def claim_name_for(pod: dict, pod_claim_name: str | None) -> str | None:
                 return st.get("resourceClaimName")
         return None
     return None
+
+
+def _pod_order(pod: dict) -> tuple:
+    md = pod["metadata"]
+    priority = (pod.get("spec") or {}).get("priority")
+    return (
+        -(priority if isinstance(priority, int) else 0),
+        str(md.get("creationTimestamp") or ""),  # RFC 3339 in UTC: sorts as text
+        md.get("namespace", ""),
+        md["name"],
+    )
 
 
 def _add(node: NodeInfo, req: dict[str, int]) -> None:

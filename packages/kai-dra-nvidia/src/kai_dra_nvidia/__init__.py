@@ -6,6 +6,7 @@ This package also ships the ComputeDomain CRD and a demo cluster (:func:`demo_ma
 
 from __future__ import annotations
 
-from kai_dra_nvidia.data import compute_domain_crd, demo_manifests_path
+from kai_dra_nvidia.data import compute_domain_crd
+from kai_dra_nvidia.demo import demo_manifests_path
 
 __all__ = ["compute_domain_crd", "demo_manifests_path"]

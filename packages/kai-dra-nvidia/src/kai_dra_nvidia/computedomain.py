@@ -32,7 +32,6 @@ import logging
 from kai_core.errors import ApiError, NotFound, UnknownKind
 from kai_core.objects import clone
 from kai_core.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_NODES, RES_PODS
-
 from kai_dra_nvidia.config import (
     ALLOCATION_MODE_ALL,
     API_VERSION,
@@ -149,7 +148,9 @@ class ComputeDomainController:
             domains = _list(store, RES_COMPUTE_DOMAINS)
         except UnknownKind:
             return  # the ComputeDomain CRD is not served: nothing to do
-        templates = _list(store, RES_CLAIM_TEMPLATES, f"{COMPUTE_DOMAIN_LABEL},{TARGET_LABEL}={TARGET_WORKLOAD}")
+        templates = _list(
+            store, RES_CLAIM_TEMPLATES, f"{COMPUTE_DOMAIN_LABEL},{TARGET_LABEL}={TARGET_WORKLOAD}"
+        )
         by_uid: dict[str, list[dict]] = {}
         for t in templates:
             by_uid.setdefault(t["metadata"]["labels"][COMPUTE_DOMAIN_LABEL], []).append(t)
@@ -162,8 +163,8 @@ class ComputeDomainController:
                     self._finalize(store, domain, by_uid.get(uid, []))
                 else:
                     self._ensure(store, domain, by_uid.get(uid, []), joined.get(uid, set()))
-            except ApiError as exc:
-                log.warning("%s: %s (retried next round)", _describe(domain), exc.message)
+            except ApiError as exc:  # retried next round; a lasting failure is logged once
+                self._warn_once(uid, f"{_describe(domain)}: {exc.message} (retried every round)")
         for uid, orphans in by_uid.items():
             if uid not in live:
                 for t in orphans:
@@ -194,8 +195,11 @@ class ComputeDomainController:
             existing = None
         if existing is not None:
             # not labelled for this domain (those were found by label): someone else's, leave it
-            self._warn_once(uid, f"{_describe(domain)}: ResourceClaimTemplate {namespace}/{name} already "
-                                 "exists and was not created for this ComputeDomain; leaving it alone")
+            self._warn_once(
+                uid,
+                f"{_describe(domain)}: ResourceClaimTemplate {namespace}/{name} already "
+                "exists and was not created for this ComputeDomain; leaving it alone",
+            )
             return
         store.create(workload_claim_template(domain))
         log.info("%s: created ResourceClaimTemplate %s/%s", _describe(domain), namespace, name)
@@ -230,8 +234,15 @@ class ComputeDomainController:
             while (clique, index) in taken:
                 index += 1
             taken.add((clique, index))
-            kept.append({"name": node_name, "ipAddress": _internal_ip(node), "cliqueID": clique,
-                         "index": index, "status": STATUS_READY})
+            kept.append(
+                {
+                    "name": node_name,
+                    "ipAddress": _internal_ip(node),
+                    "cliqueID": clique,
+                    "index": index,
+                    "status": STATUS_READY,
+                }
+            )
         return sorted(kept, key=lambda n: n.get("name", ""))
 
     def _joined_nodes(self, store, domain_uids: set[str]) -> dict[str, set[str]]:

@@ -60,7 +60,9 @@ def parameters_problems(parameters: object) -> list[str]:
         problems.append(f"parameters.apiVersion {api_version!r} is not {API_VERSION}")
     kind = parameters.get("kind")
     if kind is None:
-        problems.append(f"parameters.kind is missing (expected {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND})")
+        problems.append(
+            f"parameters.kind is missing (expected {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND})"
+        )
     elif kind not in _KNOWN_FIELDS:
         problems.append(f"parameters.kind {kind!r} is not {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND}")
     domain_id = parameters.get("domainID")
@@ -69,7 +71,9 @@ def parameters_problems(parameters: object) -> list[str]:
     elif not isinstance(domain_id, str):
         problems.append(f"parameters.domainID must be a string, got {_type_name(domain_id)}")
     elif not is_uuid(domain_id):
-        problems.append(f"parameters.domainID {domain_id!r} is not a UUID (it must be the uid of a ComputeDomain)")
+        problems.append(
+            f"parameters.domainID {domain_id!r} is not a UUID (it must be the uid of a ComputeDomain)"
+        )
     if "allocationMode" in parameters and kind != DAEMON_CONFIG_KIND:
         mode = parameters["allocationMode"]
         if mode not in ALLOCATION_MODES:
@@ -111,5 +115,11 @@ def _our_entries(configs: object) -> Iterator[tuple[int, dict]]:
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

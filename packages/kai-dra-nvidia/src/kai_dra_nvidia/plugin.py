@@ -13,7 +13,6 @@ from __future__ import annotations
 from kai_core.builtins.dra import pod_claims
 from kai_core.hookspecs import hookimpl
 from kai_core.objects import clone
-
 from kai_dra_nvidia.computedomain import ComputeDomainController
 from kai_dra_nvidia.config import config_entries_problem
 from kai_dra_nvidia.data import compute_domain_crd
@@ -50,7 +49,9 @@ def kai_pre_filter(pod: dict, snapshot) -> str | None:
         problem = claim_config_problem(pc.claim, snapshot)
         if problem:
             md = pc.claim["metadata"]
-            return f'pod claim "{pc.name}" (ResourceClaim "{md.get("namespace", "")}/{md["name"]}"): {problem}'
+            return (
+                f'pod claim "{pc.name}" (ResourceClaim "{md.get("namespace", "")}/{md["name"]}"): {problem}'
+            )
     return None
 
 
@@ -66,7 +67,9 @@ def claim_config_problem(claim: dict, snapshot) -> str | None:
     for request in devices.get("requests") or []:
         if not isinstance(request, dict):
             continue
-        subs = [request.get("exactly")] if request.get("exactly") else list(request.get("firstAvailable") or [])
+        subs = (
+            [request.get("exactly")] if request.get("exactly") else list(request.get("firstAvailable") or [])
+        )
         for sub in subs:
             class_name = sub.get("deviceClassName") if isinstance(sub, dict) else None
             if not isinstance(class_name, str) or class_name in seen:

@@ -1,13 +1,19 @@
-"""kai-core's built-in plugins, each small and doing one thing, registered like any other plugin."""
+"""kai-core's built-in plugins, each small and doing one thing, registered like any other plugin.
+
+Their filters run first (``tryfirst``), in the order kube-scheduler's run: node readiness and
+cordon, taints, node affinity, resources; each filter sees only the nodes that passed the ones
+before it, so a node's reason in the pod's message is the first check it failed.
+"""
 
 from __future__ import annotations
 
 from kai_core.builtins import binpack, dra, node_affinity, node_ready, resources_fit, taints
 
+#: plugin name -> module, in the order their filters are called
 BUILTINS = {
     "kai-core.node-ready": node_ready,
-    "kai-core.node-affinity": node_affinity,
     "kai-core.taints": taints,
+    "kai-core.node-affinity": node_affinity,
     "kai-core.resources-fit": resources_fit,
     "kai-core.dra": dra,
     "kai-core.binpack": binpack,
@@ -15,5 +21,10 @@ BUILTINS = {
 
 
 def register_builtins(pm) -> None:
-    for name, module in BUILTINS.items():
+    """Register every built-in plugin on ``pm`` (a :class:`kai_core.plugins.KaiPluginManager`).
+
+    pluggy calls the most recently registered implementation first, so they are registered in
+    reverse to be called in :data:`BUILTINS` order.
+    """
+    for name, module in reversed(BUILTINS.items()):
         pm.register_builtin(module, name)

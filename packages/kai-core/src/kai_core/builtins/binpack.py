@@ -1,23 +1,34 @@
-"""Score: pack pods onto the nodes already most used (cpu, memory and GPUs), keeping whole nodes
-free for large jobs, as KAI's default ``binpack`` placement strategy does."""
+"""Score: pack pods onto the nodes already most used, keeping whole nodes free for large jobs, as
+KAI's default ``binpack`` placement strategy does.
+
+A node's score is its average fill, after placing the pod, over cpu, memory and ``nvidia.com/gpu``
+(each resource the node has), scaled to 0..100. A node without GPUs is judged on cpu and memory
+only, so a cpu-only pod prefers a full cpu node over an idle GPU node.
+"""
 
 from __future__ import annotations
 
 from kai_core.hookspecs import hookimpl
-from kai_core.resources import GPU_RESOURCE, pod_requests
+from kai_core.resources import GPU_RESOURCE
 
-_RESOURCES = ("cpu", "memory", GPU_RESOURCE)
+RESOURCES = ("cpu", "memory", GPU_RESOURCE)
 
 
 @hookimpl
-def kai_score_nodes(pod, nodes):
-    req = pod_requests(pod)
+def kai_score_nodes(pod, nodes, snapshot):
+    req = snapshot.requests_of(pod)
+    wanted = [(r, req.get(r, 0)) for r in RESOURCES]
     scores = {}
     for n in nodes:
-        fractions = []
-        for r in _RESOURCES:
-            cap = n.allocatable.get(r, 0)
+        alloc = n.allocatable
+        used = n.requested
+        total = 0.0
+        count = 0
+        for r, amount in wanted:
+            cap = alloc.get(r, 0)
             if cap > 0:
-                fractions.append(min(1.0, (n.requested.get(r, 0) + req.get(r, 0)) / cap))
-        scores[n.name] = 100.0 * sum(fractions) / len(fractions) if fractions else 0.0
+                fill = (used.get(r, 0) + amount) / cap
+                total += fill if fill < 1.0 else 1.0
+                count += 1
+        scores[n.name] = 100.0 * total / count if count else 0.0
     return scores

@@ -3,10 +3,16 @@
 Pre-filter refuses pods whose claims cannot be considered at all (the feature gate is off, a
 claim or template is missing, a claim is being deleted or reserved by 256 pods). The allocation
 hook runs the structured allocator on every candidate node; it is registered ``trylast`` so a
-device plugin can answer first for pods it knows better.
+device plugin can answer first for pods it knows better. Devices of allocated claims, of in-flight
+BindRequests and of this cycle's earlier decisions are never handed out (``snapshot.devices_in_use``).
+
+Reasons are made node-independent (``... 0 free on node n7 ...`` becomes ``... 0 free ...``) so
+the pod's ``0/N nodes are available`` message groups nodes failing for the same reason.
 """
 
 from __future__ import annotations
+
+import re
 
 from kai_core.features import dra_disabled_message
 from kai_core.hookspecs import hookimpl
@@ -50,7 +56,7 @@ def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
     return out, None
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def kai_pre_filter(pod, snapshot):
     if not (pod.get("spec") or {}).get("resourceClaims"):
         return None
@@ -60,25 +66,42 @@ def kai_pre_filter(pod, snapshot):
     return reason
 
 
+def node_independent(reason: str, node_name: str) -> str:
+    """``reason`` with this node's name taken out, so nodes failing alike share one reason."""
+    name = re.escape(node_name)
+    end = r"(?=[\s:,;()]|$)"
+    reason = re.sub(rf" on node {name}{end}", "", reason)
+    return re.sub(rf"\bnode {name}{end}", "the node", reason)
+
+
 @hookimpl(trylast=True)
 def kai_allocate_claims(pod, claims, nodes, snapshot):
     from kai_core.dra.allocator import Unallocatable, allocate, allocation_usable_on
+    from kai_core.nodeaffinity import NodeSelectorError
 
     to_allocate = [pc.claim for pc in claims if pc.allocation is None]
     out: dict[str, ClaimAllocation | str] = {}
     for node in nodes:
-        bad = next((pc for pc in claims if pc.allocation is not None
-                    and not allocation_usable_on(pc.allocation, node.obj)), None)
-        if bad is not None:
-            out[node.name] = (
-                f'ResourceClaim "{bad.key[0]}/{bad.key[1]}" is already allocated to devices not available '
-                "on this node"
-            )
+        reason = None
+        for pc in claims:
+            if pc.allocation is None:
+                continue
+            try:
+                usable = allocation_usable_on(pc.allocation, node.obj)
+            except NodeSelectorError as exc:
+                reason = f'ResourceClaim "{pc.key[0]}/{pc.key[1]}" has an invalid allocation nodeSelector: {exc}'
+                break
+            if not usable:
+                reason = (f'ResourceClaim "{pc.key[0]}/{pc.key[1]}" is already allocated to devices not '
+                          "available on this node")
+                break
+        if reason is not None:
+            out[node.name] = reason
             continue
         try:
             new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use) if to_allocate else []
         except Unallocatable as exc:
-            out[node.name] = exc.reason
+            out[node.name] = node_independent(exc.reason, node.name)
             continue
         it = iter(new)
         out[node.name] = ClaimAllocation([pc.allocation if pc.allocation is not None else next(it)

@@ -1,47 +1,63 @@
 """Structured DRA allocation: pick devices for a pod's ResourceClaims on one candidate node.
 
-This follows the upstream structured allocator (``k8s.io/dynamic-resource-allocation/structured``)
-for the subset of the ``resource.k8s.io/v1`` API it supports so far:
+This follows the upstream structured allocator (``k8s.io/dynamic-resource-allocation/structured``,
+"stable" feature level plus ``distinctAttribute``) for ``resource.k8s.io/v1`` claims:
 
-* requests with ``exactly`` in ``ExactCount`` mode (``count``, default 1), selected by the
-  DeviceClass's CEL selectors and then the request's own (all must be true);
-* at most 32 devices per claim; devices already in use, or picked for an earlier claim of the same
-  call, are never handed out again;
-* results in request order, ``FromClass`` configs then ``FromClaim`` configs, and the
-  ``nodeSelector`` saying where the allocation is usable.
+* requests with ``exactly`` (``ExactCount`` with ``count``, default 1, or ``All``: every matching
+  device of the node, at least one) or ``firstAvailable`` (sub-requests tried in order; results name
+  ``request/subrequest``), selected by the DeviceClass's CEL selectors and then the request's own;
+* ``adminAccess`` (only in namespaces labelled ``resource.kubernetes.io/admin-access=true``): may take
+  devices in use, and is not counted as using them;
+* device taints (``NoSchedule``/``NoExecute``) against the request's ``tolerations``;
+* ``constraints``: ``matchAttribute`` and ``distinctAttribute`` over the requests they name (all when
+  none are named; a name may be ``request`` or ``request/subrequest``);
+* partitionable devices: ``consumesCounters`` against the pool's ``sharedCounters``, minus what
+  allocated devices of the pool consume on any node;
+* at most 32 devices per claim; devices in use (``in_use``, already allocated claims passed in, or
+  picked for another claim of the same call) are never handed out twice, admin access aside;
+* results in request order, ``FromClass`` configs then the claim's own (``FromClaim``, copied with
+  their ``requests`` list), and the ``nodeSelector`` where the allocation is usable.
 
-Anything else a claim may ask for (``firstAvailable``, ``constraints``, ``allocationMode: All``,
-``adminAccess``, ``tolerations``, ``capacity`` requests, unknown fields) is refused with
-:class:`Unallocatable` naming the field: silently ignoring it would hand out devices the user did not
-ask for. Slices and devices using unsupported features are skipped by :class:`DraInventory`.
+Search. A depth-first walk over claim -> request -> alternative -> device picks (combinations, not
+permutations) with undo, like upstream's, made bounded and less exponential:
 
-The search is a depth-first walk over claim -> request -> device slot that picks a device, recurses
-and undoes the pick when the rest cannot be satisfied, so constraints and shared counters can later
-hook into :meth:`_Search._accept` / :meth:`_Search._release`. Two things keep it fast and bounded:
-a bipartite-matching check (necessary for any solution, constraints or not) rejects infeasible nodes
-in polynomial time, where a plain backtracking search is exponential (k/k#131730); and every device
-check counts against a budget, so a pathological claim yields ``Unallocatable`` instead of hanging
-the scheduler.
+* each request is first checked alone (enough free, tolerated devices?) and all of them together by
+  bipartite matching (distinct devices for every slot), so plain "not enough devices" answers never
+  search (upstream is exponential there, k/k#131730);
+* a ``matchAttribute`` value, once fixed, must leave enough devices with that value; a
+  ``distinctAttribute`` must leave enough distinct values;
+* after a device fails, devices interchangeable with it in this call (same candidate lists, same
+  constraint attributes and counter consumption) are skipped;
+* every device check counts against a budget; past it the claims are refused with a reason instead of
+  stalling the scheduler.
 
-Deliberate differences from upstream, all on the safe side: incomplete pools are never used (upstream
-uses them for ``ExactCount``); a CEL runtime error on any free device of the node aborts allocation
-(upstream only fails if its first-fit walk reaches that device); a claim config naming several
-requests is reported once (upstream repeats it, k/k#139730).
+Choosing. Among the devices that fit, a caller-supplied score per device (the ``kai_rank_devices``
+hook) wins; otherwise the default is *pack*: prefer devices whose counter sets are already partly
+consumed and pools that are already partly used, and small partitions over big ones, so whole GPUs and
+whole counter sets stay free for claims that need them.
+
+Reasons name the claim (``namespace/name``), the request, the DeviceClass and, for CEL problems, the
+expression; they leave the node's name out so that nodes failing alike share one message.
+
+Deliberate differences from upstream, all on the safe side or better at choosing: a CEL runtime error
+on any free device of the node aborts the request's allocation (upstream only fails if its first-fit
+walk reaches that device); a claim config is reported once however many requests it names (upstream
+repeats it, k/k#139730) and keeps its ``requests`` list even when it names every request; an
+``All`` sub-request that a constraint rejects makes the allocator try the next sub-request instead of
+failing the node; admin-access picks consume no shared counters (they do not use the device).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from kai_core.dra.cel import CelCompileError, CelEvalError, compile_selector
-from kai_core.dra.inventory import Device, DeviceId, DraInventory
-from kai_core.nodeaffinity import (
-    NodeSelectorError,
-    match_node_selector,
-    node_selector_for_node,
-)
+from kai_core.dra.inventory import Device, DeviceId, DraInventory, NodeView, Pool
+from kai_core.nodeaffinity import NodeSelectorError, match_node_selector, node_selector_for_node
 
 __all__ = [
+    "ADMIN_ACCESS_LABEL",
     "MAX_DEVICES_PER_CLAIM",
     "MAX_DEVICE_CHECKS",
     "Device",
@@ -50,19 +66,24 @@ __all__ = [
     "Unallocatable",
     "allocate",
     "allocation_usable_on",
+    "candidate_devices",
     "devices_of",
 ]
 
 # resourceapi.AllocationResultsMaxSize: the most devices one claim's allocation may hold.
 MAX_DEVICES_PER_CLAIM = 32
-# How many device checks one allocate() call may make before giving up (roughly 50 ms of work).
-MAX_DEVICE_CHECKS = 100_000
+# How many device checks one allocate() call may make before giving up (a few milliseconds of work).
+MAX_DEVICE_CHECKS = 20_000
+#: The namespace label that allows ``adminAccess`` requests.
+ADMIN_ACCESS_LABEL = "resource.kubernetes.io/admin-access"
 
 _EXACT_FIELDS = frozenset(
     {"deviceClassName", "selectors", "allocationMode", "count", "adminAccess", "tolerations", "capacity"}
 )
+_SUB_FIELDS = _EXACT_FIELDS - {"adminAccess"} | {"name"}
 _REQUEST_FIELDS = frozenset({"name", "exactly", "firstAvailable"})
 _DEVICES_FIELDS = frozenset({"requests", "constraints", "config"})
+_TOLERATION_OPERATORS = frozenset({"Exists", "Equal"})
 
 
 class Unallocatable(Exception):
@@ -113,45 +134,76 @@ def devices_of(allocation: dict, *, exclusive_only: bool = False) -> list[Device
 
 
 # ------------------------------------------------------------------------------------------------
-# Claim preparation
+# Claim preparation (once per claim object and inventory)
+
+
+@dataclass(slots=True, eq=False)
+class _Alt:
+    """One way to satisfy a request: its ``exactly`` body, or one ``firstAvailable`` sub-request."""
+
+    request: _Request
+    name: str  # the result name: "req" or "req/sub"
+    class_name: str
+    device_class: dict
+    selectors: list[tuple[str, str, object]]  # (owner, expression, compiled)
+    has_request_selectors: bool
+    all_mode: bool
+    count: int
+    admin: bool
+    tolerations: list[dict]
+    signature: tuple
+
+    def label(self) -> str:
+        return f"claim {self.request.claim.ref} request {self.name}"
 
 
 @dataclass(slots=True, eq=False)
 class _Request:
     claim: _Claim
     name: str
-    class_name: str
-    device_class: dict
-    class_selectors: list[tuple[str, object]]
-    request_selectors: list[tuple[str, object]]
-    count: int
-    cache_key: tuple
-    candidates: list[Device]
+    alts: list[_Alt] = field(default_factory=list)
+    first_available: bool = False
 
     def label(self) -> str:
         return f"claim {self.claim.ref} request {self.name}"
 
 
 @dataclass(slots=True, eq=False)
+class _Constraint:
+    index: int
+    distinct: bool
+    attribute: str
+    requests: frozenset[str] | None
+
+    def applies(self, alt: _Alt) -> bool:
+        names = self.requests
+        return names is None or alt.request.name in names or alt.name in names
+
+    def describe(self) -> str:
+        kind = "distinctAttribute" if self.distinct else "matchAttribute"
+        scope = f"requests {', '.join(sorted(self.requests))}" if self.requests else "all requests"
+        return f"constraint #{self.index} ({kind} {self.attribute} over {scope})"
+
+
+@dataclass(slots=True, eq=False)
 class _Claim:
     obj: dict
     ref: str
+    namespace: str
     requests: list[_Request]
+    constraints: list[_Constraint]
+    configs: list[dict]
     existing: dict | None
+    error: str | None = None
+    # Whether "All" requests or large counts may take the claim past 32 devices on some node.
+    may_exceed_limit: bool = False
 
 
-@dataclass(slots=True)
-class _CelFailure:
-    where: str
-    expression: str
-    error: str
-
-
-def _claim_ref(claim: dict) -> str:
+def _claim_ref(claim: dict) -> tuple[str, str]:
     metadata = claim.get("metadata") or {}
     name = metadata.get("name") or "<unnamed>"
-    namespace = metadata.get("namespace")
-    return f"{namespace}/{name}" if namespace else name
+    namespace = metadata.get("namespace") or ""
+    return (f"{namespace}/{name}" if namespace else name), namespace
 
 
 def _plural(count: int, word: str) -> str:
@@ -163,11 +215,30 @@ def _cel_detail(expression: str, error: object) -> str:
     return text if expression in text else f"{text} (expression: {expression!r})"
 
 
-def _prepare_claim(claim: dict, inventory: DraInventory) -> _Claim:
+def _prepared(claim: object, inventory: DraInventory) -> _Claim:
+    """The claim parsed against the inventory's classes, cached by object identity for the cycle."""
+    hit = inventory.claim_cache.get(id(claim))
+    if hit is not None and hit[0] is claim:
+        prepared = hit[1]
+    else:
+        try:
+            prepared = _prepare_claim(claim, inventory)
+        except Unallocatable as err:
+            ref = _claim_ref(claim)[0] if isinstance(claim, dict) else "?"
+            prepared = _Claim(claim if isinstance(claim, dict) else {}, ref, "", [], [], [], None, err.reason)
+        if isinstance(claim, dict):
+            inventory.claim_cache[id(claim)] = (claim, prepared)  # holds the claim, so its id stays unique
+    assert isinstance(prepared, _Claim)
+    if prepared.error is not None:
+        raise Unallocatable(prepared.error)
+    return prepared
+
+
+def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
     if not isinstance(claim, dict):
         raise Unallocatable(f"a ResourceClaim must be an object, got {type(claim).__name__}")
-    ref = _claim_ref(claim)
-    prepared = _Claim(obj=claim, ref=ref, requests=[], existing=None)
+    ref, namespace = _claim_ref(claim)
+    prepared = _Claim(claim, ref, namespace, [], [], [], None)
     allocation = (claim.get("status") or {}).get("allocation")
     if allocation:
         prepared.existing = allocation
@@ -177,12 +248,15 @@ def _prepare_claim(claim: dict, inventory: DraInventory) -> _Claim:
         raise Unallocatable(f"claim {ref}: spec.devices must be an object")
     for key in devices:
         if key not in _DEVICES_FIELDS:
-            raise Unallocatable(f"claim {ref}: spec.devices.{key} is not supported yet")
-    if devices.get("constraints"):
-        raise Unallocatable(f"claim {ref}: constraints are not supported yet")
+            raise Unallocatable(f"claim {ref}: spec.devices.{key} is not supported")
     requests = devices.get("requests") or []
     if not isinstance(requests, list):
         raise Unallocatable(f"claim {ref}: spec.devices.requests must be a list")
+    for position, request in enumerate(requests):
+        prepared.requests.append(_prepare_request(prepared, position, request, inventory))
+    names = [r.name for r in prepared.requests]
+    if len(set(names)) != len(names):
+        raise Unallocatable(f"claim {ref}: request names must be unique, got {names}")
     configs = devices.get("config") or []
     if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
         raise Unallocatable(f"claim {ref}: spec.devices.config must be a list of objects")
@@ -190,24 +264,53 @@ def _prepare_claim(claim: dict, inventory: DraInventory) -> _Claim:
         wanted = config.get("requests") or []
         if not isinstance(wanted, list) or not all(isinstance(name, str) for name in wanted):
             raise Unallocatable(f"claim {ref}: spec.devices.config[{index}].requests must be a list of names")
-    total = 0
-    for position, request in enumerate(requests):
-        prepared_request = _prepare_request(prepared, position, request, inventory)
-        prepared.requests.append(prepared_request)
-        total += prepared_request.count
-    if total > MAX_DEVICES_PER_CLAIM:
+    prepared.configs = configs
+    prepared.constraints = _prepare_constraints(ref, devices.get("constraints"))
+    least = sum(min(alt.count if not alt.all_mode else 1 for alt in r.alts) for r in prepared.requests)
+    prepared.may_exceed_limit = any(a.all_mode for r in prepared.requests for a in r.alts) or sum(
+        max(a.count for a in r.alts) for r in prepared.requests
+    ) > MAX_DEVICES_PER_CLAIM
+    if least > MAX_DEVICES_PER_CLAIM:
         raise Unallocatable(
-            f"claim {ref}: asks for {total} devices in total, more than the {MAX_DEVICES_PER_CLAIM} "
+            f"claim {ref}: asks for at least {least} devices, more than the {MAX_DEVICES_PER_CLAIM} "
             "one claim can hold"
         )
     return prepared
+
+
+def _prepare_constraints(ref: str, constraints: object) -> list[_Constraint]:
+    if not constraints:
+        return []
+    if not isinstance(constraints, list):
+        raise Unallocatable(f"claim {ref}: spec.devices.constraints must be a list")
+    out: list[_Constraint] = []
+    for index, constraint in enumerate(constraints):
+        where = f"claim {ref}: constraint #{index}"
+        if not isinstance(constraint, dict):
+            raise Unallocatable(f"{where} must be an object")
+        kinds = [k for k in ("matchAttribute", "distinctAttribute") if constraint.get(k)]
+        unknown = set(constraint) - {"requests", "matchAttribute", "distinctAttribute"}
+        if unknown or len(kinds) != 1:
+            what = f"unknown field(s) {sorted(unknown)}" if unknown else "it must set exactly one of them"
+            raise Unallocatable(f"{where}: only matchAttribute or distinctAttribute is supported ({what})")
+        attribute = constraint[kinds[0]]
+        if not isinstance(attribute, str) or "/" not in attribute.strip("/"):
+            raise Unallocatable(
+                f"{where}: {kinds[0]} must be a fully qualified attribute name (domain/id), got {attribute!r}"
+            )
+        names = constraint.get("requests") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise Unallocatable(f"{where}: requests must be a list of request names")
+        out.append(_Constraint(index, kinds[0] == "distinctAttribute", attribute, frozenset(names) or None))
+    return out
 
 
 def _prepare_request(claim: _Claim, position: int, request: object, inventory: DraInventory) -> _Request:
     ref = claim.ref
     if not isinstance(request, dict) or not isinstance(request.get("name"), str) or not request["name"]:
         raise Unallocatable(f"claim {ref}: request #{position} has no name")
-    label = f"claim {ref} request {request['name']}"
+    name = request["name"]
+    label = f"claim {ref} request {name}"
     if "deviceClassName" in request:
         raise Unallocatable(
             f"{label}: has deviceClassName outside 'exactly', the resource.k8s.io/v1beta1 shape; "
@@ -215,79 +318,111 @@ def _prepare_request(claim: _Claim, position: int, request: object, inventory: D
         )
     for key in request:
         if key not in _REQUEST_FIELDS:
-            raise Unallocatable(f"{label}: {key} is not supported yet")
-    if request.get("firstAvailable"):
-        raise Unallocatable(f"{label}: firstAvailable is not supported yet")
-    exactly = request.get("exactly")
-    if not isinstance(exactly, dict):
-        raise Unallocatable(f"{label}: has no 'exactly' device request")
-    for key in exactly:
-        if key not in _EXACT_FIELDS:
-            raise Unallocatable(f"{label}: exactly.{key} is not supported yet")
-    mode = exactly.get("allocationMode") or "ExactCount"
-    if mode == "All":
-        raise Unallocatable(f"{label}: allocationMode All is not supported yet")
-    if mode != "ExactCount":
+            raise Unallocatable(f"{label}: {key} is not supported")
+    prepared = _Request(claim, name)
+    exactly, subs = request.get("exactly"), request.get("firstAvailable")
+    if bool(exactly) == bool(subs):
+        raise Unallocatable(f"{label}: must set exactly one of 'exactly' and 'firstAvailable'")
+    if exactly:
+        if not isinstance(exactly, dict):
+            raise Unallocatable(f"{label}: exactly must be an object")
+        prepared.alts.append(_prepare_alt(prepared, name, exactly, _EXACT_FIELDS, "exactly.", inventory))
+        return prepared
+    if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs):
+        raise Unallocatable(f"{label}: firstAvailable must be a list of sub-requests")
+    prepared.first_available = True
+    seen: set[str] = set()
+    for index, sub in enumerate(subs):
+        sub_name = sub.get("name")
+        if not isinstance(sub_name, str) or not sub_name or sub_name in seen:
+            raise Unallocatable(f"{label}: firstAvailable[{index}] needs a name unique within the request")
+        seen.add(sub_name)
+        if "adminAccess" in sub:
+            raise Unallocatable(f"{label}/{sub_name}: adminAccess is not allowed in a firstAvailable sub-request")
+        prepared.alts.append(_prepare_alt(prepared, f"{name}/{sub_name}", sub, _SUB_FIELDS, "", inventory))
+    return prepared
+
+
+def _prepare_alt(
+    request: _Request, name: str, body: dict, allowed: frozenset[str], prefix: str, inventory: DraInventory
+) -> _Alt:
+    label = f"claim {request.claim.ref} request {name}"
+    for key in body:
+        if key not in allowed:
+            raise Unallocatable(f"{label}: {prefix}{key} is not supported")
+    if body.get("capacity"):
+        raise Unallocatable(f"{label}: capacity requests (consumable capacity) are not supported")
+    mode = body.get("allocationMode") or "ExactCount"
+    if mode not in ("ExactCount", "All"):
         raise Unallocatable(f"{label}: unknown allocationMode {mode!r} (expected ExactCount or All)")
-    if exactly.get("adminAccess"):
-        raise Unallocatable(f"{label}: adminAccess is not supported yet")
-    if exactly.get("tolerations"):
-        raise Unallocatable(f"{label}: tolerations are not supported yet")
-    if exactly.get("capacity"):
-        raise Unallocatable(f"{label}: capacity requests are not supported yet")
-    count = exactly.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    count = body.get("count", 1)
+    if mode == "All":
+        count = 0
+    elif not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise Unallocatable(f"{label}: count must be a positive integer, got {count!r}")
-    class_name = exactly.get("deviceClassName")
+    admin = body.get("adminAccess", False)
+    if not isinstance(admin, bool):
+        raise Unallocatable(f"{label}: adminAccess must be true or false, got {admin!r}")
+    tolerations = _prepare_tolerations(label, body.get("tolerations"))
+    class_name = body.get("deviceClassName")
     if not isinstance(class_name, str) or not class_name:
-        raise Unallocatable(f"{label}: exactly.deviceClassName is missing")
+        raise Unallocatable(f"{label}: {prefix}deviceClassName is missing")
     device_class = inventory.device_class(class_name)
     if device_class is None:
-        raise Unallocatable(
-            f"{label}: DeviceClass {class_name} does not exist (create it, or fix deviceClassName)"
-        )
+        raise Unallocatable(f"{label}: DeviceClass {class_name} does not exist (create it, or fix deviceClassName)")
     class_spec = device_class.get("spec") or {}
     class_configs = class_spec.get("config") or []
     if not isinstance(class_configs, list) or not all(isinstance(c, dict) for c in class_configs):
         raise Unallocatable(f"{label}: spec.config of DeviceClass {class_name} must be a list of objects")
-    class_selectors = _compile_selectors(class_spec.get("selectors"), label, f"DeviceClass {class_name}")
-    request_selectors = _compile_selectors(
-        exactly.get("selectors"), label, f"request (DeviceClass {class_name})"
-    )
-    cache_key = (
-        class_name,
-        tuple(expr for expr, _ in class_selectors),
-        tuple(expr for expr, _ in request_selectors),
-    )
-    return _Request(
-        claim=claim,
-        name=request["name"],
+    selectors = _compile_selectors(class_spec.get("selectors"), label, f"DeviceClass {class_name}")
+    own = _compile_selectors(body.get("selectors"), label, f"request (DeviceClass {class_name})")
+    signature = (class_name, tuple(e for _, e, _ in selectors), tuple(e for _, e, _ in own))
+    return _Alt(
+        request=request,
+        name=name,
         class_name=class_name,
         device_class=device_class,
-        class_selectors=class_selectors,
-        request_selectors=request_selectors,
+        selectors=selectors + own,
+        has_request_selectors=bool(own),
+        all_mode=mode == "All",
         count=count,
-        cache_key=cache_key,
-        candidates=[],
+        admin=admin,
+        tolerations=tolerations,
+        signature=signature,
     )
 
 
-def _compile_selectors(selectors: object, label: str, owner: str) -> list[tuple[str, object]]:
+def _prepare_tolerations(label: str, tolerations: object) -> list[dict]:
+    if not tolerations:
+        return []
+    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+        raise Unallocatable(f"{label}: tolerations must be a list of objects")
+    for index, toleration in enumerate(tolerations):
+        operator = toleration.get("operator") or "Equal"
+        if operator not in _TOLERATION_OPERATORS:
+            raise Unallocatable(f"{label}: tolerations[{index}].operator must be Exists or Equal, got {operator!r}")
+        if operator == "Exists" and toleration.get("value"):
+            raise Unallocatable(f"{label}: tolerations[{index}] with operator Exists must not set a value")
+        if operator == "Equal" and not toleration.get("key"):
+            raise Unallocatable(f"{label}: tolerations[{index}] with operator Equal needs a key")
+    return tolerations
+
+
+def _compile_selectors(selectors: object, label: str, owner: str) -> list[tuple[str, str, object]]:
     if not selectors:
         return []
     if not isinstance(selectors, list):
         raise Unallocatable(f"{label}: selectors of {owner} must be a list")
-    compiled: list[tuple[str, object]] = []
+    compiled: list[tuple[str, str, object]] = []
     for index, selector in enumerate(selectors):
         cel = selector.get("cel") if isinstance(selector, dict) else None
         expression = cel.get("expression") if isinstance(cel, dict) else None
         if not isinstance(expression, str):
             raise Unallocatable(
-                f"{label}: selector #{index} of {owner} has no CEL expression "
-                "(only CEL selectors are supported)"
+                f"{label}: selector #{index} of {owner} has no CEL expression (only CEL selectors are supported)"
             )
         try:
-            compiled.append((expression, compile_selector(expression)))
+            compiled.append((f"CEL selector #{index} of {owner}", expression, compile_selector(expression)))
         except CelCompileError as err:
             raise Unallocatable(
                 f"{label}: CEL selector #{index} of {owner} does not compile: {_cel_detail(expression, err)}"
@@ -295,150 +430,623 @@ def _compile_selectors(selectors: object, label: str, owner: str) -> list[tuple[
     return compiled
 
 
+def _tolerates(tolerations: list[dict], taint: dict) -> bool:
+    """Whether one of the request's tolerations tolerates the device taint (as core/v1 tolerations)."""
+    for toleration in tolerations:
+        effect = toleration.get("effect")
+        if effect and effect != taint.get("effect"):
+            continue
+        key = toleration.get("key")
+        if (toleration.get("operator") or "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (toleration.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _taint_text(taint: dict) -> str:
+    value = taint.get("value")
+    return f"{taint.get('key')}{'=' + value if value else ''}:{taint.get('effect')}"
+
+
 # ------------------------------------------------------------------------------------------------
-# Device matching (cached in the inventory: devices and classes do not change within a cycle)
+# Device matching: CEL results are cached on each device by expression, and the matching devices of
+# a node per request signature in the inventory.
 
 
-def _match(request: _Request, device: Device, cache: dict[int, object]) -> object:
+@dataclass(slots=True)
+class _CelFailure:
+    where: str
+    expression: str
+    error: str
+
+
+@dataclass(slots=True)
+class _Matching:
+    devices: list[Device]
+    failures: list[tuple[Device, _CelFailure]]
+    simple: bool  # one pool and no counters: the default order needs no sorting
+
+
+def _match(alt: _Alt, device: Device) -> object:
     """True, False, or a :class:`_CelFailure` when a selector could not be evaluated on the device."""
-    hit = cache.get(device.index)
-    if hit is not None:
-        return hit
-    result: object = True
-    for owner, selectors in (
-        (f"DeviceClass {request.class_name}", request.class_selectors),
-        (f"request (DeviceClass {request.class_name})", request.request_selectors),
-    ):
-        for index, (expression, selector) in enumerate(selectors):
+    cache = device.cel
+    for owner, expression, selector in alt.selectors:
+        result = cache.get(expression)
+        if result is None:
             try:
-                matched = selector.matches(device.env)
+                result = selector.matches(device.env)  # type: ignore[attr-defined]
             except CelEvalError as err:
-                result = _CelFailure(f"CEL selector #{index} of {owner}", expression, str(err))
-                break
-            if not matched:
-                result = False
-                break
+                result = str(err)
+            cache[expression] = result
+        if result is False:
+            return False
         if result is not True:
-            break
-    cache[device.index] = result
-    return result
+            return _CelFailure(owner, expression, str(result))
+    return True
 
 
-def _find_candidates(
-    request: _Request,
-    devices: list[Device],
-    in_use: set[DeviceId],
-    inventory: DraInventory,
-    node_name: str,
-    notes: list[str],
-) -> None:
-    cache = inventory.match_cache.setdefault(request.cache_key, {})
-    matching = busy = 0
-    candidates: list[Device] = []
-    for device in devices:
-        result = _match(request, device, cache)
-        if result is True:
-            matching += 1
-            if device.id in in_use:
-                busy += 1
-            else:
-                candidates.append(device)
-        elif result is not False and device.id not in in_use:
-            raise Unallocatable(
-                f"{request.label()}: {result.where} failed on device {device.id} of node {node_name}: "
-                f"{_cel_detail(result.expression, result.error)}; allocation was aborted as upstream does "
-                "(guard attribute lookups with has() or .?name.orValue())"
+def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory) -> _Matching:
+    key = (alt.signature, node_name)
+    hit = inventory.match_cache.get(key)
+    if hit is None:
+        devices: list[Device] = []
+        failures: list[tuple[Device, _CelFailure]] = []
+        for device in view.devices:
+            result = _match(alt, device)
+            if result is True:
+                devices.append(device)
+            elif result is not False:
+                assert isinstance(result, _CelFailure)
+                failures.append((device, result))
+        pools = {(d.id.driver, d.id.pool) for d in devices}
+        simple = len(pools) <= 1 and not any(d.consumes for d in devices)
+        hit = inventory.match_cache[key] = _Matching(devices, failures, simple)
+    assert isinstance(hit, _Matching)
+    return hit
+
+
+# ------------------------------------------------------------------------------------------------
+# One allocate() call
+
+
+class _BudgetExhausted(Exception):
+    pass
+
+
+@dataclass(slots=True, eq=False)
+class _Options:
+    """What one alternative can use on this node, and why the rest cannot."""
+
+    candidates: list[Device]
+    matching: int = 0
+    busy: int = 0
+    tainted: int = 0
+    taint_example: str = ""
+    failure: str | None = None  # a CEL error on a usable device: allocation must stop if reached
+    unusable: str | None = None  # why an All request cannot be served at all
+
+    def feasible(self, alt: _Alt) -> bool:
+        if self.failure is not None:
+            return True  # reaching it raises the CEL error
+        if alt.all_mode:
+            return self.unusable is None and bool(self.candidates)
+        return len(self.candidates) >= alt.count
+
+
+class _Call:
+    """The state of one allocate() call: candidates, the search, and the result."""
+
+    def __init__(
+        self,
+        claims: list[_Claim],
+        node: dict,
+        inventory: DraInventory,
+        in_use: set[DeviceId],
+        extra_busy: set[DeviceId],
+        scores: Mapping[DeviceId, float] | None,
+        budget: int,
+    ) -> None:
+        self.claims = claims
+        self.node = node
+        self.node_name = ((node or {}).get("metadata") or {}).get("name", "")
+        self.inventory = inventory
+        self.in_use = in_use
+        self.extra_busy = extra_busy
+        self.scores = scores
+        self.budget = budget
+        self.limit = budget
+        self.view = inventory.view(node)
+        self.options: dict[_Alt, _Options] = {}
+        self.requests: list[_Request] = [r for c in claims for r in c.requests]
+        self.claim_index = {id(c): i for i, c in enumerate(claims)}
+        # Search state.
+        self.picks: list[tuple[_Alt, Device]] = []
+        self.chosen: list[_Alt | None] = [None] * len(self.requests)
+        self.taken: dict[Device, int] = {}
+        self.claim_taken: list[set[Device]] = [set() for _ in claims]
+        self.claim_count = [0] * len(claims)
+        self.match_state: dict[tuple[int, int], list] = {}  # (claim, constraint) -> [value, count]
+        self.distinct_state: dict[tuple[int, int], dict] = {}  # (claim, constraint) -> value -> count
+        self.consumed: dict[tuple[str, str, str], dict[str, object]] = {}
+        self.baseline: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
+        self.constraint_rejects: dict[tuple[int, int], int] = {}
+        self.counter_rejects = 0
+        self.eq_keys: dict[Device, tuple] | None = None
+
+    # -- devices in use ----------------------------------------------------------------------
+
+    def busy(self, device_id: DeviceId) -> bool:
+        return device_id in self.in_use or device_id in self.extra_busy
+
+    # -- candidates --------------------------------------------------------------------------
+
+    def options_for(self, alt: _Alt) -> _Options:
+        options = self.options.get(alt)
+        if options is not None:
+            return options
+        found = _matching(alt, self.view, self.node_name, self.inventory)
+        candidates: list[Device] = []
+        options = _Options(candidates, matching=len(found.devices))
+        admin = alt.admin
+        in_use, extra = self.in_use, self.extra_busy
+        for device in found.devices:
+            if not admin and (device.id in in_use or (extra and device.id in extra)):
+                options.busy += 1
+                continue
+            if device.taints:
+                blocking = [t for t in device.taints if not _tolerates(alt.tolerations, t)]
+                if blocking:
+                    options.tainted += 1
+                    options.taint_example = options.taint_example or _taint_text(blocking[0])
+                    continue
+            candidates.append(device)
+        for device, failure in found.failures:
+            if admin or not self.busy(device.id):
+                options.failure = (
+                    f"{alt.label()}: {failure.where} failed on device {device.id}: "
+                    f"{_cel_detail(failure.expression, failure.error)}; allocation stops here, as upstream's does"
+                )
+                break
+        if alt.all_mode:
+            if self.view.unusable_pools:
+                options.unusable = (
+                    f"asks for all devices of DeviceClass {alt.class_name}, but pool(s) "
+                    f"{', '.join(self.view.unusable_pools)} reaching the node are incomplete or invalid, so "
+                    "'all' is not known"
+                )
+            elif options.busy or options.tainted:
+                options.unusable = (
+                    f"asks for all {options.matching} devices of DeviceClass {alt.class_name}"
+                    f"{self._why_not(options)}"
+                )
+        if len(candidates) > 1 and (self.scores is not None or not found.simple):
+            self.rank(candidates)
+        self.options[alt] = options
+        return options
+
+    @staticmethod
+    def _why_not(options: _Options) -> str:
+        parts = []
+        if options.busy:
+            parts.append(f"{options.busy} in use")
+        if options.tainted:
+            parts.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
+        return ", but " + " and ".join(parts) if parts else ""
+
+    def rank(self, candidates: list[Device]) -> None:
+        """Order candidates: caller scores first (higher first), then the default pack order."""
+        used_pools: dict[tuple[str, str], bool] = {}
+        scores = self.scores
+
+        def pool_used(device: Device) -> bool:
+            key = (device.id.driver, device.id.pool)
+            used = used_pools.get(key)
+            if used is None:
+                used = used_pools[key] = any(
+                    self.busy(d.id) for d in self.view.devices if (d.id.driver, d.id.pool) == key
+                )
+            return used
+
+        def key(device: Device) -> tuple:
+            fresh_sets, share = 0, 0.0
+            if device.consumes:
+                pool = self.inventory.pool_of(device)
+                base = self.pool_baseline(pool)
+                for set_name, counters in device.consumes:
+                    used = base.get(set_name) or {}
+                    if not any(used.values()):
+                        fresh_sets += 1
+                    total = pool.counter_sets.get(set_name) or {}
+                    for counter, amount in counters.items():
+                        capacity = total.get(counter) or 0
+                        if capacity:
+                            share += float(amount) / float(capacity)
+            score = -float(scores.get(device.id, 0.0)) if scores else 0.0
+            return (score, fresh_sets, 0 if pool_used(device) else 1, share, device.order)
+
+        candidates.sort(key=key)
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def pool_baseline(self, pool: Pool) -> dict[str, dict[str, object]]:
+        """Counters consumed by devices of the pool that are allocated already (on any node)."""
+        base = self.baseline.get(pool.key)
+        if base is None:
+            base = {}
+            for device in pool.counter_devices:
+                if self.busy(device.id):
+                    for set_name, counters in device.consumes:
+                        used = base.setdefault(set_name, {})
+                        for counter, amount in counters.items():
+                            used[counter] = used.get(counter, 0) + amount
+            self.baseline[pool.key] = base
+        return base
+
+    def take_counters(self, device: Device) -> bool:
+        pool = self.inventory.pool_of(device)
+        base = self.pool_baseline(pool)
+        for set_name, counters in device.consumes:
+            total = pool.counter_sets[set_name]
+            key = (pool.driver, pool.name, set_name)
+            now = self.consumed.get(key) or {}
+            before = base.get(set_name) or {}
+            for counter, amount in counters.items():
+                if before.get(counter, 0) + now.get(counter, 0) + amount > total[counter]:
+                    return False
+        for set_name, counters in device.consumes:
+            now = self.consumed.setdefault((pool.driver, pool.name, set_name), {})
+            for counter, amount in counters.items():
+                now[counter] = now.get(counter, 0) + amount
+        return True
+
+    def release_counters(self, device: Device) -> None:
+        for set_name, counters in device.consumes:
+            now = self.consumed[(device.id.driver, device.id.pool, set_name)]
+            for counter, amount in counters.items():
+                now[counter] -= amount
+
+    # -- adding and removing one pick --------------------------------------------------------
+
+    def add(self, alt: _Alt, ci: int, device: Device) -> tuple[bool, list[tuple[_Constraint, object]]]:
+        """Try to pick ``device`` for ``alt``; returns (ok, constraints whose value it fixed)."""
+        if alt.admin:
+            if device in self.claim_taken[ci]:
+                return False, []
+        elif device in self.taken:
+            return False, []
+        counted = False
+        if device.consumes and not alt.admin:
+            if not self.take_counters(device):
+                self.counter_rejects += 1
+                return False, []
+            counted = True
+        fixed: list[tuple[_Constraint, object]] = []
+        constraints = alt.request.claim.constraints
+        for position, constraint in enumerate(constraints):
+            if not constraint.applies(alt):
+                continue
+            value = device.attributes.get(constraint.attribute)
+            state_key = (ci, constraint.index)
+            ok = value is not None
+            if ok and constraint.distinct:
+                seen = self.distinct_state.setdefault(state_key, {})
+                ok = not seen.get(value)
+                if ok:
+                    seen[value] = 1
+            elif ok:
+                state = self.match_state.setdefault(state_key, [None, 0])
+                if state[1] == 0:
+                    state[0], state[1] = value, 1
+                    fixed.append((constraint, value))
+                elif state[0] == value:
+                    state[1] += 1
+                else:
+                    ok = False
+            if not ok:
+                self._reject(ci, constraint)
+                for earlier in constraints[:position]:
+                    if earlier.applies(alt):
+                        self._undo_constraint(ci, earlier, device)
+                if counted:
+                    self.release_counters(device)
+                return False, []
+        self.taken[device] = self.taken.get(device, 0) + 1
+        self.claim_taken[ci].add(device)
+        self.claim_count[ci] += 1
+        self.picks.append((alt, device))
+        return True, fixed
+
+    def _undo_constraint(self, ci: int, constraint: _Constraint, device: Device) -> None:
+        value = device.attributes[constraint.attribute]
+        if constraint.distinct:
+            del self.distinct_state[(ci, constraint.index)][value]
+        else:
+            self.match_state[(ci, constraint.index)][1] -= 1
+
+    def remove(self, alt: _Alt, ci: int, device: Device) -> None:
+        self.picks.pop()
+        self.claim_count[ci] -= 1
+        self.claim_taken[ci].discard(device)
+        left = self.taken[device] - 1
+        if left:
+            self.taken[device] = left
+        else:
+            del self.taken[device]
+        for constraint in alt.request.claim.constraints:
+            if constraint.applies(alt):
+                self._undo_constraint(ci, constraint, device)
+        if device.consumes and not alt.admin:
+            self.release_counters(device)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _BudgetExhausted
+
+    def solve(self) -> bool:
+        """Find picks for every request; True when found (the picks are in ``self.picks``).
+
+        Alternatives are chosen first, request by request in order, and devices are placed for a
+        whole choice: so the first sub-requests that can work are the ones used, whatever devices an
+        earlier request happened to try first.
+        """
+        return self.choose(0)
+
+    def choose(self, ri: int) -> bool:
+        if ri == len(self.requests):
+            return self.vector_feasible() and self.place(0)
+        for alt in self.requests[ri].alts:
+            options = self.options_for(alt)
+            if options.failure is not None:
+                raise Unallocatable(options.failure)
+            if not options.feasible(alt):
+                continue
+            self.chosen[ri] = alt
+            if self.choose(ri + 1):
+                return True
+        return False
+
+    def vector_feasible(self) -> bool:
+        """Necessary conditions for the chosen alternatives: at most 32 devices per claim, and
+        distinct devices for every slot (bipartite matching)."""
+        sizes = [0] * len(self.claims)
+        slots: list[tuple[_Request, list[Device]]] = []
+        for alt in self.chosen:
+            assert alt is not None
+            candidates = self.options[alt].candidates
+            size = len(candidates) if alt.all_mode else alt.count
+            ci = self.claim_index[id(alt.request.claim)]
+            sizes[ci] += size
+            if not alt.admin:
+                slots.extend([(alt.request, candidates)] * size)
+        if max(sizes) > MAX_DEVICES_PER_CLAIM:
+            return False
+        if len(slots) < 2 or len(self.requests) < 2:
+            return True
+        owner: dict[Device, int] = {}
+        return all(_augment(index, slots, owner, self) for index in range(len(slots)))
+
+    def place(self, ri: int) -> bool:
+        if ri == len(self.chosen):
+            return True
+        alt = self.chosen[ri]
+        assert alt is not None
+        ci = self.claim_index[id(alt.request.claim)]
+        candidates = self.options[alt].candidates
+        if alt.all_mode:
+            return self.take_all(ri, alt, ci, candidates)
+        return self.pick(ri, alt, ci, candidates, 0, 0)
+
+    def take_all(self, ri: int, alt: _Alt, ci: int, devices: list[Device]) -> bool:
+        done = 0
+        for device in devices:
+            self.tick()
+            if not self.add(alt, ci, device)[0]:
+                break
+            done += 1
+        else:
+            if self.place(ri + 1):
+                return True
+        for device in reversed(devices[:done]):
+            self.remove(alt, ci, device)
+        return False
+
+    def pick(self, ri: int, alt: _Alt, ci: int, candidates: list[Device], k: int, start: int) -> bool:
+        if k == alt.count:
+            return self.place(ri + 1)
+        need = alt.count - k
+        failed: set[tuple] | None = None
+        for j in range(start, len(candidates) - need + 1):
+            self.tick()
+            device = candidates[j]
+            if failed is not None and self.eq_key(device) in failed:
+                continue
+            ok, fixed = self.add(alt, ci, device)
+            if not ok:
+                continue
+            if self.lookahead(ri, alt, ci, candidates, j, need - 1, fixed) and self.pick(
+                ri, alt, ci, candidates, k + 1, j + 1
+            ):
+                return True
+            self.remove(alt, ci, device)
+            if failed is None:
+                failed = set()
+            failed.add(self.eq_key(device))
+        return False
+
+    def lookahead(
+        self, ri: int, alt: _Alt, ci: int, candidates: list[Device], j: int, left: int, fixed: list
+    ) -> bool:
+        """Necessary conditions after a pick: enough devices remain for what the constraints demand."""
+        for constraint in alt.request.claim.constraints:
+            if not constraint.distinct or not constraint.applies(alt) or left == 0:
+                continue
+            seen = self.distinct_state.get((ci, constraint.index)) or {}
+            values = {
+                d.attributes.get(constraint.attribute)
+                for d in candidates[j + 1 :]
+                if d not in self.taken or alt.admin
+            }
+            values.discard(None)
+            if len(values - seen.keys()) < left:
+                self._reject(ci, constraint)
+                return False
+        for constraint, value in fixed:
+            attr = constraint.attribute
+            usable = sum(
+                1 for d in candidates[j + 1 :] if d.attributes.get(attr) == value and (alt.admin or d not in self.taken)
             )
-    request.candidates = candidates
-    if len(candidates) >= request.count:
-        return
-    what = f"class {request.class_name}"
-    if request.request_selectors:
-        what += " matching the request's selectors"
-    if not devices:
-        detail = "no ResourceSlice offers devices on this node"
-    elif matching == 0:
-        detail = f"none of the node's {_plural(len(devices), 'device')} match"
-    else:
-        detail = f"{matching} match, {busy} in use"
-    raise Unallocatable(
-        f"{request.label()}: needs {_plural(request.count, 'device')} of {what}, "
-        f"{len(candidates)} free on node {node_name} ({detail})" + _notes_suffix(notes)
+            if usable < left:
+                self._reject(ci, constraint)
+                return False
+            # Later requests of the claim under this constraint need devices with the value too.
+            for later in self.chosen[ri + 1 :]:
+                assert later is not None
+                if later.request.claim is alt.request.claim and not self._can_meet(later, constraint, value):
+                    self._reject(ci, constraint)
+                    return False
+        return True
+
+    def _reject(self, ci: int, constraint: _Constraint) -> None:
+        key = (ci, constraint.index)
+        self.constraint_rejects[key] = self.constraint_rejects.get(key, 0) + 1
+
+    def _can_meet(self, alt: _Alt, constraint: _Constraint, value: object) -> bool:
+        if not constraint.applies(alt):
+            return True
+        options = self.options_for(alt)
+        if options.failure is not None:
+            return True
+        attr = constraint.attribute
+        usable = sum(
+            1 for d in options.candidates if d.attributes.get(attr) == value and (alt.admin or d not in self.taken)
+        )
+        return usable >= (len(options.candidates) if alt.all_mode else alt.count) and usable > 0
+
+    def eq_key(self, device: Device) -> tuple:
+        """Devices with equal keys are interchangeable for the rest of this call's search."""
+        keys = self.eq_keys
+        if keys is None:
+            for request in self.requests:
+                for alt in request.alts:
+                    self.options_for(alt)
+            membership: dict[Device, int] = {}
+            for bit, options in enumerate(self.options.values()):
+                for d in options.candidates:
+                    membership[d] = membership.get(d, 0) | (1 << bit)
+            attributes = sorted({c.attribute for claim in self.claims for c in claim.constraints})
+            keys = self.eq_keys = {}
+            for d, bits in membership.items():
+                keys[d] = (
+                    bits,
+                    tuple(d.attributes.get(a) for a in attributes),
+                    tuple((s, tuple(sorted(c.items()))) for s, c in d.consumes),
+                    (d.id.driver, d.id.pool) if d.consumes else None,
+                    self.busy(d.id),
+                )
+        key = keys.get(device)
+        return key if key is not None else (id(device),)
+
+
+# ------------------------------------------------------------------------------------------------
+# Feasibility checks before the search
+
+
+def _explain(alt: _Alt, options: _Options, call: _Call) -> str:
+    what = f"DeviceClass {alt.class_name}" + (" matching the request's selectors" if alt.has_request_selectors else "")
+    if options.unusable is not None:
+        return options.unusable
+    if options.matching == 0:
+        if not call.view.devices:
+            return "no ResourceSlice offers devices to the node"
+        return f"no device of {what} (the node has {_plural(len(call.view.devices), 'device')})"
+    details = [f"{options.matching} match", f"{options.busy} in use"]
+    if options.tainted:
+        details.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
+    return (
+        f"needs {_plural(alt.count, 'device')} of {what}, {len(options.candidates)} free ({', '.join(details)})"
     )
-
-
-def _claims_label(claims: list[_Claim]) -> str:
-    refs = ", ".join(claim.ref for claim in claims)
-    return f"claim {refs}" if len(claims) == 1 else f"claims {refs}"
 
 
 def _notes_suffix(notes: list[str]) -> str:
     return "; note: " + "; ".join(notes) if notes else ""
 
 
-# ------------------------------------------------------------------------------------------------
-# Search
+def _check_requests(call: _Call) -> None:
+    """Refuse when some request cannot be met even alone, naming what is missing."""
+    notes = call.view.notes
+    for request in call.requests:
+        first = request.alts[0]
+        options = call.options_for(first)
+        if options.failure is not None:
+            raise Unallocatable(options.failure)
+        if options.feasible(first) or any(call.options_for(alt).feasible(alt) for alt in request.alts[1:]):
+            continue
+        if not request.first_available:
+            raise Unallocatable(f"{first.label()}: {_explain(first, options, call)}" + _notes_suffix(notes))
+        parts = "; ".join(f"{alt.name}: {_explain(alt, call.options_for(alt), call)}" for alt in request.alts)
+        raise Unallocatable(f"{request.label()}: no firstAvailable sub-request fits ({parts})" + _notes_suffix(notes))
 
 
-class _Budget:
-    """Counts device checks; raises Unallocatable once the limit is passed."""
+def _check_matching(call: _Call) -> None:
+    """Fail early when no assignment of distinct devices to the requests' device slots exists.
 
-    __slots__ = ("claims", "left", "limit", "node_name")
-
-    def __init__(self, limit: int, claims: list[_Claim], node_name: str) -> None:
-        self.left = limit
-        self.limit = limit
-        self.claims = claims
-        self.node_name = node_name
-
-    def exhausted(self) -> Unallocatable:
-        return Unallocatable(
-            f"{_claims_label(self.claims)}: the search for devices on node {self.node_name} was too large "
-            f"and was stopped after {self.limit} device checks; fewer or simpler requests would help"
-        )
-
-
-def _check_feasible(slots: list[_Request], budget: _Budget, node_name: str, notes: list[str]) -> None:
-    """Fail early when no assignment of distinct devices to the slots exists.
-
-    Slots are added one by one to a maximum bipartite matching (augmenting paths); the first slot
-    that cannot be added shows a request that cannot be satisfied together with the earlier ones.
-    Constraints and counters only remove solutions, so this stays a valid check when they arrive.
+    A relaxation of the real problem, so a necessary condition: each request needs at least the
+    smallest count of its feasible alternatives, from the union of their candidates; admin-access
+    requests share devices and are left out. Constraints and counters only remove solutions.
     """
-    owner: dict[int, int] = {}  # device index -> slot index
-    for slot_index, request in enumerate(slots):
-        if not _augment(slot_index, slots, owner, budget):
-            mine = {device.index for device in request.candidates}
+    if len(call.requests) < 2 and not any(a.count > 1 or a.all_mode for r in call.requests for a in r.alts):
+        return  # one device slot: the per-request check said everything
+    slots: list[tuple[_Request, list[Device]]] = []
+    for request in call.requests:
+        if request.alts[0].admin:
+            continue  # admin access shares devices with everyone
+        alts = [a for a in request.alts if call.options_for(a).feasible(a)]
+        if not alts:
+            continue
+        union: dict[Device, None] = {}
+        for alt in alts:
+            union.update(dict.fromkeys(call.options_for(alt).candidates))
+        count = min(len(call.options_for(a).candidates) if a.all_mode else a.count for a in alts)
+        slots.extend([(request, list(union))] * count)
+    if len(slots) < 2:
+        return
+    owner: dict[Device, int] = {}
+    for index, (request, candidates) in enumerate(slots):
+        if not _augment(index, slots, owner, call):
+            mine = set(candidates)
             rivals = [
                 other.label()
-                for other in dict.fromkeys(slots[:slot_index])
-                if other is not request and any(device.index in mine for device in other.candidates)
+                for other, theirs in slots[:index]
+                if other is not request and any(d in mine for d in theirs)
             ]
-            rivals = [label for label in dict.fromkeys(rivals) if label != request.label()]
+            rivals = list(dict.fromkeys(rivals))
             competing = ", ".join(rivals) if rivals else "earlier requests"
+            first = request.alts[0]
             raise Unallocatable(
-                f"{request.label()}: needs {_plural(request.count, 'device')} of class {request.class_name}; "
-                f"{len(request.candidates)} free on node {node_name} match, but {competing} allocated "
-                "together with it need some of the same devices and there are not enough for all"
-                + _notes_suffix(notes)
+                f"{request.label()}: needs {_plural(first.count or len(candidates), 'device')} of DeviceClass "
+                f"{first.class_name}; {len(candidates)} free match, but {competing} allocated together with it "
+                "need some of the same devices and there are not enough for all" + _notes_suffix(call.view.notes)
             )
 
 
-def _augment(start: int, slots: list[_Request], owner: dict[int, int], budget: _Budget) -> bool:
+def _augment(start: int, slots: list[tuple[_Request, list[Device]]], owner: dict[Device, int], call: _Call) -> bool:
     # Iterative depth-first search for an augmenting path (no recursion limit to worry about).
-    visited: set[int] = set()
+    visited: set[Device] = set()
     stack: list[list[int]] = [[start, 0]]  # [slot index, next candidate position]
-    path: list[int] = []  # device taken at each stack level
+    path: list[Device] = []  # device taken at each stack level
     while stack:
         frame = stack[-1]
-        candidates = slots[frame[0]].candidates
+        candidates = slots[frame[0]][1]
         descended = False
         while frame[1] < len(candidates):
-            device = candidates[frame[1]].index
+            device = candidates[frame[1]]
             frame[1] += 1
-            budget.left -= 1
-            if budget.left < 0:
-                raise budget.exhausted()
+            call.tick()
             if device in visited:
                 continue
             visited.add(device)
@@ -458,65 +1066,21 @@ def _augment(start: int, slots: list[_Request], owner: dict[int, int], budget: _
     return False
 
 
-class _Search:
-    """Depth-first search over device slots (claim -> request -> k-th device) with undo.
-
-    Slots of one request take devices in increasing candidate order (combinations, not
-    permutations): the devices of one request are interchangeable, so this loses no solution.
-    """
-
-    def __init__(self, slots: list[_Request], budget: _Budget) -> None:
-        self.slots = slots
-        self.budget = budget
-        self.taken: set[int] = set()
-
-    def _accept(self, slot: _Request, device: Device) -> bool:
-        """Whether ``device`` may be added for ``slot`` now; records it if so (constraints hook here)."""
-        if device.index in self.taken:
-            return False
-        self.taken.add(device.index)
-        return True
-
-    def _release(self, slot: _Request, device: Device) -> None:
-        """Undo :meth:`_accept` for a device that was picked."""
-        self.taken.discard(device.index)
-
-    def run(self) -> list[Device] | None:
-        slots = self.slots
-        count = len(slots)
-        position = [-1] * count
-        picked: list[Device | None] = [None] * count
-        budget = self.budget
-        i = 0
-        while 0 <= i < count:
-            slot = slots[i]
-            previous = picked[i]
-            if previous is not None:
-                self._release(slot, previous)
-                picked[i] = None
-                start = position[i] + 1
-            elif i > 0 and slots[i - 1] is slot:
-                start = position[i - 1] + 1
-            else:
-                start = 0
-            candidates = slot.candidates
-            for j in range(start, len(candidates)):
-                budget.left -= 1
-                if budget.left < 0:
-                    raise budget.exhausted()
-                device = candidates[j]
-                if self._accept(slot, device):
-                    picked[i] = device
-                    position[i] = j
-                    break
-            if picked[i] is not None:
-                i += 1
-            else:
-                position[i] = -1
-                i -= 1
-        if i < 0:
-            return None
-        return picked  # type: ignore[return-value]
+def _search_failure(call: _Call, label: str) -> str:
+    reasons = []
+    for (ci, index), _count in sorted(call.constraint_rejects.items()):
+        claim = call.claims[ci]
+        constraint = next(c for c in claim.constraints if c.index == index)
+        owner = f" of claim {claim.ref}" if len(call.claims) > 1 else ""
+        reasons.append(f"{constraint.describe()}{owner} cannot be satisfied by the free devices")
+    if call.counter_rejects:
+        reasons.append(
+            "not enough shared counters left on the partitionable devices (their counter sets are used up by "
+            "allocated devices or by the other picks)"
+        )
+    if not reasons:
+        reasons.append("no combination of the free devices satisfies all requests")
+    return f"{label}: " + "; ".join(reasons) + _notes_suffix(call.view.notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -531,38 +1095,34 @@ def _clone(value: object) -> object:
     return value
 
 
-def _build_config(claim: _Claim) -> list[dict]:
+def _build_config(claim: _Claim, chosen: list[_Alt]) -> list[dict]:
+    """Class configs once per class, naming the requests that use it; then the claim's configs that
+    apply to a chosen request, with their ``requests`` list as written."""
     configs: list[dict] = []
     by_class: dict[str, list[dict]] = {}
-    for request in claim.requests:
-        entries = by_class.get(request.class_name)
+    for alt in chosen:
+        entries = by_class.get(alt.class_name)
         if entries is not None:
             for entry in entries:
-                entry["requests"].append(request.name)
+                entry["requests"].append(alt.name)
             continue
         entries = []
-        for config in (request.device_class.get("spec") or {}).get("config") or []:
-            entry = {"source": "FromClass", "requests": [request.name]}
+        for config in (alt.device_class.get("spec") or {}).get("config") or []:
+            entry = {"source": "FromClass", "requests": [alt.name]}
             entry.update((k, _clone(v)) for k, v in config.items() if k != "requests")
             entries.append(entry)
             configs.append(entry)
-        by_class[request.class_name] = entries
-    names = [request.name for request in claim.requests]
-    known = set(names)
-    for config in ((claim.obj.get("spec") or {}).get("devices") or {}).get("config") or []:
+        by_class[alt.class_name] = entries
+    names = {alt.request.name for alt in chosen} | {alt.name for alt in chosen}
+    for config in claim.configs:
         wanted = config.get("requests") or []
-        if wanted and known.isdisjoint(wanted):
-            continue  # names only requests this claim does not have (upstream drops it as well)
+        if wanted and names.isdisjoint(wanted):
+            continue  # names only requests, or sub-requests, that were not allocated
         entry: dict = {"source": "FromClaim"}
         if wanted:
             entry["requests"] = list(wanted)
         entry.update((k, _clone(v)) for k, v in config.items() if k != "requests")
         configs.append(entry)
-    # Since Kubernetes 1.37 a config that applies to every request of the claim carries no list
-    # (empty means all, k/k#139731 and #139814).
-    for entry in configs:
-        if "requests" in entry and known.issubset(entry["requests"]):
-            del entry["requests"]
     return configs
 
 
@@ -573,19 +1133,19 @@ def _requirement_key(requirement: dict) -> tuple:
 def _build_node_selector(picks: list[Device]) -> dict | None:
     """Where the allocation is usable, as upstream's createNodeSelector decides it.
 
-    One node-local device pins the allocation to its node; otherwise the requirements of all slice
+    One node-local device pins the allocation to its node; otherwise the requirements of all device
     selectors (one term each) are ANDed into one term; ``allNodes`` devices add nothing.
     """
     for device in picks:
-        if device.node_local:
-            return node_selector_for_node(device.node_name or "")
+        if device.node_name is not None:
+            return node_selector_for_node(device.node_name)
     merged: dict[str, list[dict]] = {"matchExpressions": [], "matchFields": []}
     seen: dict[str, set[tuple]] = {"matchExpressions": set(), "matchFields": set()}
     for device in picks:
         if device.node_selector is None:
             continue
         term = device.node_selector["nodeSelectorTerms"][0]
-        for kind in ("matchExpressions", "matchFields"):
+        for kind in ("matchFields", "matchExpressions"):
             for requirement in term.get(kind) or []:
                 key = _requirement_key(requirement)
                 if key not in seen[kind]:
@@ -595,29 +1155,53 @@ def _build_node_selector(picks: list[Device]) -> dict | None:
     return {"nodeSelectorTerms": [term]} if term else None
 
 
-def _build_result(claim: _Claim, picks: list[Device], requests: list[_Request]) -> dict:
-    results = [
-        {
-            "request": request.name,
-            "driver": device.id.driver,
-            "pool": device.id.pool,
-            "device": device.id.device,
-        }
-        for request, device in zip(requests, picks, strict=True)
-    ]
+def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]]) -> dict:
+    results = []
+    chosen: dict[_Alt, None] = {}
+    for alt, device in picks:
+        chosen[alt] = None
+        result = {"request": alt.name, "driver": device.id.driver, "pool": device.id.pool, "device": device.id.device}
+        if alt.admin:
+            result["adminAccess"] = True
+        if alt.tolerations:
+            result["tolerations"] = _clone(alt.tolerations)
+        results.append(result)
     devices: dict = {"results": results}
-    configs = _build_config(claim)
+    configs = _build_config(claim, list(chosen))
     if configs:
         devices["config"] = configs
     allocation: dict = {"devices": devices}
-    selector = _build_node_selector(picks)
+    selector = _build_node_selector([device for _, device in picks])
     if selector is not None:
         allocation["nodeSelector"] = selector
     return allocation
 
 
 # ------------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
+
+
+def _claims_label(claims: list[_Claim]) -> str:
+    refs = ", ".join(claim.ref for claim in claims)
+    return f"claim {refs}" if len(claims) == 1 else f"claims {refs}"
+
+
+def _check_admin_access(claim: _Claim, namespaces: Mapping[str, dict] | None) -> None:
+    admin = [alt for request in claim.requests for alt in request.alts if alt.admin]
+    if not admin:
+        return
+    if namespaces is None:
+        raise Unallocatable(
+            f"{admin[0].label()}: adminAccess needs the namespace label {ADMIN_ACCESS_LABEL}=true, and the "
+            "namespaces were not given to the allocator"
+        )
+    namespace = namespaces.get(claim.namespace) or {}
+    labels = (namespace.get("metadata") or {}).get("labels") or {}
+    if labels.get(ADMIN_ACCESS_LABEL) != "true":
+        raise Unallocatable(
+            f"{admin[0].label()}: adminAccess is only allowed in namespaces labelled {ADMIN_ACCESS_LABEL}=true, "
+            f"and namespace {claim.namespace or '<none>'} is not"
+        )
 
 
 def allocate(
@@ -627,70 +1211,112 @@ def allocate(
     in_use: set[DeviceId],
     *,
     max_device_checks: int = MAX_DEVICE_CHECKS,
+    namespaces: Mapping[str, dict] | None = None,
+    device_scores: Mapping[DeviceId, float] | None = None,
 ) -> list[dict]:
-    """Allocate every (unallocated) claim in `claims` together on `node`.
+    """Allocate every (unallocated) claim in ``claims`` together on ``node``.
 
-    Devices in `in_use` and devices picked for an earlier claim in the same call are not used.
-    Returns one AllocationResult dict (resource.k8s.io/v1 shape: ``{"devices": {"results": [...],
-    "config": [...]}, "nodeSelector": {...}}``) per claim, in order. Raises Unallocatable with the
-    reason when they do not fit on this node.
+    Devices in ``in_use`` and devices picked for an earlier claim in the same call are not used
+    (admin-access requests excepted). Returns one AllocationResult dict (resource.k8s.io/v1 shape:
+    ``{"devices": {"results": [...], "config": [...]}, "nodeSelector": {...}}``) per claim, in order.
+    Raises :class:`Unallocatable` with the reason when they do not fit on this node.
 
     A claim that already has ``status.allocation`` is returned as it is (a copy) when that allocation
     is usable on ``node``, and refused otherwise; its devices are kept away from the other claims.
-    ``max_device_checks`` bounds the work of one call.
+
+    ``max_device_checks`` bounds the work of one call. ``namespaces`` (name -> Namespace object) lets
+    ``adminAccess`` requests through in namespaces labelled ``resource.kubernetes.io/admin-access=true``;
+    without it they are refused. ``device_scores`` (from the ``kai_rank_devices`` hook) makes devices
+    with higher scores preferred; unscored devices count as 0, and ties use the default pack order.
     """
     node_name = ((node or {}).get("metadata") or {}).get("name", "")
-    prepared = [_prepare_claim(claim, inventory) for claim in claims]
-    blocked = in_use
+    prepared = [_prepared(claim, inventory) for claim in claims]
+    extra: set[DeviceId] = set()
     for claim in prepared:
         if claim.existing is None:
+            _check_admin_access(claim, namespaces)
             continue
         try:
             usable = allocation_usable_on(claim.existing, node)
         except NodeSelectorError as err:
-            raise Unallocatable(
-                f"claim {claim.ref}: its allocation has an invalid nodeSelector: {err}"
-            ) from None
+            raise Unallocatable(f"claim {claim.ref}: its allocation has an invalid nodeSelector: {err}") from None
         if not usable:
             raise Unallocatable(
                 f"claim {claim.ref}: is already allocated to devices that node {node_name} cannot use "
                 "(its allocation's nodeSelector does not admit the node)"
             )
         try:
-            taken = devices_of(claim.existing, exclusive_only=True)
+            extra.update(devices_of(claim.existing, exclusive_only=True))
         except ValueError as err:
             raise Unallocatable(f"claim {claim.ref}: its status.allocation is malformed: {err}") from None
-        blocked = blocked | set(taken)  # a new set: the caller's in_use stays untouched
 
-    slots: list[_Request] = []
-    for claim in prepared:
-        for request in claim.requests:
-            slots.extend([request] * request.count)
-    if slots:
-        devices = inventory.devices_for_node(node)
-        notes = inventory.notes_for_node(node)
-        for claim in prepared:
-            for request in claim.requests:
-                _find_candidates(request, devices, blocked, inventory, node_name, notes)
-        budget = _Budget(max_device_checks, [c for c in prepared if c.existing is None], node_name)
-        if len(slots) > 1:
-            _check_feasible(slots, budget, node_name, notes)
-        picks = _Search(slots, budget).run()
-        if picks is None:
+    fresh = [claim for claim in prepared if claim.existing is None]
+    call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks)
+    if call.requests:
+        label = _claims_label(fresh)
+        try:
+            _check_requests(call)
+            _check_at_most_32(call)
+            _check_matching(call)
+            found = call.solve()
+        except _BudgetExhausted:
             raise Unallocatable(
-                f"{_claims_label(budget.claims)}: no combination of the free devices on node {node_name} "
-                "satisfies all requests" + _notes_suffix(notes)
-            )
-    else:
-        picks = []
+                f"{label}: the search for devices was too large and was stopped after {max_device_checks} "
+                "device checks; fewer or simpler requests would help"
+            ) from None
+        if not found:
+            raise Unallocatable(_search_failure(call, label))
 
+    by_claim: list[list[tuple[_Alt, Device]]] = [[] for _ in fresh]
+    for alt, device in call.picks:
+        by_claim[call.claim_index[id(alt.request.claim)]].append((alt, device))
     allocations: list[dict] = []
-    offset = 0
+    results = iter(by_claim)
     for claim in prepared:
         if claim.existing is not None:
             allocations.append(_clone(claim.existing))  # type: ignore[arg-type]
-            continue
-        size = sum(request.count for request in claim.requests)
-        allocations.append(_build_result(claim, picks[offset : offset + size], slots[offset : offset + size]))
-        offset += size
+        else:
+            allocations.append(_build_result(claim, next(results)))
     return allocations
+
+
+def _check_at_most_32(call: _Call) -> None:
+    for claim in call.claims:
+        if not claim.may_exceed_limit:
+            continue
+        least = 0
+        for request in claim.requests:
+            sizes = [
+                len(call.options_for(a).candidates) if a.all_mode else a.count
+                for a in request.alts
+                if call.options_for(a).feasible(a)
+            ]
+            least += min(sizes) if sizes else 0
+        if least > MAX_DEVICES_PER_CLAIM:
+            raise Unallocatable(
+                f"claim {claim.ref}: needs at least {least} devices on the node, more than the "
+                f"{MAX_DEVICES_PER_CLAIM} one claim can hold"
+            )
+
+
+def candidate_devices(claims: list[dict], nodes: list[dict], inventory: DraInventory) -> list[Device]:
+    """Every device that some request of ``claims`` could use on one of ``nodes`` (selectors only;
+    use and taints are not looked at), in inventory order without repeats.
+
+    This is the list handed to the ``kai_rank_devices`` hook once per pod. Claims that cannot be
+    prepared (missing class, bad selector) contribute nothing: :func:`allocate` reports them.
+    """
+    alts: list[_Alt] = []
+    for claim in claims:
+        try:
+            prepared = _prepared(claim, inventory)
+        except Unallocatable:
+            continue
+        alts.extend(alt for request in prepared.requests for alt in request.alts)
+    seen: dict[Device, None] = {}
+    for node in nodes:
+        view = inventory.view(node)
+        name = ((node or {}).get("metadata") or {}).get("name", "")
+        for alt in alts:
+            seen.update(dict.fromkeys(_matching(alt, view, name, inventory).devices))
+    return list(seen)

@@ -43,11 +43,11 @@ How it is built, and why:
   domain, ``'x' in device.attributes``, ``size(...)``) nothing is added up front, which keeps ``in`` and
   ``size`` exact; a lookup that then fails on a missing domain is retried with that domain added.
 
-Cost: cel-expr-python exposes no cost limit. Two bounds remain: the 10 KiB length limit, and cel-cpp's
-built-in budget of 10,000 comprehension iterations per evaluation (exceeding it is a
-:class:`CelEvalError`). Nothing bounds the size of values, so nested ``cel.bind`` that doubles a string
-or list at each level can still exhaust memory; the API server's cost estimate refuses such selectors
-before they reach the scheduler.
+Cost: cel-expr-python exposes no cost limit and an evaluation cannot be interrupted, so the bound is
+static, as the API server's: :func:`compile_selector` estimates an upper bound of the work an expression
+can do (:mod:`kai_core.dra.celcost`: sizes of values, string growth through ``+``/``replace``/``cel.bind``,
+comprehension iterations) and refuses it above :data:`~kai_core.dra.celcost.MAX_ESTIMATED_COST`. At run
+time cel-cpp also stops after 10,000 comprehension iterations per evaluation (a :class:`CelEvalError`).
 
 Other known gaps: Quantity values are held in milli-units, so sub-milli capacities are rounded up to 1m
 and magnitudes above about 9.2e15 units are refused; Semver build metadata is dropped (Kubernetes ignores
@@ -67,6 +67,7 @@ from typing import Any
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
+from kai_core.dra.celcost import MAX_ESTIMATED_COST, CostEstimateError, estimate_cost
 from kai_core.quantity import QuantityError, parse_quantity
 
 __all__ = [
@@ -729,6 +730,16 @@ def _compile(expression: str) -> Selector:
         program = _eval_env().compile(expression)
     except RuntimeError as exc:  # would be a bug: whatever passes the checking environment should compile
         raise CelCompileError(expression, f"internal error: {_clean(str(exc))}") from None
+    try:
+        estimate = estimate_cost(program.serialize())
+    except CostEstimateError as exc:  # would be a bug in the decoder: refuse rather than run blind
+        raise CelCompileError(expression, f"internal error estimating the cost: {exc}") from None
+    if estimate.cost > MAX_ESTIMATED_COST:
+        raise CelCompileError(
+            expression,
+            f"estimated cost {estimate.cost} exceeds the limit of {MAX_ESTIMATED_COST} "
+            "(values that grow at every step, or large nested loops)",
+        )
     return Selector(expression, program, frozenset() if other_use else domains, retry_domains=other_use)
 
 

@@ -1,40 +1,57 @@
 """The devices DRA drivers publish, indexed for allocation: ResourceSlices grouped into pools.
 
 :class:`DraInventory` is built once per scheduling cycle from every ``ResourceSlice`` and
-``DeviceClass`` (``resource.k8s.io/v1`` JSON dicts). It applies the pool rules of the upstream
-structured allocator once, up front, so that asking "which devices can node N use?" is a dictionary
-lookup during filtering:
+``DeviceClass`` (``resource.k8s.io/v1`` JSON dicts; the store converts ``v1beta1``/``v1beta2`` objects
+on input). It applies the pool rules of the upstream structured allocator once, up front, so that
+asking "which devices can node N use?" is a dictionary lookup during filtering:
 
 * slices are grouped by ``(spec.driver, spec.pool.name)``; only slices at the pool's highest
   ``spec.pool.generation`` count (older ones are leftovers of an update in progress);
-* a pool is complete when the slices at that generation, counted over all nodes, number
-  ``spec.pool.resourceSliceCount``; incomplete pools are skipped entirely, and so are pools where a
-  device name appears twice;
-* a slice reaches a node through ``spec.nodeName`` (node-local), ``spec.nodeSelector`` or
-  ``spec.allNodes``.
+* a pool is complete when the slices at that generation, counted over all nodes (slices that only
+  publish ``sharedCounters`` included), number ``spec.pool.resourceSliceCount``. Incomplete pools are
+  not allocated from, and neither are invalid ones (a device name twice, a counter set name twice, a
+  device consuming a counter set or counter the pool does not define). Both are reported for the
+  nodes they reach, and an ``allocationMode: All`` request on such a node is refused;
+* a slice reaches a node through ``spec.nodeName`` (node-local), ``spec.nodeSelector`` (one term) or
+  ``spec.allNodes``; with ``spec.perDeviceNodeSelection`` each device says it itself;
+* ``sharedCounters`` are kept per pool and ``consumesCounters`` per device, over every slice of the
+  pool, so counters consumed by devices allocated on other nodes count too.
 
-Features the allocator does not support yet are never half-applied: a slice using
-``perDeviceNodeSelection`` or ``sharedCounters`` and a device with ``consumesCounters``, binding
-conditions or ``allowMultipleAllocations`` is skipped, and so is a device with a ``NoSchedule`` or
-``NoExecute`` taint (claims cannot carry tolerations yet, so nothing could use it). Every skip is
-recorded: :attr:`DraInventory.problems` lists them all, :meth:`DraInventory.notes_for_node` the ones
-that concern one node, so an "unallocatable" reason can say why devices the user expected are missing.
+Devices with binding conditions or ``allowMultipleAllocations`` (features of later API levels) are
+skipped and the skip is recorded. Tainted devices are kept: the allocator checks the requests'
+tolerations. Every problem is recorded: :attr:`DraInventory.problems` lists them all,
+:meth:`DraInventory.notes_for_node` the ones that concern one node.
+
+Parsed slices are shared between inventories while the slice object stays the same (same name, uid
+and ``resourceVersion``): a new cycle does not convert every device again, and the CEL results cached
+on a :class:`Device` (per expression) live exactly as long as the slice version they were computed on.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import NamedTuple
 
 from kai_core.dra.cel import DeviceEnv, device_env
 from kai_core.nodeaffinity import NodeSelectorError, match_node_selector
+from kai_core.quantity import QuantityError, parse_quantity
 
-__all__ = ["Device", "DeviceId", "DraInventory"]
+__all__ = ["Device", "DeviceId", "DraInventory", "Pool"]
+
+# Device taint effects that keep a device from being allocated without a toleration.
+BLOCKING_TAINT_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+# A node with no labels and no name: used once per selector to surface malformed requirements early.
+_PROBE_NODE: dict = {"metadata": {"name": "", "labels": {}}}
+_ATTRIBUTE_KINDS = ("int", "bool", "string", "version")
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceId:
-    """A device's identity across the cluster, as in ``AllocationResult.devices.results[]``."""
+class DeviceId(NamedTuple):
+    """A device's identity across the cluster, as in ``AllocationResult.devices.results[]``.
+
+    A tuple, so it hashes fast: the scheduler keeps thousands of them in its in-use set.
+    """
 
     driver: str
     pool: str
@@ -44,57 +61,130 @@ class DeviceId:
         return f"{self.driver}/{self.pool}/{self.device}"
 
 
-@dataclass(slots=True, eq=False)
-class Device:
-    """One allocatable device of a complete pool.
+Number = int | Fraction
 
-    ``obj`` is the device as published in the slice; ``env`` its CEL environment, built once;
-    ``node_local`` is true when its slice names a node (``spec.nodeName``), and ``node_selector`` is
-    the slice's ``spec.nodeSelector`` (``None`` for node-local and ``allNodes`` slices). ``index`` is
-    unique within the inventory and keys the allocator's caches.
+
+class Device:
+    """One published device, with what allocation needs precomputed.
+
+    ``obj`` is the device as published; ``env`` its CEL variable; ``node_name``/``node_selector``/
+    ``all_nodes`` where it is usable (the slice's, or the device's own with ``perDeviceNodeSelection``);
+    ``taints`` its NoSchedule/NoExecute taints; ``consumes`` its counter consumption as
+    ``((counter set, {counter: value}), ...)``; ``attributes`` its attribute values by fully qualified
+    name (``(kind, value)``, for constraints); ``cel`` the cached selector results by expression.
     """
 
-    id: DeviceId
-    obj: dict
-    env: DeviceEnv
-    node_local: bool
-    node_selector: dict | None
-    slice_name: str
-    node_name: str | None
-    index: int
+    __slots__ = (
+        "all_nodes",
+        "attributes",
+        "cel",
+        "consumes",
+        "env",
+        "id",
+        "node_name",
+        "node_selector",
+        "obj",
+        "order",
+        "slice_name",
+        "taints",
+    )
+
+    def __init__(
+        self,
+        id: DeviceId,  # noqa: A002 - the API's name for it
+        obj: dict,
+        env: DeviceEnv,
+        slice_name: str,
+        node_name: str | None,
+        node_selector: dict | None,
+        all_nodes: bool,
+        taints: tuple[dict, ...],
+        consumes: tuple[tuple[str, dict[str, Number]], ...],
+        attributes: dict[str, tuple[str, object]],
+        order: tuple,
+    ) -> None:
+        self.id = id
+        self.obj = obj
+        self.env = env
+        self.slice_name = slice_name
+        self.node_name = node_name
+        self.node_selector = node_selector
+        self.all_nodes = all_nodes
+        self.taints = taints
+        self.consumes = consumes
+        self.attributes = attributes
+        self.order = order
+        self.cel: dict[str, object] = {}
+
+    @property
+    def node_local(self) -> bool:
+        """Whether the device is usable on one named node only."""
+        return self.node_name is not None
+
+    def __repr__(self) -> str:
+        return f"Device({self.id})"
 
 
 @dataclass(slots=True)
 class _Slice:
+    """One parsed ResourceSlice (shared between inventories while its resourceVersion stays)."""
+
     name: str
     driver: str
     pool: str
+    generation: int
+    count: int
     node_name: str | None = None
     node_selector: dict | None = None
     all_nodes: bool = False
+    per_device: bool = False
+    counter_sets: list[tuple[str, dict[str, Number]]] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
-    # Why this slice contributes no devices at all (pool incomplete...), or None.
+    device_names: list[str] = field(default_factory=list)
+    # Why this slice contributes nothing (no node selection...), or None.
     problem: str | None = None
     # Devices skipped one by one: reason -> how many.
     skipped: Counter = field(default_factory=Counter)
-    order: int = 0
 
 
 @dataclass(slots=True)
-class _NodeView:
+class Pool:
+    """A pool at its newest generation: usable when ``problem`` is None.
+
+    ``counter_sets`` maps a counter set name to its counters; ``counter_devices`` lists every device
+    of the pool (on any node) that consumes counters, so consumption by allocated devices is counted.
+    """
+
+    driver: str
+    name: str
+    generation: int
+    slices: list[_Slice]
+    problem: str | None = None
+    counter_sets: dict[str, dict[str, Number]] = field(default_factory=dict)
+    counter_devices: list[Device] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.driver, self.name)
+
+
+@dataclass(slots=True)
+class NodeView:
+    """What one node can use: ``devices`` of usable pools in a stable order, ``notes`` explaining
+    left-out devices, and ``unusable_pools`` (incomplete or invalid pools reaching the node)."""
+
     devices: list[Device]
     notes: list[str]
+    unusable_pools: list[str]
 
 
-# Device taint effects that keep a device from being allocated without a toleration.
-_BLOCKING_TAINT_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
-# A node with no labels and no name: used once per selector to surface malformed requirements early.
-_PROBE_NODE: dict = {"metadata": {"name": "", "labels": {}}}
+# Parsed slices by (name, uid, resourceVersion), replaced by each inventory build.
+_SLICE_CACHE: dict[tuple[str, str, str], _Slice] = {}
 
 
 class DraInventory:
     """Built once per scheduling cycle from all ResourceSlices and DeviceClasses; precomputes per-device
-    DeviceEnv and which devices reach which node, so allocate() on a node is cheap.
+    CEL environments and which devices reach which node, so allocate() on a node is cheap.
 
     Bad input never raises: a malformed slice or device is skipped and described in :attr:`problems`.
     """
@@ -103,17 +193,20 @@ class DraInventory:
         self.problems: list[str] = []
         self._classes: dict[str, dict] = {}
         for cls in classes:
-            name = ((cls or {}).get("metadata") or {}).get("name")
+            name = ((cls or {}).get("metadata") or {}).get("name") if isinstance(cls, dict) else None
             if isinstance(name, str) and name:
                 self._classes[name] = cls
+        self.pools: dict[tuple[str, str], Pool] = {}
         self._by_node_name: dict[str, list[_Slice]] = {}
         self._all_nodes: list[_Slice] = []
         self._by_selector: list[_Slice] = []
-        self._views: dict[str, _NodeView] = {}
+        self._per_device: list[_Slice] = []
+        self._views: dict[str, NodeView] = {}
         self._device_count = 0
-        # Selector results per (class, request selectors) and device index; owned by the allocator,
-        # kept here because devices and classes do not change within a cycle.
-        self.match_cache: dict[tuple, dict[int, object]] = {}
+        #: Allocator caches that live as long as the inventory (one cycle): matching devices per
+        #: (request signature, node), prepared claims by object identity.
+        self.match_cache: dict[tuple, object] = {}
+        self.claim_cache: dict[int, tuple[dict, object]] = {}
         self._build(slices)
 
     # -- public -------------------------------------------------------------------------------
@@ -124,52 +217,79 @@ class DraInventory:
 
     def devices_for_node(self, node: dict) -> list[Device]:
         """Every usable device that ``node`` can reach, ordered by (driver, pool, slice name, position)."""
-        return self._view(node).devices
+        return self.view(node).devices
 
     def notes_for_node(self, node: dict) -> list[str]:
         """Why devices that would reach ``node`` were left out (incomplete pools, unsupported features)."""
-        return self._view(node).notes
+        return self.view(node).notes
+
+    def pool_of(self, device: Device) -> Pool:
+        """The pool a device belongs to."""
+        return self.pools[(device.id.driver, device.id.pool)]
 
     @property
     def device_count(self) -> int:
         """How many usable devices the inventory holds over all nodes."""
         return self._device_count
 
+    def view(self, node: dict) -> NodeView:
+        """Everything about ``node`` at once (cached per node name for the inventory's lifetime)."""
+        name = ((node or {}).get("metadata") or {}).get("name", "")
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = self._build_view(node, name)
+        return view
+
     # -- building -----------------------------------------------------------------------------
 
     def _build(self, slices: list[dict]) -> None:
-        pools: dict[tuple[str, str], list[tuple[dict, dict, int, int]]] = {}
+        global _SLICE_CACHE
+        cache: dict[tuple[str, str, str], _Slice] = {}
+        grouped: dict[tuple[str, str], list[_Slice]] = {}
         for obj in slices:
-            parsed = self._parse_slice_header(obj)
+            parsed = self._parse_cached(obj, cache)
+            if parsed is not None:
+                grouped.setdefault((parsed.driver, parsed.pool), []).append(parsed)
+        _SLICE_CACHE = cache  # keep only what this cycle still uses
+
+        for (driver, name), members in sorted(grouped.items()):
+            newest = max(s.generation for s in members)
+            current = sorted((s for s in members if s.generation == newest), key=lambda s: s.name)
+            pool = Pool(driver, name, newest, current)
+            pool.problem = self._pool_problem(pool)
+            self.pools[pool.key] = pool
+            for info in current:
+                if pool.problem is None:
+                    self._device_count += len(info.devices)
+                    pool.counter_devices.extend(d for d in info.devices if d.consumes)
+                    for reason, count in info.skipped.items():
+                        self.problems.append(f"ResourceSlice {info.name}: {count} device(s) skipped: {reason}")
+                if info.counter_sets:
+                    continue  # counter sets belong to the pool, whatever node they name
+                if info.node_name is not None:
+                    self._by_node_name.setdefault(info.node_name, []).append(info)
+                elif info.all_nodes:
+                    self._all_nodes.append(info)
+                elif info.node_selector is not None:
+                    self._by_selector.append(info)
+                elif info.per_device:
+                    self._per_device.append(info)
+
+    def _parse_cached(self, obj: object, cache: dict) -> _Slice | None:
+        key = _cache_key(obj)
+        if key is not None:
+            parsed = _SLICE_CACHE.get(key) or cache.get(key)
             if parsed is None:
-                continue
-            spec, driver, pool, generation, count = parsed
-            pools.setdefault((driver, pool), []).append((obj, spec, generation, count))
+                parsed = self._parse_slice(obj)  # type: ignore[arg-type]
+            if parsed is not None:
+                cache[key] = parsed
+        else:
+            parsed = self._parse_slice(obj)
+        if parsed is not None and parsed.problem is not None:
+            self.problems.append(parsed.problem)
+        return parsed
 
-        built: list[_Slice] = []
-        for (driver, pool), members in pools.items():
-            newest = max(generation for _, _, generation, _ in members)
-            current = [(obj, spec, count) for obj, spec, generation, count in members if generation == newest]
-            pool_problem = self._pool_problem(driver, pool, newest, current)
-            for obj, spec, _ in current:
-                info = self._build_slice(obj, spec, driver, pool, pool_problem)
-                if info is not None:
-                    built.append(info)
-
-        built.sort(key=lambda s: (s.driver, s.pool, s.name))
-        for order, info in enumerate(built):
-            info.order = order
-            for device in info.devices:
-                device.index = self._device_count
-                self._device_count += 1
-            if info.node_name is not None:
-                self._by_node_name.setdefault(info.node_name, []).append(info)
-            elif info.all_nodes:
-                self._all_nodes.append(info)
-            else:
-                self._by_selector.append(info)
-
-    def _parse_slice_header(self, obj: dict) -> tuple[dict, str, str, int, int] | None:
+    def _parse_slice(self, obj: object) -> _Slice | None:
         name = _slice_name(obj)
         spec = obj.get("spec") if isinstance(obj, dict) else None
         if not isinstance(spec, dict):
@@ -191,52 +311,19 @@ class DraInventory:
                 f"integers (resourceSliceCount at least 1), got {generation!r} and {count!r}; it is ignored"
             )
             return None
-        return spec, driver, pool["name"], generation, count
-
-    def _pool_problem(self, driver: str, pool: str, generation: int, current: list) -> str | None:
-        counts = {count for _, _, count in current}
-        if len(counts) != 1 or len(current) != next(iter(counts)):
-            expected = "/".join(str(c) for c in sorted(counts))
-            return (
-                f"pool {driver}/{pool} is incomplete ({len(current)} of {expected} ResourceSlices at "
-                f"generation {generation} are published), so its devices are not used until the driver "
-                "has published all of them"
-            )
-        seen: set[str] = set()
-        for _, spec, _ in current:
-            for device in spec.get("devices") or []:
-                name = device.get("name") if isinstance(device, dict) else None
-                if isinstance(name, str):
-                    if name in seen:
-                        return (
-                            f"pool {driver}/{pool} is invalid (device name {name} appears more than "
-                            "once), so its devices are not used"
-                        )
-                    seen.add(name)
-        return None
-
-    def _build_slice(
-        self, obj: dict, spec: dict, driver: str, pool: str, pool_problem: str | None
-    ) -> _Slice | None:
-        name = _slice_name(obj)
-        info = _Slice(name=name, driver=driver, pool=pool, problem=pool_problem)
+        info = _Slice(name=name, driver=driver, pool=pool["name"], generation=generation, count=count)
+        counter_sets = spec.get("sharedCounters") or []
+        if counter_sets:
+            if not self._parse_counter_sets(info, counter_sets):
+                return info
+            if spec.get("devices"):
+                info.problem = (
+                    f"ResourceSlice {name} publishes both devices and sharedCounters (a slice holds one or "
+                    "the other); its devices are skipped"
+                )
+            return info
         node_name = spec.get("nodeName")
         selector = spec.get("nodeSelector")
-        if spec.get("perDeviceNodeSelection") is True:
-            self._note(
-                info,
-                f"ResourceSlice {name} uses perDeviceNodeSelection, which is not supported "
-                "yet; its devices are skipped",
-            )
-            return None
-        if spec.get("sharedCounters"):
-            # A slice holds devices or shared counters; devices consuming counters are skipped below.
-            self.problems.append(
-                f"ResourceSlice {name} publishes sharedCounters, which are not supported "
-                "yet; devices that consume them are skipped"
-            )
-            if not spec.get("devices"):
-                return None
         if isinstance(node_name, str) and node_name:
             info.node_name = node_name
         elif spec.get("allNodes") is True:
@@ -244,91 +331,195 @@ class DraInventory:
         elif isinstance(selector, dict):
             problem = _selector_problem(selector)
             if problem is not None:
-                self._note(
-                    info,
-                    f"ResourceSlice {name} has an invalid spec.nodeSelector ({problem}); "
-                    "its devices are skipped",
-                )
-                return None
+                info.problem = f"ResourceSlice {name} has an invalid spec.nodeSelector ({problem}); its devices are skipped"
+                return info
             info.node_selector = selector
+        elif spec.get("perDeviceNodeSelection") is True:
+            info.per_device = True
         else:
-            self._note(
-                info,
-                f"ResourceSlice {name} sets none of nodeName, nodeSelector and allNodes; "
-                "its devices are skipped",
+            info.problem = (
+                f"ResourceSlice {name} sets none of nodeName, nodeSelector, allNodes and perDeviceNodeSelection; "
+                "its devices are skipped"
             )
-            return None
-        if info.problem is not None:
-            if info.problem not in self.problems:
-                self.problems.append(info.problem)
-            return info  # kept for its reach, so notes_for_node can explain the missing devices
+            return info
         devices = spec.get("devices") or []
         if not isinstance(devices, list):
-            self._note(info, f"ResourceSlice {name}: spec.devices is not a list; it is ignored")
-            return None
+            info.problem = f"ResourceSlice {name}: spec.devices is not a list; it is ignored"
+            return info
         for position, device in enumerate(devices):
             self._add_device(info, device, position)
-        for reason, count in info.skipped.items():
-            self.problems.append(f"ResourceSlice {name}: {count} device(s) skipped: {reason}")
         return info
 
+    @staticmethod
+    def _parse_counter_sets(info: _Slice, counter_sets: object) -> bool:
+        if not isinstance(counter_sets, list):
+            info.problem = f"ResourceSlice {info.name}: spec.sharedCounters must be a list; it is ignored"
+            return False
+        for index, entry in enumerate(counter_sets):
+            set_name = entry.get("name") if isinstance(entry, dict) else None
+            counters = entry.get("counters") if isinstance(entry, dict) else None
+            if not isinstance(set_name, str) or not set_name or not isinstance(counters, dict):
+                info.problem = (
+                    f"ResourceSlice {info.name}: sharedCounters[{index}] needs a name and counters; "
+                    "the slice is ignored"
+                )
+                return False
+            try:
+                values = {str(c): _counter_value(v) for c, v in counters.items()}
+            except ValueError as err:
+                info.problem = f"ResourceSlice {info.name}: counter set {set_name}: {err}; the slice is ignored"
+                return False
+            info.counter_sets.append((set_name, values))
+        return True
+
     def _add_device(self, info: _Slice, device: object, position: int) -> None:
-        if not isinstance(device, dict) or not isinstance(device.get("name"), str) or not device.get("name"):
+        name = device.get("name") if isinstance(device, dict) else None
+        if not isinstance(name, str) or not name:
             info.skipped[f"device #{position} has no name"] += 1
             return
+        info.device_names.append(name)
+        assert isinstance(device, dict)
         reason = _unsupported_device_reason(device)
         if reason is not None:
             info.skipped[reason] += 1
             return
+        node_name, node_selector, all_nodes = info.node_name, info.node_selector, info.all_nodes
+        if info.per_device:
+            own_name, own_selector = device.get("nodeName"), device.get("nodeSelector")
+            if isinstance(own_name, str) and own_name:
+                node_name = own_name
+            elif device.get("allNodes") is True:
+                all_nodes = True
+            elif isinstance(own_selector, dict) and _selector_problem(own_selector) is None:
+                node_selector = own_selector
+            else:
+                info.skipped["perDeviceNodeSelection without a valid nodeName, nodeSelector or allNodes"] += 1
+                return
         try:
             env = device_env(info.driver, device.get("attributes"), device.get("capacity"))
+            consumes = _consumption(device.get("consumesCounters"))
+            attributes = _qualified_attributes(info.driver, device.get("attributes"))
         except (ValueError, TypeError, AttributeError) as err:  # bad driver data must not stop the cycle
-            info.skipped[f"attributes or capacity could not be read ({err})"] += 1
+            info.skipped[f"attributes, capacity or counters could not be read ({err})"] += 1
             return
+        taints = tuple(
+            t for t in device.get("taints") or [] if isinstance(t, dict) and t.get("effect") in BLOCKING_TAINT_EFFECTS
+        )
         info.devices.append(
             Device(
-                id=DeviceId(info.driver, info.pool, device["name"]),
+                id=DeviceId(info.driver, info.pool, name),
                 obj=device,
                 env=env,
-                node_local=info.node_name is not None,
-                node_selector=info.node_selector,
                 slice_name=info.name,
-                node_name=info.node_name,
-                index=-1,
+                node_name=node_name,
+                node_selector=node_selector,
+                all_nodes=all_nodes,
+                taints=taints,
+                consumes=consumes,
+                attributes=attributes,
+                order=(info.driver, info.pool, info.name, position),
             )
         )
 
-    def _note(self, info: _Slice, message: str) -> None:
-        self.problems.append(message)
-        info.problem = message
+    @staticmethod
+    def _pool_problem(pool: Pool) -> str | None:
+        counts = {s.count for s in pool.slices}
+        label = f"{pool.driver}/{pool.name}"
+        if len(counts) != 1 or len(pool.slices) != next(iter(counts)):
+            expected = "/".join(str(c) for c in sorted(counts))
+            return (
+                f"pool {label} is incomplete ({len(pool.slices)} of {expected} ResourceSlices at "
+                f"generation {pool.generation} are published), so its devices are not used until the driver "
+                "has published all of them"
+            )
+        seen: set[str] = set()
+        for info in pool.slices:
+            for name in info.device_names:
+                if name in seen:
+                    return f"pool {label} is invalid (device name {name} appears more than once), so its devices are not used"
+                seen.add(name)
+            for set_name, counters in info.counter_sets:
+                if set_name in pool.counter_sets:
+                    return f"pool {label} is invalid (counter set {set_name} is defined twice), so its devices are not used"
+                pool.counter_sets[set_name] = counters
+        for info in pool.slices:
+            for device in info.devices:
+                for set_name, counters in device.consumes:
+                    defined = pool.counter_sets.get(set_name)
+                    if defined is None:
+                        return (
+                            f"pool {label} is invalid (device {device.id.device} consumes counter set {set_name}, "
+                            "which the pool does not define), so its devices are not used"
+                        )
+                    for counter in counters:
+                        if counter not in defined:
+                            return (
+                                f"pool {label} is invalid (device {device.id.device} consumes counter {counter} "
+                                f"of counter set {set_name}, which does not define it), so its devices are not used"
+                            )
+        return None
 
     # -- per node -----------------------------------------------------------------------------
 
-    def _view(self, node: dict) -> _NodeView:
-        name = ((node or {}).get("metadata") or {}).get("name", "")
-        view = self._views.get(name)
-        if view is not None:
-            return view
-        reaching = list(self._by_node_name.get(name, ()))
+    def _build_view(self, node: dict, name: str) -> NodeView:
+        reaching: list[_Slice] = list(self._by_node_name.get(name, ()))
         reaching.extend(self._all_nodes)
         for info in self._by_selector:
-            try:
-                if match_node_selector(info.node_selector, node):
-                    reaching.append(info)
-            except NodeSelectorError:  # validated at build time; be safe anyway
-                continue
-        reaching.sort(key=lambda s: s.order)
+            if _matches(info.node_selector, node):
+                reaching.append(info)
+        per_device: list[Device] = []
+        per_device_slices: list[_Slice] = []
+        for info in self._per_device:
+            hits = [d for d in info.devices if _device_reaches(d, node, name)]
+            if hits:
+                per_device.extend(hits)
+                per_device_slices.append(info)
         devices: list[Device] = []
         notes: list[str] = []
-        for info in reaching:
-            devices.extend(info.devices)
-            if info.problem is not None and info.problem not in notes:
-                notes.append(info.problem)
+        unusable: list[str] = []
+        for info in reaching + per_device_slices:
+            pool = self.pools[(info.driver, info.pool)]
+            if pool.problem is not None:
+                if pool.problem not in notes:
+                    notes.append(pool.problem)
+                    unusable.append(f"{pool.driver}/{pool.name}")
+                continue
+            if not info.per_device:
+                devices.extend(info.devices)
             for reason, count in info.skipped.items():
                 notes.append(f"{count} device(s) of pool {info.driver}/{info.pool} skipped: {reason}")
-        view = _NodeView(devices, notes)
-        self._views[name] = view
-        return view
+        devices.extend(d for d in per_device if self.pools[(d.id.driver, d.id.pool)].problem is None)
+        devices.sort(key=_device_order)
+        return NodeView(devices, notes, unusable)
+
+
+def _device_order(device: Device) -> tuple:
+    return device.order
+
+
+def _matches(selector: dict | None, node: dict) -> bool:
+    try:
+        return match_node_selector(selector, node)
+    except NodeSelectorError:  # validated at parse time; be safe anyway
+        return False
+
+
+def _device_reaches(device: Device, node: dict, name: str) -> bool:
+    if device.node_name is not None:
+        return device.node_name == name
+    if device.all_nodes:
+        return True
+    return device.node_selector is not None and _matches(device.node_selector, node)
+
+
+def _cache_key(obj: object) -> tuple[str, str, str] | None:
+    if not isinstance(obj, dict):
+        return None
+    metadata = obj.get("metadata") or {}
+    version = metadata.get("resourceVersion")
+    if not isinstance(version, str) or not version:
+        return None
+    return (str(metadata.get("name", "")), str(metadata.get("uid", "")), version)
 
 
 def _slice_name(obj: object) -> str:
@@ -356,15 +547,54 @@ def _selector_problem(selector: dict) -> str | None:
 
 
 def _unsupported_device_reason(device: dict) -> str | None:
-    if device.get("consumesCounters"):
-        return "consumesCounters is not supported yet"
     if device.get("bindingConditions") or device.get("bindingFailureConditions") or device.get("bindsToNode"):
         return "binding conditions are not supported yet"
     if device.get("allowMultipleAllocations"):
-        return "allowMultipleAllocations is not supported yet"
-    if device.get("nodeName") or device.get("nodeSelector") or device.get("allNodes"):
-        return "per-device node selection is not supported yet"
-    for taint in device.get("taints") or []:
-        if isinstance(taint, dict) and taint.get("effect") in _BLOCKING_TAINT_EFFECTS:
-            return "tainted NoSchedule/NoExecute (claims cannot tolerate device taints yet)"
+        return "allowMultipleAllocations (consumable capacity) is not supported yet"
     return None
+
+
+def _counter_value(counter: object) -> Number:
+    raw = counter.get("value") if isinstance(counter, dict) else None
+    if raw is None:
+        raise ValueError(f"a counter must be {{'value': <quantity>}}, got {counter!r}")
+    try:
+        value = parse_quantity(raw)
+    except QuantityError as err:
+        raise ValueError(str(err)) from None
+    return int(value) if value.denominator == 1 else value
+
+
+def _consumption(entries: object) -> tuple[tuple[str, dict[str, Number]], ...]:
+    if not entries:
+        return ()
+    if not isinstance(entries, list):
+        raise ValueError("consumesCounters must be a list")
+    out = []
+    for entry in entries:
+        set_name = entry.get("counterSet") if isinstance(entry, dict) else None
+        counters = entry.get("counters") if isinstance(entry, dict) else None
+        if not isinstance(set_name, str) or not isinstance(counters, dict):
+            raise ValueError(f"consumesCounters entry needs counterSet and counters, got {entry!r}")
+        out.append((set_name, {str(c): _counter_value(v) for c, v in counters.items()}))
+    return tuple(out)
+
+
+def _qualified_attributes(driver: str, attributes: object) -> dict[str, tuple[str, object]]:
+    """Attribute values by fully qualified name; bare names belong to the driver's domain."""
+    out: dict[str, tuple[str, object]] = {}
+    if not isinstance(attributes, dict):
+        return out
+    bare: dict[str, tuple[str, object]] = {}
+    for name, value in attributes.items():
+        if not isinstance(value, dict) or len(value) != 1:
+            continue
+        ((kind, inner),) = value.items()
+        if kind not in _ATTRIBUTE_KINDS:
+            continue  # list attributes (alpha) never satisfy a constraint here
+        if "/" in name:
+            out[name] = (kind, inner)
+        else:
+            bare[f"{driver}/{name}"] = (kind, inner)
+    # A fully qualified spelling wins over the bare one, as upstream looks it up first.
+    return {**bare, **out}

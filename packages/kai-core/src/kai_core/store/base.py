@@ -5,7 +5,9 @@ the API server's semantics) and the Kubernetes backend. Objects cross it as Kube
 exactly what the API returns. Kinds are named by resource string (``pods``,
 ``resourceclaims.resource.k8s.io``), see :mod:`kai_core.kinds`.
 
-Errors are the exceptions of :mod:`kai_core.errors` (NotFound, Conflict, Invalid, Gone, ...).
+Errors are the exceptions of :mod:`kai_core.errors`, each with the HTTP code the API server would
+answer: BadRequest 400, Forbidden 403, NotFound and UnknownKind 404, MethodNotAllowed 405, Conflict
+and AlreadyExists 409, Gone 410, Invalid 422.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from kai_core.kinds import KindRegistry
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One change: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK. ``object`` must not be mutated."""
+    """One change: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK. ``object`` must not be mutated.
+
+    ``resource_version`` is where a watch may resume from; it strictly increases along a watch. It is
+    the object's ``metadata.resourceVersion`` except for an object restored from saved state with a
+    version older than the store's, which keeps its own version.
+    """
 
     type: str
     resource: str
@@ -73,10 +80,14 @@ class Store(ABC):
 
     @abstractmethod
     def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None) -> None:
-        """Create the pods/binding subresource: Conflict if the pod is already bound."""
+        """Create the pods/binding subresource: NotFound without the pod, Conflict if it is already
+        bound, being deleted, or its uid is not ``pod_uid``."""
 
     @abstractmethod
     def watch(
         self, resource: str, resource_version: str, timeout: float | None = None
     ) -> Iterator[WatchEvent]:
-        """Events of ``resource`` after ``resource_version``; Gone if that version was compacted."""
+        """Events of ``resource`` after ``resource_version``; Gone if that version was compacted.
+
+        ``""`` or ``"0"`` starts with an ADDED event for every current object.
+        """
