@@ -62,7 +62,9 @@ def main() -> None:
     slices = _slices(args.nodes, args.gpus)
 
     inventory = DraInventory(slices, [GPU_CLASS])
-    half = {DeviceId(GPU, f"node-{i:04d}", f"gpu-{g}") for i in range(args.nodes) for g in range(args.gpus // 2)}
+    half = {
+        DeviceId(GPU, f"node-{i:04d}", f"gpu-{g}") for i in range(args.nodes) for g in range(args.gpus // 2)
+    }
     full = {DeviceId(GPU, f"node-{i:04d}", f"gpu-{g}") for i in range(args.nodes) for g in range(args.gpus)}
     one = claim("one", request("gpu", "gpu.nvidia.com", 1))
     pair = claim(

@@ -25,8 +25,17 @@ from kai_core.dra.allocator import (
     allocation_usable_on,
     devices_of,
 )
-
-from kai_core.dra.testing import CD, GPU, cd_slice, device_class, gpu_device, gpu_slice, node, opaque, resource_slice
+from kai_core.dra.testing import (
+    CD,
+    GPU,
+    cd_slice,
+    device_class,
+    gpu_device,
+    gpu_slice,
+    node,
+    opaque,
+    resource_slice,
+)
 
 EXAMPLE = "gpu.example.com"  # a class of our own, so most tests do not depend on the upstream files
 

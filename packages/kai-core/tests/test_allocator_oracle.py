@@ -161,9 +161,11 @@ def instances(draw) -> Instance:
             subs = draw(st.integers(1, 2)) if draw(st.booleans()) else 0
             alts = []
             for s in range(max(1, subs)):
-                selectors = [draw(st.sampled_from([("nmax", 1), ("mem", 16), ("kind", "b")]))] if draw(
-                    st.integers(0, 2)
-                ) == 0 else []
+                selectors = (
+                    [draw(st.sampled_from([("nmax", 1), ("mem", 16), ("kind", "b")]))]
+                    if draw(st.integers(0, 2)) == 0
+                    else []
+                )
                 all_mode = draw(st.integers(0, 7)) == 0
                 alts.append(
                     Alt(
@@ -183,7 +185,9 @@ def instances(draw) -> Instance:
             if draw(st.booleans()):
                 names = draw(
                     st.lists(
-                        st.sampled_from([a.name for q in requests for a in q.alts] + [q.name for q in requests]),
+                        st.sampled_from(
+                            [a.name for q in requests for a in q.alts] + [q.name for q in requests]
+                        ),
                         min_size=1,
                         max_size=2,
                         unique=True,
@@ -206,24 +210,39 @@ def render(inst: Instance) -> tuple[DraInventory, list[dict], set[DeviceId]]:
             attributes: dict = {"kind": {"string": d.kind}, "n": {"int": d.n}}
             if d.root is not None:
                 attributes["root"] = {"string": d.root}
-            device: dict = {"name": d.name, "attributes": attributes, "capacity": {"mem": {"value": f"{d.mem}Gi"}}}
+            device: dict = {
+                "name": d.name,
+                "attributes": attributes,
+                "capacity": {"mem": {"value": f"{d.mem}Gi"}},
+            }
             if d.taint:
                 device["taints"] = [{"key": d.taint, "value": "x", "effect": "NoSchedule"}]
             if d.consumes:
-                device["consumesCounters"] = [{"counterSet": "cs", "counters": {"units": {"value": str(d.consumes)}}}]
+                device["consumesCounters"] = [
+                    {"counterSet": "cs", "counters": {"units": {"value": str(d.consumes)}}}
+                ]
             devices.append(device)
         count = 3 if pool in inst.incomplete else 2
-        slices.append(resource_slice(f"{pool}-devices", DRIVER, pool, devices, node_name="n1", slice_count=count))
+        slices.append(
+            resource_slice(f"{pool}-devices", DRIVER, pool, devices, node_name="n1", slice_count=count)
+        )
         slices.append(
             resource_slice(
-                f"{pool}-counters", DRIVER, pool, None, node_name="n1", slice_count=count,
+                f"{pool}-counters",
+                DRIVER,
+                pool,
+                None,
+                node_name="n1",
+                slice_count=count,
                 sharedCounters=[{"name": "cs", "counters": {"units": {"value": str(inst.capacity[pool])}}}],
             )
         )
     far = [d for d in inst.devices if not d.on_node]
     slices.append(
         resource_slice(
-            "far", DRIVER, "p0-far",
+            "far",
+            DRIVER,
+            "p0-far",
             [{"name": d.name, "attributes": {"kind": {"string": d.kind}, "n": {"int": d.n}}} for d in far],
             node_name="n2",
         )
@@ -245,14 +264,20 @@ def render(inst: Instance) -> tuple[DraInventory, list[dict], set[DeviceId]]:
                 if alt.tolerate == "*":
                     body["tolerations"] = [{"operator": "Exists"}]
                 elif alt.tolerate:
-                    body["tolerations"] = [{"key": alt.tolerate, "operator": "Exists", "effect": "NoSchedule"}]
+                    body["tolerations"] = [
+                        {"key": alt.tolerate, "operator": "Exists", "effect": "NoSchedule"}
+                    ]
                 if alt.admin:
                     body["adminAccess"] = True
                 bodies.append(body)
             if req.first_available:
                 requests.append(
-                    {"name": req.name, "firstAvailable": [{"name": a.name.split("/")[1], **b} for a, b in zip(
-                        req.alts, bodies, strict=True)]}
+                    {
+                        "name": req.name,
+                        "firstAvailable": [
+                            {"name": a.name.split("/")[1], **b} for a, b in zip(req.alts, bodies, strict=True)
+                        ],
+                    }
                 )
             else:
                 requests.append({"name": req.name, "exactly": bodies[0]})
@@ -296,7 +321,10 @@ def options(inst: Instance, alt: Alt) -> list[list[Dev]] | None:
     free = [
         d
         for d in inst.devices
-        if usable_pool(inst, d) and selected(alt, d) and tolerated(alt, d) and (alt.admin or d.key not in inst.in_use)
+        if usable_pool(inst, d)
+        and selected(alt, d)
+        and tolerated(alt, d)
+        and (alt.admin or d.key not in inst.in_use)
     ]
     return [list(c) for c in itertools.combinations(free, alt.count)]
 
@@ -320,7 +348,9 @@ def valid(inst: Instance, picks: list[tuple[int, Req, Alt, Dev]]) -> bool:
     for ci, cl in enumerate(inst.claims):
         for distinct, names in cl.constraints:
             scoped = [
-                d for cj, req, alt, d in picks if cj == ci and (names is None or req.name in names or alt.name in names)
+                d
+                for cj, req, alt, d in picks
+                if cj == ci and (names is None or req.name in names or alt.name in names)
             ]
             if any(d.root is None for d in scoped):
                 return False

@@ -405,3 +405,69 @@ def test_one_device_env_serves_many_selectors() -> None:
     results = [compile_selector(e).matches(env) for e in expressions]
     # Repeated evaluation on the same env gives the same answers (activations are cached per env).
     assert [compile_selector(e).matches(env) for e in expressions] == results == [True, True, True, False]
+
+
+# ------------------------------------------------------------------------------------ cost bound
+
+_WORDS = "'" + "x" * 32 + "'"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        pytest.param("'aaaa'" + ".replace('a', 'aaaa')" * 12 + " == ''", id="replace-chain"),
+        pytest.param(
+            "cel.bind(a, device.driver + device.driver, "
+            + "".join(
+                f"cel.bind(x{i}, {'a' if i == 0 else f'x{i - 1}'} + {'a' if i == 0 else f'x{i - 1}'}, "
+                for i in range(20)
+            )
+            + "size(x19) > 0"
+            + ")" * 21,
+            id="bind-doubling",
+        ),
+        pytest.param(
+            "cel.bind(l, [" + ", ".join([_WORDS] * 60) + "], l.all(a, l.all(b, a.replace('x', a) == b)))",
+            id="nested-loops-with-growing-strings",
+        ),
+        pytest.param(
+            "cel.bind(p, device.attributes['gpu.nvidia.com'].productName, "
+            "p.replace('', p).replace('', p).replace('', p) == '')",
+            id="replace-of-attributes",
+        ),
+    ],
+)
+def test_expensive_selectors_are_refused_before_they_run(expression: str) -> None:
+    with pytest.raises(CelCompileError, match=r"estimated cost \d+ exceeds the limit of 1000000"):
+        compile_selector(expression)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "device.attributes['gpu.nvidia.com'].productName.lowerAscii().matches('^nvidia "
+        "(a100|h100|h200|b200)')",
+        "device.attributes.all(d, device.attributes[d].all(k, k != ''))",
+        "cel.bind(p, device.attributes['gpu.nvidia.com'].productName, p + p + p + p == '')",
+        "'aaaa'" + ".replace('a', 'aaaa')" * 6 + " != ''",
+        "["
+        + ", ".join(str(i) for i in range(90))
+        + "].exists(i, ["
+        + ", ".join(str(i) for i in range(90))
+        + "].exists(j, i * j == 42))",
+        "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('40Gi')) >= 0 && "
+        "device.attributes['gpu.nvidia.com'].driverVersion.compareTo(semver('550.0.0')) >= 0",
+    ],
+)
+def test_ordinary_selectors_stay_well_below_the_cost_bound(expression: str) -> None:
+    compile_selector(expression)
+
+
+def test_cost_estimate_of_a_typical_class_selector() -> None:
+    from kai_core.dra.cel import _eval_env
+    from kai_core.dra.celcost import estimate_cost
+
+    program = _eval_env().compile(
+        "device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == 'gpu'"
+    )
+    assert estimate_cost(program.serialize()).cost < 100

@@ -1,164 +1,672 @@
 """The binder: carries out the scheduler's decisions, one BindRequest at a time.
 
-Order of one attempt: pre-bind (the pod's DRA claims first, then plugins' ``kai_binder_pre_bind``),
-pods/binding, post-bind, then ``status.phase`` Succeeded. A failing attempt rolls back what it did,
-in reverse, and ends ``Failed`` with the API's reason. Reconcile is idempotent: a Succeeded
-request, or one whose pod is already bound to its node, changes nothing.
+**One attempt** (:meth:`Binder.reconcile`): read the pod (and, with ``check_node``, the node); the
+binder plugins' ``kai_binder_pre_bind`` (the built-in DRA claim step first, see
+:mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition; ``kai_binder_post_bind``;
+then, with ``report``, the pod's ``PodBound`` condition and an Event; last the BindRequest's
+``status.phase: Succeeded``. An attempt that fails runs ``kai_binder_rollback`` of every plugin in
+reverse order, reports ``PodBound=False`` / ``BindingError`` with the reason, and ends ``Failed``
+with that reason (the API's own message for an API error).
+
+**Retries** follow KAI: a failed attempt increments ``status.failedAttempts`` while it is below
+``spec.backoffLimit``, and the request is tried again after ``base_delay * 2**(failedAttempts-1)``
+seconds (at most ``max_delay``) while ``failedAttempts < backoffLimit``. A request without
+``backoffLimit`` is tried once. Past that the scheduler deletes it and schedules the pod again.
+
+**Crash safety.** Every step reads the cluster and skips what is already done, so a binder killed
+after any single write and started again finishes the job with the same writes, none twice: a
+claim already reserved for the pod is not written again, a pod found bound to its node goes
+straight to reporting, a condition already there is not rewritten, and Events carry names derived
+from the BindRequest so a second create is refused by the API rather than duplicated. The status
+is written last, so a request still not ``Succeeded`` or ``Failed`` is simply attempted again.
+Rollback works from what it finds, not from memory (see :mod:`kai_binder.claims`).
+
+**Uncertain outcomes.** When the API leaves the outcome unknown (the bind timed out and the pod
+cannot be read back, a rollback could not finish, the status could not be written), the request is
+left as it is and attempted again later, with a per-request exponential delay; nothing is counted
+and nothing is reported, since nothing is known.
+
+**Concurrency.** :meth:`Binder.run_once` lists the BindRequests and works through those that are
+due on a pool of ``workers`` threads, never two attempts for the same pod at once. Every API call
+takes a token from a client-side token bucket (``qps``, ``burst``; KAI's 50 and 300; ``qps=0``
+turns it off).
+
+**Waiting without blocking.** ``run_once`` never sleeps for a backoff: it only works on what is
+due and :meth:`Binder.next_due` says when the next delayed retry is, on the binder's ``clock``. An
+embedded ``--until-idle`` runner can therefore stop when nothing is written and nothing is due, or
+move a :class:`kai_binder.clock.ManualClock` forward instead of sleeping.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from kai_binder.claims import ClaimBindError, ClaimWrite, release_claim, reserve_claim
+from kai_binder.claims import ClaimBindError, describe_api_error, is_transient
+from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
+from kai_binder.dra import DraClaimsPlugin
 from kai_binder.hookspecs import BinderSpecs
-from kai_core.errors import ApiError, Conflict, NotFound
-from kai_core.features import FeatureGates, dra_disabled_message
-from kai_core.objects import clone, ref
+from kai_core.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kai_core.features import FeatureGates
+from kai_core.objects import clone, now_rfc3339
 from kai_core.plugins import KaiPluginManager, PluginError
-from kai_core.resources import RES_BIND_REQUESTS, RES_PODS
-from kai_core.snapshot import claim_name_for
+from kai_core.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
+from kai_core.store.kubernetes import TokenBucket
 
 log = logging.getLogger("kai.binder")
 
+COMPONENT = "kai-binder"
+#: the pod condition KAI's binder writes (True/Bound, False/BindingError)
+POD_BOUND_CONDITION = "PodBound"
+REASON_BOUND = "Bound"
+REASON_BINDING_ERROR = "BindingError"
+
+DEFAULT_WORKERS = 1
+DEFAULT_QPS = 50.0
+DEFAULT_BURST = 300
+DEFAULT_BASE_DELAY = 1.0
+DEFAULT_MAX_DELAY = 60.0
+#: what a deployed binder should run with (``Binder(store, pm, gates, **RECOMMENDED_OPTIONS)``):
+#: KAI's 10 concurrent reconciles, the PodBound condition and Events, and the node check. The
+#: constructor's own defaults keep the leanest wire footprint (one worker, no reporting calls),
+#: which tests of the API traffic pin.
+RECOMMENDED_OPTIONS = {"workers": 10, "report": True, "check_node": True}
+#: writes of one object retried on 409 (each after reading it again)
+CONFLICT_RETRIES = 5
+
+_Key = tuple[str, str, str]
+
+PENDING = "Pending"  # returned by reconcile when the attempt was left for later; never written
+
 
 class BindError(Exception):
-    pass
+    """A BindRequest the binder cannot carry out as written (kept for callers of earlier versions)."""
+
+
+class _Deferred(Exception):
+    """The attempt's outcome is not known (or not recorded); try it again later, count nothing."""
 
 
 @dataclass
 class BinderResult:
+    """What one :meth:`Binder.run_once` did: attempts that ended ``Succeeded`` or ``Failed`` (with
+    their reasons), and attempts ``deferred`` because the API left their outcome unknown."""
+
     succeeded: int = 0
     failed: int = 0
+    deferred: int = 0
     reasons: list[str] = field(default_factory=list)
 
 
+class RateLimitedStore:
+    """A store whose every API call first takes a token from ``limiter``; anything else (the
+    store's cache API, ``kinds``, ...) passes straight through."""
+
+    def __init__(self, store, limiter: TokenBucket) -> None:
+        self._store = store
+        self.limiter = limiter
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def get(self, resource, name, namespace=None):
+        self.limiter.acquire()
+        return self._store.get(resource, name, namespace)
+
+    def list(self, resource, namespace=None, label_selector=None, field_selector=None):
+        self.limiter.acquire()
+        return self._store.list(resource, namespace, label_selector, field_selector)
+
+    def create(self, obj):
+        self.limiter.acquire()
+        return self._store.create(obj)
+
+    def update(self, obj):
+        self.limiter.acquire()
+        return self._store.update(obj)
+
+    def update_status(self, obj):
+        self.limiter.acquire()
+        return self._store.update_status(obj)
+
+    def patch(self, resource, name, namespace, patch, subresource=None):
+        self.limiter.acquire()
+        return self._store.patch(resource, name, namespace, patch, subresource)
+
+    def delete(self, resource, name, namespace=None):
+        self.limiter.acquire()
+        return self._store.delete(resource, name, namespace)
+
+    def bind(self, namespace, pod_name, node_name, pod_uid=None):
+        self.limiter.acquire()
+        return self._store.bind(namespace, pod_name, node_name, pod_uid)
+
+
 def add_binder_hookspecs(pm: KaiPluginManager) -> None:
+    """Teach ``pm`` the binder's hooks and register the binder's built-in plugins (the DRA claim
+    step); calling it again changes nothing."""
     if not hasattr(pm.hook, "kai_binder_pre_bind"):
         pm.add_hookspecs(BinderSpecs)
+    if not pm.has_plugin(DRA_PLUGIN_NAME):
+        pm.register_builtin(DraClaimsPlugin(), DRA_PLUGIN_NAME, distribution="kai-binder")
+
+
+def is_actionable(br: dict) -> bool:
+    """Whether the binder still has work on a BindRequest: not being deleted, not ``Succeeded``,
+    and not ``Failed`` with no retries left (KAI's rule)."""
+    if br["metadata"].get("deletionTimestamp"):
+        return False
+    status = br.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        return False
+    if phase == "Failed":
+        limit = (br.get("spec") or {}).get("backoffLimit")
+        return _is_count(limit) and _failed_attempts(status) < limit
+    return True
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _failed_attempts(status: dict) -> int:
+    n = status.get("failedAttempts")
+    return n if _is_count(n) else 0
+
+
+def _key(br: dict) -> _Key:
+    md = br["metadata"]
+    return (md.get("namespace") or "default", md["name"], md.get("uid") or "")
+
+
+def _br_ref(br: dict) -> str:
+    md = br["metadata"]
+    return f'BindRequest "{md.get("namespace") or "default"}/{md["name"]}"'
+
+
+def _owner_uid(br: dict) -> str | None:
+    for o in br["metadata"].get("ownerReferences") or []:
+        if o.get("kind") == "Pod" and o.get("uid"):
+            return o["uid"]
+    return None
+
+
+def _stub(namespace: str, name: str, uid: str | None) -> dict:
+    """What the hooks get for a pod that is gone: its identity, no spec."""
+    return {"metadata": {"name": name, "namespace": namespace, "uid": uid}}
+
+
+def _spec_problem(spec: object) -> str | None:
+    if not isinstance(spec, dict):
+        return "spec must be an object"
+    for f in ("podName", "selectedNode"):
+        if not isinstance(spec.get(f), str) or not spec[f]:
+            return f"spec.{f} must be a non-empty string, got {spec.get(f)!r}"
+    return None
+
+
+def _pod_ref(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def event_name(pod_name: str, br: dict, what: str) -> str:
+    """A name for the Event reporting ``what`` about one BindRequest: derived from the request's
+    uid, so reporting it again after a restart is refused by the API (409) instead of repeated."""
+    md = br["metadata"]
+    tag = (md.get("uid") or md["name"]).replace("-", "")[:12]
+    suffix = f".{tag}.{what}"
+    return pod_name[: 253 - len(suffix)].rstrip(".-") + suffix
 
 
 class Binder:
-    def __init__(self, store, pm: KaiPluginManager | None = None, features: FeatureGates | None = None) -> None:
+    """Reconciles BindRequests against ``store``; see the module docstring for what an attempt does.
+
+    ``pm`` is the plugin manager (the binder's hooks and built-in plugins are added to it; without
+    one the binder uses its own with only the built-ins). ``features`` are the feature gates (DRA
+    claims need ``DynamicResourceAllocation``).
+
+    Keyword arguments (see :data:`RECOMMENDED_OPTIONS` for a deployment's values): ``workers``
+    threads work on due requests (1: in the calling thread, the default);
+    ``qps``/``burst`` rate-limit every API call (0: off); ``base_delay``/``max_delay`` bound the
+    exponential retry delays in seconds; ``report`` writes the pod's ``PodBound`` condition and
+    an Event for every outcome, as KAI does; ``check_node`` reads the selected node before any
+    write and fails the request when it is gone (the API server would accept a binding to a
+    missing node); ``clock``/``sleep`` are the time source and the rate limiter's wait (a
+    :class:`kai_binder.clock.ManualClock` in tests).
+    """
+
+    def __init__(
+        self,
+        store,
+        pm: KaiPluginManager | None = None,
+        features: FeatureGates | None = None,
+        *,
+        workers: int = DEFAULT_WORKERS,
+        qps: float = DEFAULT_QPS,
+        burst: int = DEFAULT_BURST,
+        base_delay: float = DEFAULT_BASE_DELAY,
+        max_delay: float = DEFAULT_MAX_DELAY,
+        report: bool = False,
+        check_node: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"Binder: workers must be a positive integer, got {workers!r}")
+        if not isinstance(qps, int | float) or qps < 0:
+            raise ValueError(f"Binder: qps must be a number >= 0 (0 turns rate limiting off), got {qps!r}")
+        if not isinstance(base_delay, int | float) or base_delay <= 0:
+            raise ValueError(f"Binder: base_delay must be a positive number of seconds, got {base_delay!r}")
+        if not isinstance(max_delay, int | float) or max_delay < base_delay:
+            raise ValueError(
+                f"Binder: max_delay must be at least base_delay ({base_delay}), got {max_delay!r}")
+        try:
+            self.limiter = TokenBucket(qps, burst, clock=clock, sleep=sleep)
+        except ValueError as exc:
+            raise ValueError(f"Binder: {exc}") from None
         self.store = store
+        self.api = RateLimitedStore(store, self.limiter) if qps > 0 else store
+        if pm is None:
+            pm = KaiPluginManager()
+        add_binder_hookspecs(pm)
         self.pm = pm
-        if pm is not None:
-            add_binder_hookspecs(pm)
         self.features = features or FeatureGates()
+        self.workers = workers
+        self.base_delay = float(base_delay)
+        self.max_delay = float(max_delay)
+        self.report = report
+        self.check_node = check_node
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._not_before: dict[_Key, float] = {}
+        self._uncertain: dict[_Key, int] = {}
+        self._busy: set[tuple[str, str]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
 
     def run_once(self) -> BinderResult:
-        """Reconcile every BindRequest that has not reached a final phase."""
+        """Attempt every BindRequest that is due now (at most one per pod), on the worker pool.
+
+        Never waits for a backoff: see :meth:`next_due`. An exception that is not an ``Exception``
+        (a crash, KeyboardInterrupt) still propagates, after the other workers finished.
+        """
         result = BinderResult()
-        items, _ = self.store.list(RES_BIND_REQUESTS)
-        for br in items:
-            if (br.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            if br["metadata"].get("deletionTimestamp"):
-                continue
-            phase, reason = self.reconcile(br)
+        try:
+            items, _ = self.api.list(RES_BIND_REQUESTS)
+        except (ApiError, OSError) as exc:
+            log.warning("cannot list BindRequests: %s", describe_api_error(exc))
+            return result
+        now = self.clock()
+        due: list[dict] = []
+        live: set[_Key] = set()
+        pods: set[tuple[str, str]] = set()
+        items = sorted(items, key=lambda b: (str(b["metadata"].get("creationTimestamp") or ""), _key(b)))
+        with self._lock:
+            for br in items:
+                if not is_actionable(br):
+                    continue
+                key = _key(br)
+                live.add(key)
+                if self._not_before.get(key, now) > now:
+                    continue
+                pod_key = (key[0], str((br.get("spec") or {}).get("podName")))
+                if pod_key in pods or pod_key in self._busy:
+                    self._not_before[key] = now  # due, but its pod has an attempt in progress
+                    continue
+                pods.add(pod_key)
+                due.append(br)
+            for stale in [k for k in self._not_before if k not in live]:
+                del self._not_before[stale]
+            for stale in [k for k in self._uncertain if k not in live]:
+                del self._uncertain[stale]
+        for phase, reason in self._run_all(due):
             if phase == "Succeeded":
                 result.succeeded += 1
             elif phase == "Failed":
                 result.failed += 1
                 result.reasons.append(reason)
+            else:
+                result.deferred += 1
         return result
 
-    def reconcile(self, br: dict) -> tuple[str, str]:
-        """Carry out one BindRequest; returns the phase reached and the reason for a failure."""
-        spec = br.get("spec") or {}
-        ns = br["metadata"]["namespace"]
-        node = spec.get("selectedNode", "")
-        try:
-            pod = self.store.get(RES_PODS, spec.get("podName", ""), ns)
-        except NotFound:
-            return self._finish(br, "Failed", f'pod "{ns}/{spec.get("podName")}" not found')
-        owner_uids = {o.get("uid") for o in br["metadata"].get("ownerReferences") or [] if o.get("kind") == "Pod"}
-        if owner_uids and pod["metadata"]["uid"] not in owner_uids:
-            return self._finish(br, "Failed", f"pod {ref(pod)} was replaced by a new pod of the same name")
-        bound = pod["spec"].get("nodeName")
-        if bound:
-            if bound == node:
-                return self._finish(br, "Succeeded", "")
-            return self._finish(br, "Failed", f"pod {ref(pod)} is already bound to node {bound}")
-        writes: list[ClaimWrite] = []
-        plugins_ran = False
-        try:
-            self._bind_claims(br, pod, writes)
-            plugins_ran = True
-            self._call_plugins("kai_binder_pre_bind", br, pod, strict=True)
+    def next_due(self) -> float | None:
+        """When (on the binder's ``clock``) the earliest delayed attempt becomes due, or None when
+        no attempt is waiting. New BindRequests are not counted: the next ``run_once`` sees them."""
+        with self._lock:
+            return min(self._not_before.values(), default=None)
+
+    def close(self) -> None:
+        """Stop the worker threads (idle ones; call between rounds)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _run_all(self, due: list[dict]) -> list[tuple[str, str]]:
+        if self.workers == 1 or len(due) <= 1:
+            return [self._reconcile_isolated(br) for br in due]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kai-binder")
+        futures = [self._pool.submit(self._reconcile_isolated, br) for br in due]
+        out: list[tuple[str, str]] = []
+        crash: BaseException | None = None
+        for f in futures:
             try:
-                self.store.bind(ns, pod["metadata"]["name"], node, pod["metadata"]["uid"])
-            except Conflict:
-                current = self.store.get(RES_PODS, pod["metadata"]["name"], ns)
-                if current["spec"].get("nodeName") != node:
-                    raise
-        except (ApiError, ClaimBindError, BindError) as exc:
-            reason = exc.message if isinstance(exc, ApiError) else str(exc)
-            self._rollback(br, pod, writes, plugins_ran)
-            return self._finish(br, "Failed", reason)
-        self._call_plugins("kai_binder_post_bind", br, pod, strict=False)
-        log.info("pod %s bound to node %s", ref(pod), node)
+                out.append(f.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, once every worker is done
+                crash = crash or exc
+        if crash is not None:
+            raise crash
+        return out
+
+    def _reconcile_isolated(self, br: dict) -> tuple[str, str]:
+        """``reconcile``, with a bug of ours on one request logged and retried later rather than
+        stopping the other requests."""
+        try:
+            return self.reconcile(br)
+        except Exception as exc:  # a bug on one request must not stop the others
+            log.exception("%s: internal binder error", _br_ref(br))
+            self._defer(_key(br))
+            return PENDING, f"internal binder error: {type(exc).__name__}: {exc}"
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def reconcile(self, br: dict) -> tuple[str, str]:
+        """One attempt at ``br``. Returns the phase reached (``Succeeded``, ``Failed``, or
+        ``Pending`` when the attempt was left for later) and the reason of a failure."""
+        key = _key(br)
+        pod_key = (key[0], str((br.get("spec") or {}).get("podName")))
+        with self._lock:
+            if pod_key in self._busy:
+                return PENDING, f"an attempt for pod {_pod_ref(*pod_key)} is in progress"
+            self._busy.add(pod_key)
+        try:
+            return self._attempt(br)
+        except _Deferred as exc:
+            log.info("%s: left for later: %s", _br_ref(br), exc)
+            self._defer(key)
+            return PENDING, str(exc)
+        finally:
+            with self._lock:
+                self._busy.discard(pod_key)
+
+    def _attempt(self, br: dict) -> tuple[str, str]:
+        ns = br["metadata"].get("namespace") or "default"
+        spec = br.get("spec")
+        problem = _spec_problem(spec)
+        if problem:
+            return self._finish(br, "Failed", f"{_br_ref(br)}: {problem}")
+        pod_name, node = spec["podName"], spec["selectedNode"]
+        owner_uid = _owner_uid(br)
+        try:
+            pod = self.api.get(RES_PODS, pod_name, ns)
+        except NotFound:
+            return self._fail(br, _stub(ns, pod_name, owner_uid), node,
+                              f'pod "{_pod_ref(ns, pod_name)}" not found', pod_exists=False)
+        except (ApiError, OSError) as exc:
+            why = f"cannot read pod {_pod_ref(ns, pod_name)}: {describe_api_error(exc)}"
+            if is_transient(exc):
+                raise _Deferred(why) from None
+            return self._finish(br, "Failed", why)
+        uid = pod["metadata"].get("uid")
+        if owner_uid and uid != owner_uid:
+            return self._fail(br, _stub(ns, pod_name, owner_uid), node,
+                              f"pod {_pod_ref(ns, pod_name)} was replaced by a new pod of the same name",
+                              pod_exists=False)
+        bound = (pod.get("spec") or {}).get("nodeName")
+        if bound == node:
+            return self._succeed(br, pod, node, fresh=True)
+        if bound:
+            return self._refuse(br, pod, node,
+                                f"pod {_pod_ref(ns, pod_name)} is already bound to node {bound}")
+        if pod["metadata"].get("deletionTimestamp"):
+            return self._fail(br, pod, node, f"pod {_pod_ref(ns, pod_name)} is being deleted")
+        if self.check_node:
+            try:
+                self.api.get(RES_NODES, node)
+            except NotFound:
+                return self._fail(br, pod, node, f'node "{node}" not found')
+            except (ApiError, OSError) as exc:
+                if is_transient(exc):
+                    raise _Deferred(f'cannot read node "{node}": {describe_api_error(exc)}') from None
+                return self._fail(br, pod, node, f'cannot read node "{node}": {describe_api_error(exc)}')
+        reason = self._pre_bind(br, pod, node)
+        if reason is not None:
+            return self._fail(br, pod, node, reason)
+        try:
+            self.api.bind(ns, pod_name, node, uid)
+        except (ApiError, OSError) as exc:
+            return self._after_bind_error(br, pod, node, exc)
+        log.info("pod %s bound to node %s", _pod_ref(ns, pod_name), node)
+        self._call_each("kai_binder_post_bind", br, pod, node)
+        return self._succeed(br, pod, node, fresh=False)
+
+    def _after_bind_error(self, br: dict, pod: dict, node: str, exc: BaseException) -> tuple[str, str]:
+        """The binding call failed: read the pod back, since a timeout or a 409 may hide a bind
+        that went through, and only then decide."""
+        md = pod["metadata"]
+        ns, name = md["namespace"], md["name"]
+        what = f"binding pod {_pod_ref(ns, name)} to node {node}: {describe_api_error(exc)}"
+        try:
+            current = self.api.get(RES_PODS, name, ns)
+        except NotFound:
+            return self._fail(br, _stub(ns, name, md.get("uid")), node, what, pod_exists=False)
+        except (ApiError, OSError) as exc2:
+            raise _Deferred(f"{what}; cannot read the pod back to see whether it was bound: "
+                            f"{describe_api_error(exc2)}") from None
+        if current["metadata"].get("uid") != md.get("uid"):
+            return self._fail(br, _stub(ns, name, md.get("uid")), node, what, pod_exists=False)
+        bound = (current.get("spec") or {}).get("nodeName")
+        if bound == node:
+            log.info("pod %s bound to node %s (the binding call failed but went through)",
+                     _pod_ref(ns, name), node)
+            self._call_each("kai_binder_post_bind", br, current, node)
+            return self._succeed(br, current, node, fresh=True)
+        if bound:
+            return self._refuse(br, current, node, f"{what}; the pod is bound to node {bound}")
+        return self._fail(br, current, node, what)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _succeed(self, br: dict, pod: dict, node: str, fresh: bool) -> tuple[str, str]:
+        if self.report:
+            md = pod["metadata"]
+            self._report(br, pod if fresh else None, md["namespace"], md["name"], node, None)
         return self._finish(br, "Succeeded", "")
 
-    def _bind_claims(self, br: dict, pod: dict, writes: list[ClaimWrite]) -> None:
-        entries = (br.get("spec") or {}).get("resourceClaimAllocations") or []
-        if not entries:
-            return
-        if not self.features.dra:
-            raise BindError(f"BindRequest has resource claim allocations but {dra_disabled_message()}")
-        ns = pod["metadata"]["namespace"]
-        for entry in entries:
-            claim_name = claim_name_for(pod, entry.get("name"))
-            if claim_name is None:
-                raise BindError(f'pod {ref(pod)} has no ResourceClaim for its claim "{entry.get("name")}"')
-            write = ClaimWrite(ns, claim_name)
-            writes.append(write)
-            reserve_claim(self.store, ns, claim_name, entry.get("allocation") or {}, pod, write)
+    def _fail(self, br: dict, pod: dict, node: str, reason: str, pod_exists: bool = True) -> tuple[str, str]:
+        """Roll back, report, and end the attempt ``Failed`` with ``reason``."""
+        if pod["metadata"].get("uid") and not self._rollback(br, pod, node):
+            raise _Deferred(f"{reason}; the rollback could not finish and will be tried again")
+        if self.report and pod_exists:
+            md = pod["metadata"]
+            self._report(br, pod, md["namespace"], md["name"], node, reason)
+        return self._finish(br, "Failed", reason)
 
-    def _call_plugins(self, hook: str, br: dict, pod: dict, strict: bool) -> None:
-        if self.pm is None:
-            return
-        for _plugin, res in self.pm.call_each(hook, bind_request=br, pod=pod, store=self.store):
-            if isinstance(res, PluginError) and strict:
-                raise BindError(str(res))
-
-    def _rollback(self, br: dict, pod: dict, writes: list[ClaimWrite], plugins_ran: bool) -> None:
-        if plugins_ran:
-            self._call_plugins("kai_binder_rollback", br, pod, strict=False)
-        for write in reversed(writes):
-            try:
-                release_claim(self.store, write, pod)
-            except ApiError as exc:
-                log.error("rollback of ResourceClaim %s/%s failed: %s", write.namespace, write.name, exc.message)
+    def _refuse(self, br: dict, pod: dict, node: str, reason: str) -> tuple[str, str]:
+        """Fail without rolling back or reporting on the pod: it is bound elsewhere, what its
+        claims hold now may be what that binding needs, and a ``PodBound=False`` on a bound pod
+        would not be true."""
+        return self._finish(br, "Failed", reason)
 
     def _finish(self, br: dict, phase: str, reason: str) -> tuple[str, str]:
-        """Write the phase (re-reading on conflict); a request that is gone is left alone."""
-        name, ns = br["metadata"]["name"], br["metadata"]["namespace"]
-        for _ in range(5):
+        """Write the phase (re-reading on 409), then schedule a retry if one is left. A request that
+        is gone is left alone; a status that cannot be written defers the attempt."""
+        key = _key(br)
+        name, ns = key[1], key[0]
+        for _ in range(CONFLICT_RETRIES):
             status = br.get("status") or {}
-            if status.get("phase") == phase and status.get("reason", "") == reason:
-                return phase, reason
-            new = clone(br)
-            st = new.setdefault("status", {})
-            st["phase"] = phase
+            new_status = dict(status)
+            new_status["phase"] = phase
             if reason:
-                st["reason"] = reason
+                new_status["reason"] = reason
             else:
-                st.pop("reason", None)
+                new_status.pop("reason", None)
             limit = (br.get("spec") or {}).get("backoffLimit")
-            if phase == "Failed" and limit is not None and st.get("failedAttempts", 0) < limit:
-                st["failedAttempts"] = st.get("failedAttempts", 0) + 1
-            try:
-                self.store.update_status(new)
-                if phase == "Failed":
-                    log.warning("BindRequest %s/%s failed: %s", ns, name, reason)
-                return phase, reason
-            except Conflict:
+            attempts = _failed_attempts(status)
+            if phase == "Failed" and _is_count(limit) and attempts < limit:
+                attempts += 1
+                new_status["failedAttempts"] = attempts
+            if new_status != status:
+                new = clone(br)
+                new["status"] = new_status
                 try:
-                    br = self.store.get(RES_BIND_REQUESTS, name, ns)
+                    br = self.api.update_status(new)
+                except Conflict:
+                    try:
+                        br = self.api.get(RES_BIND_REQUESTS, name, ns)
+                    except NotFound:
+                        return self._done(key, phase, reason, retry_after=None)
+                    except (ApiError, OSError) as exc:
+                        raise _Deferred(
+                            f"cannot read {_br_ref(br)} again: {describe_api_error(exc)}") from None
+                    continue
                 except NotFound:
-                    return phase, reason
-            except NotFound:
-                return phase, reason
+                    return self._done(key, phase, reason, retry_after=None)
+                except (ApiError, OSError) as exc:
+                    raise _Deferred(f"cannot write the status of {_br_ref(br)} ({phase}): "
+                                    f"{describe_api_error(exc)}") from None
+                if phase == "Failed":
+                    log.warning("%s failed (attempt %d): %s", _br_ref(br), max(attempts, 1), reason)
+            retry = phase == "Failed" and _is_count(limit) and attempts < limit
+            return self._done(key, phase, reason, retry_after=self._delay(attempts) if retry else None)
+        raise _Deferred(f"{_br_ref(br)}: status kept conflicting")
+
+    def _done(self, key: _Key, phase: str, reason: str, retry_after: float | None) -> tuple[str, str]:
+        with self._lock:
+            self._uncertain.pop(key, None)
+            if retry_after is None:
+                self._not_before.pop(key, None)
+            else:
+                self._not_before[key] = self.clock() + retry_after
         return phase, reason
+
+    def _delay(self, n: int) -> float:
+        return min(self.base_delay * 2 ** max(n - 1, 0), self.max_delay)
+
+    def _defer(self, key: _Key) -> None:
+        with self._lock:
+            n = self._uncertain.get(key, 0) + 1
+            self._uncertain[key] = n
+            self._not_before[key] = self.clock() + self._delay(n)
+
+    # -- plugins -------------------------------------------------------------------------------
+
+    def _ordered(self, hook: str) -> list:
+        """``hook``'s implementations in call order, the binder's built-in DRA step first."""
+        impls = self.pm.implementations(hook)
+        return sorted(impls, key=lambda i: i.plugin_name != DRA_PLUGIN_NAME)
+
+    def _kwargs(self, br: dict, pod: dict, node: str) -> dict:
+        return {"bind_request": br, "pod": pod, "node_name": node, "store": self.api,
+                "features": self.features}
+
+    def _pre_bind(self, br: dict, pod: dict, node: str) -> str | None:
+        """Run every pre-bind in order; the reason of the first that fails, else None."""
+        hook = "kai_binder_pre_bind"
+        kwargs = self._kwargs(br, pod, node)
+        for impl in self._ordered(hook):
+            res = self.pm.call_impl(impl, hook, kwargs)
+            if isinstance(res, PluginError):
+                if impl.plugin_name == DRA_PLUGIN_NAME and isinstance(res.original, ClaimBindError):
+                    return str(res.original)
+                return str(res)
+        return None
+
+    def _rollback(self, br: dict, pod: dict, node: str) -> bool:
+        """Every plugin's rollback, in reverse pre-bind order; False when one could not finish
+        because of the API (the attempt is then left for later)."""
+        hook = "kai_binder_rollback"
+        kwargs = self._kwargs(br, pod, node)
+        complete = True
+        for impl in reversed(self._ordered(hook)):
+            res = self.pm.call_impl(impl, hook, kwargs)
+            if isinstance(res, PluginError) and res.original is not None and is_transient(res.original):
+                complete = False
+        return complete
+
+    def _call_each(self, hook: str, br: dict, pod: dict, node: str) -> None:
+        kwargs = self._kwargs(br, pod, node)
+        for impl in self._ordered(hook):
+            self.pm.call_impl(impl, hook, kwargs)  # errors are logged by the manager; best effort
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _report(self, br: dict, pod: dict | None, ns: str, name: str, node: str, reason: str | None) -> None:
+        """PodBound condition and an Event: True/Bound after a bind, False/BindingError with the
+        reason after a failed attempt. Best effort: an API error here is logged, never fatal."""
+        if reason is None:
+            status, why, ev_type = "True", REASON_BOUND, "Normal"
+            message = f"Pod bound successfully to node {node}"
+            ev_name = event_name(name, br, "bound")
+        else:
+            status, why, ev_type = "False", REASON_BINDING_ERROR, "Warning"
+            message = f"Failed to bind pod {_pod_ref(ns, name)} to node {node}: {reason}"
+            attempt = _failed_attempts(br.get("status") or {}) + 1
+            ev_name = event_name(name, br, f"failed-{attempt}")
+        cond = {"type": POD_BOUND_CONDITION, "status": status, "reason": why, "message": message}
+        uid = self._set_pod_condition(pod, ns, name, cond)
+        if uid is not None:
+            self._record_event(ev_name, ns, name, uid, ev_type, why, message)
+
+    def _set_pod_condition(self, pod: dict | None, ns: str, name: str, cond: dict) -> str | None:
+        """Write ``cond`` unless the pod already has it; returns the pod's uid (None if gone)."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                if pod is None:
+                    pod = self.api.get(RES_PODS, name, ns)
+                current = [c for c in (pod.get("status") or {}).get("conditions") or []
+                           if c.get("type") == POD_BOUND_CONDITION]
+                if current and all(current[0].get(k) == v for k, v in cond.items()):
+                    return pod["metadata"].get("uid")
+                new = clone(pod)
+                st = new.setdefault("status", {})
+                conds = [c for c in st.get("conditions") or [] if c.get("type") != POD_BOUND_CONDITION]
+                changed = not current or current[0].get("status") != cond["status"]
+                ts = now_rfc3339() if changed else current[0].get("lastTransitionTime") or now_rfc3339()
+                conds.append({**cond, "lastProbeTime": None, "lastTransitionTime": ts})
+                st["conditions"] = conds
+                self.api.update_status(new)
+                return pod["metadata"].get("uid")
+            except Conflict:
+                pod = None
+            except NotFound:
+                return None
+            except (ApiError, OSError) as exc:
+                log.warning("cannot set the %s condition of pod %s: %s", POD_BOUND_CONDITION,
+                            _pod_ref(ns, name), describe_api_error(exc))
+                return pod["metadata"].get("uid") if pod else None
+        log.warning("cannot set the %s condition of pod %s: it kept changing", POD_BOUND_CONDITION,
+                    _pod_ref(ns, name))
+        return pod["metadata"].get("uid") if pod else None
+
+    def _record_event(self, ev_name: str, ns: str, pod_name: str, uid: str, type_: str, reason: str,
+                      message: str) -> None:
+        ts = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": ev_name, "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "namespace": ns,
+                               "uid": uid},
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        try:
+            self.api.create(event)
+        except AlreadyExists:
+            pass  # reported before this binder was restarted
+        except (ApiError, OSError) as exc:
+            log.warning("cannot record event for pod %s: %s", _pod_ref(ns, pod_name), describe_api_error(exc))

@@ -1,7 +1,12 @@
 """``kai-cli``: run the scheduler and binder, inspect and validate clusters, list plugins.
 
 Every error a user can cause (a bad path, invalid YAML, an object failing its schema, an unknown
-feature gate) ends the command with one line on stderr and exit code 2, never a traceback.
+feature gate, a cluster missing an API) ends the command with one line on stderr and exit code 2,
+never a traceback. A component that has to stop while running against a cluster (a lost leader
+Lease) exits with 1.
+
+Nothing heavy is imported at module level (``kubernetes``, ``prometheus_client``, the scheduler):
+``kai-cli --help`` stays fast; each command imports what it needs.
 """
 
 from __future__ import annotations
@@ -9,11 +14,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 
 import click
+from click.core import ParameterSource
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 log = logging.getLogger("kai.cli")
 
 
@@ -22,6 +32,12 @@ class CliError(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"kai-cli: error: {self.format_message()}", err=True)
+
+
+class CliFailure(CliError):
+    """A component stopped for a reason found while running (one line, exit 1)."""
+
+    exit_code = EXIT_FAILURE
 
 
 def friendly_errors(fn):
@@ -83,16 +99,142 @@ def _embedded_cluster(pm, cluster_path: str | None):
 
 # -- run -----------------------------------------------------------------------------------------
 
+#: flags that only mean something against a real cluster (name of the parameter: flag)
+_REAL_ONLY = {
+    "context": "--context",
+    "leader_elect": "--leader-elect",
+    "lease_duration": "--leader-elect-lease-duration",
+    "renew_deadline": "--leader-elect-renew-deadline",
+    "retry_period": "--leader-elect-retry-period",
+    "lease_name": "--leader-elect-resource-name",
+    "lease_namespace": "--leader-elect-resource-namespace",
+    "identity": "--leader-elect-identity",
+    "metrics_bind_address": "--metrics-bind-address",
+    "health_probe_bind_address": "--health-probe-bind-address",
+}
+#: flags that only mean something for the embedded cluster
+_EMBEDDED_ONLY = {"until_idle": "--until-idle", "save_path": "--save", "no_binder": "--no-binder",
+                  "cluster_path": "--cluster"}
+
+
+def _cluster_options(fn):
+    """The flags ``run scheduler`` and ``run binder`` share for running against a real cluster."""
+    options = [
+        click.option("--kubeconfig", type=click.Path(dir_okay=False),
+                     help="Run against the cluster of this kubeconfig file. $KUBECONFIG is not read: "
+                          "touching a real cluster always takes this flag or --in-cluster."),
+        click.option("--context", help="Kubeconfig context to use (default: its current context)."),
+        click.option("--in-cluster", is_flag=True,
+                     help="Run against the cluster this pod runs in, with its service account."),
+        click.option("--leader-elect", is_flag=True,
+                     help="Work only while holding this component's Lease; other replicas wait as standbys. "
+                          "Exits 1 when the Lease is lost."),
+        click.option("--leader-elect-lease-duration", "lease_duration", type=click.IntRange(min=1),
+                     default=15, show_default=True,
+                     help="Seconds a standby waits after the last renewal before taking over."),
+        click.option("--leader-elect-renew-deadline", "renew_deadline",
+                     type=click.FloatRange(min=0.0, min_open=True), default=10.0, show_default=True,
+                     help="Seconds the leader keeps trying to renew before giving up the lead."),
+        click.option("--leader-elect-retry-period", "retry_period",
+                     type=click.FloatRange(min=0.0, min_open=True), default=2.0, show_default=True,
+                     help="Seconds between attempts to acquire or renew."),
+        click.option("--leader-elect-resource-name", "lease_name",
+                     help="Name of the Lease (default: the scheduler name, or kai-binder)."),
+        click.option("--leader-elect-resource-namespace", "lease_namespace",
+                     help="Namespace of the Lease (default: the pod's namespace in a cluster, else the "
+                          "kubeconfig context's, else default)."),
+        click.option("--leader-elect-identity", "identity", hidden=True,
+                     help="Identity in the Lease (default: <hostname>_<random>)."),
+        click.option("--metrics-bind-address",
+                     help="Serve Prometheus /metrics on this [host]:port, e.g. :8080 (off unless given)."),
+        click.option("--health-probe-bind-address",
+                     help="Serve /healthz and /readyz on this [host]:port, e.g. :8081 (off unless given)."),
+        click.option("--qps", type=click.FloatRange(min=0.0), default=None,
+                     help="Client-side limit of API requests per second (default 50; 0 turns it off)."),
+        click.option("--burst", type=click.IntRange(min=1), default=None,
+                     help="Requests allowed at once above --qps (default 300)."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="Log lines as text or as one JSON object each."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _check_mode(ctx: click.Context, real: bool, kubeconfig, in_cluster: bool) -> None:
+    """One clear error for flags of the other mode."""
+    if kubeconfig and in_cluster:
+        raise CliError("--kubeconfig and --in-cluster exclude each other: pick one cluster")
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    if real:
+        bad = [flag for name, flag in _EMBEDDED_ONLY.items() if name in given]
+        if bad:
+            raise CliError(
+                f"{', '.join(bad)}: only for the embedded cluster, not with --kubeconfig/--in-cluster")
+        return
+    bad = [flag for name, flag in _REAL_ONLY.items() if name in given]
+    if ctx.command.name == "scheduler":
+        bad += [flag for name, flag in (("qps", "--qps"), ("burst", "--burst")) if name in given]
+    if bad:
+        raise CliError(f"{', '.join(bad)}: only against a real cluster (--kubeconfig FILE or --in-cluster)")
+    if os.environ.get("KUBECONFIG"):
+        click.echo("kai-cli: note: $KUBECONFIG is set but not used; pass --kubeconfig to run against that "
+                   "cluster", err=True)
+
+
+def _cluster_opts(params: dict, period: float):
+    from kai_cli.kube import ClusterOptions
+
+    opts = ClusterOptions(
+        kubeconfig=params["kubeconfig"], context=params["context"], in_cluster=params["in_cluster"],
+        leader_elect=params["leader_elect"], lease_name=params["lease_name"],
+        lease_namespace=params["lease_namespace"], lease_duration=float(params["lease_duration"]),
+        renew_deadline=params["renew_deadline"], retry_period=params["retry_period"],
+        identity=params["identity"], metrics_address=params["metrics_bind_address"],
+        probe_address=params["health_probe_bind_address"], period=period,
+    )
+    if params["qps"] is not None:
+        opts.qps = params["qps"]
+    if params["burst"] is not None:
+        opts.burst = params["burst"]
+    return opts
+
+
+def _run_component(component, log_format: str) -> None:
+    """Run a cluster component in the foreground: info-level logs in ``log_format``, SIGTERM and
+    SIGINT stop it cleanly (releasing its Lease); setup problems exit 2, a lost Lease exits 1."""
+    from kai_cli.kube import RunFailure, SetupError
+    from kai_core.observability import configure_logging
+
+    level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
+    restore_logging = configure_logging(level, log_format)
+    previous: dict = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda _signum, _frame: component.stop())
+    try:
+        component.run()
+    except SetupError as exc:
+        raise CliError(str(exc)) from None
+    except RunFailure as exc:
+        raise CliFailure(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        restore_logging()
+    click.echo(f"kai-cli: {component.summary()}")
+
 
 @cli.group()
 def run() -> None:
-    """Run a component (scheduler, with the binder in embedded mode)."""
+    """Run a component: the scheduler or the binder, against a cluster (--kubeconfig, --in-cluster)
+    or the embedded one."""
 
 
 @run.command("scheduler")
 @click.option("--cluster", "cluster_path", type=click.Path(),
               help="Run an embedded cluster seeded from this manifest file or directory.")
-@click.option("--kubeconfig", type=click.Path(), help="Run against the cluster of this kubeconfig.")
 @click.option("--feature-gates", default="", help="e.g. DynamicResourceAllocation=true (off by default).")
 @click.option("--scheduler-name", default="kai-scheduler", show_default=True,
               help="Schedule the pods whose spec.schedulerName is this.")
@@ -100,26 +242,62 @@ def run() -> None:
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the final state to this file.")
 @click.option("--no-binder", is_flag=True, help="Do not run the binder in this process (embedded mode).")
 @click.option("--period", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="Seconds between rounds when not --until-idle.")
+              help="Seconds between rounds when not --until-idle; against a cluster, the longest wait "
+                   "between cycles when nothing changes.")
 @click.option("--backoff-limit", default=None, type=click.IntRange(min=0),
               help="spec.backoffLimit written into each BindRequest.")
+@_cluster_options
+@click.pass_context
 @friendly_errors
-def run_scheduler(cluster_path, kubeconfig, feature_gates, scheduler_name, until_idle, save_path, no_binder,
-                  period, backoff_limit) -> None:
-    """Run the scheduler (and, in embedded mode, the embedded controllers and the binder).
+def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, save_path, no_binder,
+                  period, backoff_limit, **cluster) -> None:
+    """Run the scheduler.
 
-    With neither --cluster nor --kubeconfig it runs the built-in demo cluster: NVIDIA GB200 nodes
-    and the seed's pod asking for a GPU and an IMEX channel of a ComputeDomain.
+    Against a cluster (--kubeconfig FILE or --in-cluster) it runs alone; the binder is a separate
+    process (kai-cli run binder). Otherwise it runs an embedded cluster with its controllers and
+    the binder, in one process: with neither --cluster nor --kubeconfig, the built-in demo cluster
+    (NVIDIA GB200 nodes and the seed's pod asking for a GPU and an IMEX channel of a
+    ComputeDomain).
     """
+    from kai_core.features import FeatureGates
+
+    real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
+    _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
+    gates = FeatureGates.parse(feature_gates)
+    if real:
+        from kai_cli.kube import SchedulerComponent
+
+        component = SchedulerComponent(
+            _cluster_opts(cluster, period), gates, _plugin_manager(), scheduler_name=scheduler_name,
+            backoff_limit=backoff_limit, announce=lambda line: click.echo(f"kai-cli: {line}"))
+        if not gates.dra:
+            click.echo("kai-cli: DynamicResourceAllocation is off: pods with resource claims stay pending "
+                       "(--feature-gates=DynamicResourceAllocation=true turns it on)")
+        _run_component(component, cluster["log_format"])
+        return
+    restore_logging = _embedded_logging(cluster["log_format"])
+    try:
+        _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
+                                backoff_limit)
+    finally:
+        restore_logging()
+
+
+def _embedded_logging(log_format: str):
+    """Embedded mode keeps the logging ``-v`` set up, in JSON when asked."""
+    if log_format != "json":
+        return lambda: None
+    from kai_core.observability import configure_logging
+
+    return configure_logging(logging.getLogger().getEffectiveLevel(), "json")
+
+
+def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
+                            backoff_limit) -> None:
     from kai_binder.binder import Binder
     from kai_core.cycle import Scheduler, SchedulerConfig
-    from kai_core.features import FeatureGates
     from kai_core.manifests import dump_objects, save_state
 
-    gates = FeatureGates.parse(feature_gates)
-    if kubeconfig:
-        raise CliError("--kubeconfig: running against a real cluster is not yet supported "
-                       "(use --cluster PATH or the built-in demo)")
     demo = cluster_path is None
     pm = _plugin_manager()
     if demo:
@@ -136,12 +314,106 @@ def run_scheduler(cluster_path, kubeconfig, feature_gates, scheduler_name, until
     binder = None if no_binder else Binder(cluster.store, pm, gates)
     from kai_cli.runner import run_embedded
 
-    summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period)
+    try:
+        summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period)
+    finally:
+        _close(binder)
     _print_result(cluster.store, scheduler_name, show_bind_requests=demo, dump=dump_objects)
     click.echo(summary.line())
     if save_path:
         save_state(cluster.store, save_path)
         click.echo(f"state saved to {save_path}")
+
+
+@run.command("binder")
+@click.option("--cluster", "cluster_path", type=click.Path(),
+              help="Embedded mode: carry out the pending BindRequests of this saved state (a file written "
+                   "by run scheduler --no-binder --save) until nothing is left, then exit.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False),
+              help="Embedded mode: write the final state to this file.")
+@click.option("--feature-gates", default="", help="e.g. DynamicResourceAllocation=true (off by default).")
+@click.option("--period", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Against a cluster, the longest wait between two passes over BindRequests.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="BindRequests carried out in parallel (when this binder supports it).")
+@_cluster_options
+@click.pass_context
+@friendly_errors
+def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **cluster) -> None:
+    """Run the binder: it carries out the scheduler's BindRequests (claims, pods/binding, status).
+
+    Against a cluster (--kubeconfig FILE or --in-cluster) it runs until stopped, next to a
+    separately running scheduler. With --cluster PATH it carries out the pending BindRequests of a
+    saved state once; the built-in demo runs its binder inside kai-cli run scheduler.
+    """
+    from kai_cli.kube import supported_binder_kwargs
+    from kai_core.features import FeatureGates
+
+    real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
+    _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
+    gates = FeatureGates.parse(feature_gates)
+    binder_kwargs, ignored = supported_binder_kwargs(
+        {"workers": workers, "qps": cluster["qps"], "burst": cluster["burst"]})
+    for name in ignored:
+        if name == "workers":
+            click.echo("kai-cli: note: this binder carries out BindRequests one at a time; --workers is "
+                       "ignored", err=True)
+    if real:
+        from kai_cli.kube import BinderComponent
+
+        component = BinderComponent(_cluster_opts(cluster, period), gates, _plugin_manager(),
+                                    binder_kwargs=binder_kwargs,
+                                    announce=lambda line: click.echo(f"kai-cli: {line}"))
+        _run_component(component, cluster["log_format"])
+        return
+    if cluster_path is None:
+        raise CliError("run binder needs a cluster: --kubeconfig FILE or --in-cluster for a real one, or "
+                       "--cluster PATH to carry out the BindRequests of a saved state (the built-in demo "
+                       "runs its binder inside `kai-cli run scheduler`)")
+    restore_logging = _embedded_logging(cluster["log_format"])
+    try:
+        _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs)
+    finally:
+        restore_logging()
+
+
+def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:
+    from kai_binder.binder import Binder
+    from kai_core.manifests import save_state
+    from kai_core.resources import RES_BIND_REQUESTS
+
+    pm = _plugin_manager()
+    cluster = _embedded_cluster(pm, cluster_path)
+    binder = Binder(cluster.store, pm, gates, **binder_kwargs)
+    try:
+        for _ in range(50):  # each pass carries out every pending request; later ones retry conflicts
+            before = cluster.store.resource_version
+            binder.run_once()
+            if cluster.store.resource_version == before:
+                break
+    finally:
+        _close(binder)
+    brs, _ = cluster.store.list(RES_BIND_REQUESTS)
+    counts = {"Succeeded": 0, "Failed": 0, "pending": 0}
+    for br in brs:
+        md, spec, status = br["metadata"], br.get("spec") or {}, br.get("status") or {}
+        phase = status.get("phase") or "pending"
+        counts[phase if phase in counts else "pending"] += 1
+        reason = f": {status['reason']}" if status.get("reason") else ""
+        click.echo(f"bindrequest {md['namespace']}/{md['name']} (pod {spec.get('podName')} -> "
+                   f"{spec.get('selectedNode')}): {phase}{reason}")
+    click.echo(f"bind requests: {counts['Succeeded']} succeeded, {counts['Failed']} failed, "
+               f"{counts['pending']} pending")
+    if save_path:
+        save_state(cluster.store, save_path)
+        click.echo(f"state saved to {save_path}")
+
+
+def _close(binder) -> None:
+    """Stop the binder's worker threads, where it has any."""
+    close = getattr(binder, "close", None)
+    if close is not None:
+        close()
 
 
 def _print_result(store, scheduler_name: str, show_bind_requests: bool, dump) -> None:

@@ -4,10 +4,11 @@ included), score, and commit the chosen node as a BindRequest. The scheduler nev
 One cycle (:meth:`Scheduler.run_cycle`):
 
 1. bring the cache up to date; delete BindRequests that failed for good or whose node is gone
-   (their pods are scheduled again in this very cycle);
+   (their pods are scheduled again in this very cycle). A request whose node is gone but whose pod
+   still holds claim reservations is left to the binder, which rolls them back and fails it;
 2. build a :class:`~kai_core.snapshot.Snapshot` (in-flight BindRequests counted as used);
 3. for each pending pod of this scheduler (``spec.schedulerName``), highest priority first, then
-   oldest, then by namespace and name:
+   oldest, then by namespace and name, except pods backing off (below):
 
    - ``kai_pre_filter`` (any reason rejects the pod),
    - ``kai_filter_nodes``, each plugin seeing the nodes that passed the plugins before it,
@@ -22,6 +23,13 @@ One cycle (:meth:`Scheduler.run_cycle`):
 
 A plugin that raises, or returns something of the wrong shape, makes only the current pod
 unschedulable, with a message naming the plugin and the hook.
+
+**Pod backoff.** A pod whose binding failed for good (its BindRequest deleted as failed) is
+scheduled again at once the first time, since that is usually a lost race (a claim or a node taken
+meanwhile). From the second failure on it waits ``pod_initial_backoff * 2**(failures-2)`` seconds
+(at most ``pod_max_backoff``; kube-scheduler's defaults are 1 and 10), so a pod that can never be
+bound does not take the first place and its resources in every cycle while others wait.
+:meth:`Scheduler.next_due` says when the next backed-off pod is due, on the scheduler's ``clock``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kai_core.bindrequest import build_bind_request
@@ -49,7 +57,14 @@ from kai_core.resources import (
     RES_PODS,
     RES_SLICES,
 )
-from kai_core.snapshot import ClaimAllocation, NodeInfo, PodClaim, Snapshot, bind_request_failed_for_good
+from kai_core.snapshot import (
+    ClaimAllocation,
+    NodeInfo,
+    PodClaim,
+    Snapshot,
+    bind_request_failed_for_good,
+    is_active_pod,
+)
 
 log = logging.getLogger("kai.scheduler")
 
@@ -57,6 +72,9 @@ DEFAULT_SCHEDULER_NAME = "kai-scheduler"
 COMPONENT = "kai-scheduler"
 #: distinct reasons listed in an unschedulable message; the rest are summed up in one entry
 MAX_REASONS_IN_MESSAGE = 10
+#: what a command line should pass as ``backoff_limit`` by default (3 attempts per BindRequest).
+#: SchedulerConfig itself keeps None, KAI's behaviour (no ``spec.backoffLimit``: one attempt).
+DEFAULT_BACKOFF_LIMIT = 3
 
 
 @dataclass
@@ -68,19 +86,26 @@ class SchedulerConfig:
     features: FeatureGates = field(default_factory=FeatureGates)
     #: plugin name -> weight of its scores (default 1)
     score_weights: dict[str, float] = field(default_factory=dict)
-    #: written into each BindRequest's spec.backoffLimit (None: not set, as KAI does)
+    #: written into each BindRequest's spec.backoffLimit (None: not set, as KAI does; the binder
+    #: then makes one attempt). See DEFAULT_BACKOFF_LIMIT.
     backoff_limit: int | None = None
+    #: seconds a pod waits after its second failed binding, doubling with each further one
+    pod_initial_backoff: float = 1.0
+    #: the longest a pod waits between failed bindings
+    pod_max_backoff: float = 10.0
 
 
 @dataclass
 class CycleResult:
     """What one cycle did: pods given a node, pods left unschedulable, pods whose decision could
-    not be written (or that hit an internal error), and the cycle's wall time."""
+    not be written (or that hit an internal error), pods skipped while backing off after failed
+    bindings, and the cycle's wall time."""
 
     scheduled: int = 0
     unschedulable: int = 0
     errors: int = 0
     seconds: float = 0.0
+    backed_off: int = 0
 
 
 @dataclass
@@ -111,12 +136,16 @@ def watched_resources(dra: bool) -> list[str]:
 class Scheduler:
     """Runs scheduling cycles against a store; see the module docstring for what a cycle does."""
 
-    def __init__(self, store, pm: KaiPluginManager, config: SchedulerConfig | None = None) -> None:
+    def __init__(self, store, pm: KaiPluginManager, config: SchedulerConfig | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.pm = pm
         self.config = config or SchedulerConfig()
         self.cache = Cache(store, watched_resources(self.config.features.dra))
         self.last_snapshot: Snapshot | None = None
+        self.clock = clock
+        #: pod uid -> (failed bindings, not to be scheduled before this time)
+        self._backoff: dict[str, tuple[int, float]] = {}
 
     def run_cycle(self) -> CycleResult:
         """One cycle over every pending pod; returns counts (decisions are in the store)."""
@@ -127,7 +156,13 @@ class Scheduler:
             self.cache.sync()
         snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features)
         self.last_snapshot = snap
-        for pod in snap.pending_pods():
+        pending = snap.pending_pods()
+        self._forget_backoffs(snap)
+        now = self.clock()
+        for pod in pending:
+            if self._backoff.get(pod["metadata"].get("uid"), (0, now))[1] > now:
+                result.backed_off += 1
+                continue
             try:
                 decision = self.decide(pod, snap)
                 committed = self._commit(pod, decision, snap)
@@ -292,8 +327,12 @@ class Scheduler:
             br["metadata"].setdefault("annotations", {}).update(annotations)
         try:
             self.store.create(br)
-        except ApiError as exc:
-            log.error("cannot write BindRequest for pod %s: %s", ref(pod), exc.message)
+        except (ApiError, OSError) as exc:
+            log.error("cannot write BindRequest for pod %s: %s", ref(pod), getattr(exc, "message", exc))
+            if not isinstance(exc, ApiError) or exc.code >= 500 or exc.code == 429:
+                # the request may have been created all the same (a timeout, a lost reply): count
+                # the decision as taken for the rest of this cycle; the next one sees what is there
+                snap.assume(pod, decision.node, decision.claims, decision.allocation)
             return False
         snap.assume(pod, decision.node, decision.claims, decision.allocation)
         log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), decision.node, br["metadata"]["name"])
@@ -303,26 +342,91 @@ class Scheduler:
 
     def _clean_bind_requests(self) -> bool:
         """Delete BindRequests that failed for good or whose node is gone, so their pods are
-        scheduled again. Succeeded ones stay until their pod goes (ownerReference GC)."""
+        scheduled again. Succeeded ones stay until their pod goes (ownerReference GC).
+
+        A request in flight whose node is gone is deleted only while its pod holds no claim
+        reservation: otherwise the binder may have written them, and deleting the request would
+        leave them behind for a pod that is not bound. The binder fails such a request (rolling
+        the claims back first) and it is deleted then."""
         nodes = self.cache.objects.get(RES_NODES, {})
         deleted = False
+        reserved: set[str] | None = None
         for br in list(self.cache.objects.get(RES_BIND_REQUESTS, {}).values()):
             spec = br.get("spec") or {}
             phase = (br.get("status") or {}).get("phase")
             node_gone = ("", spec.get("selectedNode", "")) not in nodes and phase != "Succeeded"
-            if bind_request_failed_for_good(br) or node_gone:
-                md = br["metadata"]
-                why = "its node is gone" if node_gone else f"it failed: {(br.get('status') or {}).get('reason')}"
-                try:
-                    self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
-                    deleted = True
-                    log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
-                             md["namespace"], md["name"], why, spec.get("podName"))
-                except NotFound:
-                    pass
-                except ApiError as exc:
-                    log.warning("cannot delete BindRequest %s/%s: %s", md["namespace"], md["name"], exc.message)
+            failed = bind_request_failed_for_good(br)
+            if not (failed or node_gone):
+                continue
+            md = br["metadata"]
+            uid = self._pod_uid_of(br)
+            if node_gone and phase != "Failed":
+                if reserved is None:
+                    reserved = self._reserved_pod_uids()
+                if uid in reserved:
+                    log.info("BindRequest %s/%s: node %s is gone; left to the binder, which holds claims "
+                             "for pod %s", md["namespace"], md["name"], spec.get("selectedNode"),
+                             spec.get("podName"))
+                    continue
+            why = "its node is gone" if node_gone else f"it failed: {(br.get('status') or {}).get('reason')}"
+            try:
+                self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
+            except NotFound:
+                continue
+            except (ApiError, OSError) as exc:
+                log.warning("cannot delete BindRequest %s/%s: %s", md["namespace"], md["name"],
+                            getattr(exc, "message", exc))
+                continue
+            deleted = True
+            if failed and not node_gone and uid:
+                self._record_failed_binding(uid)
+            log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
+                     md["namespace"], md["name"], why, spec.get("podName"))
         return deleted
+
+    def _pod_uid_of(self, br: dict) -> str | None:
+        """The uid of the pod a BindRequest is for: its Pod ownerReference, else the cached pod."""
+        for o in br["metadata"].get("ownerReferences") or []:
+            if o.get("kind") == "Pod" and o.get("uid"):
+                return o["uid"]
+        spec = br.get("spec") or {}
+        pod = self.cache.get(RES_PODS, br["metadata"].get("namespace", ""), spec.get("podName", ""))
+        return (pod or {}).get("metadata", {}).get("uid")
+
+    def _reserved_pod_uids(self) -> set[str]:
+        """Uids of the pods some cached claim is reserved for."""
+        out = set()
+        for claim in self.cache.objects.get(RES_CLAIMS, {}).values():
+            for r in (claim.get("status") or {}).get("reservedFor") or []:
+                if r.get("uid"):
+                    out.add(r["uid"])
+        return out
+
+    # -- pod backoff ---------------------------------------------------------------------------
+
+    def _record_failed_binding(self, uid: str) -> None:
+        failures = self._backoff.get(uid, (0, 0.0))[0] + 1
+        delay = 0.0
+        if failures >= 2:
+            delay = min(self.config.pod_initial_backoff * 2 ** (failures - 2), self.config.pod_max_backoff)
+        self._backoff[uid] = (failures, self.clock() + delay)
+        if delay:
+            log.info("pod %s: binding failed %d times; not scheduled again for %.1fs", uid, failures, delay)
+
+    def _forget_backoffs(self, snap: Snapshot) -> None:
+        """Drop the failure counts of pods that are bound, finished or gone."""
+        if not self._backoff:
+            return
+        waiting = {p["metadata"].get("uid") for p in snap.pods.values()
+                   if not (p.get("spec") or {}).get("nodeName") and is_active_pod(p)}
+        for uid in [u for u in self._backoff if u not in waiting]:
+            del self._backoff[uid]
+
+    def next_due(self) -> float | None:
+        """When (on the scheduler's ``clock``) the next pod backing off may be scheduled again, or
+        None when no pod is waiting out a backoff."""
+        now = self.clock()
+        return min((t for _, t in self._backoff.values() if t > now), default=None)
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:
         """Set PodScheduled=False/Unschedulable with ``message`` and emit an Event, only when the

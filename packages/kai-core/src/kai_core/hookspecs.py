@@ -88,3 +88,14 @@ class SchedulerSpecs:
     @hookspec
     def kai_cli_commands(self, cli):
         """Called when ``kai-cli`` starts. Add click commands to the ``cli`` group."""
+
+    @hookspec(firstresult=True)
+    def kai_rank_devices(self, pod, claims, devices, snapshot):
+        """Called at most once per pod whose claims need new devices, before the structured
+        allocator looks at the nodes, with ``devices``: every :class:`kai_core.dra.inventory.Device`
+        that some request of ``claims`` (the pod's unallocated ResourceClaim objects) could use on
+        the candidate nodes, chosen by selectors only (devices in use and tainted ones included).
+        Return ``{DeviceId: score}`` (``device.id`` keys, numbers, higher preferred; missing
+        devices score 0) to steer which devices the allocator picks among those that fit, or None
+        to keep its default (pack: partly used counter sets and pools first, whole GPUs last). The
+        first non-None answer wins. Scores never make a device fit that does not."""

@@ -99,7 +99,8 @@ def kai_allocate_claims(pod, claims, nodes, snapshot):
             out[node.name] = reason
             continue
         try:
-            new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use) if to_allocate else []
+            new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use,
+                           namespaces=snapshot.namespaces) if to_allocate else []
         except Unallocatable as exc:
             out[node.name] = node_independent(exc.reason, node.name)
             continue

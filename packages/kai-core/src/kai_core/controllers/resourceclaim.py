@@ -4,8 +4,17 @@
   <pod>-<podClaimName>-``, Pod as controller owner, annotation
   ``resource.kubernetes.io/pod-claim-name``) and records their names in
   ``pod.status.resourceClaimStatuses``; an orphan claim the pod owns is reused.
-- Drops ``reservedFor`` entries of pods that are gone or finished, clears the allocation once no
-  consumer remains, and removes the ``delete-protection`` finalizer so the claim can go.
+- Drops ``reservedFor`` entries of pods that are gone, replaced (another uid under the name) or
+  done (finished, or being deleted while unbound). When that leaves no consumer, the allocation
+  is cleared and then the ``delete-protection`` finalizer removed. (Upstream clears only claims
+  that carry the finalizer, which every scheduler-allocated claim does; here also those written
+  without it, as simple test set-ups do.) A claim being deleted with no consumer loses its
+  allocation and the finalizer, so it can go.
+
+As upstream, deallocation is triggered only by that transition (a consumer pruned here) or by
+deletion: a claim allocated for nobody is not touched, and neither is a free claim that carries
+the finalizer (a scheduler or binder may be between its finalizer write and its allocation write).
+Undoing a failed bind is the binder's job, not this controller's.
 """
 
 from __future__ import annotations
@@ -35,6 +44,14 @@ def claim_generate_name(pod_name: str, pod_claim_name: str) -> str:
     return base + "-"
 
 
+def pod_done(pod: dict) -> bool:
+    """Whether none of the pod's containers runs or ever will: finished, or being deleted before
+    it was bound (upstream's ``isPodDone``). Its claim reservations can go."""
+    if not is_active_pod(pod):
+        return True
+    return bool(pod["metadata"].get("deletionTimestamp")) and not (pod.get("spec") or {}).get("nodeName")
+
+
 class ResourceClaimController:
     name = "resourceclaim"
 
@@ -51,7 +68,7 @@ class ResourceClaimController:
                 continue
             if any(rc.get("resourceClaimTemplateName") for rc in pod["spec"].get("resourceClaims") or []):
                 self._ensure_claims(store, pod, by_owner.get(pod["metadata"]["uid"], []))
-        live = {p["metadata"]["uid"] for p in pods if is_active_pod(p)}
+        live = {p["metadata"]["uid"] for p in pods if not pod_done(p)}
         for claim in claims:
             self._release(store, claim, live)
 
@@ -113,10 +130,10 @@ class ResourceClaimController:
         status = claim.get("status") or {}
         reserved = status.get("reservedFor") or []
         keep = [r for r in reserved if r.get("resource") != "pods" or r.get("uid") in live_pods]
-        allocation = status.get("allocation")
-        deallocated = False
+        protected = DELETE_PROTECTION_FINALIZER in (claim["metadata"].get("finalizers") or [])
+        deleting = bool(claim["metadata"].get("deletionTimestamp"))
         try:
-            if len(keep) != len(reserved) or (not keep and allocation):
+            if len(keep) < len(reserved) or (deleting and not keep and status.get("allocation")):
                 new = clone(claim)
                 new_status = new.setdefault("status", {})
                 if keep:
@@ -125,15 +142,12 @@ class ResourceClaimController:
                     new_status.pop("reservedFor", None)
                     new_status.pop("allocation", None)
                 claim = store.update_status(new)
-                deallocated = not keep
-                allocation = (claim.get("status") or {}).get("allocation")
-                keep = (claim.get("status") or {}).get("reservedFor") or []
+            elif not (deleting and not keep and protected):
+                return
             finalizers = claim["metadata"].get("finalizers") or []
-            # the finalizer goes once the claim is free and either deallocated now or being deleted;
-            # never in between a binder's finalizer write and its allocation write
-            deleting = bool(claim["metadata"].get("deletionTimestamp"))
-            if (not keep and not allocation and DELETE_PROTECTION_FINALIZER in finalizers
-                    and (deallocated or deleting)):
+            status = claim.get("status") or {}
+            if (DELETE_PROTECTION_FINALIZER in finalizers and not status.get("allocation")
+                    and not status.get("reservedFor")):
                 new = clone(claim)
                 new["metadata"]["finalizers"] = [f for f in finalizers if f != DELETE_PROTECTION_FINALIZER]
                 store.update(new)

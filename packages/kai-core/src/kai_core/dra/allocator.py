@@ -18,8 +18,10 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
 * results in request order, ``FromClass`` configs then the claim's own (``FromClaim``, copied with
   their ``requests`` list), and the ``nodeSelector`` where the allocation is usable.
 
-Search. A depth-first walk over claim -> request -> alternative -> device picks (combinations, not
-permutations) with undo, like upstream's, made bounded and less exponential:
+Search. Alternatives are chosen first, request by request in order (so the first sub-requests that
+can work are used, whatever devices an earlier request would have tried first), then devices are
+placed depth-first over request -> device picks (combinations, not permutations) with undo, like
+upstream's walk, made bounded and less exponential:
 
 * each request is first checked alone (enough free, tolerated devices?) and all of them together by
   bipartite matching (distinct devices for every slot), so plain "not enough devices" answers never
@@ -44,7 +46,9 @@ on any free device of the node aborts the request's allocation (upstream only fa
 walk reaches that device); a claim config is reported once however many requests it names (upstream
 repeats it, k/k#139730) and keeps its ``requests`` list even when it names every request; an
 ``All`` sub-request that a constraint rejects makes the allocator try the next sub-request instead of
-failing the node; admin-access picks consume no shared counters (they do not use the device).
+failing the node; admin-access picks consume no shared counters (they do not use the device); with
+``firstAvailable``, the sub-requests kept are the first workable ones in request order (upstream keeps
+whatever its first-fit device walk reaches first, which may be a later sub-request of a later request).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ __all__ = [
     "allocate",
     "allocation_usable_on",
     "candidate_devices",
+    "device_scores",
     "devices_of",
 ]
 
@@ -152,6 +157,8 @@ class _Alt:
     admin: bool
     tolerations: list[dict]
     signature: tuple
+    # Alternatives with equal keys see the same free devices on a node (their options are shared).
+    options_key: tuple
 
     def label(self) -> str:
         return f"claim {self.request.claim.ref} request {self.name}"
@@ -267,9 +274,10 @@ def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
     prepared.configs = configs
     prepared.constraints = _prepare_constraints(ref, devices.get("constraints"))
     least = sum(min(alt.count if not alt.all_mode else 1 for alt in r.alts) for r in prepared.requests)
-    prepared.may_exceed_limit = any(a.all_mode for r in prepared.requests for a in r.alts) or sum(
-        max(a.count for a in r.alts) for r in prepared.requests
-    ) > MAX_DEVICES_PER_CLAIM
+    prepared.may_exceed_limit = (
+        any(a.all_mode for r in prepared.requests for a in r.alts)
+        or sum(max(a.count for a in r.alts) for r in prepared.requests) > MAX_DEVICES_PER_CLAIM
+    )
     if least > MAX_DEVICES_PER_CLAIM:
         raise Unallocatable(
             f"claim {ref}: asks for at least {least} devices, more than the {MAX_DEVICES_PER_CLAIM} "
@@ -338,7 +346,9 @@ def _prepare_request(claim: _Claim, position: int, request: object, inventory: D
             raise Unallocatable(f"{label}: firstAvailable[{index}] needs a name unique within the request")
         seen.add(sub_name)
         if "adminAccess" in sub:
-            raise Unallocatable(f"{label}/{sub_name}: adminAccess is not allowed in a firstAvailable sub-request")
+            raise Unallocatable(
+                f"{label}/{sub_name}: adminAccess is not allowed in a firstAvailable sub-request"
+            )
         prepared.alts.append(_prepare_alt(prepared, f"{name}/{sub_name}", sub, _SUB_FIELDS, "", inventory))
     return prepared
 
@@ -369,7 +379,9 @@ def _prepare_alt(
         raise Unallocatable(f"{label}: {prefix}deviceClassName is missing")
     device_class = inventory.device_class(class_name)
     if device_class is None:
-        raise Unallocatable(f"{label}: DeviceClass {class_name} does not exist (create it, or fix deviceClassName)")
+        raise Unallocatable(
+            f"{label}: DeviceClass {class_name} does not exist (create it, or fix deviceClassName)"
+        )
     class_spec = device_class.get("spec") or {}
     class_configs = class_spec.get("config") or []
     if not isinstance(class_configs, list) or not all(isinstance(c, dict) for c in class_configs):
@@ -389,6 +401,7 @@ def _prepare_alt(
         admin=admin,
         tolerations=tolerations,
         signature=signature,
+        options_key=(signature, admin, mode, repr(tolerations)),
     )
 
 
@@ -400,7 +413,9 @@ def _prepare_tolerations(label: str, tolerations: object) -> list[dict]:
     for index, toleration in enumerate(tolerations):
         operator = toleration.get("operator") or "Equal"
         if operator not in _TOLERATION_OPERATORS:
-            raise Unallocatable(f"{label}: tolerations[{index}].operator must be Exists or Equal, got {operator!r}")
+            raise Unallocatable(
+                f"{label}: tolerations[{index}].operator must be Exists or Equal, got {operator!r}"
+            )
         if operator == "Exists" and toleration.get("value"):
             raise Unallocatable(f"{label}: tolerations[{index}] with operator Exists must not set a value")
         if operator == "Equal" and not toleration.get("key"):
@@ -419,7 +434,8 @@ def _compile_selectors(selectors: object, label: str, owner: str) -> list[tuple[
         expression = cel.get("expression") if isinstance(cel, dict) else None
         if not isinstance(expression, str):
             raise Unallocatable(
-                f"{label}: selector #{index} of {owner} has no CEL expression (only CEL selectors are supported)"
+                f"{label}: selector #{index} of {owner} has no CEL expression "
+                "(only CEL selectors are supported)"
             )
         try:
             compiled.append((f"CEL selector #{index} of {owner}", expression, compile_selector(expression)))
@@ -559,7 +575,9 @@ class _Call:
         self.limit = budget
         self.view = inventory.view(node)
         self.options: dict[_Alt, _Options] = {}
+        self.shared_options: dict[tuple, _Options] = {}
         self.requests: list[_Request] = [r for c in claims for r in c.requests]
+        self.has_alternatives = any(r.first_available for r in self.requests)
         self.claim_index = {id(c): i for i, c in enumerate(claims)}
         # Search state.
         self.picks: list[tuple[_Alt, Device]] = []
@@ -586,6 +604,10 @@ class _Call:
         options = self.options.get(alt)
         if options is not None:
             return options
+        options = self.shared_options.get(alt.options_key)
+        if options is not None:
+            self.options[alt] = options
+            return options
         found = _matching(alt, self.view, self.node_name, self.inventory)
         candidates: list[Device] = []
         options = _Options(candidates, matching=len(found.devices))
@@ -605,8 +627,9 @@ class _Call:
         for device, failure in found.failures:
             if admin or not self.busy(device.id):
                 options.failure = (
-                    f"{alt.label()}: {failure.where} failed on device {device.id}: "
-                    f"{_cel_detail(failure.expression, failure.error)}; allocation stops here, as upstream's does"
+                    f"{failure.where} failed on device {device.id}: "
+                    f"{_cel_detail(failure.expression, failure.error)}; "
+                    "allocation stops here, as upstream's does"
                 )
                 break
         if alt.all_mode:
@@ -623,7 +646,7 @@ class _Call:
                 )
         if len(candidates) > 1 and (self.scores is not None or not found.simple):
             self.rank(candidates)
-        self.options[alt] = options
+        self.options[alt] = self.shared_options[alt.options_key] = options
         return options
 
     @staticmethod
@@ -802,7 +825,7 @@ class _Call:
         for alt in self.requests[ri].alts:
             options = self.options_for(alt)
             if options.failure is not None:
-                raise Unallocatable(options.failure)
+                raise Unallocatable(f"{alt.label()}: {options.failure}")
             if not options.feasible(alt):
                 continue
             self.chosen[ri] = alt
@@ -814,7 +837,7 @@ class _Call:
         """Necessary conditions for the chosen alternatives: at most 32 devices per claim, and
         distinct devices for every slot (bipartite matching)."""
         sizes = [0] * len(self.claims)
-        slots: list[tuple[_Request, list[Device]]] = []
+        groups: list[tuple[list[Device], int]] = []
         for alt in self.chosen:
             assert alt is not None
             candidates = self.options[alt].candidates
@@ -822,13 +845,12 @@ class _Call:
             ci = self.claim_index[id(alt.request.claim)]
             sizes[ci] += size
             if not alt.admin:
-                slots.extend([(alt.request, candidates)] * size)
+                groups.append((candidates, size))
         if max(sizes) > MAX_DEVICES_PER_CLAIM:
             return False
-        if len(slots) < 2 or len(self.requests) < 2:
-            return True
-        owner: dict[Device, int] = {}
-        return all(_augment(index, slots, owner, self) for index in range(len(slots)))
+        if len(self.requests) < 2 or not self.has_alternatives:
+            return True  # without alternatives, _check_matching has done exactly this already
+        return _assign(groups, self) is None
 
     def place(self, ri: int) -> bool:
         if ri == len(self.chosen):
@@ -881,34 +903,47 @@ class _Call:
     def lookahead(
         self, ri: int, alt: _Alt, ci: int, candidates: list[Device], j: int, left: int, fixed: list
     ) -> bool:
-        """Necessary conditions after a pick: enough devices remain for what the constraints demand."""
-        for constraint in alt.request.claim.constraints:
-            if not constraint.distinct or not constraint.applies(alt) or left == 0:
+        """Necessary conditions after a pick: enough devices remain for what the constraints demand,
+        counting the picks still to come for this request and for the later requests they cover."""
+        claim = alt.request.claim
+        for constraint in claim.constraints:
+            if not constraint.applies(alt):
                 continue
-            seen = self.distinct_state.get((ci, constraint.index)) or {}
-            values = {
-                d.attributes.get(constraint.attribute)
-                for d in candidates[j + 1 :]
-                if d not in self.taken or alt.admin
-            }
-            values.discard(None)
-            if len(values - seen.keys()) < left:
-                self._reject(ci, constraint)
-                return False
-        for constraint, value in fixed:
+            if not constraint.distinct:
+                value = next((v for c, v in fixed if c is constraint), None)
+                if value is None:
+                    continue
+            later = [
+                a
+                for a in self.chosen[ri + 1 :]
+                if a is not None and a.request.claim is claim and constraint.applies(a)
+            ]
+            if left == 0 and not later:
+                continue
             attr = constraint.attribute
-            usable = sum(
-                1 for d in candidates[j + 1 :] if d.attributes.get(attr) == value and (alt.admin or d not in self.taken)
-            )
-            if usable < left:
+            mine = self.claim_taken[ci]
+            usable: dict[Device, None] = {}
+            need = left
+            for scoped, devices in [(alt, candidates[j + 1 :])] + [
+                (other, self.options[other].candidates) for other in later
+            ]:
+                if scoped is not alt:
+                    need += len(devices) if scoped.all_mode else scoped.count
+                # Picks of one claim never share a device; admin picks may share with other claims.
+                usable.update(
+                    dict.fromkeys(d for d in devices if d not in (mine if scoped.admin else self.taken))
+                )
+            if constraint.distinct:
+                seen = self.distinct_state.get((ci, constraint.index)) or {}
+                values = {d.attributes.get(attr) for d in usable}
+                values.discard(None)
+                enough = len(values - seen.keys()) >= need
+            else:
+                enough = sum(1 for d in usable if d.attributes.get(attr) == value) >= need
+                enough = enough and all(self._can_meet(other, constraint, value) for other in later)
+            if not enough:
                 self._reject(ci, constraint)
                 return False
-            # Later requests of the claim under this constraint need devices with the value too.
-            for later in self.chosen[ri + 1 :]:
-                assert later is not None
-                if later.request.claim is alt.request.claim and not self._can_meet(later, constraint, value):
-                    self._reject(ci, constraint)
-                    return False
         return True
 
     def _reject(self, ci: int, constraint: _Constraint) -> None:
@@ -923,7 +958,11 @@ class _Call:
             return True
         attr = constraint.attribute
         usable = sum(
-            1 for d in options.candidates if d.attributes.get(attr) == value and (alt.admin or d not in self.taken)
+            1
+            for d in options.candidates
+            if d.attributes.get(attr) == value
+            and d
+            not in (self.claim_taken[self.claim_index[id(alt.request.claim)]] if alt.admin else self.taken)
         )
         return usable >= (len(options.candidates) if alt.all_mode else alt.count) and usable > 0
 
@@ -957,7 +996,9 @@ class _Call:
 
 
 def _explain(alt: _Alt, options: _Options, call: _Call) -> str:
-    what = f"DeviceClass {alt.class_name}" + (" matching the request's selectors" if alt.has_request_selectors else "")
+    what = f"DeviceClass {alt.class_name}" + (
+        " matching the request's selectors" if alt.has_request_selectors else ""
+    )
     if options.unusable is not None:
         return options.unusable
     if options.matching == 0:
@@ -967,9 +1008,8 @@ def _explain(alt: _Alt, options: _Options, call: _Call) -> str:
     details = [f"{options.matching} match", f"{options.busy} in use"]
     if options.tainted:
         details.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
-    return (
-        f"needs {_plural(alt.count, 'device')} of {what}, {len(options.candidates)} free ({', '.join(details)})"
-    )
+    free = len(options.candidates)
+    return f"needs {_plural(alt.count, 'device')} of {what}, {free} free ({', '.join(details)})"
 
 
 def _notes_suffix(notes: list[str]) -> str:
@@ -983,13 +1023,15 @@ def _check_requests(call: _Call) -> None:
         first = request.alts[0]
         options = call.options_for(first)
         if options.failure is not None:
-            raise Unallocatable(options.failure)
+            raise Unallocatable(f"{first.label()}: {options.failure}")
         if options.feasible(first) or any(call.options_for(alt).feasible(alt) for alt in request.alts[1:]):
             continue
         if not request.first_available:
             raise Unallocatable(f"{first.label()}: {_explain(first, options, call)}" + _notes_suffix(notes))
         parts = "; ".join(f"{alt.name}: {_explain(alt, call.options_for(alt), call)}" for alt in request.alts)
-        raise Unallocatable(f"{request.label()}: no firstAvailable sub-request fits ({parts})" + _notes_suffix(notes))
+        raise Unallocatable(
+            f"{request.label()}: no firstAvailable sub-request fits ({parts})" + _notes_suffix(notes)
+        )
 
 
 def _check_matching(call: _Call) -> None:
@@ -999,9 +1041,9 @@ def _check_matching(call: _Call) -> None:
     smallest count of its feasible alternatives, from the union of their candidates; admin-access
     requests share devices and are left out. Constraints and counters only remove solutions.
     """
-    if len(call.requests) < 2 and not any(a.count > 1 or a.all_mode for r in call.requests for a in r.alts):
-        return  # one device slot: the per-request check said everything
-    slots: list[tuple[_Request, list[Device]]] = []
+    if len(call.requests) < 2:
+        return  # one request: the per-request check said everything
+    groups: list[tuple[_Request, list[Device], int]] = []
     for request in call.requests:
         if request.alts[0].admin:
             continue  # admin access shares devices with everyone
@@ -1012,57 +1054,68 @@ def _check_matching(call: _Call) -> None:
         for alt in alts:
             union.update(dict.fromkeys(call.options_for(alt).candidates))
         count = min(len(call.options_for(a).candidates) if a.all_mode else a.count for a in alts)
-        slots.extend([(request, list(union))] * count)
-    if len(slots) < 2:
+        groups.append((request, list(union), count))
+    if len(groups) < 2:
         return
+    failed = _assign([(candidates, count) for _, candidates, count in groups], call)
+    if failed is None:
+        return
+    request, candidates, count = groups[failed]
+    mine = set(candidates)
+    rivals = [
+        other.label()
+        for other, theirs, _ in groups[:failed]
+        if other is not request and any(d in mine for d in theirs)
+    ]
+    competing = ", ".join(dict.fromkeys(rivals)) if rivals else "earlier requests"
+    raise Unallocatable(
+        f"{request.label()}: needs {_plural(count, 'device')} of DeviceClass {request.alts[0].class_name}; "
+        f"{len(candidates)} free match, but {competing} allocated together with it need some of the same "
+        "devices "
+        "and there are not enough for all" + _notes_suffix(call.view.notes)
+    )
+
+
+def _assign(groups: list[tuple[list[Device], int]], call: _Call) -> int | None:
+    """Give every group ``count`` distinct devices of its candidates (bipartite b-matching by
+    augmenting paths); the index of the first group that cannot be served, or None."""
     owner: dict[Device, int] = {}
-    for index, (request, candidates) in enumerate(slots):
-        if not _augment(index, slots, owner, call):
-            mine = set(candidates)
-            rivals = [
-                other.label()
-                for other, theirs in slots[:index]
-                if other is not request and any(d in mine for d in theirs)
-            ]
-            rivals = list(dict.fromkeys(rivals))
-            competing = ", ".join(rivals) if rivals else "earlier requests"
-            first = request.alts[0]
-            raise Unallocatable(
-                f"{request.label()}: needs {_plural(first.count or len(candidates), 'device')} of DeviceClass "
-                f"{first.class_name}; {len(candidates)} free match, but {competing} allocated together with it "
-                "need some of the same devices and there are not enough for all" + _notes_suffix(call.view.notes)
-            )
+    for index, (_, count) in enumerate(groups):
+        for _ in range(count):
+            if not _augment(index, groups, owner, set(), set(), call):
+                return index
+    return None
 
 
-def _augment(start: int, slots: list[tuple[_Request, list[Device]]], owner: dict[Device, int], call: _Call) -> bool:
-    # Iterative depth-first search for an augmenting path (no recursion limit to worry about).
-    visited: set[Device] = set()
-    stack: list[list[int]] = [[start, 0]]  # [slot index, next candidate position]
-    path: list[Device] = []  # device taken at each stack level
-    while stack:
-        frame = stack[-1]
-        candidates = slots[frame[0]][1]
-        descended = False
-        while frame[1] < len(candidates):
-            device = candidates[frame[1]]
-            frame[1] += 1
-            call.tick()
-            if device in visited:
-                continue
-            visited.add(device)
-            path.append(device)
-            holder = owner.get(device)
-            if holder is None:
-                for (slot_index, _), taken in zip(stack, path, strict=True):
-                    owner[taken] = slot_index
-                return True
-            stack.append([holder, 0])
-            descended = True
-            break
-        if not descended:
-            stack.pop()
-            if path:
-                path.pop()
+def _augment(
+    group: int,
+    groups: list[tuple[list[Device], int]],
+    owner: dict[Device, int],
+    seen_devices: set[Device],
+    seen_groups: set[int],
+    call: _Call,
+) -> bool:
+    """One more device for ``group``: a free candidate, or one whose holder can move to another."""
+    seen_groups.add(group)
+    candidates = groups[group][0]
+    for device in candidates:  # a free device first: the cheap, common case
+        call.tick()
+        if device not in owner:
+            owner[device] = group
+            return True
+    for device in candidates:
+        call.tick()
+        if device in seen_devices:
+            continue
+        seen_devices.add(device)
+        holder = owner[device]
+        if (
+            holder != group
+            and holder not in seen_groups
+            and _augment(holder, groups, owner, seen_devices, seen_groups, call)
+        ):
+            owner[device] = group
+            return True
     return False
 
 
@@ -1160,7 +1213,12 @@ def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]]) -> dict:
     chosen: dict[_Alt, None] = {}
     for alt, device in picks:
         chosen[alt] = None
-        result = {"request": alt.name, "driver": device.id.driver, "pool": device.id.pool, "device": device.id.device}
+        result = {
+            "request": alt.name,
+            "driver": device.id.driver,
+            "pool": device.id.pool,
+            "device": device.id.device,
+        }
         if alt.admin:
             result["adminAccess"] = True
         if alt.tolerations:
@@ -1199,7 +1257,8 @@ def _check_admin_access(claim: _Claim, namespaces: Mapping[str, dict] | None) ->
     labels = (namespace.get("metadata") or {}).get("labels") or {}
     if labels.get(ADMIN_ACCESS_LABEL) != "true":
         raise Unallocatable(
-            f"{admin[0].label()}: adminAccess is only allowed in namespaces labelled {ADMIN_ACCESS_LABEL}=true, "
+            f"{admin[0].label()}: adminAccess is only allowed in namespaces labelled "
+            f"{ADMIN_ACCESS_LABEL}=true, "
             f"and namespace {claim.namespace or '<none>'} is not"
         )
 
@@ -1239,7 +1298,9 @@ def allocate(
         try:
             usable = allocation_usable_on(claim.existing, node)
         except NodeSelectorError as err:
-            raise Unallocatable(f"claim {claim.ref}: its allocation has an invalid nodeSelector: {err}") from None
+            raise Unallocatable(
+                f"claim {claim.ref}: its allocation has an invalid nodeSelector: {err}"
+            ) from None
         if not usable:
             raise Unallocatable(
                 f"claim {claim.ref}: is already allocated to devices that node {node_name} cannot use "
@@ -1320,3 +1381,34 @@ def candidate_devices(claims: list[dict], nodes: list[dict], inventory: DraInven
         for alt in alts:
             seen.update(dict.fromkeys(_matching(alt, view, name, inventory).devices))
     return list(seen)
+
+
+def device_scores(
+    pm, pod: dict, claims: list[dict], nodes: list[dict], inventory: DraInventory, snapshot
+) -> dict | None:
+    """Call the ``kai_rank_devices`` hook once for a pod; the scores to pass to :func:`allocate`.
+
+    Returns None, without listing any device, when no plugin implements the hook. ``pm`` is the
+    :class:`kai_core.plugins.KaiPluginManager`; ``nodes`` are Node objects. A plugin that fails, or
+    answers with something other than a mapping of numbers, makes this raise :class:`Unallocatable`
+    naming the plugin, so the pod gets a reason instead of silently different choices.
+    """
+    if not claims or not pm.hook.kai_rank_devices.get_hookimpls():
+        return None
+    from kai_core.plugins import PluginError
+
+    devices = candidate_devices(claims, nodes, inventory)
+    answer = pm.call_first("kai_rank_devices", pod=pod, claims=claims, devices=devices, snapshot=snapshot)
+    if answer is None:
+        return None
+    plugin, scores = answer
+    if isinstance(scores, PluginError):
+        raise Unallocatable(str(scores))
+    if not isinstance(scores, Mapping) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()
+    ):
+        raise Unallocatable(
+            f"plugin {plugin!r} answered kai_rank_devices with {type(scores).__name__}, not a mapping of "
+            "device ids to numbers"
+        )
+    return dict(scores)

@@ -76,7 +76,9 @@ def _join(a: _Value, b: _Value) -> _Value:
 _SCALAR = _Value(1)
 # A string attribute, or (alpha) a list attribute of such strings.
 _ATTRIBUTE = _Value(
-    _MAX_STRING_ATTRIBUTE * _MAX_LIST_ATTRIBUTE, _MAX_STRING_ATTRIBUTE, _MAX_LIST_ATTRIBUTE,
+    _MAX_STRING_ATTRIBUTE * _MAX_LIST_ATTRIBUTE,
+    _MAX_STRING_ATTRIBUTE,
+    _MAX_LIST_ATTRIBUTE,
     _text(_MAX_STRING_ATTRIBUTE),
 )
 _DOMAIN_MAP = _Value(_MAX_ENTRIES * (_ATTRIBUTE.size + _DOMAIN_NAME), 1, _MAX_ENTRIES, _ATTRIBUTE)
@@ -298,7 +300,9 @@ class _Estimator:
         growth = max(0, first_step.size - init.size)
         final = _join(init, first_step)
         final = _Value(
-            init.size + runs * growth, final.text, init.count + runs * max(0, first_step.count - init.count),
+            init.size + runs * growth,
+            final.text,
+            init.count + runs * max(0, first_step.count - init.count),
             final.element,
         )
         self.scopes[-1][accu_var] = final

@@ -263,7 +263,9 @@ class DraInventory:
                     self._device_count += len(info.devices)
                     pool.counter_devices.extend(d for d in info.devices if d.consumes)
                     for reason, count in info.skipped.items():
-                        self.problems.append(f"ResourceSlice {info.name}: {count} device(s) skipped: {reason}")
+                        self.problems.append(
+                            f"ResourceSlice {info.name}: {count} device(s) skipped: {reason}"
+                        )
                 if info.counter_sets:
                     continue  # counter sets belong to the pool, whatever node they name
                 if info.node_name is not None:
@@ -331,14 +333,18 @@ class DraInventory:
         elif isinstance(selector, dict):
             problem = _selector_problem(selector)
             if problem is not None:
-                info.problem = f"ResourceSlice {name} has an invalid spec.nodeSelector ({problem}); its devices are skipped"
+                info.problem = (
+                    f"ResourceSlice {name} has an invalid spec.nodeSelector ({problem}); "
+                    "its devices are skipped"
+                )
                 return info
             info.node_selector = selector
         elif spec.get("perDeviceNodeSelection") is True:
             info.per_device = True
         else:
             info.problem = (
-                f"ResourceSlice {name} sets none of nodeName, nodeSelector, allNodes and perDeviceNodeSelection; "
+                f"ResourceSlice {name} sets none of nodeName, nodeSelector, allNodes and "
+                "perDeviceNodeSelection; "
                 "its devices are skipped"
             )
             return info
@@ -367,7 +373,9 @@ class DraInventory:
             try:
                 values = {str(c): _counter_value(v) for c, v in counters.items()}
             except ValueError as err:
-                info.problem = f"ResourceSlice {info.name}: counter set {set_name}: {err}; the slice is ignored"
+                info.problem = (
+                    f"ResourceSlice {info.name}: counter set {set_name}: {err}; the slice is ignored"
+                )
                 return False
             info.counter_sets.append((set_name, values))
         return True
@@ -403,7 +411,9 @@ class DraInventory:
             info.skipped[f"attributes, capacity or counters could not be read ({err})"] += 1
             return
         taints = tuple(
-            t for t in device.get("taints") or [] if isinstance(t, dict) and t.get("effect") in BLOCKING_TAINT_EFFECTS
+            t
+            for t in device.get("taints") or []
+            if isinstance(t, dict) and t.get("effect") in BLOCKING_TAINT_EFFECTS
         )
         info.devices.append(
             Device(
@@ -432,32 +442,10 @@ class DraInventory:
                 f"generation {pool.generation} are published), so its devices are not used until the driver "
                 "has published all of them"
             )
-        seen: set[str] = set()
-        for info in pool.slices:
-            for name in info.device_names:
-                if name in seen:
-                    return f"pool {label} is invalid (device name {name} appears more than once), so its devices are not used"
-                seen.add(name)
-            for set_name, counters in info.counter_sets:
-                if set_name in pool.counter_sets:
-                    return f"pool {label} is invalid (counter set {set_name} is defined twice), so its devices are not used"
-                pool.counter_sets[set_name] = counters
-        for info in pool.slices:
-            for device in info.devices:
-                for set_name, counters in device.consumes:
-                    defined = pool.counter_sets.get(set_name)
-                    if defined is None:
-                        return (
-                            f"pool {label} is invalid (device {device.id.device} consumes counter set {set_name}, "
-                            "which the pool does not define), so its devices are not used"
-                        )
-                    for counter in counters:
-                        if counter not in defined:
-                            return (
-                                f"pool {label} is invalid (device {device.id.device} consumes counter {counter} "
-                                f"of counter set {set_name}, which does not define it), so its devices are not used"
-                            )
-        return None
+        problem = _pool_definition_problem(pool)
+        if problem is None:
+            return None
+        return f"pool {label} is invalid ({problem}), so its devices are not used"
 
     # -- per node -----------------------------------------------------------------------------
 
@@ -491,6 +479,36 @@ class DraInventory:
         devices.extend(d for d in per_device if self.pools[(d.id.driver, d.id.pool)].problem is None)
         devices.sort(key=_device_order)
         return NodeView(devices, notes, unusable)
+
+
+def _pool_definition_problem(pool: Pool) -> str | None:
+    """What makes a complete pool unusable (and records its counter sets on the way), or None."""
+    seen: set[str] = set()
+    for info in pool.slices:
+        for name in info.device_names:
+            if name in seen:
+                return f"device name {name} appears more than once"
+            seen.add(name)
+        for set_name, counters in info.counter_sets:
+            if set_name in pool.counter_sets:
+                return f"counter set {set_name} is defined twice"
+            pool.counter_sets[set_name] = counters
+    for info in pool.slices:
+        for device in info.devices:
+            for set_name, counters in device.consumes:
+                defined = pool.counter_sets.get(set_name)
+                if defined is None:
+                    return (
+                        f"device {device.id.device} consumes counter set {set_name}, "
+                        "which the pool does not define"
+                    )
+                for counter in counters:
+                    if counter not in defined:
+                        return (
+                            f"device {device.id.device} consumes counter {counter} "
+                            f"of counter set {set_name}, which does not define it"
+                        )
+    return None
 
 
 def _device_order(device: Device) -> tuple:

@@ -91,7 +91,12 @@ def resource_slice(
     if all_nodes:
         spec["allNodes"] = True
     spec.update(extra_spec)
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def gpu_slice(node_name: str = "n1", count: int = 8, **kwargs: object) -> dict:
@@ -102,10 +107,17 @@ def gpu_slice(node_name: str = "n1", count: int = 8, **kwargs: object) -> dict:
 
 
 # MIG profiles of an A100 80GB: (profile, compute slices, memory slices, memory).
-_MIG_PROFILES = {"1g.10gb": (1, 1, "10Gi"), "2g.20gb": (2, 2, "20Gi"), "3g.40gb": (3, 4, "40Gi"), "7g.80gb": (7, 8, "80Gi")}
+_MIG_PROFILES = {
+    "1g.10gb": (1, 1, "10Gi"),
+    "2g.20gb": (2, 2, "20Gi"),
+    "3g.40gb": (3, 4, "40Gi"),
+    "7g.80gb": (7, 8, "80Gi"),
+}
 
 
-def mig_counter_slice(node_name: str = "n1", gpus: int = 2, *, slice_count: int = 2, **kwargs: object) -> dict:
+def mig_counter_slice(
+    node_name: str = "n1", gpus: int = 2, *, slice_count: int = 2, **kwargs: object
+) -> dict:
     """The counter-set slice of DynamicMIG: one set ``gpu-<i>-counter-set`` per GPU, with 7 compute
     slices, 8 memory slices and the GPU's memory."""
     sets = [
@@ -120,8 +132,14 @@ def mig_counter_slice(node_name: str = "n1", gpus: int = 2, *, slice_count: int 
         for i in range(gpus)
     ]
     return resource_slice(
-        f"{node_name}-{GPU}-counters", GPU, node_name, None, node_name=node_name,
-        slice_count=slice_count, sharedCounters=sets, **kwargs,  # type: ignore[arg-type]
+        f"{node_name}-{GPU}-counters",
+        GPU,
+        node_name,
+        None,
+        node_name=node_name,
+        slice_count=slice_count,
+        sharedCounters=sets,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -169,7 +187,9 @@ def mig_devices(gpu: int, profiles: list[tuple[str, int]], *, full_gpu: bool = T
                         "counters": {
                             "multiprocessors": {"value": str(14 * compute)},
                             "memory": {"value": memory},
-                            **{f"memorySlice{s}": {"value": "1"} for s in range(start, start + memory_slices)},
+                            **{
+                                f"memorySlice{s}": {"value": "1"} for s in range(start, start + memory_slices)
+                            },
                         },
                     }
                 ],
@@ -192,7 +212,12 @@ def device_class(name: str, *expressions: str, config: list[dict] | None = None)
     spec: dict = {"selectors": [{"cel": {"expression": e}} for e in expressions]}
     if config is not None:
         spec["config"] = config
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def request(name: str, class_name: str, count: int | None = None, *selectors: str, **exactly: object) -> dict:
@@ -206,7 +231,9 @@ def request(name: str, class_name: str, count: int | None = None, *selectors: st
     return {"name": name, "exactly": body}
 
 
-def sub_request(name: str, class_name: str, count: int | None = None, *selectors: str, **fields: object) -> dict:
+def sub_request(
+    name: str, class_name: str, count: int | None = None, *selectors: str, **fields: object
+) -> dict:
     """A ``firstAvailable`` entry (same fields as ``exactly`` minus adminAccess, plus a name)."""
     body = request(name, class_name, count, *selectors, **fields)["exactly"]
     return {"name": name, **body}

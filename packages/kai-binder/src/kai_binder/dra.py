@@ -1,0 +1,90 @@
+"""The binder's built-in DRA step, a binder plugin like any other (registered, never an entry point).
+
+Pre-bind: for each ``spec.resourceClaimAllocations`` entry of the BindRequest, in order, resolve
+the pod's claim (``resourceClaimName``, or ``status.resourceClaimStatuses`` for a template) and
+reserve it with :func:`kai_binder.claims.reserve_claim`. Rollback: release every such claim for the
+pod with :func:`kai_binder.claims.release_claim`, in reverse order; when the pod is gone (a stub
+with no spec) the claims are found by the pod's uid instead.
+"""
+
+from __future__ import annotations
+
+from kai_binder.claims import ClaimBindError, check_allocation, claims_left_by, release_claim, reserve_claim
+from kai_core.errors import ApiError
+from kai_core.features import FeatureGates, dra_disabled_message
+from kai_core.hookspecs import hookimpl
+from kai_core.objects import ref
+from kai_core.snapshot import claim_name_for
+
+PLUGIN_NAME = "kai-binder.dra-claims"
+
+
+def _br_ref(br: dict) -> str:
+    md = br.get("metadata") or {}
+    return f'BindRequest "{md.get("namespace", "default")}/{md.get("name", "?")}"'
+
+
+def claim_entries(br: dict) -> list[tuple[str, dict]]:
+    """``(pod claim name, allocation)`` of each ``spec.resourceClaimAllocations`` entry; raises
+    ClaimBindError naming the BindRequest and the entry when one is malformed."""
+    entries = (br.get("spec") or {}).get("resourceClaimAllocations") or []
+    if not isinstance(entries, list):
+        raise ClaimBindError(f"{_br_ref(br)}: spec.resourceClaimAllocations must be a list")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"{_br_ref(br)}: spec.resourceClaimAllocations[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ClaimBindError(f"{where}: needs the pod's claim name in 'name'")
+        out.append((entry["name"], check_allocation(entry.get("allocation"), where)))
+    return out
+
+
+class DraClaimsPlugin:
+    """Reserves the pod's claims before the bind, releases them when the attempt fails."""
+
+    @hookimpl(tryfirst=True)
+    def kai_binder_pre_bind(self, bind_request, pod, store, features: FeatureGates):
+        entries = claim_entries(bind_request)
+        if not entries:
+            return None
+        if not features.dra:
+            raise ClaimBindError(f"{_br_ref(bind_request)} has resource claim allocations but "
+                                 f"{dra_disabled_message()}")
+        ns = pod["metadata"]["namespace"]
+        for pod_claim, allocation in entries:
+            name = claim_name_for(pod, pod_claim)
+            if name is None:
+                raise ClaimBindError(f'pod {ref(pod)} has no ResourceClaim for its claim "{pod_claim}" '
+                                     "(not in spec.resourceClaims, or not created from its template yet)")
+            reserve_claim(store, ns, name, allocation, pod)
+        return None
+
+    @hookimpl(tryfirst=True)
+    def kai_binder_rollback(self, bind_request, pod, store, features: FeatureGates):
+        if not features.dra:
+            return None  # with the gate off the binder never wrote a claim
+        try:
+            entries = claim_entries(bind_request)
+        except ClaimBindError:
+            return None  # a malformed request never got as far as writing claims
+        if not entries:
+            return None
+        md = pod["metadata"]
+        ns = md.get("namespace") or "default"
+        if "spec" in pod:
+            names = [n for n in (claim_name_for(pod, pc) for pc, _ in entries) if n]
+        else:
+            try:
+                names = claims_left_by(store, ns, md["uid"])
+            except (ApiError, OSError) as exc:
+                raise ClaimBindError(f"cannot list the ResourceClaims of namespace {ns}: {exc}",
+                                     transient=True) from None
+        errors = []
+        for name in reversed(names):
+            try:
+                release_claim(store, ns, name, md["uid"])
+            except ClaimBindError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return None
