@@ -154,7 +154,7 @@ class Scheduler:
         self.cache.sync()
         if self._clean_bind_requests():
             self.cache.sync()
-        snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features)
+        snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features, self.pm)
         self.last_snapshot = snap
         pending = snap.pending_pods()
         self._forget_backoffs(snap)

@@ -110,9 +110,11 @@ class Snapshot:
     :meth:`assume`.
     """
 
-    def __init__(self, cache, scheduler_name: str, features: FeatureGates) -> None:
+    def __init__(self, cache, scheduler_name: str, features: FeatureGates, pm=None) -> None:
         self.scheduler_name = scheduler_name
         self.features = features
+        #: the plugin manager, for built-in plugins that call further hooks (device ranking)
+        self.pm = pm
         self._cache = cache
         self.pods: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_PODS, {}))
         self.namespaces: dict[str, dict] = {k[1]: v for k, v in cache.objects.get(RES_NAMESPACES, {}).items()}

@@ -76,11 +76,17 @@ def node_independent(reason: str, node_name: str) -> str:
 
 @hookimpl(trylast=True)
 def kai_allocate_claims(pod, claims, nodes, snapshot):
-    from kai_core.dra.allocator import Unallocatable, allocate, allocation_usable_on
+    from kai_core.dra.allocator import Unallocatable, allocate, allocation_usable_on, device_scores
     from kai_core.nodeaffinity import NodeSelectorError
 
     to_allocate = [pc.claim for pc in claims if pc.allocation is None]
     out: dict[str, ClaimAllocation | str] = {}
+    scores = None
+    if to_allocate and snapshot.pm is not None:
+        try:  # one kai_rank_devices call per pod, over every candidate device
+            scores = device_scores(snapshot.pm, pod, to_allocate, [n.obj for n in nodes], snapshot.dra, snapshot)
+        except Unallocatable as exc:
+            return dict.fromkeys((n.name for n in nodes), exc.reason)
     for node in nodes:
         reason = None
         for pc in claims:
@@ -100,7 +106,7 @@ def kai_allocate_claims(pod, claims, nodes, snapshot):
             continue
         try:
             new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use,
-                           namespaces=snapshot.namespaces) if to_allocate else []
+                           namespaces=snapshot.namespaces, device_scores=scores) if to_allocate else []
         except Unallocatable as exc:
             out[node.name] = node_independent(exc.reason, node.name)
             continue
