@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kai_binder.binder import Binder, add_binder_hookspecs
+from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
+from kai_binder.clock import ManualClock
 from kai_cli.runner import run_embedded
 from kai_core.cluster import EmbeddedCluster
 from kai_core.cycle import Scheduler, SchedulerConfig
@@ -15,20 +16,36 @@ from kai_core.plugins import build_plugin_manager
 
 
 class Scenario:
+    """What ``kai-cli run scheduler --cluster ... --until-idle`` builds: the binder with its
+    recommended options and no rate limit, scheduler and binder on one simulated clock.
+    ``backoff_limit`` is None (the seed's BindRequest) unless given; ``plugins`` (name -> object)
+    are registered in-process next to the installed ones."""
+
     def __init__(self, *paths: str | Path, gates: str = "DynamicResourceAllocation=true",
-                 scheduler_name: str = "kai-scheduler", binder: bool = True) -> None:
+                 scheduler_name: str = "kai-scheduler", binder: bool = True, backoff_limit: int | None = None,
+                 plugins: dict | None = None) -> None:
         self.pm = build_plugin_manager()
         add_binder_hookspecs(self.pm)
+        for name, plugin in (plugins or {}).items():
+            self.pm.register(plugin, name=name)
         self.gates = FeatureGates.parse(gates)
         self.cluster = EmbeddedCluster(self.pm)
         for p in paths:
             self.cluster.load(p)
         self.store = self.cluster.store
-        self.scheduler = Scheduler(self.store, self.pm, SchedulerConfig(scheduler_name, self.gates))
-        self.binder = Binder(self.store, self.pm, self.gates) if binder else None
+        self.clock = ManualClock()
+        config = SchedulerConfig(scheduler_name, self.gates, backoff_limit=backoff_limit)
+        self.scheduler = Scheduler(self.store, self.pm, config, clock=self.clock.now)
+        self.binder = Binder(self.store, self.pm, self.gates, **{**RECOMMENDED_OPTIONS, "qps": 0},
+                             clock=self.clock.now, sleep=self.clock.sleep) if binder else None
 
-    def run(self, max_rounds: int = 50):
-        return run_embedded(self.cluster, self.scheduler, self.binder, until_idle=True, max_rounds=max_rounds)
+    def run(self, max_rounds: int = 50, **kw):
+        try:
+            return run_embedded(self.cluster, self.scheduler, self.binder, until_idle=True,
+                                max_rounds=max_rounds, clock=self.clock, **kw)
+        finally:
+            if self.binder is not None:
+                self.binder.close()
 
     def get(self, resource: str, name: str, namespace: str | None = "default") -> dict:
         return self.store.get(resource, name, namespace)

@@ -35,8 +35,10 @@ def _only(items):
     return items[0]
 
 
-def assert_seed_result(store, shared_dir, upstream_dir) -> None:
-    """test_seed_scenario.py's assertions, on the store behind the fake API server."""
+def assert_seed_result(store, shared_dir, upstream_dir, backoff_limit: int | None = None) -> None:
+    """test_seed_scenario.py's assertions, on the store behind the fake API server. ``backoff_limit``:
+    what the scheduler was run with; ``kai-cli run scheduler`` against a cluster writes
+    DEFAULT_BACKOFF_LIMIT by default, the only field the seed's BindRequest (KAI's, unset) lacks."""
     pod = store.get(RES_PODS, "gpu-imex-pod", "default")
     br = _only(store.list(RES_BIND_REQUESTS)[0])
     cd = _only(store.list(CD_RESOURCE)[0])
@@ -47,6 +49,9 @@ def assert_seed_result(store, shared_dir, upstream_dir) -> None:
     text = yaml.safe_dump(want).replace("NODE_NAME", node)
     text = text.replace("83479f70-e292-43d6-aa67-dd4ba8adab8f", cd["metadata"]["uid"])
     want = yaml.safe_load(text)
+    if backoff_limit is not None:
+        assert "backoffLimit" not in want["spec"]
+        want["spec"]["backoffLimit"] = backoff_limit
 
     assert br["apiVersion"] == want["apiVersion"] and br["kind"] == want["kind"]
     assert br["spec"] == want["spec"]
@@ -172,7 +177,9 @@ def test_seed_scenario_with_scheduler_and_binder_as_separate_processes(live_clus
     logs = [json.loads(ln) for ln in binder.err if ln.startswith("{")]
     assert logs and all({"ts", "level", "logger", "msg"} <= set(doc) for doc in logs)
     assert not [ln for ln in binder.err if not ln.startswith("{") and not ln.startswith("kai-cli: note")]
-    assert_seed_result(lc.store, shared_dir, upstream_dir)
+    from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
+
+    assert_seed_result(lc.store, shared_dir, upstream_dir, backoff_limit=DEFAULT_BACKOFF_LIMIT)
     # nothing of the embedded cluster ran in the components: no request created a claim or a template
     assert not [c for c in lc.server.calls() if c.startswith("create resourceclaim")]
 

@@ -4,11 +4,11 @@ embeds Helm 4's Go library: no helm binary, no network).
 What a user installing it relies on: the seed's ``--set scheduler.additionalArgs[0]=...`` flags reach
 both Deployments (and DRA stays off without them), every rendered object is valid Kubernetes 1.34
 (kubernetes-validate, strict), bad values are refused by values.schema.json with the key named,
-the BindRequest CRD ships in ``crds/`` (byte-identical to ``deploy/crds``, also once packaged), and
-the RBAC is least privilege yet enough: the seed scenario is run through fake API servers (one per
-component, so each request log is one component's), in-process and as the very ``kai-cli`` command
-lines the Deployments render, and every request each component made (Lease and discovery included)
-must be allowed by the rules the chart gives its ServiceAccount. The chart's flags must also parse
+the BindRequest and PodGroup CRDs ship in ``crds/`` (byte-identical to ``deploy/crds``, also once
+packaged), and the RBAC is least privilege yet enough: the seed scenario is run through fake API
+servers (one per component, so each request log is one component's), in-process and as the very
+``kai-cli`` command lines the Deployments render, and every request each component made (Lease and
+discovery included) must be allowed by the rules the chart gives its ServiceAccount. The chart's flags must also parse
 with the installed ``kai-cli``.
 """
 
@@ -274,11 +274,13 @@ def test_every_rendered_object_is_valid_kubernetes(chart, flags, values):
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {exc}")
 
 
-def test_the_crd_is_valid_kubernetes(chart):
-    [crd] = chart.crds
-    obj = yaml.safe_load(crd["data"])
-    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-    assert obj["metadata"]["name"] == "bindrequests.scheduling.run.ai"
+def test_the_crds_are_valid_kubernetes(chart):
+    names = []
+    for crd in chart.crds:
+        obj = yaml.safe_load(crd["data"])
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        names.append(obj["metadata"]["name"])
+    assert names == ["bindrequests.scheduling.run.ai", "podgroups.scheduling.run.ai"]
 
 
 def test_lint_is_clean():
@@ -343,7 +345,8 @@ def test_helm_package_ships_the_crd(tmp_path):
             assert member is not None and member.read() == crd.read_bytes()
     assert "kai-scheduler/values.schema.json" in names
     with helm.Chart.load(archive) as packaged:
-        assert [c["name"] for c in packaged.crds] == ["crds/scheduling.run.ai_bindrequests.yaml"]
+        assert [c["name"] for c in packaged.crds] == ["crds/scheduling.run.ai_bindrequests.yaml",
+                                                      "crds/scheduling.run.ai_podgroups.yaml"]
         assert render(packaged, SEED_FLAGS) == render_dir(SEED_FLAGS)
 
 
@@ -436,6 +439,7 @@ EXPECTED_SCHEDULER = {
     ("", "pods/status"): {"update", "patch"},
     ("", "events"): {"create"},
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
+    ("scheduling.run.ai", "podgroups"): READ,
     ("resource.k8s.io", "resourceclaims"): READ,
     ("resource.k8s.io", "resourceclaimtemplates"): READ,
     ("resource.k8s.io", "resourceslices"): READ,
@@ -446,6 +450,8 @@ EXPECTED_SCHEDULER = {
 EXPECTED_BINDER = {
     ("", "pods"): READ,
     ("", "pods/binding"): {"create"},
+    ("", "pods/status"): {"update", "patch"},  # the PodBound condition
+    ("", "nodes"): {"get"},  # the selected node is checked before any write
     ("resource.k8s.io", "resourceclaims"): READ | {"update"},
     ("resource.k8s.io", "resourceclaims/status"): {"update"},
     ("resource.k8s.io", "resourceclaims/binding"): {"update"},
@@ -553,7 +559,7 @@ def run_seed_over_http(gates: str) -> ScenarioCalls:
     embedded cluster served by two fake API servers, one for the scheduler's client and one for
     the binder's, so each server's request log is one component's."""
     pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
-    from kai_binder.binder import Binder, add_binder_hookspecs
+    from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
     from kai_core.cluster import EmbeddedCluster, plugin_crds
     from kai_core.cycle import Scheduler, SchedulerConfig
     from kai_core.features import FeatureGates
@@ -578,7 +584,7 @@ def run_seed_over_http(gates: str) -> ScenarioCalls:
                 st.add_crd(crd)
             stores.append(st)
         scheduler = Scheduler(stores[0], pm, SchedulerConfig(features=features))
-        binder = Binder(stores[1], pm, features)
+        binder = Binder(stores[1], pm, features, **{**RECOMMENDED_OPTIONS, "qps": 0})  # as kai-cli builds it
         node = ""
         for _ in range(10):
             cluster.reconcile_controllers()  # the cluster's own controllers: not through either server
@@ -608,6 +614,8 @@ def test_rbac_allows_every_request_of_the_seed_scenario(chart, flags):
         assert "list resourceslices.resource.k8s.io" in sched
         assert {"create pods/binding in default", "update resourceclaims/status.resource.k8s.io in default",
                 "update bindrequests/status.scheduling.run.ai in default"} <= bound
+        # what the binder reports (PodBound condition, an Event) and checks (the node) is covered too
+        assert {"update pods/status in default", "create events in default", "get nodes"} <= bound
     else:
         assert not calls.node
         assert {"update pods/status in default", "create events in default"} <= sched
@@ -678,6 +686,12 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
             node = cluster.store.get(RES_PODS, "gpu-imex-pod", "default")["spec"].get("nodeName", "")
             time.sleep(0.05)
         assert node, "the seed's pod was not bound: " + (tmp_path / "scheduler.log").read_text()[-3000:]
+        # the chart sets no --backoff-limit: the scheduler's command line default is written
+        from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
+        from kai_core.resources import RES_BIND_REQUESTS
+
+        [br] = cluster.store.list(RES_BIND_REQUESTS)[0]
+        assert br["spec"]["backoffLimit"] == DEFAULT_BACKOFF_LIMIT
     finally:
         for p in procs.values():
             p.terminate()  # SIGTERM, as the kubelet does: each releases its Lease
@@ -692,6 +706,7 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
     calls = {c: {str(as_request(r)) for r in s.requests if r.verb} for c, s in servers.items()}
     assert f"update leases.coordination.k8s.io in {NAMESPACE}" in calls["scheduler"]
     assert "create pods/binding in default" in calls["binder"]
+    assert {"update pods/status in default", "create events in default", "get nodes"} <= calls["binder"]
     for component, server in servers.items():
         denied = check_allowed(rbac, f"{RELEASE}-{component}", server.requests)
         assert not denied, f"the chart does not allow the {component} to: {', '.join(map(str, denied))}"

@@ -525,10 +525,16 @@ def test_packaged_crds_are_found_and_load() -> None:
     assert builtin_crd_paths("json") == []  # a package without a crds folder
 
 
-def test_deploy_copy_is_identical_to_the_package_copy() -> None:
-    assert DEPLOY_CRD.read_bytes() == PACKAGE_CRD.read_bytes(), (
-        f"{DEPLOY_CRD} drifted from {PACKAGE_CRD}; copy the package file over it"
+@pytest.mark.parametrize("name", ["scheduling.run.ai_bindrequests.yaml", "scheduling.run.ai_podgroups.yaml"])
+def test_deploy_copy_is_identical_to_the_package_copy(name: str) -> None:
+    package, deploy = PACKAGE_CRD.parent / name, DEPLOY_CRD.parent / name
+    assert deploy.read_bytes() == package.read_bytes(), (
+        f"{deploy} drifted from {package}; copy the package file over it"
     )
+
+
+def test_every_packaged_crd_is_in_deploy() -> None:
+    assert sorted(p.name for p in builtin_crd_paths()) == sorted(p.name for p in DEPLOY_CRD.parent.glob("*.yaml"))
 
 
 def test_seed_bindrequest_is_accepted_by_ours_and_kais(

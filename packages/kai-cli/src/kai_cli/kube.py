@@ -414,7 +414,9 @@ class Component:
 
 
 class SchedulerComponent(Component):
-    """``kai-cli run scheduler`` against a cluster."""
+    """``kai-cli run scheduler`` against a cluster. ``backoff_limit`` is written into each
+    BindRequest (None: left unset, as KAI does; the CLI passes ``DEFAULT_BACKOFF_LIMIT`` unless told
+    otherwise). Pods backing off after failed bindings wake a pass when they are due."""
 
     name = "scheduler"
     lease_default = "kai-scheduler"
@@ -444,6 +446,9 @@ class SchedulerComponent(Component):
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit)
         self.scheduler = Scheduler(self.store, self.pm, config)
 
+    def _next_due(self) -> float | None:
+        return self.scheduler.next_due() if self.scheduler is not None else None
+
     def _pass(self) -> None:
         result = self.scheduler.run_cycle()
         self.metrics.observe_cycle(result)
@@ -457,9 +462,13 @@ class SchedulerComponent(Component):
 
 
 class BinderComponent(Component):
-    """``kai-cli run binder`` against a cluster. ``binder_kwargs`` (``workers``, ``qps``,
-    ``burst``) reach the Binder only where its constructor accepts them
-    (:func:`supported_binder_kwargs`)."""
+    """``kai-cli run binder`` against a cluster.
+
+    The Binder runs with its :data:`~kai_binder.binder.RECOMMENDED_OPTIONS` (parallel workers, the
+    pods' ``PodBound`` condition and Events, the node check) and without a rate limit of its own
+    (``qps=0``): the component's API client already limits every request to ``opts.qps`` and
+    ``opts.burst``, and two buckets in a row would halve what the flags promise. ``binder_kwargs``
+    override any of these (``workers`` from ``--workers``)."""
 
     name = "binder"
     lease_default = "kai-binder"
@@ -483,10 +492,16 @@ class BinderComponent(Component):
 
         return [RES_BIND_REQUESTS]  # a wake-up signal and readiness; the binder reads what it needs
 
+    def binder_options(self) -> dict:
+        """The keyword arguments the Binder is built with (see the class docstring)."""
+        from kai_binder.binder import RECOMMENDED_OPTIONS
+
+        return {**RECOMMENDED_OPTIONS, "qps": 0, **self.binder_kwargs}
+
     def _build(self) -> None:
         from kai_binder.binder import Binder
 
-        self.binder = Binder(self.store, self.pm, self.features, **self.binder_kwargs)
+        self.binder = Binder(self.store, self.pm, self.features, **self.binder_options())
         reconcile = self.binder.reconcile
         metrics = self.metrics
 
@@ -509,13 +524,12 @@ class BinderComponent(Component):
         self.binder.run_once()
 
     def _next_due(self) -> float | None:
-        next_due = getattr(self.binder, "next_due", None)  # delayed retries of failed attempts
-        return next_due() if next_due is not None else None
+        # delayed retries of failed attempts, on the binder's clock (time.monotonic, as the loop's)
+        return self.binder.next_due() if self.binder is not None else None
 
     def _close_work(self) -> None:
-        close = getattr(self.binder, "close", None)
-        if close is not None:
-            close()
+        if self.binder is not None:
+            self.binder.close()
 
     def summary(self) -> str:
         return (f"binder stopped: {self.passes} passes, {self.succeeded} BindRequests succeeded, "
@@ -524,7 +538,8 @@ class BinderComponent(Component):
 
 def supported_binder_kwargs(wanted: dict) -> tuple[dict, list[str]]:
     """Split ``wanted`` (None values dropped) into what ``Binder.__init__`` accepts and the names
-    it does not (the binder gains ``workers``/``qps``/``burst`` over time; older ones ignore them)."""
+    it does not. Kept for callers written when the binder did not take ``workers``/``qps``/``burst``
+    yet; kai-cli itself now passes them straight on."""
     from kai_binder.binder import Binder
 
     params = inspect.signature(Binder.__init__).parameters

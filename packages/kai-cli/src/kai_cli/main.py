@@ -11,6 +11,7 @@ Nothing heavy is imported at module level (``kubernetes``, ``prometheus_client``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -201,6 +202,36 @@ def _cluster_opts(params: dict, period: float):
     return opts
 
 
+@contextlib.contextmanager
+def _on_signals(handler, signals=(signal.SIGTERM, signal.SIGINT)):
+    """Call ``handler()`` on each of ``signals`` while the block runs (main thread only; elsewhere,
+    as in tests driving the CLI from a thread, signals cannot be caught and nothing is installed)."""
+    previous: dict = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            previous[sig] = signal.signal(sig, lambda _signum, _frame: handler())
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _binder_options(workers: int | None = None, **overrides) -> dict:
+    """What every binder kai-cli builds runs with: the binder's :data:`RECOMMENDED_OPTIONS` (10
+    workers, the PodBound condition and Events, the node check), ``workers`` when given, and no
+    rate limit of its own (``qps=0``): against a cluster the API client already limits every
+    request to --qps/--burst, and the embedded cluster has no API server to protect. ``overrides``
+    win (an embedded ``run binder --qps`` still limits)."""
+    from kai_binder.binder import RECOMMENDED_OPTIONS
+
+    options = {**RECOMMENDED_OPTIONS, "qps": 0}
+    if workers is not None:
+        options["workers"] = workers
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
 def _run_component(component, log_format: str) -> None:
     """Run a cluster component in the foreground: info-level logs in ``log_format``, SIGTERM and
     SIGINT stop it cleanly (releasing its Lease); setup problems exit 2, a lost Lease exits 1."""
@@ -209,19 +240,14 @@ def _run_component(component, log_format: str) -> None:
 
     level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
     restore_logging = configure_logging(level, log_format)
-    previous: dict = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda _signum, _frame: component.stop())
     try:
-        component.run()
+        with _on_signals(component.stop):
+            component.run()  # closes the binder's workers and releases the Lease on every way out
     except SetupError as exc:
         raise CliError(str(exc)) from None
     except RunFailure as exc:
         raise CliFailure(str(exc)) from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         restore_logging()
     click.echo(f"kai-cli: {component.summary()}")
 
@@ -238,14 +264,20 @@ def run() -> None:
 @click.option("--feature-gates", default="", help="e.g. DynamicResourceAllocation=true (off by default).")
 @click.option("--scheduler-name", default="kai-scheduler", show_default=True,
               help="Schedule the pods whose spec.schedulerName is this.")
-@click.option("--until-idle", is_flag=True, help="Exit once a full round writes nothing (embedded mode).")
+@click.option("--until-idle", is_flag=True,
+              help="Exit once a full round writes nothing and no retry is pending (embedded mode). Retry "
+                   "waits are skipped on a simulated clock, at most 10 minutes of them; then it stops "
+                   "with a warning naming the pods still not bound.")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the final state to this file.")
 @click.option("--no-binder", is_flag=True, help="Do not run the binder in this process (embedded mode).")
 @click.option("--period", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between rounds when not --until-idle; against a cluster, the longest wait "
                    "between cycles when nothing changes.")
 @click.option("--backoff-limit", default=None, type=click.IntRange(min=0),
-              help="spec.backoffLimit written into each BindRequest.")
+              help="spec.backoffLimit written into each BindRequest: the binder's attempts before the "
+                   "pod is scheduled again. Default 3 against a cluster and with --cluster; the "
+                   "built-in demo leaves it unset (one attempt, as KAI's own scheduler does), so its "
+                   "BindRequest is the one in KAI's DRA guide.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
@@ -264,6 +296,10 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     gates = FeatureGates.parse(feature_gates)
+    if backoff_limit is None and (real or cluster_path is not None):
+        from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
+
+        backoff_limit = DEFAULT_BACKOFF_LIMIT  # the demo keeps KAI's unset limit: see --help
     if real:
         from kai_cli.kube import SchedulerComponent
 
@@ -295,6 +331,7 @@ def _embedded_logging(log_format: str):
 def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
                             backoff_limit) -> None:
     from kai_binder.binder import Binder
+    from kai_cli.runner import embedded_clock, run_embedded
     from kai_core.cycle import Scheduler, SchedulerConfig
     from kai_core.manifests import dump_objects, save_state
 
@@ -310,16 +347,26 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     if not gates.dra:
         click.echo("kai-cli: DynamicResourceAllocation is off: pods with resource claims stay pending "
                    "(--feature-gates=DynamicResourceAllocation=true turns it on)")
-    scheduler = Scheduler(cluster.store, pm, SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit))
-    binder = None if no_binder else Binder(cluster.store, pm, gates)
-    from kai_cli.runner import run_embedded
-
+    # --until-idle: scheduler and binder share a simulated clock, so retry waits cost nothing;
+    # the periodic loop keeps real time
+    clock = embedded_clock() if until_idle else None
+    config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit)
+    scheduler = Scheduler(cluster.store, pm, config, **({"clock": clock.now} if clock else {}))
+    binder = None
+    stop = threading.Event()
     try:
-        summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period)
+        if not no_binder:
+            timing = {"clock": clock.now, "sleep": clock.sleep} if clock else {}
+            binder = Binder(cluster.store, pm, gates, **_binder_options(), **timing)
+        with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
+            summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period,
+                                   clock=clock, stop=stop)
     finally:
         _close(binder)
     _print_result(cluster.store, scheduler_name, show_bind_requests=demo, dump=dump_objects)
     click.echo(summary.line())
+    if summary.gave_up:
+        click.echo(f"kai-cli: warning: {summary.warning()}", err=True)
     if save_path:
         save_state(cluster.store, save_path)
         click.echo(f"state saved to {save_path}")
@@ -334,8 +381,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
 @click.option("--feature-gates", default="", help="e.g. DynamicResourceAllocation=true (off by default).")
 @click.option("--period", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Against a cluster, the longest wait between two passes over BindRequests.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="BindRequests carried out in parallel (when this binder supports it).")
+@click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True,
+              help="BindRequests carried out in parallel.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
@@ -346,23 +393,17 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
     separately running scheduler. With --cluster PATH it carries out the pending BindRequests of a
     saved state once; the built-in demo runs its binder inside kai-cli run scheduler.
     """
-    from kai_cli.kube import supported_binder_kwargs
     from kai_core.features import FeatureGates
 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     gates = FeatureGates.parse(feature_gates)
-    binder_kwargs, ignored = supported_binder_kwargs(
-        {"workers": workers, "qps": cluster["qps"], "burst": cluster["burst"]})
-    for name in ignored:
-        if name == "workers":
-            click.echo("kai-cli: note: this binder carries out BindRequests one at a time; --workers is "
-                       "ignored", err=True)
     if real:
         from kai_cli.kube import BinderComponent
 
+        # --qps/--burst limit the component's API client; the Binder itself adds no second limit
         component = BinderComponent(_cluster_opts(cluster, period), gates, _plugin_manager(),
-                                    binder_kwargs=binder_kwargs,
+                                    binder_kwargs=_binder_options(workers),
                                     announce=lambda line: click.echo(f"kai-cli: {line}"))
         _run_component(component, cluster["log_format"])
         return
@@ -372,25 +413,36 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
                        "runs its binder inside `kai-cli run scheduler`)")
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
-        _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs)
+        _run_embedded_binder(gates, cluster_path, save_path,
+                             _binder_options(workers, qps=cluster["qps"], burst=cluster["burst"]))
     finally:
         restore_logging()
 
 
 def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:
     from kai_binder.binder import Binder
+    from kai_cli.runner import MAX_SKIPPED_SECONDS, embedded_clock
     from kai_core.manifests import save_state
     from kai_core.resources import RES_BIND_REQUESTS
 
     pm = _plugin_manager()
     cluster = _embedded_cluster(pm, cluster_path)
-    binder = Binder(cluster.store, pm, gates, **binder_kwargs)
+    clock = embedded_clock()  # retries of failed attempts are waited for on a simulated clock
+    binder = None
     try:
-        for _ in range(50):  # each pass carries out every pending request; later ones retry conflicts
+        binder = Binder(cluster.store, pm, gates, **binder_kwargs, clock=clock.now, sleep=clock.sleep)
+        skipped = 0.0
+        for _ in range(50):  # each pass carries out every request that is due
             before = cluster.store.resource_version
             binder.run_once()
-            if cluster.store.resource_version == before:
+            if cluster.store.resource_version != before:
+                continue
+            due = binder.next_due()
+            wait = None if due is None else max(0.0, due - clock.now())
+            if wait is None or skipped + wait > MAX_SKIPPED_SECONDS:
                 break
+            skipped += wait
+            clock.advance(wait)
     finally:
         _close(binder)
     brs, _ = cluster.store.list(RES_BIND_REQUESTS)
@@ -533,9 +585,16 @@ def validate(path) -> None:
     click.echo(f"{path}: {len(manifests)} object(s) valid")
 
 
+# The bench command lives in its own module; bench imports nothing from here.
+from kai_cli.bench import bench  # noqa: E402
+
+cli.add_command(bench)
+
+
 def main() -> None:  # pragma: no cover - console entry
     cli()
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+

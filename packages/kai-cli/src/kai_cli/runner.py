@@ -1,20 +1,46 @@
-"""Running the embedded cluster: controllers, scheduler and binder in rounds, in one process."""
+"""Running the embedded cluster: controllers, scheduler and binder in rounds, in one process.
+
+**Until idle.** A round that writes nothing does not end the run while a retry is pending: the
+binder may owe a delayed attempt at a failed BindRequest (``Binder.next_due``) and the scheduler a
+pod backing off after failed bindings (``Scheduler.next_due``). When both share a
+:class:`~kai_binder.clock.ManualClock` (what ``kai-cli run scheduler --until-idle`` builds, see
+:func:`embedded_clock`), the runner moves that clock to the earlier due time instead of waiting,
+so a run with failed bindings still ends in moments. The simulated time skipped is capped
+(:data:`MAX_SKIPPED_SECONDS`): a binding that can never succeed ends the run with
+:attr:`RunSummary.gave_up` set and the pods still not bound named, instead of retrying forever.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from kai_core.resources import RES_PODS
+
+#: the most simulated time an ``until_idle`` run skips over retry waits before it gives up
+MAX_SKIPPED_SECONDS = 600.0
+#: pods named in :meth:`RunSummary.warning` (the rest are counted)
+MAX_NAMED_PODS = 10
+#: rounds in a row that write nothing although something is due now; then the run stops
+_MAX_STUCK_ROUNDS = 3
 
 
 @dataclass
 class RunSummary:
+    """What a run did: pods bound, pending and unschedulable (pods of the scheduler), wall time,
+    rounds; and for ``until_idle`` runs the simulated seconds skipped over retry waits, whether it
+    gave up waiting (``gave_up``) and the pods then still not bound (``waiting``, ``ns/name``)."""
+
     bound: int
     pending: int
     unschedulable: int
     seconds: float
     rounds: int
+    skipped: float = 0.0
+    gave_up: bool = False
+    waiting: list[str] = field(default_factory=list)
 
     @property
     def pods_per_second(self) -> float:
@@ -26,10 +52,30 @@ class RunSummary:
             f"{self.seconds:.3f}s, {self.pods_per_second:.1f} pods/s ({self.rounds} rounds)"
         )
 
+    def warning(self) -> str | None:
+        """One line saying the run gave up waiting for retries, and for which pods; None if it did not."""
+        if not self.gave_up:
+            return None
+        names = ", ".join(self.waiting[:MAX_NAMED_PODS])
+        more = len(self.waiting) - MAX_NAMED_PODS
+        if more > 0:
+            names += f" and {more} more"
+        return (f"stopped waiting for retries after skipping {self.skipped:.0f}s of backoff; "
+                f"pods still not bound: {names or 'none'}")
 
-def count_pods(store, scheduler_name: str) -> tuple[int, int, int]:
-    """(bound, pending, unschedulable) among the pods of ``scheduler_name``."""
+
+def embedded_clock():
+    """A fresh :class:`~kai_binder.clock.ManualClock` for an ``until_idle`` run: pass ``clock=c.now``
+    to the Scheduler, ``clock=c.now, sleep=c.sleep`` to the Binder and ``clock=c`` to
+    :func:`run_embedded`."""
+    from kai_binder.clock import ManualClock
+
+    return ManualClock()
+
+
+def _pod_counts(store, scheduler_name: str) -> tuple[int, int, int, list[str]]:
     bound = pending = unschedulable = 0
+    waiting: list[str] = []
     pods, _ = store.list_refs(RES_PODS)
     for p in pods:
         if p["spec"].get("schedulerName") != scheduler_name:
@@ -40,25 +86,52 @@ def count_pods(store, scheduler_name: str) -> tuple[int, int, int]:
         if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
         pending += 1
+        md = p["metadata"]
+        waiting.append(f"{md.get('namespace') or 'default'}/{md['name']}")
         for c in (p.get("status") or {}).get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable":
                 unschedulable += 1
-    return bound, pending, unschedulable
+    return bound, pending, unschedulable, sorted(waiting)
+
+
+def count_pods(store, scheduler_name: str) -> tuple[int, int, int]:
+    """(bound, pending, unschedulable) among the pods of ``scheduler_name``."""
+    return _pod_counts(store, scheduler_name)[:3]
+
+
+def _wait_until_due(scheduler, binder) -> float | None:
+    """Seconds until the scheduler or the binder has something due (0: due now), None if nothing is.
+    Each component's due time is measured on its own clock."""
+    waits = []
+    for component in (scheduler, binder):
+        next_due = getattr(component, "next_due", None) if component is not None else None
+        when = next_due() if next_due is not None else None
+        if when is not None:
+            waits.append(max(0.0, when - component.clock()))
+    return min(waits) if waits else None
 
 
 def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, period: float = 1.0,
-                 max_rounds: int | None = None, on_round=None) -> RunSummary:
+                 max_rounds: int | None = None, on_round: Callable[[int], None] | None = None, *,
+                 clock=None, max_skipped: float = MAX_SKIPPED_SECONDS,
+                 stop: threading.Event | None = None) -> RunSummary:
     """Run rounds of controllers -> scheduler -> binder.
 
-    With ``until_idle`` it stops after the first full round that writes nothing to the store; no
-    backoff wait keeps it running. Otherwise it runs every ``period`` seconds until interrupted
-    (or ``max_rounds``).
+    With ``until_idle`` it stops after a round that writes nothing to the store once neither the
+    scheduler nor the binder has a retry pending. A pending retry is waited for by moving
+    ``clock`` (a ManualClock shared by both; see :func:`embedded_clock`) to its due time, or, without
+    one, by sleeping until then; either way at most ``max_skipped`` seconds in all, after which the
+    run stops with :attr:`RunSummary.gave_up` set. Otherwise it runs every ``period`` seconds
+    (real time) until interrupted, ``stop`` is set, or ``max_rounds`` rounds ran.
     """
     store = cluster.store
     start = time.perf_counter()
     rounds = 0
+    skipped = 0.0
+    gave_up = False
+    stuck = 0
     try:
-        while max_rounds is None or rounds < max_rounds:
+        while (max_rounds is None or rounds < max_rounds) and not (stop is not None and stop.is_set()):
             before = store.resource_version
             cluster.reconcile_controllers()
             scheduler.run_cycle()
@@ -67,12 +140,36 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
             rounds += 1
             if on_round is not None:
                 on_round(rounds)
-            if until_idle and store.resource_version == before:
-                break
             if not until_idle:
-                time.sleep(period)
+                if stop is not None:
+                    stop.wait(period)
+                else:
+                    time.sleep(period)
+                continue
+            if store.resource_version != before:
+                stuck = 0
+                continue
+            wait = _wait_until_due(scheduler, binder)
+            if wait is None:
+                break
+            if wait <= 0:
+                stuck += 1  # due now, yet the round did nothing: do not spin on it
+                if stuck >= _MAX_STUCK_ROUNDS:
+                    gave_up = True
+                    break
+                continue
+            stuck = 0
+            if skipped + wait > max_skipped:
+                gave_up = True
+                break
+            skipped += wait
+            if clock is not None:
+                clock.advance(wait)
+            else:
+                time.sleep(wait)
     except KeyboardInterrupt:
         pass
     seconds = time.perf_counter() - start
-    bound, pending, unschedulable = count_pods(store, scheduler.config.scheduler_name)
-    return RunSummary(bound, pending, unschedulable, seconds, rounds)
+    bound, pending, unschedulable, waiting = _pod_counts(store, scheduler.config.scheduler_name)
+    return RunSummary(bound, pending, unschedulable, seconds, rounds, skipped=skipped, gave_up=gave_up,
+                      waiting=waiting if gave_up else [])

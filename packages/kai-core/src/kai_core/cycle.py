@@ -21,6 +21,15 @@ One cycle (:meth:`Scheduler.run_cycle`):
    ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event, written only when
    the message changes.
 
+**Gangs** (:mod:`kai_core.gang`). Before the first pod, ``kai_pod_groups`` is called once with every
+pod of this scheduler (KAI's PodGroups come through it too). A gang is placed when the order
+reaches its first waiting member, once per cycle: ``kai_group_node_subsets`` is called once for
+it, then, subset after subset, every waiting member goes through the steps above restricted to the
+subset, each decision assumed so the next member sees it. The first subset where every declaration
+of the gang is satisfied wins and all its BindRequests are written (after every
+``kai_bind_request`` answered); otherwise every decision is taken back (:meth:`Snapshot.unassume`)
+and nothing is written: the members get one reason naming the gang, what fit and what did not.
+
 A plugin that raises, or returns something of the wrong shape, makes only the current pod
 unschedulable, with a message naming the plugin and the hook.
 
@@ -45,6 +54,17 @@ from kai_core.builtins.dra import pod_claims
 from kai_core.cache import Cache
 from kai_core.errors import ApiError, Conflict, NotFound
 from kai_core.features import FeatureGates
+from kai_core.gang import (
+    MAX_SUBSETS_IN_MESSAGE,
+    MAX_SUBSETS_TRIED,
+    RES_POD_GROUPS,
+    Gang,
+    GroupSpec,
+    NodeSubset,
+    build_gangs,
+    intersect_subsets,
+    pod_key,
+)
 from kai_core.objects import clone, now_rfc3339, ref
 from kai_core.plugins import KaiPluginManager, PluginError
 from kai_core.resources import (
@@ -125,23 +145,61 @@ class Unschedulable(Exception):
         self.message = message
 
 
-def watched_resources(dra: bool) -> list[str]:
-    """The kinds the scheduler's cache lists and watches (DRA kinds only with the gate on)."""
+def watched_resources(dra: bool, pod_groups: bool = True) -> list[str]:
+    """The kinds the scheduler's cache lists and watches: namespaces, nodes, pods, BindRequests and
+    (``pod_groups``) KAI's PodGroups, plus the DRA kinds with the gate on. Plugins' kinds
+    (``kai_resource_kinds``) come on top, see :func:`plugin_resources`."""
     res = [RES_NAMESPACES, RES_NODES, RES_PODS, RES_BIND_REQUESTS]
+    if pod_groups:
+        res.append(RES_POD_GROUPS)
     if dra:
         res += [RES_CLAIMS, RES_CLAIM_TEMPLATES, RES_SLICES, RES_DEVICE_CLASSES]
     return res
+
+
+def plugin_resources(pm: KaiPluginManager) -> list[str]:
+    """The resource strings (``plural.group``) of the kinds plugins declare with
+    ``kai_resource_kinds``, in plugin order; malformed CRDs are skipped (the cluster reports them)."""
+    out: list[str] = []
+    for _plugin, res in pm.call_each("kai_resource_kinds"):
+        if isinstance(res, PluginError) or not isinstance(res, list):
+            continue
+        for crd in res:
+            spec = crd.get("spec") if isinstance(crd, Mapping) else None
+            try:
+                resource = f"{spec['names']['plural']}.{spec['group']}"
+            except (KeyError, TypeError):
+                continue
+            if resource not in out:
+                out.append(resource)
+    return out
+
+
+def default_resources(store, pm: KaiPluginManager, dra: bool) -> list[str]:
+    """What a Scheduler watches when not told: :func:`watched_resources`, with PodGroups only when
+    the store serves them, and every plugin kind the store serves (``store.kinds``)."""
+    kinds = getattr(store, "kinds", None)
+
+    def served(resource: str) -> bool:
+        return kinds is None or resource in kinds
+
+    res = watched_resources(dra, pod_groups=served(RES_POD_GROUPS))
+    return res + [r for r in plugin_resources(pm) if served(r) and r not in res]
 
 
 class Scheduler:
     """Runs scheduling cycles against a store; see the module docstring for what a cycle does."""
 
     def __init__(self, store, pm: KaiPluginManager, config: SchedulerConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, resources: list[str] | None = None) -> None:
+        """``resources`` are the kinds to watch; by default :func:`default_resources` (what a caller
+        that checked what the cluster serves should pass instead)."""
         self.store = store
         self.pm = pm
         self.config = config or SchedulerConfig()
-        self.cache = Cache(store, watched_resources(self.config.features.dra))
+        if resources is None:
+            resources = default_resources(store, pm, self.config.features.dra)
+        self.cache = Cache(store, resources)
         self.last_snapshot: Snapshot | None = None
         self.clock = clock
         #: pod uid -> (failed bindings, not to be scheduled before this time)
@@ -159,9 +217,27 @@ class Scheduler:
         pending = snap.pending_pods()
         self._forget_backoffs(snap)
         now = self.clock()
+        ready = []
         for pod in pending:
             if self._backoff.get(pod["metadata"].get("uid"), (0, now))[1] > now:
                 result.backed_off += 1
+            else:
+                ready.append(pod)
+        gangs = self._gangs(snap, ready) if ready else {}
+        done: set[int] = set()
+        for pod in ready:
+            gang = gangs.get(pod_key(pod))
+            if gang is not None:
+                if id(gang) not in done:
+                    done.add(id(gang))
+                    try:
+                        self._place_gang(gang, snap, result)
+                    except Exception as exc:  # a bug of ours on one gang must not stop the others
+                        log.exception("%s: internal error while scheduling", gang.description)
+                        result.errors += len(gang.pods)
+                        for member in gang.pods:
+                            self._report_unschedulable(
+                                member, f"internal scheduler error: {type(exc).__name__}: {exc}")
                 continue
             try:
                 decision = self.decide(pod, snap)
@@ -184,16 +260,14 @@ class Scheduler:
 
     # -- one pod -------------------------------------------------------------------------------
 
-    def decide(self, pod: dict, snap: Snapshot) -> Decision:
-        """Choose a node for ``pod`` (and its claims' allocation); raises Unschedulable."""
-        for plugin, res in self.pm.call_each("kai_pre_filter", pod=pod, snapshot=snap):
-            if isinstance(res, PluginError):
-                raise Unschedulable(str(res))
-            if not isinstance(res, str):
-                raise self._bad_result(
-                    plugin, "kai_pre_filter", f"expected None or a reason (str), got {type(res).__name__}")
-            raise Unschedulable(res)
-        nodes = snap.nodes
+    def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
+               pre_filtered: bool = False) -> Decision:
+        """Choose a node for ``pod`` (and its claims' allocation) among ``nodes`` (default: every
+        node); raises Unschedulable. ``pre_filtered`` skips ``kai_pre_filter`` (already passed)."""
+        if not pre_filtered:
+            self.pre_filter(pod, snap)
+        if nodes is None:
+            nodes = snap.nodes
         if not nodes:
             raise Unschedulable("0/0 nodes are available: no nodes in the cluster.")
         rejected: dict[str, str | list[str]] = {}
@@ -207,6 +281,16 @@ class Scheduler:
             raise Unschedulable(unschedulable_message(len(nodes), rejected))
         best = self._best_node(pod, feasible, snap)
         return Decision(best, claims, allocations.get(best))
+
+    def pre_filter(self, pod: dict, snap: Snapshot) -> None:
+        """Every ``kai_pre_filter``; raises Unschedulable with the first reason given."""
+        for plugin, res in self.pm.call_each("kai_pre_filter", pod=pod, snapshot=snap):
+            if isinstance(res, PluginError):
+                raise Unschedulable(str(res))
+            if not isinstance(res, str):
+                raise self._bad_result(
+                    plugin, "kai_pre_filter", f"expected None or a reason (str), got {type(res).__name__}")
+            raise Unschedulable(res)
 
     def _filter(self, pod: dict, nodes: list[NodeInfo], rejected: dict, snap: Snapshot) -> list[NodeInfo]:
         """Run every filter in turn over the nodes still in; returns the nodes left and records
@@ -306,6 +390,18 @@ class Scheduler:
     def _commit(self, pod: dict, decision: Decision, snap: Snapshot) -> bool:
         """Write the decision as a BindRequest and assume it in the snapshot; False if it could
         not be written (the pod is tried again next cycle)."""
+        br = self._bind_request(pod, decision, snap)
+        if isinstance(br, str):
+            self._report_unschedulable(pod, br)
+            return False
+        written = self._write(pod, br)
+        if written is not False:  # None: maybe created (a timeout); count it for the rest of the cycle
+            snap.assume(pod, decision.node, decision.claims, decision.allocation)
+        return bool(written)
+
+    def _bind_request(self, pod: dict, decision: Decision, snap: Snapshot) -> dict | str:
+        """The BindRequest for a decision, with the annotations of ``kai_bind_request``; or the
+        reason (a plugin's failure) why it cannot be written."""
         pairs = []
         if decision.allocation is not None:
             allocs = decision.allocation.allocations
@@ -320,23 +416,216 @@ class Scheduler:
                 res = self.pm.bad_result(plugin, "kai_bind_request",
                                          f"expected a dict of annotations (str values), got {res!r}")
             if isinstance(res, PluginError):
-                self._report_unschedulable(pod, str(res))
-                return False
+                return str(res)
             annotations.update(res)
         if annotations:
             br["metadata"].setdefault("annotations", {}).update(annotations)
+        return br
+
+    def _write(self, pod: dict, br: dict) -> bool | None:
+        """Create the BindRequest: True when written, False when surely not, None when it may have
+        been (a 5xx, 429 or lost connection: the decision counts as taken for the rest of the
+        cycle; the next one sees what is there)."""
         try:
             self.store.create(br)
         except (ApiError, OSError) as exc:
             log.error("cannot write BindRequest for pod %s: %s", ref(pod), getattr(exc, "message", exc))
             if not isinstance(exc, ApiError) or exc.code >= 500 or exc.code == 429:
-                # the request may have been created all the same (a timeout, a lost reply): count
-                # the decision as taken for the rest of this cycle; the next one sees what is there
-                snap.assume(pod, decision.node, decision.claims, decision.allocation)
+                return None
             return False
-        snap.assume(pod, decision.node, decision.claims, decision.allocation)
-        log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), decision.node, br["metadata"]["name"])
+        log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), br["spec"]["selectedNode"],
+                 br["metadata"]["name"])
         return True
+
+    # -- gangs ---------------------------------------------------------------------------------
+
+    def _gangs(self, snap: Snapshot, ready: list[dict]) -> dict[tuple[str, str], Gang]:
+        """One ``kai_pod_groups`` call per plugin; waiting pod key -> its gang."""
+        hook = "kai_pod_groups"
+        declared: list[tuple[str, GroupSpec]] = []
+        pods = None
+        for impl in self.pm.implementations(hook):
+            if pods is None:
+                pods = snap.group_candidates()
+            res = self.pm.call_impl(impl, hook, {"pods": pods, "snapshot": snap})
+            if res is None or isinstance(res, PluginError):
+                continue  # a failure is logged by the manager; the plugin declares nothing this cycle
+            if not isinstance(res, list | tuple) or not all(
+                    isinstance(g, GroupSpec) and isinstance(g.pods, list) and (
+                        g.min_member is None or (isinstance(g.min_member, int) and g.min_member >= 0))
+                    for g in res):
+                self.pm.bad_result(impl.plugin_name, hook,
+                                   "expected a list of kai_core.gang.GroupSpec (pods a list, min_member "
+                                   f"None or an int >= 0), got {res!r:.200}")
+                continue
+            declared += [(impl.plugin_name, g) for g in res]
+        if not declared:
+            return {}
+        return build_gangs(declared, ready, snap.node_of, snap.pods)
+
+    def _subsets(self, gang: Gang, snap: Snapshot) -> list[NodeSubset]:
+        """The node subsets to try for a gang (every node when no plugin proposes any); raises
+        Unschedulable with a plugin's reason when none can hold it."""
+        hook = "kai_group_node_subsets"
+        proposals: list[tuple[str, list[NodeSubset]]] = []
+        for plugin, res in self.pm.call_each(hook, group=gang, nodes=snap.nodes, snapshot=snap):
+            if isinstance(res, PluginError):
+                raise Unschedulable(str(res))
+            if isinstance(res, str):
+                raise Unschedulable(res)
+            if not isinstance(res, list | tuple) or not all(
+                    isinstance(s, NodeSubset) and isinstance(s.nodes, list | tuple) for s in res):
+                raise self._bad_result(
+                    plugin, hook, f"expected a list of kai_core.gang.NodeSubset or a reason, got {res!r:.200}")
+            proposals.append((plugin, [NodeSubset(s.name, [n for n in s.nodes if n in snap.node_by_name])
+                                       for s in res]))
+        if not proposals:
+            return [NodeSubset("", [n.name for n in snap.nodes])]
+        subsets = [s for s in intersect_subsets(proposals) if s.nodes]
+        if not subsets:
+            names = ", ".join(repr(p) for p, _ in proposals)
+            raise Unschedulable(f"{gang.description}: no node subset proposed by plugin(s) {names} "
+                                "holds a node of the cluster")
+        return subsets
+
+    def _place_gang(self, gang: Gang, snap: Snapshot, result: CycleResult) -> None:
+        """Place the gang's waiting members all in one node subset, or none of them (see the module
+        docstring); counts go into ``result``."""
+        try:
+            why = gang.unreachable()
+            if why:
+                raise Unschedulable(why)
+            subsets = self._subsets(gang, snap)
+        except Unschedulable as exc:
+            self._gang_unschedulable(gang, exc.message, result)
+            return
+        # pre-filters are node-independent: once per member, not once per subset
+        candidates, refused = [], {}
+        for pod in gang.pods:
+            try:
+                self.pre_filter(pod, snap)
+                candidates.append(pod)
+            except Unschedulable as exc:
+                refused[pod_key(pod)] = exc.message
+        if not gang.satisfied(pod_key(p) for p in candidates):
+            message = next(iter(refused.values()), "")
+            if len(gang.pods) > 1:
+                message = (f"{gang.description}: {gang.need} pod(s) must be placed together but {len(refused)} "
+                           f"cannot be scheduled now: {_first(refused)}")
+            self._gang_unschedulable(gang, message, result)
+            return
+        attempts: list[tuple[NodeSubset, int, str]] = []
+        placed: list[tuple[dict, Decision]] = []
+        failed: dict[tuple[str, str], str] = {}
+        for subset in subsets[:MAX_SUBSETS_TRIED]:
+            nodes = [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
+            placed, failed = self._try_subset(gang, candidates, nodes, snap)
+            if gang.satisfied(pod_key(p) for p, _ in placed):
+                break
+            for pod, d in reversed(placed):
+                snap.unassume(pod, d.node, d.claims, d.allocation)
+            attempts.append((subset, len(placed), _first(failed)))
+            placed = []
+        if not placed:
+            if len(gang.pods) == 1 and len(attempts) == 1 and not attempts[0][0].name and failed:
+                message = next(iter(failed.values()))  # a gang of one: the pod's own reason says it all
+            else:
+                message = self._gang_message(gang, subsets, attempts)
+            self._gang_unschedulable(gang, message, result)
+            return
+        failed.update(refused)
+        self._commit_gang(gang, placed, failed, snap, result)
+
+    def _try_subset(self, gang: Gang, pods: list[dict], nodes: list[NodeInfo], snap: Snapshot
+                    ) -> tuple[list[tuple[dict, Decision]], dict[tuple[str, str], str]]:
+        """Decide every member inside ``nodes``, assuming each decision; stops early once the gang
+        cannot be satisfied any more. Returns the decisions (assumed) and the failures."""
+        placed: list[tuple[dict, Decision]] = []
+        failed: dict[tuple[str, str], str] = {}
+        remaining = {pod_key(p) for p in pods}
+        new: set[tuple[str, str]] = set()
+        for pod in pods:
+            key = pod_key(pod)
+            remaining.discard(key)
+            try:
+                d = self.decide(pod, snap, nodes, pre_filtered=True)
+            except Unschedulable as exc:
+                failed[key] = exc.message
+            except Exception as exc:  # a bug of ours on one member fails the attempt, not the cycle
+                log.exception("pod %s: internal error while scheduling", ref(pod))
+                failed[key] = f"internal scheduler error: {type(exc).__name__}: {exc}"
+            else:
+                snap.assume(pod, d.node, d.claims, d.allocation)
+                placed.append((pod, d))
+                new.add(key)
+            if gang.hopeless(new, remaining):
+                break
+        return placed, failed
+
+    def _commit_gang(self, gang: Gang, placed: list[tuple[dict, Decision]], failed: dict,
+                     snap: Snapshot, result: CycleResult) -> None:
+        """Write the BindRequests of a gang that fits; members left out get their own reasons.
+
+        Every ``kai_bind_request`` answers first: one failure and nothing is written. A store error
+        on the first write also stops the gang (nothing written, tried again next cycle); one after
+        some were written cannot be taken back safely (the binder may be at work), so those stay
+        and count as placed members next cycle."""
+        brs = []
+        for pod, d in placed:
+            br = self._bind_request(pod, d, snap)
+            if isinstance(br, str):
+                for p, dd in reversed(placed):
+                    snap.unassume(p, dd.node, dd.claims, dd.allocation)
+                self._gang_unschedulable(gang, f"{gang.description}: not placed: {br}", result)
+                return
+            brs.append(br)
+        for i, ((pod, d), br) in enumerate(zip(placed, brs, strict=True)):
+            written = self._write(pod, br)
+            if written is False and i == 0:
+                # nothing is written yet: keep it that way (the same error would likely hit the rest)
+                for p, dd in reversed(placed):
+                    snap.unassume(p, dd.node, dd.claims, dd.allocation)
+                result.errors += len(placed)
+                return
+            if written is False:
+                # members already written stay: they count toward the minimum next cycle, which
+                # places the rest where the plugins' subsets keep them (the gang's own nodes)
+                snap.unassume(pod, d.node, d.claims, d.allocation)
+                result.errors += 1
+            elif written:
+                result.scheduled += 1
+            else:
+                result.errors += 1
+        for pod in gang.pods:
+            message = failed.get(pod_key(pod))
+            if message is not None:
+                result.unschedulable += 1
+                self._report_unschedulable(pod, message)
+
+    def _gang_message(self, gang: Gang, subsets: list[NodeSubset], attempts: list[tuple[NodeSubset, int, str]]
+                      ) -> str:
+        """What a gang that did not fit says: how many members fit where, and why the first one that
+        did not fit failed."""
+        need = gang.need
+        head = f"{gang.description}: {need} pod(s) must be placed together"
+        if len(attempts) == 1 and not attempts[0][0].name:
+            _, fit, why = attempts[0]
+            return f"{head} but only {fit} fit: {why}" if why else f"{head} but only {fit} fit"
+        parts = []
+        for subset, fit, why in attempts[:MAX_SUBSETS_IN_MESSAGE]:
+            parts.append(f"in {subset.name}: {fit} fit" + (f" ({why})" if why else ""))
+        more = len(attempts) - MAX_SUBSETS_IN_MESSAGE
+        if more > 0:
+            parts.append(f"{more} more subset(s) tried")
+        untried = len(subsets) - len(attempts)
+        if untried > 0:
+            parts.append(f"{untried} more subset(s) left for the next cycle")
+        return f"{head} inside one node subset and none holds them: " + "; ".join(parts)
+
+    def _gang_unschedulable(self, gang: Gang, message: str, result: CycleResult) -> None:
+        for pod in gang.pods:
+            result.unschedulable += 1
+            self._report_unschedulable(pod, message)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -475,6 +764,13 @@ class Scheduler:
             self.store.create(event)
         except ApiError as exc:
             log.warning("cannot record event for pod %s: %s", ref(pod), exc.message)
+
+
+def _first(failures: Mapping[tuple[str, str], str]) -> str:
+    """``pod <namespace>/<name>: <reason>`` of the first failure, or ""."""
+    for (namespace, name), reason in failures.items():
+        return f"pod {namespace}/{name}: {reason}" if namespace else f"pod {name}: {reason}"
+    return ""
 
 
 def unschedulable_message(total: int, rejected: Mapping[str, str | list[str] | tuple[str, ...]]) -> str:

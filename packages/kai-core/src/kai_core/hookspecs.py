@@ -4,8 +4,10 @@ Plugins implement these with ``@kai_core.hookimpl`` and are found through the en
 ``kai_scheduler.plugins`` (built-in plugins are registered directly). A plugin may implement any
 subset of hooks, and a hook implementation may accept any subset of the arguments listed.
 
-Cost rule: a scheduling hook is called **once per pod with the whole node list**, never per node or
-per device; a hook call costs microseconds, a per-node call would cost seconds per cycle.
+Cost rule: a scheduling hook is called **once per pod with the whole node list** (the gang hooks:
+once per cycle and once per gang; a gang member goes through the filters, the allocation and the
+scores once per node subset tried, with that subset), never per node or per device; a hook call
+costs microseconds, a per-node call would cost seconds per cycle.
 
 Error rule: an exception raised by a plugin never takes the scheduler down. The pod being
 scheduled gets an unschedulable reason naming the plugin and the hook, and the traceback is logged
@@ -33,7 +35,9 @@ class SchedulerSpecs:
         """Called once at start. Return a list of CustomResourceDefinition objects (dicts) for the
         kinds this plugin needs served and watched (e.g. NVIDIA's ComputeDomain). The embedded
         cluster serves them and validates objects against their schemas; against a real cluster
-        they must already be installed. Results of all plugins are concatenated."""
+        they must already be installed. The scheduler watches those the cluster serves, and hooks
+        read them with ``snapshot.objects("<plural>.<group>")``. Results of all plugins are
+        concatenated."""
 
     @hookspec
     def kai_embedded_controllers(self, store):
@@ -41,6 +45,33 @@ class SchedulerSpecs:
         a real control plane would run for this plugin's kinds. A controller has a ``name`` and a
         ``reconcile(store) -> None`` method, called every round before the scheduler; it must be
         idempotent and write only when something must change."""
+
+    @hookspec
+    def kai_pod_groups(self, pods, snapshot):
+        """Called once per cycle, before any pod is placed, with ``pods``: every pod of this
+        scheduler that is not finished nor being deleted (waiting, in flight or bound), in no
+        particular order. Return a list of :class:`kai_core.gang.GroupSpec`, each saying "these pods
+        form a group of which at least ``min_member`` must run" (``min_member`` None: all the pods
+        listed), or None. List placed members too: they count toward the minimum.
+
+        Results of all plugins are collected; declarations that share a pod are merged into one
+        gang, placed only if every declaration in it is satisfied (see :mod:`kai_core.gang`). The
+        built-in ``kai-core.gang`` plugin declares KAI's PodGroups this way. A plugin that fails here
+        declares nothing this cycle (the error is logged): its pods are scheduled one by one."""
+
+    @hookspec
+    def kai_group_node_subsets(self, group, nodes, snapshot):
+        """Called once per gang per cycle (KAI's ``SubsetNodesFn``), before its members are tried,
+        with the :class:`kai_core.gang.Gang` (``group.pods`` waiting, ``group.placed`` running,
+        ``group.need`` how many must be placed now) and every :class:`kai_core.snapshot.NodeInfo`.
+        Return None to leave placement free, a list of :class:`kai_core.gang.NodeSubset` to try in
+        that order (the whole gang goes inside the first subset where it fits), or a reason (str)
+        when no subset can hold the gang, which then waits with that reason.
+
+        Several plugins' subsets are intersected (every non-empty intersection, in the first
+        plugin's order, then the next one's). At most :data:`kai_core.gang.MAX_SUBSETS_TRIED` subsets
+        are tried per cycle, so order them best first; cheap estimates are fine, since each subset
+        is checked for real by the filters and the allocator."""
 
     @hookspec
     def kai_pre_filter(self, pod, snapshot):

@@ -3,7 +3,8 @@
 Built from the cache at the start of a cycle. Decisions written but not yet visible as bound pods
 (BindRequests in flight) are counted as used: their pods take node resources and their claim
 allocations take devices, so nothing is handed out twice while the binder works. Decisions of the
-current cycle are added with :meth:`Snapshot.assume`.
+current cycle are added with :meth:`Snapshot.assume`, and taken back with :meth:`Snapshot.unassume`
+when a gang does not fit as a whole (:attr:`Snapshot.generation` counts both).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from kai_core.features import FeatureGates
+from kai_core.gang import RES_POD_GROUPS
 from kai_core.resources import (
     RES_BIND_REQUESTS,
     RES_CLAIM_TEMPLATES,
@@ -121,6 +123,8 @@ class Snapshot:
         self.claims: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIMS, {}))
         self.templates: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIM_TEMPLATES, {}))
         self.bind_requests: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_BIND_REQUESTS, {}))
+        #: KAI PodGroups by (namespace, name); empty when the scheduler does not watch them
+        self.pod_groups: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_POD_GROUPS, {}))
         self.nodes: list[NodeInfo] = []
         self.node_by_name: dict[str, NodeInfo] = {}
         for obj in cache.objects.get(RES_NODES, {}).values():
@@ -134,6 +138,13 @@ class Snapshot:
         self.in_flight: dict[tuple[str, str], dict] = {}
         self._in_use: set | None = None
         self._requests: dict[tuple[str, str], dict[str, int]] = {}
+        #: bumped by every assume() and unassume(): plugins caching views of this cycle's decisions
+        #: (which node holds what) key them by it
+        self.generation = 0
+        #: every change to :attr:`assumed_allocations` after the snapshot was built, in order:
+        #: ``(added, claim key, allocation)``. A plugin keeping an index of allocations applies the
+        #: entries past the position it last read, instead of rescanning (O(1) per decision).
+        self.allocation_log: list[tuple[bool, tuple[str, str], dict]] = []
         self._count_pods()
 
     # -- building ------------------------------------------------------------------------------
@@ -198,6 +209,37 @@ class Snapshot:
             out.append(pod)
         out.sort(key=_pod_order)
         return out
+
+    def group_candidates(self) -> list[dict]:
+        """Pods of this scheduler that are not finished nor being deleted, whatever their state
+        (waiting, gated, in flight, bound): what ``kai_pod_groups`` is called with."""
+        out = []
+        for pod in self.pods.values():
+            if (pod.get("spec") or {}).get("schedulerName") != self.scheduler_name:
+                continue
+            if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod):
+                continue
+            out.append(pod)
+        return out
+
+    def node_of(self, pod: dict) -> str | None:
+        """The node a pod is bound to, in flight to (live BindRequest) or assumed on this cycle; None
+        while it waits."""
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            return node
+        br = self.in_flight.get(_key(pod))
+        return ((br or {}).get("spec") or {}).get("selectedNode") or None
+
+    def objects(self, resource: str) -> dict[tuple[str, str], dict]:
+        """Every cached object of a watched kind (e.g. a plugin's ``fpgajobs.fpga.example.com``)
+        by (namespace, name); empty for a kind the scheduler does not watch. Read-only: the cache's
+        own map, not a copy."""
+        return self._cache.objects.get(resource) or {}
+
+    def watches(self, resource: str) -> bool:
+        """Whether the scheduler watches ``resource`` (absent kinds are not served or not wanted)."""
+        return resource in self._cache.objects
 
     def requests_of(self, pod: dict) -> dict[str, int]:
         """:func:`kai_core.resources.pod_requests` of a pod of this snapshot, computed once per
@@ -265,9 +307,43 @@ class Snapshot:
             for pc, alloc in zip(claims, allocation.allocations, strict=True):
                 if pc.allocation is None:
                     self.assumed_allocations[pc.key] = alloc
+                    self.allocation_log.append((True, pc.key, alloc))
                     if self._in_use is not None:
                         self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
+        self.generation += 1
+
+    def unassume(self, pod: dict, node_name: str, claims: list[PodClaim],
+                 allocation: ClaimAllocation | None) -> None:
+        """Take back an :meth:`assume` with the same arguments: the node's requests, the claims it
+        allocated and their devices are released and the pod waits again. Decisions assumed after
+        it that reused its claims must be taken back first (undo in reverse order)."""
+        node = self.node_by_name[node_name]
+        for name, amount in self.requests_of(pod).items():
+            left = node.requested.get(name, 0) - amount
+            if left:
+                node.requested[name] = left
+            else:
+                node.requested.pop(name, None)
+        node.pod_count -= 1
+        if allocation is not None:
+            for pc, alloc in zip(claims, allocation.allocations, strict=True):
+                if pc.allocation is None and self.assumed_allocations.get(pc.key) is alloc:
+                    del self.assumed_allocations[pc.key]
+                    self.allocation_log.append((False, pc.key, alloc))
+                    if self._in_use is not None:
+                        self._release_devices(self._in_use, alloc)
+        self.in_flight.pop(_key(pod), None)
+        self.generation += 1
+
+    @staticmethod
+    def _release_devices(used: set, allocation: dict) -> None:
+        from kai_core.dra.allocator import devices_of
+
+        try:
+            used.difference_update(devices_of(allocation, exclusive_only=True))
+        except (ValueError, AttributeError, TypeError):
+            pass  # it was never added (assume logged it)
 
 
 def claim_name_for(pod: dict, pod_claim_name: str | None) -> str | None:

@@ -37,6 +37,7 @@ from kai_dra_nvidia.config import (
     API_VERSION,
     CHANNEL_CONFIG_KIND,
     DRIVER,
+    domain_of_devices,
 )
 
 log = logging.getLogger("kai.nvidia.computedomain")
@@ -255,7 +256,7 @@ class ComputeDomainController:
             allocation = status.get("allocation")
             if not allocation or not status.get("reservedFor"):
                 continue
-            uid = _channel_domain(allocation)
+            uid = channel_domain(allocation)
             if uid not in domain_uids:
                 continue
             if pods is None:
@@ -309,17 +310,9 @@ class ComputeDomainController:
             log.warning("%s", message)
 
 
-def _channel_domain(allocation: dict) -> str | None:
+def channel_domain(allocation: dict) -> str | None:
     """The domainID of the ComputeDomainChannelConfig in a claim's allocation, if it has one."""
-    for entry in (allocation.get("devices") or {}).get("config") or []:
-        opaque = entry.get("opaque") if isinstance(entry, dict) else None
-        if not isinstance(opaque, dict) or opaque.get("driver") != DRIVER:
-            continue
-        params = opaque.get("parameters")
-        if isinstance(params, dict) and params.get("kind") == CHANNEL_CONFIG_KIND:
-            domain_id = params.get("domainID")
-            return domain_id if isinstance(domain_id, str) else None
-    return None
+    return domain_of_devices(allocation.get("devices"))
 
 
 def _internal_ip(node: dict) -> str:

@@ -41,6 +41,25 @@ def is_uuid(value: object) -> bool:
     return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
 
+def header_problems(parameters: dict, kinds: tuple[str, ...]) -> list[str]:
+    """What is wrong with the ``apiVersion`` and ``kind`` of an NVIDIA driver's opaque config
+    parameters (both drivers share the ``resource.nvidia.com/v1beta1`` API group), given the kinds
+    the driver accepts. Empty when both are right."""
+    expected = " or ".join(kinds) if len(kinds) <= 2 else "one of " + ", ".join(kinds)
+    problems: list[str] = []
+    api_version = parameters.get("apiVersion")
+    if api_version is None:
+        problems.append(f"parameters.apiVersion is missing (expected {API_VERSION})")
+    elif api_version != API_VERSION:
+        problems.append(f"parameters.apiVersion {api_version!r} is not {API_VERSION}")
+    kind = parameters.get("kind")
+    if kind is None:
+        problems.append(f"parameters.kind is missing (expected {expected})")
+    elif kind not in kinds:
+        problems.append(f"parameters.kind {kind!r} is not {expected}")
+    return problems
+
+
 def parameters_problems(parameters: object) -> list[str]:
     """What is wrong with the ``parameters`` of one ``compute-domain.nvidia.com`` opaque config.
 
@@ -50,26 +69,15 @@ def parameters_problems(parameters: object) -> list[str]:
     if not isinstance(parameters, dict):
         return [
             f"parameters must be an object with apiVersion {API_VERSION}, kind {CHANNEL_CONFIG_KIND} "
-            f"or {DAEMON_CONFIG_KIND} and domainID, got {_type_name(parameters)}"
+            f"or {DAEMON_CONFIG_KIND} and domainID, got {type_name(parameters)}"
         ]
-    problems: list[str] = []
-    api_version = parameters.get("apiVersion")
-    if api_version is None:
-        problems.append(f"parameters.apiVersion is missing (expected {API_VERSION})")
-    elif api_version != API_VERSION:
-        problems.append(f"parameters.apiVersion {api_version!r} is not {API_VERSION}")
+    problems = header_problems(parameters, tuple(_KNOWN_FIELDS))
     kind = parameters.get("kind")
-    if kind is None:
-        problems.append(
-            f"parameters.kind is missing (expected {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND})"
-        )
-    elif kind not in _KNOWN_FIELDS:
-        problems.append(f"parameters.kind {kind!r} is not {CHANNEL_CONFIG_KIND} or {DAEMON_CONFIG_KIND}")
     domain_id = parameters.get("domainID")
     if domain_id is None or domain_id == "":
         problems.append("parameters.domainID is required (the uid of the ComputeDomain)")
     elif not isinstance(domain_id, str):
-        problems.append(f"parameters.domainID must be a string, got {_type_name(domain_id)}")
+        problems.append(f"parameters.domainID must be a string, got {type_name(domain_id)}")
     elif not is_uuid(domain_id):
         problems.append(
             f"parameters.domainID {domain_id!r} is not a UUID (it must be the uid of a ComputeDomain)"
@@ -112,7 +120,8 @@ def _our_entries(configs: object) -> Iterator[tuple[int, dict]]:
             yield index, opaque
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """How an error message names the JSON type of ``value``."""
     if value is None:
         return "null"
     return {
@@ -123,3 +132,20 @@ def _type_name(value: object) -> str:
         int: "a number",
         float: "a number",
     }.get(type(value), type(value).__name__)
+
+
+def domain_of_devices(devices: object) -> str | None:
+    """The ``domainID`` of the ``ComputeDomainChannelConfig`` in a claim's ``devices`` (the spec's
+    or the allocation's; both carry ``config`` entries)."""
+    if not isinstance(devices, dict):
+        return None
+    for entry in devices.get("config") or []:
+        opaque = entry.get("opaque") if isinstance(entry, dict) else None
+        if not isinstance(opaque, dict) or opaque.get("driver") != DRIVER:
+            continue
+        params = opaque.get("parameters")
+        if isinstance(params, dict) and params.get("kind") == CHANNEL_CONFIG_KIND:
+            uid = params.get("domainID")
+            if isinstance(uid, str) and uid:
+                return uid
+    return None

@@ -7,7 +7,7 @@ before it, so a node's reason in the pod's message is the first check it failed.
 
 from __future__ import annotations
 
-from kai_core.builtins import binpack, dra, node_affinity, node_ready, resources_fit, taints
+from kai_core.builtins import binpack, dra, gang, node_affinity, node_ready, resources_fit, taints
 
 #: plugin name -> module, in the order their filters are called
 BUILTINS = {
@@ -17,6 +17,7 @@ BUILTINS = {
     "kai-core.resources-fit": resources_fit,
     "kai-core.dra": dra,
     "kai-core.binpack": binpack,
+    "kai-core.gang": gang,
 }
 
 

@@ -31,7 +31,11 @@ upstream's walk, made bounded and less exponential:
 * after a device fails, devices interchangeable with it in this call (same candidate lists, same
   constraint attributes and counter consumption) are skipped;
 * every device check counts against a budget; past it the claims are refused with a reason instead of
-  stalling the scheduler.
+  stalling the scheduler;
+* claims of one shape (same requests and constraints: pods from one ResourceClaimTemplate) share the
+  work: for one inventory (one cycle), the outcome on a node is kept per set of the node's devices in
+  use and replayed for the next claim of that shape, with that claim's name, request names and
+  configs; so a cycle searches once per (shape, node, change on the node), not once per (pod, node).
 
 Choosing. Among the devices that fit, a caller-supplied score per device (the ``kai_rank_devices``
 hook) wins; otherwise the default is *pack*: prefer devices whose counter sets are already partly
@@ -204,6 +208,9 @@ class _Claim:
     error: str | None = None
     # Whether "All" requests or large counts may take the claim past 32 devices on some node.
     may_exceed_limit: bool = False
+    # What the device search depends on (requests and constraints, not names or configs): claims
+    # from one template share it. None when the outcome must not be reused (admin access).
+    shape: tuple | None = None
 
 
 def _claim_ref(claim: dict) -> tuple[str, str]:
@@ -282,6 +289,12 @@ def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
         raise Unallocatable(
             f"claim {ref}: asks for at least {least} devices, more than the {MAX_DEVICES_PER_CLAIM} "
             "one claim can hold"
+        )
+    if not any(alt.admin for r in prepared.requests for alt in r.alts):
+        prepared.shape = (
+            tuple((r.name, r.first_available, tuple((a.name, a.options_key, a.count) for a in r.alts))
+                  for r in prepared.requests),
+            tuple((c.index, c.distinct, c.attribute, c.requests) for c in prepared.constraints),
         )
     return prepared
 
@@ -483,6 +496,7 @@ class _Matching:
     devices: list[Device]
     failures: list[tuple[Device, _CelFailure]]
     simple: bool  # one pool and no counters: the default order needs no sorting
+    tainted: bool  # some device has a taint the request's tolerations must be checked against
 
 
 def _match(alt: _Alt, device: Device) -> object:
@@ -518,7 +532,8 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
                 failures.append((device, result))
         pools = {(d.id.driver, d.id.pool) for d in devices}
         simple = len(pools) <= 1 and not any(d.consumes for d in devices)
-        hit = inventory.match_cache[key] = _Matching(devices, failures, simple)
+        tainted = any(d.taints for d in devices)
+        hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted)
     assert isinstance(hit, _Matching)
     return hit
 
@@ -579,18 +594,21 @@ class _Call:
         self.requests: list[_Request] = [r for c in claims for r in c.requests]
         self.has_alternatives = any(r.first_available for r in self.requests)
         self.claim_index = {id(c): i for i, c in enumerate(claims)}
-        # Search state.
         self.picks: list[tuple[_Alt, Device]] = []
-        self.chosen: list[_Alt | None] = [None] * len(self.requests)
-        self.taken: dict[Device, int] = {}
-        self.claim_taken: list[set[Device]] = [set() for _ in claims]
-        self.claim_count = [0] * len(claims)
-        self.match_state: dict[tuple[int, int], list] = {}  # (claim, constraint) -> [value, count]
-        self.distinct_state: dict[tuple[int, int], dict] = {}  # (claim, constraint) -> value -> count
-        self.consumed: dict[tuple[str, str, str], dict[str, object]] = {}
         self.baseline: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
         self.constraint_rejects: dict[tuple[int, int], int] = {}
         self.counter_rejects = 0
+
+    def start_search(self) -> None:
+        """Set up the search state. Most calls on a filling cluster end before any search (no
+        free device), so a call pays for it only when it searches."""
+        self.chosen: list[_Alt | None] = [None] * len(self.requests)
+        self.taken: dict[Device, int] = {}
+        self.claim_taken: list[set[Device]] = [set() for _ in self.claims]
+        self.claim_count = [0] * len(self.claims)
+        self.match_state: dict[tuple[int, int], list] = {}  # (claim, constraint) -> [value, count]
+        self.distinct_state: dict[tuple[int, int], dict] = {}  # (claim, constraint) -> value -> count
+        self.consumed: dict[tuple[str, str, str], dict[str, object]] = {}
         self.eq_keys: dict[Device, tuple] | None = None
 
     # -- devices in use ----------------------------------------------------------------------
@@ -609,21 +627,25 @@ class _Call:
             self.options[alt] = options
             return options
         found = _matching(alt, self.view, self.node_name, self.inventory)
-        candidates: list[Device] = []
-        options = _Options(candidates, matching=len(found.devices))
         admin = alt.admin
         in_use, extra = self.in_use, self.extra_busy
-        for device in found.devices:
-            if not admin and (device.id in in_use or (extra and device.id in extra)):
-                options.busy += 1
-                continue
-            if device.taints:
-                blocking = [t for t in device.taints if not _tolerates(alt.tolerations, t)]
-                if blocking:
-                    options.tainted += 1
-                    options.taint_example = options.taint_example or _taint_text(blocking[0])
+        if not (admin or extra or found.tainted):  # the usual case: only devices in use drop out
+            candidates = [device for device in found.devices if device.id not in in_use]
+            options = _Options(candidates, matching=len(found.devices), busy=len(found.devices) - len(candidates))
+        else:
+            candidates = []
+            options = _Options(candidates, matching=len(found.devices))
+            for device in found.devices:
+                if not admin and (device.id in in_use or (extra and device.id in extra)):
+                    options.busy += 1
                     continue
-            candidates.append(device)
+                if device.taints:
+                    blocking = [t for t in device.taints if not _tolerates(alt.tolerations, t)]
+                    if blocking:
+                        options.tainted += 1
+                        options.taint_example = options.taint_example or _taint_text(blocking[0])
+                        continue
+                candidates.append(device)
         for device, failure in found.failures:
             if admin or not self.busy(device.id):
                 options.failure = (
@@ -817,6 +839,7 @@ class _Call:
         whole choice: so the first sub-requests that can work are the ones used, whatever devices an
         earlier request happened to try first.
         """
+        self.start_search()
         return self.choose(0)
 
     def choose(self, ri: int) -> bool:
@@ -1312,21 +1335,35 @@ def allocate(
             raise Unallocatable(f"claim {claim.ref}: its status.allocation is malformed: {err}") from None
 
     fresh = [claim for claim in prepared if claim.existing is None]
+    memo_key = None
+    if len(prepared) == 1 and fresh and device_scores is None:
+        memo_key = _outcome_key(fresh[0], node, inventory, in_use, max_device_checks)
+        if memo_key is not None:
+            outcome = inventory.outcome_cache.get(memo_key)
+            if outcome is not None:
+                return [_replay(outcome, fresh[0])]
     call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks)
     if call.requests:
-        label = _claims_label(fresh)
         try:
-            _check_requests(call)
-            _check_at_most_32(call)
-            _check_matching(call)
-            found = call.solve()
-        except _BudgetExhausted:
-            raise Unallocatable(
-                f"{label}: the search for devices was too large and was stopped after {max_device_checks} "
-                "device checks; fewer or simpler requests would help"
-            ) from None
-        if not found:
-            raise Unallocatable(_search_failure(call, label))
+            try:
+                _check_requests(call)
+                _check_at_most_32(call)
+                _check_matching(call)
+                found = call.solve()
+            except _BudgetExhausted:
+                raise Unallocatable(
+                    f"{_claims_label(fresh)}: the search for devices was too large and was stopped after "
+                    f"{max_device_checks} device checks; fewer or simpler requests would help"
+                ) from None
+            if not found:
+                raise Unallocatable(_search_failure(call, _claims_label(fresh)))
+        except Unallocatable as err:
+            if memo_key is not None:
+                inventory.outcome_cache[memo_key] = _Outcome(fresh[0].ref, err.reason, None)
+            raise
+        if memo_key is not None:
+            inventory.outcome_cache[memo_key] = _Outcome(fresh[0].ref, None, [
+                (_position(fresh[0], alt), device) for alt, device in call.picks])
 
     by_claim: list[list[tuple[_Alt, Device]]] = [[] for _ in fresh]
     for alt, device in call.picks:
@@ -1339,6 +1376,54 @@ def allocate(
         else:
             allocations.append(_build_result(claim, next(results)))
     return allocations
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What allocating one claim of a given shape on a node gave: the reason it failed (naming
+    ``ref``, the claim it was computed for) or the devices picked, by (request, alternative)."""
+
+    ref: str
+    reason: str | None
+    picks: list[tuple[tuple[int, int], Device]] | None
+
+
+def _outcome_key(claim: _Claim, node: dict, inventory: DraInventory, in_use: set[DeviceId],
+                 budget: int) -> tuple | None:
+    """The key under which the outcome of allocating ``claim`` on ``node`` is kept for the cycle:
+    the claim's shape, the node, and which of the node's devices are in use. Pods created from one
+    template have claims of one shape, and most nodes do not change between two of them, so the
+    search runs once per node and shape instead of once per (pod, node).
+
+    None when the outcome depends on more than that: an admin-access request (the namespace), or
+    devices consuming shared counters (usage on other nodes of the pool)."""
+    if claim.shape is None:
+        return None
+    name = ((node or {}).get("metadata") or {}).get("name", "")
+    ids = inventory.outcome_nodes.get(name, False)
+    if ids is False:
+        devices = inventory.view(node).devices
+        ids = inventory.outcome_nodes[name] = (
+            None if any(d.consumes for d in devices) else tuple(d.id for d in devices))
+    if ids is None:
+        return None
+    return (claim.shape, name, budget, tuple(map(in_use.__contains__, ids)))
+
+
+def _position(claim: _Claim, alt: _Alt) -> tuple[int, int]:
+    request = alt.request
+    return claim.requests.index(request), request.alts.index(alt)
+
+
+def _replay(outcome: _Outcome, claim: _Claim) -> dict:
+    """The kept outcome for another claim of the same shape: its reason naming this claim, or an
+    allocation of the same devices built from this claim (its own request names and configs)."""
+    if outcome.picks is None:
+        assert outcome.reason is not None
+        reason = outcome.reason if outcome.ref == claim.ref else outcome.reason.replace(outcome.ref, claim.ref)
+        raise Unallocatable(reason)
+    picks = [(claim.requests[ri].alts[ai], device) for (ri, ai), device in outcome.picks]
+    return _build_result(claim, picks)
 
 
 def _check_at_most_32(call: _Call) -> None:

@@ -204,9 +204,13 @@ class DraInventory:
         self._views: dict[str, NodeView] = {}
         self._device_count = 0
         #: Allocator caches that live as long as the inventory (one cycle): matching devices per
-        #: (request signature, node), prepared claims by object identity.
+        #: (request signature, node), prepared claims by object identity, outcomes (below).
         self.match_cache: dict[tuple, object] = {}
         self.claim_cache: dict[int, tuple[dict, object]] = {}
+        #: allocation outcomes per (claim shape, node, devices of the node in use), and per node the
+        #: ids of its devices, or None where outcomes may not be kept (see ``kai_core.dra.allocator``)
+        self.outcome_cache: dict[tuple, object] = {}
+        self.outcome_nodes: dict[str, tuple | None] = {}
         self._build(slices)
 
     # -- public -------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""``kai-cli bench`` at a tiny size: it runs every scenario to the end with a correct outcome (every
+pod bound, no device in two claims, no node over capacity) and prints its tables. Never a timing
+assertion: the figures depend on the machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kai_cli.bench import SCENARIOS, SUMMARY_HEADER, Scenario, run_scenario, sized, verify
+from kai_cli.main import cli
+from kai_core.resources import RES_CLAIMS
+from kai_core.store.embedded import EmbeddedStore
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+
+
+def test_every_scenario_runs_at_tiny_size_and_binds_every_pod():
+    r = invoke("--tiny", "--json")
+    assert r.exit_code == 0, r.output
+    results = {x["scenario"]: x for x in json.loads(r.stdout)["results"]}
+    assert list(results) == list(SCENARIOS)
+    for name, x in results.items():
+        assert x["problems"] == [], name
+        assert x["bound"] == x["to_schedule"] > 0, name
+        assert x["writes_per_pod"] > 0, name
+        assert x["peak_rss_bytes"] > 0, name
+        assert x["phases"]["  decide (filter, allocate, score)"]["calls"] == x["to_schedule"], name
+    # a DRA pod costs its claim, the pod's claim status, the BindRequest and its status, the
+    # claim's finalizer and allocation, and the binding
+    assert results["dra"]["writes_per_pod"] == 7
+    assert results["snapshot"]["snapshot_cold"] is not None and results["snapshot"]["snapshot_warm"] is not None
+
+
+def test_the_tables_have_one_row_per_scenario_and_a_breakdown_per_plugin(tmp_path):
+    prof = tmp_path / "bench.prof"
+    r = invoke("--tiny", "--scenario", "dra", "--scenario", "plain", "--profile", str(prof))
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split("  ")[0] == "SCENARIO" and "WRITES/POD" in lines[0] and "PEAK RSS MIB" in lines[0]
+    rows = [line.split() for line in lines[1:3]]
+    assert [row[0] for row in rows] == ["dra", "plain"]
+    assert all(row[3] == f"{x}/{x}" for row, x in zip(rows, (32, 8), strict=True))  # BOUND: all of them
+    assert "plugin kai-core.dra kai_allocate_claims" in r.stdout
+    assert "plugin kai-core.resources-fit kai_filter_nodes" in r.stdout
+    assert len(SUMMARY_HEADER) == 14
+    assert (tmp_path / "bench-dra.prof").stat().st_size > 0 and (tmp_path / "bench-plain.prof").exists()
+
+
+def test_a_matchattribute_claim_gets_two_gpus_under_one_pcie_root():
+    r = run_scenario(sized(SCENARIOS["dra-match"], nodes=2, pods=8))
+    assert r.problems == [] and r.bound == 8
+
+
+def test_sizes_that_cannot_fit_or_conflict_are_refused_with_a_clear_message():
+    r = invoke("--scenario", "dra", "--nodes", "1", "--pods", "9")
+    assert r.exit_code == 2 and "9 pods need more GPUs than 1 nodes x 8 have" in r.output
+    r = invoke("--nodes", "3")
+    assert r.exit_code == 2 and "--nodes/--pods size one scenario" in r.output
+    r = invoke("--tiny", "--scale", "0.5")
+    assert r.exit_code == 2 and "--tiny sets the size itself" in r.output
+
+
+def test_the_check_reports_a_device_given_to_two_claims_and_an_unbound_pod():
+    store = EmbeddedStore()
+    result = {"request": "gpu", "driver": "gpu.nvidia.com", "pool": "n1", "device": "gpu-0"}
+    for name in ("a", "b"):
+        store.restore({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                       "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "x"}}]}},
+                       "status": {"allocation": {"devices": {"results": [result]}}}})
+    store.restore({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                   "spec": {"schedulerName": "kai-scheduler", "containers": [{"name": "c", "image": "x"}]}})
+    bound, problems = verify(store, "kai-scheduler")
+    assert bound == 0
+    assert any("gpu.nvidia.com/n1/gpu-0 in claims a and b" in p for p in problems)
+    assert any("1 pod(s) not bound" in p for p in problems)
+    assert store.list(RES_CLAIMS)[0]
+
+
+@pytest.mark.parametrize("scale, nodes, pods, expect", [
+    (0.5, None, None, (250, 2000)),
+    (1.0, 10, None, (10, 4000)),
+    (1.0, None, 80, (500, 80)),
+])
+def test_sizes(scale, nodes, pods, expect):
+    sc = sized(SCENARIOS["dra"], scale, nodes, pods)
+    assert isinstance(sc, Scenario) and (sc.nodes, sc.pods) == expect
+
+
+def test_the_recommended_binder_also_binds_every_pod_and_reports_each():
+    r = invoke("--tiny", "--scenario", "dra", "--recommended-binder", "--baseline", "--json")
+    assert r.exit_code == 0, r.output
+    results = {x["scenario"]: x for x in json.loads(r.stdout)["results"]}
+    assert results["dra"]["problems"] == [] and results["dra"]["bound"] == 32
+    assert results["dra"]["writes_per_pod"] == 9  # the lean binder's 7, the PodBound condition and the Event
+    assert results["dra (baseline)"]["bound"] == 0  # no pod uses the baseline's scheduler name
