@@ -68,6 +68,8 @@ def kai_pre_filter(pod, snapshot):
 
 def node_independent(reason: str, node_name: str) -> str:
     """``reason`` with this node's name taken out, so nodes failing alike share one reason."""
+    if node_name not in reason:  # the common case; compiling the patterns costs far more
+        return reason
     name = re.escape(node_name)
     end = r"(?=[\s:,;()]|$)"
     reason = re.sub(rf" on node {name}{end}", "", reason)
