@@ -243,10 +243,10 @@ def test_an_internal_error_on_one_pod_does_not_stop_the_others(world, monkeypatc
     w = world(world.node("n1"), world.pod("a"), world.pod("b"))
     real = w.scheduler.decide
 
-    def decide(pod, snap):
+    def decide(pod, snap, **kwargs):
         if pod["metadata"]["name"] == "a":
             raise KeyError("boom")
-        return real(pod, snap)
+        return real(pod, snap, **kwargs)
 
     monkeypatch.setattr(w.scheduler, "decide", decide)
     result = w.cycle()

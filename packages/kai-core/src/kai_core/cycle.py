@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from kai_core.bindrequest import build_bind_request
 from kai_core.builtins.dra import pod_claims
 from kai_core.cache import Cache
+from kai_core.equivalence import ShapeMemo, declares_node_local, pod_shape
 from kai_core.errors import ApiError, Conflict, NotFound
 from kai_core.features import FeatureGates
 from kai_core.gang import (
@@ -225,6 +226,7 @@ class Scheduler:
                 ready.append(pod)
         gangs = self._gangs(snap, ready) if ready else {}
         done: set[int] = set()
+        memos: dict[str, ShapeMemo] | None = {} if self._memo_allowed() else None
         for pod in ready:
             gang = gangs.get(pod_key(pod))
             if gang is not None:
@@ -240,7 +242,7 @@ class Scheduler:
                                 member, f"internal scheduler error: {type(exc).__name__}: {exc}")
                 continue
             try:
-                decision = self.decide(pod, snap)
+                decision = self.decide(pod, snap, memos=memos)
                 committed = self._commit(pod, decision, snap)
             except Unschedulable as exc:
                 result.unschedulable += 1
@@ -261,15 +263,24 @@ class Scheduler:
     # -- one pod -------------------------------------------------------------------------------
 
     def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
-               pre_filtered: bool = False) -> Decision:
+               pre_filtered: bool = False, memos: dict[str, ShapeMemo] | None = None) -> Decision:
         """Choose a node for ``pod`` (and its claims' allocation) among ``nodes`` (default: every
-        node); raises Unschedulable. ``pre_filtered`` skips ``kai_pre_filter`` (already passed)."""
+        node); raises Unschedulable. ``pre_filtered`` skips ``kai_pre_filter`` (already passed).
+        With ``memos`` (the cycle's, by pod shape) and every node, answers the plugins gave for a
+        pod of the same shape are reused for nodes unchanged since (:mod:`kai_core.equivalence`)."""
         if not pre_filtered:
             self.pre_filter(pod, snap)
         if nodes is None:
             nodes = snap.nodes
         if not nodes:
             raise Unschedulable("0/0 nodes are available: no nodes in the cluster.")
+        shape = pod_shape(pod, snap) if memos is not None and nodes is snap.nodes else None
+        if shape is not None:
+            try:
+                return self._decide_by_shape(pod, snap, memos, shape)
+            except BaseException:
+                memos.pop(shape, None)  # half brought up to date: start it again with the next pod
+                raise
         rejected: dict[str, str | list[str]] = {}
         feasible = self._filter(pod, nodes, rejected, snap)
         claims: list[PodClaim] = []
@@ -281,6 +292,54 @@ class Scheduler:
             raise Unschedulable(unschedulable_message(len(nodes), rejected))
         best = self._best_node(pod, feasible, snap)
         return Decision(best, claims, allocations.get(best))
+
+    def _decide_by_shape(self, pod: dict, snap: Snapshot, memos: dict[str, ShapeMemo], shape: str) -> Decision:
+        """:meth:`decide` over every node, asking the filters and the allocator only about the nodes
+        changed since the shape's last pod (all of them for the first)."""
+        memo = memos.get(shape)
+        if memo is None or memo.shared != snap.shared_changes:
+            memo = memos[shape] = ShapeMemo(seen=len(snap.node_changes), shared=snap.shared_changes)
+            todo = snap.nodes
+        else:
+            stale = memo.stale_nodes(snap)
+            memo.forget(stale)
+            memo.seen = len(snap.node_changes)
+            todo = [snap.node_by_name[name] for name in sorted(stale) if name in snap.node_by_name]
+        has_claims = bool((pod.get("spec") or {}).get("resourceClaims"))
+        claims: list[PodClaim] = []
+        if todo:
+            rejected: dict[str, str | list[str]] = {}
+            passed = self._filter(pod, todo, rejected, snap)
+            allocations: dict[str, ClaimAllocation] = {}
+            if passed and has_claims:
+                claims, allocations = self._allocate(pod, passed, rejected, snap)
+            memo.rejected.update(rejected)
+            for n in passed:
+                if not has_claims:
+                    memo.fits[n.name] = None
+                elif n.name in allocations:
+                    memo.fits[n.name] = allocations[n.name]
+        if has_claims and not claims:
+            claims, reason = pod_claims(pod, snap)
+            if reason:
+                raise Unschedulable(reason)
+        fits = memo.fits
+        feasible = [n for n in snap.nodes if n.name in fits] if len(fits) < len(snap.nodes) else snap.nodes
+        if not feasible:
+            raise Unschedulable(unschedulable_message(len(snap.nodes), memo.rejected))
+        best = self._best_node(pod, feasible, snap, memo)
+        allocation = fits[best]
+        if allocation is not None:  # the memo's copy may serve the next pod of the shape too
+            allocation = ClaimAllocation(clone(allocation.allocations))
+        return Decision(best, claims, allocation)
+
+    def _memo_allowed(self) -> bool:
+        """Whether filter and allocation answers may be reused per pod shape: not when a plugin
+        implementing either says its answers depend on other nodes (``KAI_NODE_LOCAL = False``)."""
+        return not any(
+            declares_node_local(impl.plugin) is False
+            for hook in ("kai_filter_nodes", "kai_allocate_claims")
+            for impl in self.pm.implementations(hook))
 
     def pre_filter(self, pod: dict, snap: Snapshot) -> None:
         """Every ``kai_pre_filter``; raises Unschedulable with the first reason given."""
@@ -358,18 +417,35 @@ class Scheduler:
                     plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
         return claims, allocations
 
-    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot) -> str:
-        """The feasible node with the highest weighted score sum; ties go to the first name."""
+    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot, memo: ShapeMemo | None = None) -> str:
+        """The feasible node with the highest weighted score sum; ties go to the first name. With
+        a shape's ``memo``, plugins declaring node-local scores are asked only about nodes the
+        memo has no score for."""
         if len(feasible) == 1:
             return feasible[0].name
         hook = "kai_score_nodes"
         totals = dict.fromkeys((n.name for n in feasible), 0.0)
-        for plugin, res in self.pm.call_each(hook, pod=pod, nodes=feasible, snapshot=snap):
+        for impl in self.pm.implementations(hook):
+            plugin = impl.plugin_name
+            cached = None
+            ask = feasible
+            if memo is not None and declares_node_local(impl.plugin) is True:
+                cached = memo.scores.setdefault(plugin, {})
+                ask = [n for n in feasible if n.name not in cached]
+            res = self.pm.call_impl(impl, hook, {"pod": pod, "nodes": ask, "snapshot": snap}) if ask else {}
+            if res is None:
+                if cached is None:
+                    continue
+                res = {}
             if isinstance(res, PluginError):
                 raise Unschedulable(str(res))
             if not isinstance(res, Mapping):
                 raise self._bad_result(
                     plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
+            if cached is not None:
+                for n in ask:
+                    cached[n.name] = res.get(n.name, 0.0)
+                res = cached
             weight = self.config.score_weights.get(plugin, 1.0)
             try:
                 for name, score in res.items():

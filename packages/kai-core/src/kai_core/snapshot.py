@@ -145,6 +145,11 @@ class Snapshot:
         #: ``(added, claim key, allocation)``. A plugin keeping an index of allocations applies the
         #: entries past the position it last read, instead of rescanning (O(1) per decision).
         self.allocation_log: list[tuple[bool, tuple[str, str], dict]] = []
+        #: the node of every assume() and unassume(), in order: what changed since a position
+        #: (:mod:`kai_core.equivalence` asks plugins again only about those nodes)
+        self.node_changes: list[str] = []
+        #: bumped when a decision takes or frees a device reaching more than one node
+        self.shared_changes = 0
         self._count_pods()
 
     # -- building ------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ class Snapshot:
                     if self._in_use is not None:
                         self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
-        self.generation += 1
+        self._changed(node_name, allocation)
 
     def unassume(self, pod: dict, node_name: str, claims: list[PodClaim],
                  allocation: ClaimAllocation | None) -> None:
@@ -334,7 +339,19 @@ class Snapshot:
                     if self._in_use is not None:
                         self._release_devices(self._in_use, alloc)
         self.in_flight.pop(_key(pod), None)
+        self._changed(node_name, allocation)
+
+    def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:
         self.generation += 1
+        self.node_changes.append(node_name)
+        if allocation is None:
+            return
+        for alloc in allocation.allocations:
+            for result in ((alloc or {}).get("devices") or {}).get("results") or []:
+                if not isinstance(result, dict) or not self.dra.pool_is_node_local(
+                        result.get("driver"), result.get("pool")):
+                    self.shared_changes += 1
+                    return
 
     @staticmethod
     def _release_devices(used: set, allocation: dict) -> None:

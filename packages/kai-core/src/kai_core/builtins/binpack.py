@@ -12,6 +12,8 @@ from kai_core.hookspecs import hookimpl
 from kai_core.resources import GPU_RESOURCE
 
 RESOURCES = ("cpu", "memory", GPU_RESOURCE)
+#: a node's score depends only on the pod and on that node (see kai_core.equivalence)
+KAI_NODE_LOCAL = True
 
 
 @hookimpl

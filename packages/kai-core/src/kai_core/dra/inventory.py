@@ -231,6 +231,12 @@ class DraInventory:
         """The pool a device belongs to."""
         return self.pools[(device.id.driver, device.id.pool)]
 
+    def pool_is_node_local(self, driver: str, pool: str) -> bool:
+        """Whether every slice of the pool is published for one node (``spec.nodeName``), so taking
+        one of its devices changes nothing for any other node. False for unknown pools."""
+        found = self.pools.get((driver, pool))
+        return found is not None and all(s.node_name is not None and not s.per_device for s in found.slices)
+
     @property
     def device_count(self) -> int:
         """How many usable devices the inventory holds over all nodes."""

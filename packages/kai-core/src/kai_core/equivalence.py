@@ -1,0 +1,90 @@
+"""Equivalence classes: pods of one shape share their per-node filter, allocation and score results.
+
+Pods made from one template (a Job's, a Deployment's, an MPIJob's workers) ask for the same thing:
+the same resources, selectors, tolerations and, for DRA, claims with the same spec. Within a
+cycle, what the filters and the allocator say about a node for one such pod holds for the next,
+unless something was placed on that node meanwhile. So the cycle keeps, per shape, one
+:class:`ShapeMemo` of those answers and, for each further pod of the shape, asks the plugins only
+about the nodes changed since (``Snapshot.node_changes``): the first pod of a shape costs a pass
+over every node, the next ones a pass over one or two.
+
+What makes two pods the same shape (:func:`pod_shape`): namespace, labels, annotations, owner
+references and the whole spec, with each ResourceClaim replaced by its spec. Pods whose claims are
+shared (not made for the pod from a template) get no shape: whether such a claim is already
+allocated can change with any decision, so they are decided the plain way.
+
+The contract this relies on, stated in the hook specs: a ``kai_filter_nodes`` or
+``kai_allocate_claims`` answer for a node depends only on the pod and on that node (its object,
+what is placed on it, the devices it reaches). A plugin whose answers also depend on other nodes
+sets ``KAI_NODE_LOCAL = False`` on its plugin object (module or instance), which turns the memo off.
+Scores are often relative to the other nodes, so ``kai_score_nodes`` answers are reused only from
+plugins that declare ``KAI_NODE_LOCAL = True``. Devices reaching several nodes (``allNodes`` or
+node-selector slices) are not node-local: placing a pod that uses one refreshes every memo.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from kai_core.snapshot import ClaimAllocation, Snapshot, claim_name_for
+
+#: plugin object attribute: True (answers for a node depend only on that node), False (they do
+#: not), absent (filters and allocators are assumed node-local, scores are not)
+NODE_LOCAL_ATTRIBUTE = "KAI_NODE_LOCAL"
+
+
+def declares_node_local(plugin: object) -> bool | None:
+    """What a plugin object says of itself through :data:`NODE_LOCAL_ATTRIBUTE` (None: nothing)."""
+    value = getattr(plugin, NODE_LOCAL_ATTRIBUTE, None)
+    return value if isinstance(value, bool) else None
+
+
+def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
+    """A key equal for pods the filters, the allocator and node-local scores cannot tell apart;
+    None for a pod that must be decided on its own (a shared claim, or a claim not created yet)."""
+    md = pod.get("metadata") or {}
+    ns = md.get("namespace", "")
+    claim_specs = []
+    for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+        if not isinstance(rc, dict) or not rc.get("resourceClaimTemplateName") or rc.get("resourceClaimName"):
+            return None
+        name = claim_name_for(pod, rc.get("name"))
+        claim = snapshot.claims.get((ns, name)) if name else None
+        if claim is None or snapshot.allocation_of((ns, name)) is not None:
+            return None
+        claim_specs.append(claim.get("spec"))
+    try:
+        return json.dumps(
+            [ns, md.get("labels"), md.get("annotations"), md.get("ownerReferences"), pod.get("spec"),
+             claim_specs],
+            sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a test's odd object): decide it on its own
+        return None
+
+
+@dataclass
+class ShapeMemo:
+    """One shape's answers in one cycle, current up to position ``seen`` of
+    ``Snapshot.node_changes`` and as long as ``Snapshot.shared_changes`` is still ``shared``."""
+
+    seen: int
+    shared: int
+    #: nodes where the pod fits: the claims' allocation there (None for a pod without claims)
+    fits: dict[str, ClaimAllocation | None] = field(default_factory=dict)
+    #: nodes where it does not, with the reason(s)
+    rejected: dict[str, str | list[str]] = field(default_factory=dict)
+    #: plugin name -> node name -> score, for plugins declaring node-local scores
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def stale_nodes(self, snapshot: Snapshot) -> set[str]:
+        """Names of the nodes changed since the memo was last brought up to date."""
+        return set(snapshot.node_changes[self.seen:])
+
+    def forget(self, names: set[str]) -> None:
+        """Drop every answer about ``names`` (they are about to be asked again)."""
+        for name in names:
+            self.fits.pop(name, None)
+            self.rejected.pop(name, None)
+            for per_node in self.scores.values():
+                per_node.pop(name, None)
