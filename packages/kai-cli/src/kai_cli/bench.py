@@ -389,6 +389,7 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
     from kai_core.cycle import Scheduler, SchedulerConfig
     from kai_core.features import FeatureGates
     from kai_core.plugins import build_plugin_manager
+    from kai_core.runtime import tune_gc
 
     result = Result(sc.name, sc.nodes, sc.pods, sc.pods - sc.bound, target=sc.target)
     gc.collect()
@@ -424,6 +425,7 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
 
         cycle_module.Snapshot = TimedSnapshot  # type: ignore[misc]
     writes_before = store.writes
+    tune_gc()  # as kai-cli run does
     controllers, cycle, binding = ins.phase(PH_CONTROLLERS), ins.phase(PH_CYCLE), ins.phase(PH_BINDER)
     last_change = start = time.perf_counter()
     perf = time.perf_counter

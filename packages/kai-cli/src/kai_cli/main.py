@@ -237,7 +237,9 @@ def _run_component(component, log_format: str) -> None:
     SIGINT stop it cleanly (releasing its Lease); setup problems exit 2, a lost Lease exits 1."""
     from kai_cli.kube import RunFailure, SetupError
     from kai_core.observability import configure_logging
+    from kai_core.runtime import tune_gc
 
+    tune_gc()
     level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
     restore_logging = configure_logging(level, log_format)
     try:
@@ -349,6 +351,9 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
                    "(--feature-gates=DynamicResourceAllocation=true turns it on)")
     # --until-idle: scheduler and binder share a simulated clock, so retry waits cost nothing;
     # the periodic loop keeps real time
+    from kai_core.runtime import tune_gc
+
+    tune_gc()
     clock = embedded_clock() if until_idle else None
     config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit)
     scheduler = Scheduler(cluster.store, pm, config, **({"clock": clock.now} if clock else {}))
