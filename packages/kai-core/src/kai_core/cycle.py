@@ -316,19 +316,17 @@ class Scheduler:
             memo.rejected.update(rejected)
             for n in passed:
                 if not has_claims:
-                    memo.fits[n.name] = None
+                    memo.fit(n, None)
                 elif n.name in allocations:
-                    memo.fits[n.name] = allocations[n.name]
+                    memo.fit(n, allocations[n.name])
         if has_claims and not claims:
             claims, reason = pod_claims(pod, snap)
             if reason:
                 raise Unschedulable(reason)
-        fits = memo.fits
-        feasible = [n for n in snap.nodes if n.name in fits] if len(fits) < len(snap.nodes) else snap.nodes
-        if not feasible:
+        if not memo.fits:
             raise Unschedulable(unschedulable_message(len(snap.nodes), memo.rejected))
-        best = self._best_node(pod, feasible, snap, memo)
-        allocation = fits[best]
+        best = self._best_by_shape(pod, snap, memo)
+        allocation = memo.fits[best]
         if allocation is not None:  # the memo's copy may serve the next pod of the shape too
             allocation = ClaimAllocation(clone(allocation.allocations))
         return Decision(best, claims, allocation)
@@ -417,47 +415,64 @@ class Scheduler:
                     plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
         return claims, allocations
 
-    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot, memo: ShapeMemo | None = None) -> str:
-        """The feasible node with the highest weighted score sum; ties go to the first name. With
-        a shape's ``memo``, plugins declaring node-local scores are asked only about nodes the
-        memo has no score for."""
+    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot) -> str:
+        """The feasible node with the highest weighted score sum; ties go to the first name."""
         if len(feasible) == 1:
             return feasible[0].name
         hook = "kai_score_nodes"
         totals = dict.fromkeys((n.name for n in feasible), 0.0)
+        for plugin, res in self.pm.call_each(hook, pod=pod, nodes=feasible, snapshot=snap):
+            self._add_scores(plugin, res, totals, totals)
+        return _top(totals)
+
+    def _best_by_shape(self, pod: dict, snap: Snapshot, memo: ShapeMemo) -> str:
+        """:meth:`_best_node` over the nodes in ``memo.fits``, keeping the node-local plugins'
+        totals in the memo: those plugins are asked only about nodes fitted since their last
+        call, and while no other plugin scores the pod, the best node comes off the memo's heap
+        without a pass over the nodes."""
+        feasible = memo.feasible(snap)
+        if len(feasible) == 1:
+            return feasible[0].name
+        hook = "kai_score_nodes"
+        unscored = {n.name: n for n in memo.unscored if n.name in memo.fits}
+        memo.unscored = []
+        local_sums = dict.fromkeys(unscored, 0.0)
+        others: dict[str, float] = {}
         for impl in self.pm.implementations(hook):
-            plugin = impl.plugin_name
-            cached = None
-            ask = feasible
-            if memo is not None and declares_node_local(impl.plugin) is True:
-                cached = memo.scores.setdefault(plugin, {})
-                ask = [n for n in feasible if n.name not in cached]
-            res = self.pm.call_impl(impl, hook, {"pod": pod, "nodes": ask, "snapshot": snap}) if ask else {}
-            if res is None:
-                if cached is None:
-                    continue
-                res = {}
-            if isinstance(res, PluginError):
-                raise Unschedulable(str(res))
-            if not isinstance(res, Mapping):
-                raise self._bad_result(
-                    plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
-            if cached is not None:
-                for n in ask:
-                    cached[n.name] = res.get(n.name, 0.0)
-                res = cached
-            weight = self.config.score_weights.get(plugin, 1.0)
-            try:
-                for name, score in res.items():
-                    if name in totals:
-                        totals[name] += weight * score
-            except TypeError:
-                raise self._bad_result(
-                    plugin, hook, f"node {name}: expected a number, got {score!r}") from None
-        top = max((t for t in totals.values() if t == t), default=None)  # NaN never wins
-        if top is None:
-            return min(totals)
-        return min(name for name, total in totals.items() if total == top)
+            local = declares_node_local(impl.plugin) is True
+            nodes = list(unscored.values()) if local else feasible
+            if not nodes:
+                continue
+            res = self.pm.call_impl(impl, hook, {"pod": pod, "nodes": nodes, "snapshot": snap})
+            if res is not None:
+                self._add_scores(impl.plugin_name, res, local_sums if local else others,
+                                 unscored if local else memo.fits)
+        for name, total in local_sums.items():
+            memo.set_total(name, total)
+        if not others:
+            best = memo.best()
+            if best is not None:
+                return best
+        totals = memo.totals
+        return _top({n.name: totals.get(n.name, 0.0) + others.get(n.name, 0.0) for n in feasible})
+
+    def _add_scores(self, plugin: str, res: object, into: dict[str, float], among: Mapping) -> None:
+        """Add a ``kai_score_nodes`` answer, weighted, to ``into`` for the nodes in ``among``;
+        raises Unschedulable for an error or an answer of the wrong shape."""
+        hook = "kai_score_nodes"
+        if isinstance(res, PluginError):
+            raise Unschedulable(str(res))
+        if not isinstance(res, Mapping):
+            raise self._bad_result(
+                plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
+        weight = self.config.score_weights.get(plugin, 1.0)
+        try:
+            for name, score in res.items():
+                if name in among:
+                    into[name] = into.get(name, 0.0) + weight * score
+        except TypeError:
+            raise self._bad_result(
+                plugin, hook, f"node {name}: expected a number, got {score!r}") from None
 
     def _bad_result(self, plugin: str, hook: str, problem: str) -> Unschedulable:
         """The pod's reason when a plugin returned something the hook does not accept."""
@@ -840,6 +855,14 @@ class Scheduler:
             self.store.create(event)
         except ApiError as exc:
             log.warning("cannot record event for pod %s: %s", ref(pod), exc.message)
+
+
+def _top(totals: dict[str, float]) -> str:
+    """The name with the highest total (NaN never wins); ties go to the name that sorts first."""
+    top = max((t for t in totals.values() if t == t), default=None)
+    if top is None:
+        return min(totals)
+    return min(name for name, total in totals.items() if total == top)
 
 
 def _first(failures: Mapping[tuple[str, str], str]) -> str:

@@ -24,10 +24,12 @@ node-selector slices) are not node-local: placing a pod that uses one refreshes 
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 from dataclasses import dataclass, field
 
-from kai_core.snapshot import ClaimAllocation, Snapshot, claim_name_for
+from kai_core.snapshot import ClaimAllocation, NodeInfo, Snapshot, claim_name_for
 
 #: plugin object attribute: True (answers for a node depend only on that node), False (they do
 #: not), absent (filters and allocators are assumed node-local, scores are not)
@@ -74,8 +76,14 @@ class ShapeMemo:
     fits: dict[str, ClaimAllocation | None] = field(default_factory=dict)
     #: nodes where it does not, with the reason(s)
     rejected: dict[str, str | list[str]] = field(default_factory=dict)
-    #: plugin name -> node name -> score, for plugins declaring node-local scores
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: node name -> weighted sum of the node-local plugins' scores, for nodes in ``fits``
+    totals: dict[str, float] = field(default_factory=dict)
+    #: nodes in ``fits`` not scored yet by the node-local plugins
+    unscored: list[NodeInfo] = field(default_factory=list)
+    #: (-total, node name) for every total ever set; entries no longer true are skipped when met
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    #: the nodes of ``fits`` in the snapshot's order, rebuilt only when ``fits`` gains or loses one
+    _feasible: list[NodeInfo] | None = None
 
     def stale_nodes(self, snapshot: Snapshot) -> set[str]:
         """Names of the nodes changed since the memo was last brought up to date."""
@@ -84,7 +92,38 @@ class ShapeMemo:
     def forget(self, names: set[str]) -> None:
         """Drop every answer about ``names`` (they are about to be asked again)."""
         for name in names:
-            self.fits.pop(name, None)
             self.rejected.pop(name, None)
-            for per_node in self.scores.values():
-                per_node.pop(name, None)
+            self.totals.pop(name, None)
+            if self.fits.pop(name, False) is not False:
+                self._feasible = None
+
+    def fit(self, node: NodeInfo, allocation: ClaimAllocation | None) -> None:
+        """Record that the pod fits ``node`` (with that allocation of its claims)."""
+        if node.name not in self.fits:
+            self._feasible = None
+        self.fits[node.name] = allocation
+        self.unscored.append(node)
+
+    def feasible(self, snapshot: Snapshot) -> list[NodeInfo]:
+        """The nodes the pod fits, in the snapshot's node order."""
+        if self._feasible is None:
+            fits = self.fits
+            self._feasible = (snapshot.nodes if len(fits) == len(snapshot.nodes)
+                              else [n for n in snapshot.nodes if n.name in fits])
+        return self._feasible
+
+    def set_total(self, name: str, total: float) -> None:
+        """The node-local score sum of a node in ``fits``."""
+        self.totals[name] = total
+        heapq.heappush(self.heap, (-total if total == total else math.inf, name))  # NaN never wins
+
+    def best(self) -> str | None:
+        """The node in ``fits`` with the highest node-local total (ties: the first name)."""
+        heap, totals = self.heap, self.totals
+        while heap:
+            neg, name = heap[0]
+            total = totals.get(name)
+            if total is not None and (-total if total == total else math.inf) == neg:
+                return name
+            heapq.heappop(heap)
+        return None
