@@ -406,6 +406,7 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
     scheduler = Scheduler(store, pm, SchedulerConfig(scheduler_name, gates))
     binder = Binder(store, pm, gates, **{**(RECOMMENDED_OPTIONS if recommended_binder else {}), "qps": 0})
 
+    tune_gc()  # as kai-cli run does
     if sc.kind == "snapshot":
         _measure_snapshot(sc, scheduler, store, result)
     ins = _Instruments(result)
@@ -425,7 +426,6 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
 
         cycle_module.Snapshot = TimedSnapshot  # type: ignore[misc]
     writes_before = store.writes
-    tune_gc()  # as kai-cli run does
     controllers, cycle, binding = ins.phase(PH_CONTROLLERS), ins.phase(PH_CYCLE), ins.phase(PH_BINDER)
     last_change = start = time.perf_counter()
     perf = time.perf_counter

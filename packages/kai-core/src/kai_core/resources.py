@@ -25,6 +25,15 @@ RES_DEVICE_CLASSES = "deviceclasses.resource.k8s.io"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+#: pod phases after which a pod holds no node resources any more
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def is_active_pod(pod: dict) -> bool:
+    """Whether the pod still holds (or will hold) node resources: it has not Succeeded or Failed."""
+    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+
+
 @lru_cache(maxsize=4096)
 def _milli_cached(value: str | int | float) -> int:
     try:

@@ -24,13 +24,14 @@ from kai_core.resources import (
     RES_NODES,
     RES_PODS,
     RES_SLICES,
+    TERMINAL_PHASES,  # noqa: F401 - part of this module's interface
+    is_active_pod,
     node_allocatable,
     pod_requests,
 )
 
 log = logging.getLogger("kai.snapshot")
 
-TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass
@@ -81,11 +82,6 @@ def _key(obj: dict) -> tuple[str, str]:
     return (md.get("namespace", ""), md["name"])
 
 
-def is_active_pod(pod: dict) -> bool:
-    """Whether the pod still holds (or will hold) node resources: it has not Succeeded or Failed."""
-    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
-
-
 def _owned_by(br: dict, pod: dict) -> bool:
     """Whether a BindRequest belongs to this incarnation of the pod: a pod deleted and created
     again under the same name must not inherit the old pod's request (its ownerReference names
@@ -127,8 +123,14 @@ class Snapshot:
         self.pod_groups: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_POD_GROUPS, {}))
         self.nodes: list[NodeInfo] = []
         self.node_by_name: dict[str, NodeInfo] = {}
+        index = cache.pod_index
+        self._index = index
         for obj in cache.objects.get(RES_NODES, {}).values():
             info = _node_info(obj)
+            used = index.requested.get(info.name)
+            if used:
+                info.requested = dict(used)
+                info.pod_count = index.pod_count[info.name]
             self.nodes.append(info)
             self.node_by_name[info.name] = info
         self.nodes.sort(key=lambda n: n.name)
@@ -155,31 +157,27 @@ class Snapshot:
     # -- building ------------------------------------------------------------------------------
 
     def _count_pods(self) -> None:
-        """Count every active pod on its node: bound pods by ``spec.nodeName``, unbound ones by
-        their live BindRequest's ``selectedNode`` (and that request's claim allocations)."""
+        """Count every active pod on its node: bound pods by ``spec.nodeName`` (summed as they
+        came, in the cache's :class:`~kai_core.cache.PodIndex`), unbound ones by their live
+        BindRequest's ``selectedNode`` (and that request's claim allocations)."""
         brs_by_pod: dict[tuple[str, str], dict] = {}
         for br in self.bind_requests.values():
             if bind_request_failed_for_good(br):
                 continue  # deleted by the scheduler this cycle; a Failed one with retries left stays live
             md = br["metadata"]
             brs_by_pod[(md.get("namespace", ""), (br.get("spec") or {}).get("podName", ""))] = br
-        for key, pod in self.pods.items():
-            if not is_active_pod(pod):
+        for key, pod in self._index.unbound.items():
+            if not brs_by_pod or not is_active_pod(pod) or pod["metadata"].get("deletionTimestamp"):
                 continue
-            spec = pod.get("spec") or {}
-            node_name = spec.get("nodeName")
-            if not node_name:
-                if pod["metadata"].get("deletionTimestamp"):
-                    continue
-                br = brs_by_pod.get(key)
-                if br is None or not _owned_by(br, pod):
-                    continue
-                self.in_flight[key] = br
-                node_name = br["spec"].get("selectedNode")
-                for entry in br["spec"].get("resourceClaimAllocations") or []:
-                    claim_key = self._claim_key_for(pod, entry.get("name"))
-                    if claim_key and claim_key in self.claims and not self._stored_allocation(claim_key):
-                        self.assumed_allocations[claim_key] = entry.get("allocation") or {}
+            br = brs_by_pod.get(key)
+            if br is None or not _owned_by(br, pod):
+                continue
+            self.in_flight[key] = br
+            node_name = br["spec"].get("selectedNode")
+            for entry in br["spec"].get("resourceClaimAllocations") or []:
+                claim_key = self._claim_key_for(pod, entry.get("name"))
+                if claim_key and claim_key in self.claims and not self._stored_allocation(claim_key):
+                    self.assumed_allocations[claim_key] = entry.get("allocation") or {}
             node = self.node_by_name.get(node_name)
             if node is not None:
                 _add(node, self.requests_of(pod))
@@ -203,9 +201,9 @@ class Snapshot:
         (kube-scheduler does not consider them until every gate is removed).
         """
         out = []
-        for key, pod in self.pods.items():
+        for key, pod in self._index.unbound.items():
             spec = pod.get("spec") or {}
-            if spec.get("schedulerName") != self.scheduler_name or spec.get("nodeName"):
+            if spec.get("schedulerName") != self.scheduler_name:
                 continue
             if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod) or key in self.in_flight:
                 continue
@@ -253,7 +251,7 @@ class Snapshot:
         key = (md.get("namespace", ""), md.get("name", ""))
         if self.pods.get(key) is not pod:
             return pod_requests(pod)  # not one of ours: no caching
-        req = self._requests.get(key)
+        req = self._index.requests_of(key, pod) or self._requests.get(key)
         if req is None:
             req = self._requests[key] = pod_requests(pod)
         return req
