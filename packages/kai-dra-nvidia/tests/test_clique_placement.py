@@ -305,3 +305,34 @@ def test_gang_hooks_are_called_once_per_cycle_and_once_per_gang(gb200):
         c.pod(f"plain-{i}", gpus=1)
     assert c.cycle().scheduled == 9
     assert calls == {"kai_pod_groups": 1, "kai_group_node_subsets": 2}
+
+
+
+def test_a_cycles_snapshot_is_freed_without_the_garbage_collector():
+    """The plugin's per-cycle view must not keep the snapshot (the whole cluster) alive: with the
+    collector tuned to run rarely (kai_core.runtime), a cycle would otherwise hold every snapshot."""
+    import gc
+    import weakref
+
+    from kai_core.cache import Cache
+    from kai_core.features import FeatureGates
+    from kai_core.plugins import build_plugin_manager
+    from kai_core.resources import RES_NODES, RES_PODS
+    from kai_core.snapshot import Snapshot
+    from kai_core.store.embedded import EmbeddedStore
+    from kai_dra_nvidia import domains
+
+    cache = Cache(EmbeddedStore(), [RES_NODES, RES_PODS])
+    cache.sync()
+    snap = Snapshot(cache, "kai-scheduler", FeatureGates.parse("DynamicResourceAllocation=true"),
+                    build_plugin_manager())
+    domains.view(snap)
+    ref = weakref.ref(snap)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del snap
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()

@@ -201,7 +201,9 @@ def view(snapshot: Snapshot) -> DomainView:
     """The cycle's :class:`DomainView`, built on first use."""
     v = _VIEWS.get(snapshot)
     if v is None:
-        v = DomainView(snapshot)
+        # the view must not keep its snapshot alive: _VIEWS drops a view with its snapshot only
+        # while nothing else holds the snapshot (a strong reference here would keep both forever)
+        v = DomainView(weakref.proxy(snapshot))
         for cd in snapshot.objects(RES_COMPUTE_DOMAINS).values():
             uid = (cd.get("metadata") or {}).get("uid")
             if uid:
