@@ -66,8 +66,12 @@ def pod_requests(pod: dict) -> dict[str, int]:
     Zero amounts are left out, and ``pods`` is not included (every pod takes one slot).
     """
     spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    if len(containers) == 1 and not (spec.get("initContainers") or spec.get("resources") or spec.get("overhead")):
+        # most pods: one container and nothing else to fold in (this runs once per pod event)
+        return {k: v for k, v in _container_requests(containers[0]).items() if v}
     total: dict[str, int] = {}
-    for c in spec.get("containers") or []:
+    for c in containers:
         _add_to(total, _container_requests(c))
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
@@ -104,10 +108,12 @@ def _container_requests(c: dict) -> dict[str, int]:
     res = c.get("resources") if isinstance(c, dict) else None
     if not isinstance(res, dict):
         return {}
-    limits = res.get("limits") or {}
-    requests = dict(limits) if isinstance(limits, dict) else {}
-    if isinstance(res.get("requests"), dict):
-        requests.update(res["requests"])
+    limits = res.get("limits")
+    requests = res.get("requests")
+    if not isinstance(requests, dict):
+        requests = {}
+    if limits and isinstance(limits, dict):
+        requests = {**limits, **requests}
     return {name: _milli(q) for name, q in requests.items()}
 
 
