@@ -90,7 +90,14 @@ class SchedulerSpecs:
         ``0/N nodes are available: ...`` message, so keep them node-independent. Reading
         ``node.requested`` (which includes in-flight and assumed pods) is how a filter sees
         earlier decisions of the same cycle; ``snapshot.requests_of(pod)`` gives the pod's
-        requests."""
+        requests.
+
+        The answer for a node must depend only on the pod and on that node (its object, the pods
+        and devices on it): within a cycle the scheduler reuses it for the next pods of the same
+        shape until something is placed on that node, so after the first pod of a Job a filter is
+        asked about one or two nodes, not all (:mod:`kai_core.equivalence`). A plugin whose answer
+        for a node depends on other nodes (spreading over zones, say) sets ``KAI_NODE_LOCAL =
+        False`` on its plugin object, and is then asked about every node for every pod."""
 
     @hookspec(firstresult=True)
     def kai_allocate_claims(self, pod, claims, nodes, snapshot):
@@ -99,7 +106,8 @@ class SchedulerSpecs:
         ones included, marked). Return ``{node_name: ClaimAllocation | str}``: for a node where the
         claims fit, a :class:`kai_core.snapshot.ClaimAllocation` (one AllocationResult per claim,
         in ``claims`` order); otherwise a reason string. Return None to leave the pod to the next
-        plugin. The first non-None answer wins; the built-in structured allocator runs last."""
+        plugin. The first non-None answer wins; the built-in structured allocator runs last.
+        Answers are reused per pod shape like ``kai_filter_nodes``'s, under the same rule."""
 
     @hookspec
     def kai_score_nodes(self, pod, nodes, snapshot):
@@ -107,7 +115,10 @@ class SchedulerSpecs:
         Return ``{node_name: score}`` with numeric scores in 0..100 (missing nodes score 0).
         Scores of all plugins are multiplied by the plugin's weight (config ``score_weights``,
         default 1) and summed; the highest total wins, ties go to the node name that sorts
-        first."""
+        first. A plugin whose score for a node depends only on the pod and that node sets
+        ``KAI_NODE_LOCAL = True`` on its plugin object: it is then asked only about nodes changed
+        since the last pod of the same shape (the built-in binpack does); others see every
+        feasible node each time."""
 
     @hookspec
     def kai_bind_request(self, pod, node, bind_request):
