@@ -9,9 +9,11 @@ import yaml
 
 from kai_core.hookspecs import hookimpl
 from kai_core.plugins import build_plugin_manager
+from kai_core.resources import RES_PODS
 from kai_dra_nvidia import plugin
 
 CLIQUE = "nvidia.com/gpu.clique"
+CLUSTER_UUID = "4c6e2f58-1d0a-4f5e-9b7b-2f3c1a9d8e71"
 
 
 def nvbandwidth(upstream_dir) -> tuple[dict, dict]:
@@ -235,6 +237,47 @@ def test_a_domain_that_runs_stays_in_its_clique(gb200):
     c.pod("other", gpus=4)  # no domain: any node
     c.cycle()
     assert c.clique_of(c.placed()["d-2"]) == "a"
+
+
+def test_a_running_domain_stays_in_its_clique_when_another_would_fit_better(gb200):
+    c = gb200({"a": 2, "b": 5})
+    c.pod("block-1", gpus=4, node="a1")  # clique a is full when the domain starts
+    c.pod("block-2", gpus=4, node="a2")
+    c.domain("d")  # numNodes 0: the pods present form the group
+    c.pod("d-0", "d", gpus=4)
+    c.pod("d-1", "d", gpus=4)
+    c.cycle()
+    c.bind()
+    assert {c.clique_of(n) for n in c.placed().values()} == {"b"}
+    c.store.delete(RES_PODS, "block-1", "default")
+    c.store.delete(RES_PODS, "block-2", "default")
+    # two more pods: a fresh pair would go to clique a (2 free nodes, an exact fit; b has 3)
+    c.pod("d-2", "d", gpus=4)
+    c.pod("d-3", "d", gpus=4)
+    assert c.cycle().scheduled == 2
+    placed = c.placed()
+    assert {c.clique_of(placed[p]) for p in ("d-2", "d-3")} == {"b"}
+    assert len({placed[f"d-{i}"] for i in range(4)}) == 4  # one pod per node per domain
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["bound", "in-flight"])
+def test_a_running_domain_waits_rather_than_spill_into_another_clique(gb200, bound):
+    c = gb200({"a": 2, "b": 3})
+    c.domain("d")
+    c.pod("d-0", "d", gpus=4)
+    c.pod("d-1", "d", gpus=4)
+    c.cycle()
+    if bound:
+        c.bind()
+    assert sorted(c.placed().values()) == ["a1", "a2"]  # best fit: clique a is left with no spare node
+    c.pod("d-2", "d", gpus=4)
+    c.pod("other", gpus=4, priority=-1)  # clique b has room, as this pod shows
+    result = c.cycle()
+    assert (result.scheduled, result.unschedulable) == (1, 1)
+    assert "d-2" not in c.placed() and c.clique_of(c.placed()["other"]) == "b"
+    assert c.message("d-2") == (
+        f"ComputeDomain default/d (3 pod(s)) already runs in NVLink clique {CLUSTER_UUID}.a (node label {CLIQUE}) "
+        "and must stay there, but the clique has 0 usable node(s) for the 1 more pod(s) it needs")
 
 
 def test_a_one_node_domain_goes_to_a_clique_already_broken_into(gb200):

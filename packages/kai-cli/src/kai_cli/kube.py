@@ -5,7 +5,8 @@ A component's life:
 
 1. connect (kubeconfig or service account) and :func:`kai_core.discovery.discover` what the
    cluster serves: a missing BindRequest CRD or DRA API ends it at once with one error saying
-   what to install (:class:`SetupError`, exit 2);
+   what to install (:class:`SetupError`, exit 2); a missing PodGroup CRD only makes the scheduler
+   warn once and run without PodGroups (gang scheduling by PodGroup off, plugin groups still on);
 2. start the observability server(s) if asked (``/metrics``, ``/healthz``, ``/readyz``), then one
    reflector per watched kind, and wait for their first lists (``/readyz`` turns ready then);
 3. with leader election, campaign for the component's own Lease and wait as a standby (reflectors
@@ -429,6 +430,8 @@ class SchedulerComponent(Component):
         self.lease_default = scheduler_name
         self.scheduler = None
         self.scheduled = 0
+        #: the kinds watched, as :meth:`_resources` chose them from what the cluster serves
+        self.watched: list[str] = []
 
     def _make_metrics(self):
         from kai_core.observability import SchedulerMetrics
@@ -436,15 +439,22 @@ class SchedulerComponent(Component):
         return SchedulerMetrics()
 
     def _resources(self, apis) -> list[str]:
+        """The built-in kinds (PodGroups only when served: a reflector on an unserved kind would
+        never sync), the DRA kinds with the gate on, and the served plugin kinds."""
         from kai_core.cycle import watched_resources
+        from kai_core.discovery import pod_groups_missing_message
 
-        return watched_resources(self.features.dra) + [k.resource for _p, k in apis.plugin_kinds]
+        if not apis.pod_groups:
+            log.warning("%s: %s", self.name, pod_groups_missing_message())
+        self.watched = watched_resources(self.features.dra, pod_groups=apis.pod_groups)
+        self.watched += [k.resource for _p, k in apis.plugin_kinds if k.resource not in self.watched]
+        return self.watched
 
     def _build(self) -> None:
         from kai_core.cycle import Scheduler, SchedulerConfig
 
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit)
-        self.scheduler = Scheduler(self.store, self.pm, config)
+        self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched))
 
     def _next_due(self) -> float | None:
         return self.scheduler.next_due() if self.scheduler is not None else None

@@ -9,9 +9,15 @@ involved) whether
   at which version: ``v1`` (Kubernetes 1.34+), else ``v1beta2`` (1.33), else ``v1beta1``
   (1.32); and
 * each plugin's kinds (``kai_resource_kinds``) are served: those that are get watched (read-only),
-  the others are reported and left out.
+  the others are reported and left out;
+* KAI's PodGroup kind (``scheduling.run.ai/v2alpha2``, our CRD from ``deploy/crds`` too) is served.
+  It is optional: without it the scheduler runs without gang scheduling by PodGroup (the
+  ``pod-group-name`` annotation is ignored; groups declared by plugins still work), and the kind is
+  taken out of the store so that nothing tries to watch it (:attr:`ClusterApis.pod_groups`,
+  :func:`pod_groups_missing_message`).
 
-Everything missing is reported in one :class:`MissingApiError` saying what to install.
+Everything missing that a component needs is reported in one :class:`MissingApiError` saying what
+to install.
 
 The scheduler and the binder work on ``resource.k8s.io/v1`` objects only. On a cluster serving an
 older version, :class:`ServedVersionStore` (a :class:`~kai_core.store.kubernetes.KubernetesStore`)
@@ -28,6 +34,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kai_core.gang import RES_POD_GROUPS
 from kai_core.kinds import ResourceKind, builtin_kinds
 from kai_core.store.kubernetes import KubernetesStore, kind_from_crd
 
@@ -38,6 +45,9 @@ DRA_GROUP = "resource.k8s.io"
 DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")
 DRA_RESOURCES = ("deviceclasses", "resourceclaims", "resourceclaimtemplates", "resourceslices")
 BIND_REQUEST_CRD_FILE = "deploy/crds/scheduling.run.ai_bindrequests.yaml"
+POD_GROUP_CRD_FILE = "deploy/crds/scheduling.run.ai_podgroups.yaml"
+SCHEDULING_GROUP = "scheduling.run.ai"
+POD_GROUP_VERSION = "v2alpha2"
 
 
 class MissingApiError(Exception):
@@ -56,6 +66,9 @@ class ClusterApis:
     plugin_kinds: list[tuple[str, ResourceKind]] = field(default_factory=list)
     #: plugin name and kind, for plugin kinds the cluster does not serve (not watched)
     unserved_plugin_kinds: list[tuple[str, ResourceKind]] = field(default_factory=list)
+    #: whether KAI's PodGroups (podgroups.scheduling.run.ai/v2alpha2) are served; when not, gang
+    #: scheduling by PodGroup is off (see :func:`pod_groups_missing_message`)
+    pod_groups: bool = False
 
 
 def served_dra_version(groups: Mapping[str, Iterable[str]]) -> str | None:
@@ -73,6 +86,15 @@ def bind_request_missing_message(served_versions: Iterable[str] = ()) -> str:
             "(the Helm chart installs it too)")
 
 
+def pod_groups_missing_message() -> str:
+    """The warning for a cluster without KAI's PodGroup CRD: the scheduler runs on without it."""
+    return (f"PodGroups not served by the cluster (podgroups.{SCHEDULING_GROUP}/{POD_GROUP_VERSION}): "
+            "gang scheduling by PodGroup is off (the pod-group-name annotation is ignored and those pods "
+            "are scheduled one by one); groups declared by plugins still work. To turn it on, install "
+            f"the CRD with `kubectl apply -f {POD_GROUP_CRD_FILE}` from the kai repository (the Helm "
+            "chart installs it too) and restart the scheduler")
+
+
 def dra_missing_message() -> str:
     """What to say when the DRA gate is on and resource.k8s.io is not served."""
     return ("the DynamicResourceAllocation feature gate is on but the cluster does not serve the DRA API "
@@ -87,16 +109,18 @@ def discover(
 ) -> ClusterApis:
     """Check what the cluster serves (see the module docstring) and prepare ``store`` for it: the
     DRA kinds at the served version (a :class:`ServedVersionStore` converts; a plain store must
-    find ``v1``), and the served plugin kinds made addressable. Raises MissingApiError listing
-    everything missing; API errors (unreachable server, 401) propagate."""
+    find ``v1``), the served plugin kinds made addressable, and the PodGroup kind removed when it
+    is not served. Raises MissingApiError listing everything missing; API errors (unreachable
+    server, 401) propagate."""
     groups = store.server_groups()
     problems: list[str] = []
-    br_versions = groups.get("scheduling.run.ai") or []
-    served = "v1alpha2" in br_versions and "bindrequests" in _resources(
-        store, "scheduling.run.ai", "v1alpha2")
+    br_versions = groups.get(SCHEDULING_GROUP) or []
+    served = "v1alpha2" in br_versions and "bindrequests" in _resources(store, SCHEDULING_GROUP, "v1alpha2")
     if not served:
         problems.append(bind_request_missing_message(br_versions))
     apis = ClusterApis(groups)
+    apis.pod_groups = POD_GROUP_VERSION in br_versions and "podgroups" in _resources(
+        store, SCHEDULING_GROUP, POD_GROUP_VERSION)
     if dra:
         version = served_dra_version(groups)
         if version is None:
@@ -114,6 +138,8 @@ def discover(
             raise MissingApiError(f"the cluster serves {DRA_GROUP}/{apis.dra_version} only and this store "
                                   "cannot convert it (use kai_core.discovery.ServedVersionStore)")
         store.use_dra_version(apis.dra_version)
+    if not apis.pod_groups:
+        store.kinds.remove(RES_POD_GROUPS)  # a reflector on it would wait forever for its first list
     for plugin, crd in plugin_crds:
         try:
             kind = kind_from_crd(crd)

@@ -14,7 +14,10 @@ For every ``resource.nvidia.com/v1beta1`` ComputeDomain it:
   garbage collector, removes it). A template of that name that already exists is left alone;
 - sets ``status.status`` as NVIDIA does (Ready once ``spec.numNodes`` nodes have joined), where a
   node joins when a running pod holds an allocated channel claim of the domain there (the embedded
-  stand-in for the IMEX daemon that registers itself on such a node);
+  stand-in for the IMEX daemon that registers itself on such a node), and ``status.nodes``: one
+  entry per joined node with its name, InternalIP, ``cliqueID`` (the node's
+  ``nvidia.com/gpu.clique`` label), an index unique within the clique, and ``Ready`` (what
+  ``kai-cli get computedomains -o wide`` shows as NODES);
 - once the domain is being deleted, deletes its templates, then drops the finalizers; templates
   whose domain is gone altogether are cleaned up the same way.
 
