@@ -1,6 +1,6 @@
 """Every extension point of the kai scheduler, in one place.
 
-Plugins implement these with ``@kai_core.hookimpl`` and are found through the entry-point group
+Plugins implement these with ``@kai_core.hookspecs.hookimpl`` and are found through the entry-point group
 ``kai_scheduler.plugins`` (built-in plugins are registered directly). A plugin may implement any
 subset of hooks, and a hook implementation may accept any subset of the arguments listed.
 
