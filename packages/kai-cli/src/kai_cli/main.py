@@ -32,7 +32,9 @@ class CliError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file=None) -> None:
-        click.echo(f"kai-cli: error: {self.format_message()}", err=True)
+        # one line whatever the message holds (a YAML parser's error of a kubeconfig spans several)
+        message = " ".join(part.strip() for part in self.format_message().splitlines() if part.strip())
+        click.echo(f"kai-cli: error: {message}", err=True)
 
 
 class CliFailure(CliError):
@@ -78,6 +80,32 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if verbose < 2:
+        # urllib3 warns at every connection retry it makes for the Kubernetes client; the store
+        # reports what matters itself (an unreachable API server is one error line), -vv shows them
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def _check_save_path(save_path: str | None) -> None:
+    """Refuse a --save path that cannot be written before the run rather than after it."""
+    if not save_path:
+        return
+    parent = os.path.dirname(os.path.abspath(save_path))
+    if not os.path.isdir(parent):
+        raise CliError(f"--save {save_path}: directory {parent} does not exist")
+    if os.path.isdir(save_path):
+        raise CliError(f"--save {save_path}: is a directory")
+
+
+def _save(store, save_path: str) -> None:
+    """Write the final state (``--save``); a failed write is one error line naming the flag and path."""
+    from kai_core.manifests import save_state
+
+    try:
+        save_state(store, save_path)
+    except OSError as exc:
+        raise CliError(f"--save {save_path}: cannot write: {exc.strerror or exc}") from None
+    click.echo(f"state saved to {save_path}")
 
 
 def _plugin_manager():
@@ -186,7 +214,14 @@ def _check_mode(ctx: click.Context, real: bool, kubeconfig, in_cluster: bool) ->
 
 def _cluster_opts(params: dict, period: float):
     from kai_cli.kube import ClusterOptions
+    from kai_core.observability import BindAddressError, parse_bind_address
 
+    for name, flag in (("metrics_bind_address", "--metrics-bind-address"),
+                       ("health_probe_bind_address", "--health-probe-bind-address")):
+        try:  # checked before connecting, not after the API server has been asked
+            parse_bind_address(params[name] or "")
+        except BindAddressError as exc:
+            raise CliError(f"{flag}: bind address {exc}") from None
     opts = ClusterOptions(
         kubeconfig=params["kubeconfig"], context=params["context"], in_cluster=params["in_cluster"],
         leader_elect=params["leader_elect"], lease_name=params["lease_name"],
@@ -297,6 +332,7 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
+    _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
     if backoff_limit is None and (real or cluster_path is not None):
         from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
@@ -335,7 +371,7 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     from kai_binder.binder import Binder
     from kai_cli.runner import embedded_clock, run_embedded
     from kai_core.cycle import Scheduler, SchedulerConfig
-    from kai_core.manifests import dump_objects, save_state
+    from kai_core.manifests import dump_objects
 
     demo = cluster_path is None
     pm = _plugin_manager()
@@ -373,8 +409,7 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     if summary.gave_up:
         click.echo(f"kai-cli: warning: {summary.warning()}", err=True)
     if save_path:
-        save_state(cluster.store, save_path)
-        click.echo(f"state saved to {save_path}")
+        _save(cluster.store, save_path)
 
 
 @run.command("binder")
@@ -402,6 +437,7 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
+    _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
     if real:
         from kai_cli.kube import BinderComponent
@@ -427,7 +463,6 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
 def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:
     from kai_binder.binder import Binder
     from kai_cli.runner import MAX_SKIPPED_SECONDS, embedded_clock
-    from kai_core.manifests import save_state
     from kai_core.resources import RES_BIND_REQUESTS
 
     pm = _plugin_manager()
@@ -462,8 +497,7 @@ def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) ->
     click.echo(f"bind requests: {counts['Succeeded']} succeeded, {counts['Failed']} failed, "
                f"{counts['pending']} pending")
     if save_path:
-        save_state(cluster.store, save_path)
-        click.echo(f"state saved to {save_path}")
+        _save(cluster.store, save_path)
 
 
 def _close(binder) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -169,13 +170,18 @@ def api_error(status: int, body: bytes | str | None, what: str) -> ApiError:
                 status_obj = parsed
         except ValueError:
             pass
-    message = status_obj.get("message") or _short(body) or f"HTTP {status}"
+    message = status_obj.get("message")
+    text = _short(body)
     reason = status_obj.get("reason") or None
     if status == 401:
-        return ApiError(f"{what}: unauthorized ({message}); check the kubeconfig credentials",
+        return ApiError(f"{what}: unauthorized ({message or text or 'HTTP 401'}); check the kubeconfig credentials",
                         code=401, reason="Unauthorized")
     if status == 409 and reason == "AlreadyExists":
-        return AlreadyExists(message, code=409)
+        return AlreadyExists(message or text, code=409)
+    if not message and status_obj:  # a Status without a message
+        message = f"{what}: HTTP {status}" + (f" {reason}" if reason else "")
+    elif not message:  # no Status body: a proxy's page, or not a Kubernetes API server at all
+        message = f"{what}: HTTP {status}" + (f" (not a Kubernetes API reply): {text}" if text else "")
     cls = _ERRORS.get(status, ApiError)
     return cls(message, code=status, reason=reason)
 
@@ -184,7 +190,15 @@ def _short(body) -> str:
     if body is None:
         return ""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    return text.strip()[:200]
+    return " ".join(text.split())[:200]  # one line: an HTML error page spans many
+
+
+def _connection_problem(exc: Exception) -> str:
+    """What went wrong with a connection, without urllib3's wrapping: ``Failed to establish a new
+    connection: [Errno 111] Connection refused`` rather than the pool, the URL and the retry count."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the last connection error
+    text = str(reason if isinstance(reason, BaseException) else exc)
+    return re.sub(r"^\w+\(host=.*?\):\s*", "", text) or type(exc).__name__
 
 
 def _retry_after(headers) -> float | None:
@@ -733,7 +747,7 @@ class KubernetesStore(Store):
                                                                             self.request_timeout))
             except (urllib3.exceptions.HTTPError, OSError, ApiException) as exc:
                 # ApiException here is the client's wrapper of a TLS failure (status 0)
-                detail = exc.reason if isinstance(exc, ApiException) else exc
+                detail = exc.reason if isinstance(exc, ApiException) else _connection_problem(exc)
                 err = ApiError(f"{what}: cannot reach the API server at {self.host}: {detail}",
                                code=503, reason="ServiceUnavailable")
                 retriable = method == "GET"
@@ -763,8 +777,10 @@ class KubernetesStore(Store):
             delay = min(delay, self.max_retry_wait)
             with self._lock:
                 self.retries += 1
-            log.info("%s: %s %s; retry %d/%d in %.1fs", what, err.code, err.reason, attempt,
-                     self.max_retries, delay)
+            # debug, as client-go does: a retry that succeeds is no news, one that does not
+            # surfaces as the error (and the reflectors warn about failed lists and watches)
+            log.debug("%s (%s %s); retry %d/%d in %.1fs", err.message, err.code, err.reason, attempt,
+                      self.max_retries, delay)
             self._sleep(delay)
 
     def _fill_type(self, kind: ResourceKind, obj: dict) -> dict:
