@@ -18,7 +18,8 @@ Releasing (the rollback) reads the claim and undoes only what this pod's binding
   resourceclaim controller deallocates a claim whose last consumer stops using it (a claim
   allocated for nobody would hold its devices forever);
 - the finalizer goes once the claim is free (no allocation, no consumer) if this release cleared
-  the allocation, or if the pod's binding added it (the annotation names the pod).
+  the allocation, or if the pod's binding added it (the annotation names the pod); the annotation
+  goes with the finalizer, and alone when it names the pod and the finalizer is already gone.
 
 Entries of other pods, an allocation other consumers still use, and a finalizer someone else added
 to a claim this release did not free are never touched.
@@ -196,10 +197,16 @@ def release_claim(store, namespace: str, name: str, pod_uid: str) -> bool:
             finalizers = md.get("finalizers") or []
             owner = (md.get("annotations") or {}).get(FINALIZER_OWNER_ANNOTATION)
             free = not status.get("allocation") and not status.get("reservedFor")
-            if free and FINALIZER in finalizers and (deallocate or owner == pod_uid):
+            drop_finalizer = free and FINALIZER in finalizers and (deallocate or owner == pod_uid)
+            # The annotation only describes the finalizer: it goes with it, whichever pod it names,
+            # and on its own when it names this pod and the finalizer was already removed (by the
+            # resourceclaim controller, say).
+            stale_note = free and FINALIZER not in finalizers and owner == pod_uid
+            if drop_finalizer or stale_note:
                 new = clone(claim)
-                new["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
-                if owner == pod_uid:
+                if drop_finalizer:
+                    new["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
+                if owner is not None:
                     annotations = new["metadata"].get("annotations") or {}
                     annotations.pop(FINALIZER_OWNER_ANNOTATION, None)
                     if not annotations:

@@ -52,7 +52,14 @@ from dataclasses import dataclass, field
 from kai_core.bindrequest import build_bind_request
 from kai_core.builtins.dra import pod_claims
 from kai_core.cache import Cache
-from kai_core.equivalence import ShapeMemo, declares_node_local, pod_shape
+from kai_core.equivalence import (
+    ShapeMemo,
+    claim_refs,
+    declares_node_local,
+    generic_reason,
+    pod_shape,
+    specific_reason,
+)
 from kai_core.errors import ApiError, Conflict, NotFound
 from kai_core.features import FeatureGates
 from kai_core.gang import (
@@ -276,11 +283,7 @@ class Scheduler:
             raise Unschedulable("0/0 nodes are available: no nodes in the cluster.")
         shape = pod_shape(pod, snap) if memos is not None and nodes is snap.nodes else None
         if shape is not None:
-            try:
-                return self._decide_by_shape(pod, snap, memos, shape)
-            except BaseException:
-                memos.pop(shape, None)  # half brought up to date: start it again with the next pod
-                raise
+            return self._decide_by_shape(pod, snap, memos, shape)
         rejected: dict[str, str | list[str]] = {}
         feasible = self._filter(pod, nodes, rejected, snap)
         claims: list[PodClaim] = []
@@ -307,25 +310,37 @@ class Scheduler:
             todo = [snap.node_by_name[name] for name in sorted(stale) if name in snap.node_by_name]
         has_claims = bool((pod.get("spec") or {}).get("resourceClaims"))
         claims: list[PodClaim] = []
-        if todo:
-            rejected: dict[str, str | list[str]] = {}
-            passed = self._filter(pod, todo, rejected, snap)
-            allocations: dict[str, ClaimAllocation] = {}
-            if passed and has_claims:
-                claims, allocations = self._allocate(pod, passed, rejected, snap)
-            memo.rejected.update(rejected)
-            for n in passed:
-                if not has_claims:
-                    memo.fit(n, None)
-                elif n.name in allocations:
-                    memo.fit(n, allocations[n.name])
+        # reasons are kept with the pod's own claim names taken out (the allocator names the
+        # claim), so the next pod of the shape is told about its claims, not this one's
+        refs = claim_refs(pod, snap)
+        try:
+            if todo:
+                rejected: dict[str, str | list[str]] = {}
+                passed = self._filter(pod, todo, rejected, snap)
+                allocations: dict[str, ClaimAllocation] = {}
+                if passed and has_claims:
+                    claims, allocations = self._allocate(pod, passed, rejected, snap)
+                memo.rejected.update((name, generic_reason(r, refs)) for name, r in rejected.items())
+                for n in passed:
+                    if not has_claims:
+                        memo.fit(n, None)
+                    elif n.name in allocations:
+                        memo.fit(n, allocations[n.name])
+        except BaseException:
+            memos.pop(shape, None)  # the plugins' answers were cut short: start afresh next pod
+            raise
         if has_claims and not claims:
             claims, reason = pod_claims(pod, snap)
             if reason:
                 raise Unschedulable(reason)
-        if not memo.fits:
-            raise Unschedulable(unschedulable_message(len(snap.nodes), memo.rejected))
-        best = self._best_by_shape(pod, snap, memo)
+        if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
+            raise Unschedulable(unschedulable_message(
+                len(snap.nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))
+        try:
+            best = self._best_by_shape(pod, snap, memo)
+        except BaseException:
+            memos.pop(shape, None)  # scores half recorded
+            raise
         allocation = memo.fits[best]
         if allocation is not None:  # the memo's copy may serve the next pod of the shape too
             allocation = ClaimAllocation(clone(allocation.allocations))
@@ -336,7 +351,7 @@ class Scheduler:
         implementing either says its answers depend on other nodes (``KAI_NODE_LOCAL = False``)."""
         return not any(
             declares_node_local(impl.plugin) is False
-            for hook in ("kai_filter_nodes", "kai_allocate_claims")
+            for hook in ("kai_filter_nodes", "kai_allocate_claims", "kai_rank_devices")
             for impl in self.pm.implementations(hook))
 
     def pre_filter(self, pod: dict, snap: Snapshot) -> None:

@@ -65,6 +65,41 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
         return None
 
 
+def claim_refs(pod: dict, snapshot: Snapshot) -> list[str]:
+    """The pod's ResourceClaims as reasons name them (``namespace/name``), longest first so one
+    name that starts another is never replaced inside it."""
+    md = pod.get("metadata") or {}
+    ns = md.get("namespace", "")
+    names = [claim_name_for(pod, rc.get("name")) for rc in (pod.get("spec") or {}).get("resourceClaims") or []
+             if isinstance(rc, dict)]
+    return sorted((f"{ns}/{n}" for n in names if n), key=len, reverse=True)
+
+
+def generic_reason(reason: str | list[str], refs: list[str]) -> str | list[str]:
+    """A reason as kept in a memo: the pod's own claim names replaced by placeholders, so that it
+    holds for the next pod of the shape (whose claims have other names)."""
+    if not refs:
+        return reason
+    if isinstance(reason, list):
+        return [generic_reason(r, refs) for r in reason]
+    for i, ref in enumerate(refs):
+        if ref in reason:
+            reason = reason.replace(ref, f"\0{i}\0")
+    return reason
+
+
+def specific_reason(reason: str | list[str], refs: list[str]) -> str | list[str]:
+    """A memo's reason told to a pod: the placeholders replaced by this pod's claim names."""
+    if not refs:
+        return reason
+    if isinstance(reason, list):
+        return [specific_reason(r, refs) for r in reason]
+    if "\0" in reason:
+        for i, ref in enumerate(refs):
+            reason = reason.replace(f"\0{i}\0", ref)
+    return reason
+
+
 @dataclass
 class ShapeMemo:
     """One shape's answers in one cycle, current up to position ``seen`` of

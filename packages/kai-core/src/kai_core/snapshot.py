@@ -125,12 +125,14 @@ class Snapshot:
         self.node_by_name: dict[str, NodeInfo] = {}
         index = cache.pod_index
         self._index = index
+        #: this cycle's unbound pods (a copy: the cache may sync while a snapshot is still in use)
+        self._unbound: dict[tuple[str, str], dict] = dict(index.unbound)
         for obj in cache.objects.get(RES_NODES, {}).values():
             info = _node_info(obj)
-            used = index.requested.get(info.name)
-            if used:
-                info.requested = dict(used)
-                info.pod_count = index.pod_count[info.name]
+            count = index.pod_count.get(info.name)
+            if count:  # pods requesting nothing still take a pod slot
+                info.requested = dict(index.requested[info.name])
+                info.pod_count = count
             self.nodes.append(info)
             self.node_by_name[info.name] = info
         self.nodes.sort(key=lambda n: n.name)
@@ -138,6 +140,9 @@ class Snapshot:
         self.assumed_allocations: dict[tuple[str, str], dict] = {}
         #: (namespace, pod name) -> live BindRequest for pods not yet bound
         self.in_flight: dict[tuple[str, str], dict] = {}
+        #: claim -> uids of pods that will reserve it but are not in its ``reservedFor`` yet (pods
+        #: of in-flight BindRequests and of this cycle's decisions): they count toward the 256 limit
+        self.pending_consumers: dict[tuple[str, str], set[str]] = {}
         self._in_use: set | None = None
         self._requests: dict[tuple[str, str], dict[str, int]] = {}
         #: bumped by every assume() and unassume(): plugins caching views of this cycle's decisions
@@ -166,13 +171,14 @@ class Snapshot:
                 continue  # deleted by the scheduler this cycle; a Failed one with retries left stays live
             md = br["metadata"]
             brs_by_pod[(md.get("namespace", ""), (br.get("spec") or {}).get("podName", ""))] = br
-        for key, pod in self._index.unbound.items():
+        for key, pod in self._unbound.items():
             if not brs_by_pod or not is_active_pod(pod) or pod["metadata"].get("deletionTimestamp"):
                 continue
             br = brs_by_pod.get(key)
             if br is None or not _owned_by(br, pod):
                 continue
             self.in_flight[key] = br
+            self._add_consumer(pod)
             node_name = br["spec"].get("selectedNode")
             for entry in br["spec"].get("resourceClaimAllocations") or []:
                 claim_key = self._claim_key_for(pod, entry.get("name"))
@@ -201,7 +207,7 @@ class Snapshot:
         (kube-scheduler does not consider them until every gate is removed).
         """
         out = []
-        for key, pod in self._index.unbound.items():
+        for key, pod in self._unbound.items():
             spec = pod.get("spec") or {}
             if spec.get("schedulerName") != self.scheduler_name:
                 continue
@@ -314,7 +320,21 @@ class Snapshot:
                     if self._in_use is not None:
                         self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
+        self._add_consumer(pod)
         self._changed(node_name, allocation)
+
+    def _add_consumer(self, pod: dict, add: bool = True) -> None:
+        uid = pod["metadata"].get("uid")
+        if not uid:
+            return
+        for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+            claim_key = self._claim_key_for(pod, rc.get("name")) if isinstance(rc, dict) else None
+            if claim_key is None:
+                continue
+            if add:
+                self.pending_consumers.setdefault(claim_key, set()).add(uid)
+            else:
+                self.pending_consumers.get(claim_key, set()).discard(uid)
 
     def unassume(self, pod: dict, node_name: str, claims: list[PodClaim],
                  allocation: ClaimAllocation | None) -> None:
@@ -337,6 +357,7 @@ class Snapshot:
                     if self._in_use is not None:
                         self._release_devices(self._in_use, alloc)
         self.in_flight.pop(_key(pod), None)
+        self._add_consumer(pod, add=False)
         self._changed(node_name, allocation)
 
     def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:

@@ -49,9 +49,14 @@ def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
             owners = claim["metadata"].get("ownerReferences") or []
             if not any(o.get("uid") == uid and o.get("controller") for o in owners):
                 return [], f'ResourceClaim "{ns}/{name}" was not created for pod {ns}/{pod_name}'
-        reserved = (claim.get("status") or {}).get("reservedFor") or []
-        if len(reserved) >= MAX_RESERVED_FOR and not any(r.get("uid") == uid for r in reserved):
-            return [], f'ResourceClaim "{ns}/{name}" is already reserved for {MAX_RESERVED_FOR} pods'
+        entries = (claim.get("status") or {}).get("reservedFor") or []
+        reserved = {r.get("uid") for r in entries if isinstance(r, dict)}
+        if uid not in reserved:
+            # pods of in-flight BindRequests and of this cycle will take places too
+            coming = (getattr(snapshot, "pending_consumers", {}).get((ns, name)) or set()) - reserved
+            coming.discard(uid)
+            if len(entries) + len(coming) >= MAX_RESERVED_FOR:
+                return [], f'ResourceClaim "{ns}/{name}" is already reserved for {MAX_RESERVED_FOR} pods'
         out.append(PodClaim(rc["name"], claim, snapshot.allocation_of((ns, name))))
     return out, None
 

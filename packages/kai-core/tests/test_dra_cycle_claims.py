@@ -1,0 +1,129 @@
+"""DRA inside a scheduling cycle: one reason per group of nodes for each kind of failure, and claims
+that are already allocated or already reserved by many pods."""
+
+from __future__ import annotations
+
+from kai_core.cycle import SchedulerConfig
+from kai_core.dra.testing import (
+    GPU,
+    cd_slice,
+    claim,
+    device_class,
+    gpu_device,
+    gpu_slice,
+    request,
+    resource_slice,
+)
+from kai_core.features import FeatureGates
+from kai_core.resources import RES_CLAIMS
+
+DRA_ON = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
+EX = "gpu.example.com"
+GPU_CLASS = device_class(EX, f"device.driver == '{GPU}' && device.attributes['{GPU}'].type == 'gpu'")
+XID = [{"key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}]
+PCIE_ROOT = "resource.kubernetes.io/pcieRoot"
+
+
+def claim_pod(world, name: str, claim_name: str, cpu: str = "1") -> dict:
+    pod = world.pod(name, cpu=cpu, resourceClaims=[{"name": "gpus", "resourceClaimName": claim_name}])
+    pod["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
+    return pod
+
+
+def test_each_kind_of_failure_is_named_once_per_group_of_nodes(world) -> None:
+    w = world(
+        GPU_CLASS,
+        world.node("other"), cd_slice("other"),  # devices, none of the class
+        world.node("small-1"), gpu_slice("small-1", count=1),  # one GPU where two are needed
+        world.node("small-2"), gpu_slice("small-2", count=1),
+        world.node("split"), gpu_slice("split", devices=[gpu_device(0), gpu_device(4)]),  # two PCIe roots
+        world.node("partial"), gpu_slice("partial", count=2, slice_count=2),  # 1 of 2 slices published
+        world.node("sick"), gpu_slice("sick", devices=[gpu_device(0, taints=XID), gpu_device(1, taints=XID)]),
+        claim("pair", request("gpu", EX, 2), constraints=[{"matchAttribute": PCIE_ROOT}]),
+        config=DRA_ON,
+    )
+    w.add(claim_pod(world, "p", "pair"))
+    w.cycle()
+    message = w.message("p")
+    assert message.startswith("0/6 nodes are available: ")
+    prefix = "cannot allocate all claims: claim default/pair"
+    expected = {
+        "selector matched nothing": f"1 {prefix} request gpu: no device of DeviceClass {EX} (the node has 2 "
+                                    "devices)",
+        "not enough free": f"2 {prefix} request gpu: needs 2 devices of DeviceClass {EX}, 1 free "
+                           "(1 match, 0 in use)",
+        "constraint": f"1 {prefix}: constraint #0 (matchAttribute {PCIE_ROOT} over all requests) cannot be "
+                      "satisfied by the free devices",
+        "pool incomplete": f"1 {prefix} request gpu: no ResourceSlice offers devices to the node; note: pool "
+                           f"{GPU}/partial is incomplete (1 of 2 ResourceSlices at generation 1 are published)",
+        "taint": f"1 {prefix} request gpu: needs 2 devices of DeviceClass {EX}, 0 free (2 match, 0 in use, "
+                 "2 tainted gpu.nvidia.com/xid=79:NoSchedule without a toleration)",
+    }
+    for what, text in expected.items():
+        assert message.count(text) == 1, f"{what}: {text!r} not once in {message!r}"
+    assert w.bind_requests() == []
+
+
+def _allocated_on(node_name: str, device: str = "gpu-0") -> dict:
+    return {
+        "devices": {"results": [{"request": "gpu", "driver": GPU, "pool": node_name, "device": device}]},
+        "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": [node_name]}]}]},
+    }
+
+
+def _with_status(w, name: str, **status) -> None:
+    stored = w.store.get(RES_CLAIMS, name, "default")
+    stored["status"] = status
+    w.store.update_status(stored)
+
+
+def test_a_pod_of_an_allocated_claim_goes_where_the_allocation_is_and_allocates_nothing(world) -> None:
+    w = world(GPU_CLASS, *(world.node(n) for n in ("n1", "n2", "n3")),
+              *(gpu_slice(n, count=1) for n in ("n1", "n2", "n3")), claim("shared", request("gpu", EX)),
+              config=DRA_ON)
+    _with_status(w, "shared", allocation=_allocated_on("n2"))
+    w.add(claim_pod(world, "a", "shared"), claim_pod(world, "b", "shared"))
+    assert w.cycle().scheduled == 2
+    for br in w.bind_requests():
+        assert br["spec"]["selectedNode"] == "n2"
+        [entry] = br["spec"]["resourceClaimAllocations"]
+        assert entry["allocation"] == _allocated_on("n2")  # the claim's own, nothing new
+    # the device stays taken by the claim: a claim of its own for another pod gets n1 or n3
+    w.add(claim("own", request("gpu", EX)), claim_pod(world, "c", "own"))
+    w.cycle()
+    assert w.placed()["c"] in {"n1", "n3"}
+
+
+def test_an_allocated_claim_whose_node_is_full_makes_the_pod_wait_with_the_reason(world) -> None:
+    w = world(GPU_CLASS, world.node("n1"), world.node("n2", cpu="1"), gpu_slice("n1", count=1),
+              gpu_slice("n2", count=1), claim("shared", request("gpu", EX)), config=DRA_ON)
+    _with_status(w, "shared", allocation=_allocated_on("n2"))
+    w.add(claim_pod(world, "big", "shared", cpu="2"))
+    w.cycle()
+    message = w.message("big")
+    assert message.startswith("0/2 nodes are available: ")
+    assert "1 Insufficient cpu" in message
+    assert ('1 cannot allocate all claims: ResourceClaim "default/shared" is already allocated to devices not '
+            "available on this node") in message
+    assert w.bind_requests() == []
+
+
+def test_a_claim_reserved_by_256_pods_takes_no_more(world) -> None:
+    w = world(GPU_CLASS, world.node("n1"), gpu_slice("n1", count=1), claim("popular", request("gpu", EX)),
+              config=DRA_ON)
+    _with_status(w, "popular", allocation=_allocated_on("n1"), reservedFor=[
+        {"resource": "pods", "name": f"x{i}", "uid": f"00000000-0000-4000-8000-{i:012d}"} for i in range(256)])
+    w.add(claim_pod(world, "late", "popular"))
+    w.scheduler.run_cycle()  # no controller round: it would prune the 256 made-up consumers
+    assert w.message("late") == 'ResourceClaim "default/popular" is already reserved for 256 pods'
+    assert w.bind_requests() == []
+
+
+def test_one_cycle_never_commits_more_than_256_pods_to_one_claim(world) -> None:
+    everywhere = resource_slice("net", GPU, "net", [gpu_device(0)], all_nodes=True)
+    w = world(GPU_CLASS, world.node("n1", cpu="64", pods="300"), everywhere, claim("popular", request("gpu", EX)),
+              config=DRA_ON)
+    w.add(*(claim_pod(world, f"p{i:03d}", "popular", cpu="10m") for i in range(257)))
+    w.cycle()
+    assert len(w.bind_requests()) == 256
