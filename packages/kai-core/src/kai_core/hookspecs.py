@@ -97,7 +97,9 @@ class SchedulerSpecs:
         shape until something is placed on that node, so after the first pod of a Job a filter is
         asked about one or two nodes, not all (:mod:`kai_core.equivalence`). A plugin whose answer
         for a node depends on other nodes (spreading over zones, say) sets ``KAI_NODE_LOCAL =
-        False`` on its plugin object, and is then asked about every node for every pod."""
+        False`` on its plugin object, and is then asked about every node for every pod. For the
+        same reason a reason must not name the pod itself (naming the pod's own ResourceClaims is
+        fine: the scheduler puts the next pod's claim names in their place)."""
 
     @hookspec(firstresult=True)
     def kai_allocate_claims(self, pod, claims, nodes, snapshot):
