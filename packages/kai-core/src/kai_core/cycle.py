@@ -282,32 +282,24 @@ class Scheduler:
         if not nodes:
             raise Unschedulable("0/0 nodes are available: no nodes in the cluster.")
         shape = pod_shape(pod, snap) if memos is not None and nodes is snap.nodes else None
-        if shape is not None:
-            return self._decide_by_shape(pod, snap, memos, shape)
-        rejected: dict[str, str | list[str]] = {}
-        feasible = self._filter(pod, nodes, rejected, snap)
-        claims: list[PodClaim] = []
-        allocations: dict[str, ClaimAllocation] = {}
-        if feasible and (pod.get("spec") or {}).get("resourceClaims"):
-            claims, allocations = self._allocate(pod, feasible, rejected, snap)
-            feasible = [n for n in feasible if n.name in allocations]
-        if not feasible:
-            raise Unschedulable(unschedulable_message(len(nodes), rejected))
-        best = self._best_node(pod, feasible, snap)
-        return Decision(best, claims, allocations.get(best))
-
-    def _decide_by_shape(self, pod: dict, snap: Snapshot, memos: dict[str, ShapeMemo], shape: str) -> Decision:
-        """:meth:`decide` over every node, asking the filters and the allocator only about the nodes
-        changed since the shape's last pod (all of them for the first)."""
-        memo = memos.get(shape)
+        memo = memos.get(shape) if shape is not None else None
         if memo is None or memo.shared != snap.shared_changes:
-            memo = memos[shape] = ShapeMemo(seen=len(snap.node_changes), shared=snap.shared_changes)
-            todo = snap.nodes
+            memo = ShapeMemo(seen=len(snap.node_changes), shared=snap.shared_changes)
+            if shape is not None:
+                memos[shape] = memo
+            todo = nodes
         else:
             stale = memo.stale_nodes(snap)
             memo.forget(stale)
             memo.seen = len(snap.node_changes)
             todo = [snap.node_by_name[name] for name in sorted(stale) if name in snap.node_by_name]
+        return self._decide_among(pod, snap, nodes, memo, todo, memos, shape)
+
+    def _decide_among(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo], memo: ShapeMemo,
+                      todo: list[NodeInfo], memos: dict[str, ShapeMemo] | None, shape: str | None) -> Decision:
+        """:meth:`decide` with ``memo`` holding the answers already known for ``nodes`` (none for a
+        pod without a shape): filters and the allocator are asked about ``todo`` only. A failure
+        that leaves the memo incomplete takes it out of ``memos``."""
         has_claims = bool((pod.get("spec") or {}).get("resourceClaims"))
         claims: list[PodClaim] = []
         # reasons are kept with the pod's own claim names taken out (the allocator names the
@@ -327,7 +319,8 @@ class Scheduler:
                     elif n.name in allocations:
                         memo.fit(n, allocations[n.name])
         except BaseException:
-            memos.pop(shape, None)  # the plugins' answers were cut short: start afresh next pod
+            if shape is not None:
+                memos.pop(shape, None)  # the plugins' answers were cut short: start afresh next pod
             raise
         if has_claims and not claims:
             claims, reason = pod_claims(pod, snap)
@@ -335,11 +328,12 @@ class Scheduler:
                 raise Unschedulable(reason)
         if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
             raise Unschedulable(unschedulable_message(
-                len(snap.nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))
+                len(nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))
         try:
-            best = self._best_by_shape(pod, snap, memo)
+            best = self._best_node(pod, nodes, snap, memo)
         except BaseException:
-            memos.pop(shape, None)  # scores half recorded
+            if shape is not None:
+                memos.pop(shape, None)  # scores half recorded
             raise
         allocation = memo.fits[best]
         if allocation is not None:  # the memo's copy may serve the next pod of the shape too
@@ -430,22 +424,12 @@ class Scheduler:
                     plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
         return claims, allocations
 
-    def _best_node(self, pod: dict, feasible: list[NodeInfo], snap: Snapshot) -> str:
-        """The feasible node with the highest weighted score sum; ties go to the first name."""
-        if len(feasible) == 1:
-            return feasible[0].name
-        hook = "kai_score_nodes"
-        totals = dict.fromkeys((n.name for n in feasible), 0.0)
-        for plugin, res in self.pm.call_each(hook, pod=pod, nodes=feasible, snapshot=snap):
-            self._add_scores(plugin, res, totals, totals)
-        return _top(totals)
-
-    def _best_by_shape(self, pod: dict, snap: Snapshot, memo: ShapeMemo) -> str:
-        """:meth:`_best_node` over the nodes in ``memo.fits``, keeping the node-local plugins'
-        totals in the memo: those plugins are asked only about nodes fitted since their last
-        call, and while no other plugin scores the pod, the best node comes off the memo's heap
-        without a pass over the nodes."""
-        feasible = memo.feasible(snap)
+    def _best_node(self, pod: dict, nodes: list[NodeInfo], snap: Snapshot, memo: ShapeMemo) -> str:
+        """The node of ``memo.fits`` with the highest weighted score sum; ties go to the first
+        name. Totals of the plugins declaring node-local scores are kept in the memo: those
+        plugins are asked only about nodes fitted since their last call, and while no other plugin
+        scores the pod, the best node comes off the memo's heap without a pass over the nodes."""
+        feasible = memo.feasible(nodes)
         if len(feasible) == 1:
             return feasible[0].name
         hook = "kai_score_nodes"

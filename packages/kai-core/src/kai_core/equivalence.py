@@ -139,12 +139,12 @@ class ShapeMemo:
         self.fits[node.name] = allocation
         self.unscored.append(node)
 
-    def feasible(self, snapshot: Snapshot) -> list[NodeInfo]:
-        """The nodes the pod fits, in the snapshot's node order."""
+    def feasible(self, nodes: list[NodeInfo]) -> list[NodeInfo]:
+        """The nodes the pod fits, in the order of ``nodes`` (the candidates the memo is about:
+        always the same list for one memo)."""
         if self._feasible is None:
             fits = self.fits
-            self._feasible = (snapshot.nodes if len(fits) == len(snapshot.nodes)
-                              else [n for n in snapshot.nodes if n.name in fits])
+            self._feasible = nodes if len(fits) == len(nodes) else [n for n in nodes if n.name in fits]
         return self._feasible
 
     def set_total(self, name: str, total: float) -> None:
