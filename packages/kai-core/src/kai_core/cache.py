@@ -13,7 +13,7 @@ cluster (140,000 pods on 4,000 nodes: a second to recount, a few milliseconds fr
 from __future__ import annotations
 
 from kai_core.errors import Gone
-from kai_core.resources import RES_PODS, is_active_pod, pod_requests
+from kai_core.resources import RES_PODS, add_amounts, is_active_pod, pod_requests, subtract_amounts
 
 _Key = tuple[str, str]
 
@@ -47,9 +47,7 @@ class PodIndex:
             return
         req = pod_requests(pod)
         self._counted[key] = (node, pod, req)
-        usage = self.requested.setdefault(node, {})
-        for name, amount in req.items():
-            usage[name] = usage.get(name, 0) + amount
+        add_amounts(self.requested.setdefault(node, {}), req)
         self.pod_count[node] = self.pod_count.get(node, 0) + 1
 
     def remove(self, key: _Key) -> None:
@@ -59,13 +57,7 @@ class PodIndex:
         if counted is None:
             return
         node, _pod, req = counted
-        usage = self.requested[node]
-        for name, amount in req.items():
-            left = usage.get(name, 0) - amount
-            if left:
-                usage[name] = left
-            else:
-                usage.pop(name, None)
+        subtract_amounts(self.requested[node], req)
         count = self.pod_count[node] - 1
         if count:
             self.pod_count[node] = count

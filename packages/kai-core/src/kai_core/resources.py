@@ -72,18 +72,18 @@ def pod_requests(pod: dict) -> dict[str, int]:
         return {k: v for k, v in _container_requests(containers[0]).items() if v}
     total: dict[str, int] = {}
     for c in containers:
-        _add_to(total, _container_requests(c))
+        add_amounts(total, _container_requests(c))
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
     for c in spec.get("initContainers") or []:
         req = _container_requests(c)
         if c.get("restartPolicy") == "Always":
-            _add_to(total, req)
-            _add_to(sidecars, req)
+            add_amounts(total, req)
+            add_amounts(sidecars, req)
             needed = dict(sidecars)
         else:
             needed = dict(req)
-            _add_to(needed, sidecars)
+            add_amounts(needed, sidecars)
         for name, v in needed.items():
             if v > init_peak.get(name, 0):
                 init_peak[name] = v
@@ -97,9 +97,20 @@ def pod_requests(pod: dict) -> dict[str, int]:
     return {k: v for k, v in total.items() if v}
 
 
-def _add_to(total: dict[str, int], more: dict[str, int]) -> None:
+def add_amounts(total: dict[str, int], more: dict[str, int]) -> None:
+    """Add ``more`` into ``total``, resource by resource."""
     for name, v in more.items():
         total[name] = total.get(name, 0) + v
+
+
+def subtract_amounts(total: dict[str, int], less: dict[str, int]) -> None:
+    """Take ``less`` out of ``total``, resource by resource; a resource reaching 0 is dropped."""
+    for name, v in less.items():
+        left = total.get(name, 0) - v
+        if left:
+            total[name] = left
+        else:
+            total.pop(name, None)
 
 
 def _container_requests(c: dict) -> dict[str, int]:

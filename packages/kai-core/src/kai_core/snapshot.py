@@ -24,10 +24,11 @@ from kai_core.resources import (
     RES_NODES,
     RES_PODS,
     RES_SLICES,
-    TERMINAL_PHASES,  # noqa: F401 - part of this module's interface
+    add_amounts,
     is_active_pod,
     node_allocatable,
     pod_requests,
+    subtract_amounts,
 )
 
 log = logging.getLogger("kai.snapshot")
@@ -342,12 +343,7 @@ class Snapshot:
         allocated and their devices are released and the pod waits again. Decisions assumed after
         it that reused its claims must be taken back first (undo in reverse order)."""
         node = self.node_by_name[node_name]
-        for name, amount in self.requests_of(pod).items():
-            left = node.requested.get(name, 0) - amount
-            if left:
-                node.requested[name] = left
-            else:
-                node.requested.pop(name, None)
+        subtract_amounts(node.requested, self.requests_of(pod))
         node.pod_count -= 1
         if allocation is not None:
             for pc, alloc in zip(claims, allocation.allocations, strict=True):
@@ -408,8 +404,7 @@ def _pod_order(pod: dict) -> tuple:
 
 
 def _add(node: NodeInfo, req: dict[str, int]) -> None:
-    for k, v in req.items():
-        node.requested[k] = node.requested.get(k, 0) + v
+    add_amounts(node.requested, req)
     node.pod_count += 1
 
 
