@@ -53,7 +53,7 @@ def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
         reserved = {r.get("uid") for r in entries if isinstance(r, dict)}
         if uid not in reserved:
             # pods of in-flight BindRequests and of this cycle will take places too
-            coming = (getattr(snapshot, "pending_consumers", {}).get((ns, name)) or set()) - reserved
+            coming = snapshot.pending_consumers.get((ns, name), set()) - reserved
             coming.discard(uid)
             if len(entries) + len(coming) >= MAX_RESERVED_FOR:
                 return [], f'ResourceClaim "{ns}/{name}" is already reserved for {MAX_RESERVED_FOR} pods'
