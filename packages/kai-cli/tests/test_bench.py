@@ -65,6 +65,14 @@ def test_sizes_that_cannot_fit_or_conflict_are_refused_with_a_clear_message():
     assert r.exit_code == 2 and "--tiny sets the size itself" in r.output
 
 
+def test_a_profile_path_in_a_missing_directory_is_refused_before_running(tmp_path):
+    target = tmp_path / "missing" / "p.out"
+    r = invoke("--tiny", "--scenario", "plain", "--profile", str(target))
+    assert r.exit_code == 2 and f"directory {target.parent} does not exist" in r.output
+    assert "running plain" not in r.output  # refused before any scenario ran
+    assert isinstance(r.exception, SystemExit)  # a usage error, not a traceback
+
+
 def test_the_check_reports_a_device_given_to_two_claims_and_an_unbound_pod():
     store = EmbeddedStore()
     result = {"request": "gpu", "driver": "gpu.nvidia.com", "pool": "n1", "device": "gpu-0"}

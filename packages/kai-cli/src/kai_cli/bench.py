@@ -644,6 +644,10 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, r
         raise click.UsageError("--nodes/--pods size one scenario: pick it with --scenario")
     if tiny and (nodes or pods or scale != 1.0):
         raise click.UsageError("--tiny sets the size itself: leave out --scale, --nodes and --pods")
+    if profile_path and not Path(profile_path).resolve().parent.is_dir():
+        # found now, not after minutes of benchmarking
+        raise click.UsageError(f"--profile {profile_path}: directory {Path(profile_path).resolve().parent} "
+                               "does not exist")
     results: list[Result] = []
     growth_lines: list[str] = []
     for name in names:
@@ -660,7 +664,10 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, r
             path = Path(profile_path)
             if len(names) > 1:
                 path = path.with_name(f"{path.stem}-{name}{path.suffix}")
-            profile.dump_stats(str(path))
+            try:
+                profile.dump_stats(str(path))
+            except OSError as exc:
+                raise click.UsageError(f"--profile {path}: cannot write: {exc.strerror or exc}") from None
             if not as_json:
                 click.echo(f"profile of {name} written to {path} (python -m pstats {path})", err=True)
         if baseline:
