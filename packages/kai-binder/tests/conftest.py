@@ -11,12 +11,12 @@ import pytest
 from kai_binder.binder import Binder, add_binder_hookspecs
 from kai_binder.clock import ManualClock
 from kai_binder.testing import FaultyStore, settle
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
+from kai_core.apiserver.manifests import parse_documents
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.manifests import parse_documents
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 DRA = FeatureGates.parse("DynamicResourceAllocation=true")
 DRIVER = "fpga.example.com"

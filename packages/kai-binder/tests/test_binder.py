@@ -9,9 +9,9 @@ import pytest
 from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, event_name
 from kai_binder.claims import FINALIZER, FINALIZER_OWNER_ANNOTATION, MAX_RESERVED_FOR
 from kai_binder.testing import invariant_violations
-from kai_core.errors import ApiError, Conflict
-from kai_core.hookspecs import hookimpl
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS
+from kai_core.api.errors import ApiError, Conflict
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS
+from kai_core.framework.hookspecs import hookimpl
 
 
 def shared_rig(rig, *names, **kw):
@@ -127,7 +127,7 @@ def test_claim_status_conflict_is_retried_after_a_fresh_read(rig):
 def test_dra_gate_off_in_the_binder_fails_with_how_to_turn_it_on(rig):
     r = shared_rig(rig, "p1")
     r.schedule()
-    from kai_core.features import FeatureGates
+    from kai_core.api.features import FeatureGates
 
     b = Binder(r.faulty, r.pm, FeatureGates(), qps=0)
     result = b.run_once()

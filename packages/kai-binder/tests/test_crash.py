@@ -8,7 +8,7 @@ import pytest
 from kai_binder.binder import RECOMMENDED_OPTIONS
 from kai_binder.claims import FINALIZER
 from kai_binder.testing import Crash, invariant_violations
-from kai_core.resources import RES_CLAIMS
+from kai_core.api.resources import RES_CLAIMS
 
 _VOLATILE_MD = ("resourceVersion", "creationTimestamp", "generation", "managedFields")
 _VOLATILE = ("lastTransitionTime", "lastProbeTime", "firstTimestamp", "lastTimestamp")

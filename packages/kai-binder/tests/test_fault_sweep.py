@@ -13,8 +13,8 @@ import pytest
 
 from kai_binder.claims import FINALIZER, FINALIZER_OWNER_ANNOTATION, MAX_RESERVED_FOR, release_claim
 from kai_binder.testing import invariant_violations
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
-from kai_core.snapshot import claim_name_for
+from kai_core.api.claims import claim_name_for
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
 
 KINDS = ("conflict", "error", "lost", "timeout")
 ROUNDS = 6

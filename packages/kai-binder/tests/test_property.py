@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kai_binder.testing import FAULTS, Crash, invariant_violations
-from kai_core.errors import NotFound
-from kai_core.hookspecs import hookimpl
-from kai_core.resources import RES_PODS
+from kai_core.api.errors import NotFound
+from kai_core.api.resources import RES_PODS
+from kai_core.framework.hookspecs import hookimpl
 
 EXAMPLES = int(os.environ.get("KAI_PROPERTY_EXAMPLES", "150"))
 FAULT_ROUNDS = 12

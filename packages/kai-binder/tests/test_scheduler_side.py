@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kai_binder.claims import FINALIZER
 from kai_binder.testing import invariant_violations
-from kai_core.hookspecs import hookimpl
+from kai_core.framework.hookspecs import hookimpl
 
 
 class Refuse:

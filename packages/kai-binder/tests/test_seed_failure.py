@@ -9,11 +9,11 @@ import pytest
 from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
 from kai_binder.clock import ManualClock
 from kai_binder.testing import FaultyStore, invariant_violations, settle
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 POD = "gpu-imex-pod"
 

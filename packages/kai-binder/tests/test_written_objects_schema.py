@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kai_binder.binder import RECOMMENDED_OPTIONS
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is missing")
 
@@ -24,7 +24,7 @@ def _valid(obj: dict) -> None:
 
 
 def test_objects_written_on_failure_and_success_pass_the_upstream_schemas(rig, upstream_dir):
-    from kai_core.schema import CrdValidator, load_crd
+    from kai_core.apiserver.schema import CrdValidator, load_crd
 
     crd = upstream_dir / "kai-scheduler.bindrequests.crd.yaml"
     if not crd.exists():

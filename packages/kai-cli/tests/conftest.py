@@ -9,10 +9,10 @@ import pytest
 from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
 from kai_binder.clock import ManualClock
 from kai_cli.runner import run_embedded
+from kai_core.api.features import FeatureGates
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
 from kai_core.plugins import build_plugin_manager
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 
 class Scenario:

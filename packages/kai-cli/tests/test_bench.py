@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from kai_cli.bench import SCENARIOS, SUMMARY_HEADER, Scenario, run_scenario, sized, verify
 from kai_cli.main import cli
-from kai_core.resources import RES_CLAIMS
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.resources import RES_CLAIMS
+from kai_core.apiserver.store import EmbeddedStore
 
 
 def invoke(*args: str):

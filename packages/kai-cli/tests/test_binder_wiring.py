@@ -17,9 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from kai_cli.main import cli
-from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
-from kai_core.hookspecs import hookimpl
-from kai_core.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
+from kai_core.framework.hookspecs import hookimpl
+from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
 CLUSTER = """
 apiVersion: v1

@@ -48,8 +48,8 @@ import sys
 from kai_cli.main import cli
 for args in (["--help"], ["run", "scheduler", "--help"], ["run", "binder", "--help"]):
     cli(args, standalone_mode=False)
-heavy = [m for m in ("kubernetes", "prometheus_client", "urllib3", "kai_core.cycle",
-                     "kai_core.store.kubernetes") if m in sys.modules]
+heavy = [m for m in ("kubernetes", "prometheus_client", "urllib3", "kai_core.scheduler.cycle",
+                     "kai_core.client.store") if m in sys.modules]
 print("HEAVY", heavy)
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

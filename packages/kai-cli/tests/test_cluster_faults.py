@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from kai_core.hookspecs import hookimpl
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
+from kai_core.framework.hookspecs import hookimpl
 
 LEASES = "leases.coordination.k8s.io"
 NODES = ["n1", "n2", "n3"]
@@ -240,7 +240,7 @@ def test_binder_leader_dies_mid_bind_and_the_standby_finishes(live_cluster, clus
 
 def test_a_lost_lease_stops_the_binder_with_exit_1(live_cluster, cluster_files):
     from kai_cli.kube import RunFailure
-    from kai_core.leaderelection import micro_time
+    from kai_core.client.leaderelection import micro_time
 
     lc = live_cluster(cluster_files())
     binder = lc.start("binder", gates="", identity="binder-a", leader_elect=True, lease_duration=2,

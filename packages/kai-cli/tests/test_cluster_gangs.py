@@ -10,10 +10,9 @@ import logging
 import pytest
 import yaml
 
-from kai_core.gang import RES_POD_GROUPS
-from kai_core.resources import RES_BIND_REQUESTS, RES_PODS
-from kai_core.schema import crd_path, load_crd
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_POD_GROUPS, RES_PODS
+from kai_core.apiserver.schema import crd_path, load_crd
+from kai_core.apiserver.store import EmbeddedStore
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 

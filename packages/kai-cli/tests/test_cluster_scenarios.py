@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 import yaml
 
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
-from kai_core.schema import CrdValidator, load_crd
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
+from kai_core.apiserver.schema import CrdValidator, load_crd
 
 CD_RESOURCE = "computedomains.resource.nvidia.com"
 LEASES = "leases.coordination.k8s.io"
@@ -177,7 +177,7 @@ def test_seed_scenario_with_scheduler_and_binder_as_separate_processes(live_clus
     logs = [json.loads(ln) for ln in binder.err if ln.startswith("{")]
     assert logs and all({"ts", "level", "logger", "msg"} <= set(doc) for doc in logs)
     assert not [ln for ln in binder.err if not ln.startswith("{") and not ln.startswith("kai-cli: note")]
-    from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
+    from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
     assert_seed_result(lc.store, shared_dir, upstream_dir, backoff_limit=DEFAULT_BACKOFF_LIMIT)
     # nothing of the embedded cluster ran in the components: no request created a claim or a template

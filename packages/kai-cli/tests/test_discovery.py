@@ -1,4 +1,4 @@
-"""What a cluster serves, checked at start (kai_core.discovery): one clear error (exit 2) naming
+"""What a cluster serves, checked at start (kai_core.client.discovery): one clear error (exit 2) naming
 what to install, and clusters serving only resource.k8s.io/v1beta1 or v1beta2 handled by
 conversion at the wire."""
 
@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from kai_cli.main import cli
-from kai_core.discovery import DRA_GROUP, dra_kinds_at, served_dra_version
-from kai_core.kinds import builtin_kinds
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.kinds import builtin_kinds
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.client.discovery import DRA_GROUP, dra_kinds_at, served_dra_version
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
@@ -132,7 +132,7 @@ def dra_objects(version: str) -> list[dict]:
 def old_dra_cluster(version: str) -> EmbeddedStore:
     """An embedded store playing an API server that serves resource.k8s.io at ``version`` only and
     stores objects as written (no v1 validation)."""
-    from kai_core.kinds import ResourceKind
+    from kai_core.api.kinds import ResourceKind
 
     kinds = [k for k in builtin_kinds() if k.group != DRA_GROUP]
     for k in dra_kinds_at(version):

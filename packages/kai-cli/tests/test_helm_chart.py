@@ -560,12 +560,12 @@ def run_seed_over_http(gates: str) -> ScenarioCalls:
     the binder's, so each server's request log is one component's."""
     pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
     from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
+    from kai_core.api.features import FeatureGates
+    from kai_core.api.resources import RES_PODS
+    from kai_core.client.store import KubernetesStore
     from kai_core.cluster import EmbeddedCluster, plugin_crds
-    from kai_core.cycle import Scheduler, SchedulerConfig
-    from kai_core.features import FeatureGates
     from kai_core.plugins import build_plugin_manager
-    from kai_core.resources import RES_PODS
-    from kai_core.store.kubernetes import KubernetesStore
+    from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
     from kai_core.testing import FakeApiServer
     from kai_dra_nvidia.demo import demo_manifests_path
 
@@ -653,9 +653,9 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
     import time
 
     from kai_cli.main import cli
+    from kai_core.api.resources import RES_PODS
     from kai_core.cluster import EmbeddedCluster
     from kai_core.plugins import build_plugin_manager
-    from kai_core.resources import RES_PODS
     from kai_core.testing import FakeApiServer
     from kai_dra_nvidia.demo import demo_manifests_path
 
@@ -687,8 +687,8 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
             time.sleep(0.05)
         assert node, "the seed's pod was not bound: " + (tmp_path / "scheduler.log").read_text()[-3000:]
         # the chart sets no --backoff-limit: the scheduler's command line default is written
-        from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
-        from kai_core.resources import RES_BIND_REQUESTS
+        from kai_core.api.resources import RES_BIND_REQUESTS
+        from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
         [br] = cluster.store.list(RES_BIND_REQUESTS)[0]
         assert br["spec"]["backoffLimit"] == DEFAULT_BACKOFF_LIMIT

@@ -1,4 +1,4 @@
-"""Leader election on a coordination.k8s.io/v1 Lease (kai_core.leaderelection): on the embedded
+"""Leader election on a coordination.k8s.io/v1 Lease (kai_core.client.leaderelection): on the embedded
 store and through the fake API server, with the CLI's exit code on a lost Lease."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from kai_core.errors import Conflict
-from kai_core.leaderelection import RES_LEASES, LeaderElector, check_timings, micro_time
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.errors import Conflict
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.client.leaderelection import RES_LEASES, LeaderElector, check_timings, micro_time
 
 WAIT = 30.0
 FAST = {"lease_duration": 1, "renew_deadline": 0.5, "retry_period": 0.05}
@@ -158,7 +158,7 @@ def test_leadership_is_lost_when_someone_else_holds_the_lease(electors):
 
 def test_leadership_is_lost_when_renewals_fail_past_the_deadline(electors):
     pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
-    from kai_core.store.kubernetes import KubernetesStore
+    from kai_core.client.store import KubernetesStore
     from kai_core.testing import FakeApiServer
 
     with FakeApiServer() as server:

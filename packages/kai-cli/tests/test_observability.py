@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 
-from kai_core.cycle import CycleResult
 from kai_core.observability import (
     BindAddressError,
     BinderMetrics,
@@ -22,6 +21,7 @@ from kai_core.observability import (
     instrument_plugin_manager,
     parse_bind_address,
 )
+from kai_core.scheduler.cycle import CycleResult
 
 
 def get(url: str) -> tuple[int, str, str]:

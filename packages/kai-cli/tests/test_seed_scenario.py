@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
-from kai_core.schema import CrdValidator, load_crd
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS
+from kai_core.apiserver.schema import CrdValidator, load_crd
 
 CD_RESOURCE = "computedomains.resource.nvidia.com"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from kai_core.schema import CrdValidator, load_crd
+from kai_core.apiserver.schema import CrdValidator, load_crd
 
 K8S_VERSION = "1.34.0"  # the first release serving resource.k8s.io/v1
 

@@ -96,7 +96,7 @@ def test_installed_packages_are_the_wheels_and_find_their_data():
     import kai_cli
     import kai_core
     import kai_dra_nvidia
-    from kai_core.schema import builtin_crd_paths, load_crd
+    from kai_core.apiserver.schema import builtin_crd_paths, load_crd
     from kai_dra_nvidia.demo import demo_manifests_path
 
     checkout = ROOT / "packages"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
+from kai_core.apiserver.manifests import parse_documents
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.manifests import parse_documents
-from kai_core.plugins import KaiPluginManager, build_plugin_manager
-from kai_core.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.plugins import build_plugin_manager
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 
 class World:

@@ -12,7 +12,6 @@ from kai_core.dra.allocator import (
     Unallocatable,
     allocate,
     candidate_devices,
-    device_scores,
 )
 from kai_core.dra.testing import (
     GPU,
@@ -27,7 +26,8 @@ from kai_core.dra.testing import (
     resource_slice,
     result_names,
 )
-from kai_core.hookspecs import hookimpl
+from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.status import Status
 from kai_core.plugins import build_plugin_manager
 
 EX = "gpu.example.com"
@@ -380,11 +380,13 @@ class PreferHighIndex:
 def test_rank_devices_hook_is_called_once_per_pod_with_the_candidates() -> None:
     inventory = DraInventory([gpu_slice("n1"), gpu_slice("n2", count=2)], [GPU_CLASS])
     pm = build_plugin_manager(load_external=False)
-    assert device_scores(pm, {}, [claim("c", request("gpu", EX))], [node("n1")], inventory, None) is None
+    one = [claim("c", request("gpu", EX))]
+    assert pm.rank_devices({}, one, lambda: candidate_devices(one, [node("n1")], inventory), None) is None
     plugin = PreferHighIndex()
     pm.register(plugin, name="prefer-high")
     claims = [claim("c", request("gpu", EX))]
-    scores = device_scores(pm, {"metadata": {"name": "p"}}, claims, [node("n1"), node("n2")], inventory, None)
+    scores = pm.rank_devices({"metadata": {"name": "p"}}, claims,
+                             lambda: candidate_devices(claims, [node("n1"), node("n2")], inventory), None)
     assert plugin.calls == [10]  # one call, all candidates of both nodes
     assert [d.id for d in candidate_devices(claims, [node("n2")], inventory)] == [gid(0, "n2"), gid(1, "n2")]
     [allocation] = allocate(claims, node("n1"), inventory, set(), device_scores=scores)
@@ -400,8 +402,10 @@ def test_a_failing_rank_plugin_gives_a_reason() -> None:
     pm = build_plugin_manager(load_external=False)
     pm.register(Broken(), name="broken")
     inventory = DraInventory([gpu_slice("n1")], [GPU_CLASS])
-    with pytest.raises(Unallocatable, match="plugin 'broken' failed in kai_rank_devices: RuntimeError: boom"):
-        device_scores(pm, {}, [claim("c", request("gpu", EX))], [node("n1")], inventory, None)
+    claims = [claim("c", request("gpu", EX))]
+    status = pm.rank_devices({}, claims, lambda: candidate_devices(claims, [node("n1")], inventory), None)
+    assert isinstance(status, Status) and not status.ok
+    assert status.message == "plugin 'broken' failed in kai_rank_devices: RuntimeError: boom"
 
 
 # ------------------------------------------------------------------------------------ search bound

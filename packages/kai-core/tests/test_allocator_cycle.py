@@ -3,10 +3,10 @@ decided by the namespace's label."""
 
 from __future__ import annotations
 
-from kai_core.cycle import SchedulerConfig
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_NAMESPACES
 from kai_core.dra.testing import GPU, claim, device_class, gpu_device, gpu_slice, request
-from kai_core.features import FeatureGates
-from kai_core.resources import RES_NAMESPACES
+from kai_core.scheduler.cycle import SchedulerConfig
 
 DRA_ON = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
 EX = "gpu.example.com"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from kai_core.apiserver.store import EmbeddedStore
 from kai_core.dra.allocator import (
     ADMIN_ACCESS_LABEL,
     DeviceId,
@@ -27,7 +28,6 @@ from kai_core.dra.testing import (
     result_names,
     sub_request,
 )
-from kai_core.store.embedded import EmbeddedStore
 
 EX = "gpu.example.com"
 GPU_CLASS = device_class(EX, f"device.driver == '{GPU}' && device.attributes['{GPU}'].type == 'gpu'")

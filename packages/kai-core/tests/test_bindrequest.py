@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from kai_core.bindrequest import BindRequestError, build_bind_request
-from kai_core.cycle import SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.schema import CrdValidator
+from kai_core.api.bindrequest import BindRequestError, build_bind_request
+from kai_core.api.features import FeatureGates
+from kai_core.apiserver.schema import CrdValidator
+from kai_core.scheduler.cycle import SchedulerConfig
 
 GPU = "nvidia.com/gpu"
 

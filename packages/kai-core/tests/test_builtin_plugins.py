@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.builtins.taints import toleration_matches
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS, pod_requests
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_PODS, pod_requests
+from kai_core.plugins.taints import toleration_matches
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 DRA_ON = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
 

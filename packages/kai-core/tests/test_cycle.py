@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.cycle import SchedulerConfig, unschedulable_message
-from kai_core.features import FeatureGates
-from kai_core.resources import RES_NODES
-from kai_core.snapshot import Snapshot
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_NODES
+from kai_core.framework.snapshot import Snapshot
+from kai_core.scheduler.cycle import SchedulerConfig, unschedulable_message
 
 # -- which pods ------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ that are already allocated or already reserved by many pods."""
 
 from __future__ import annotations
 
-from kai_core.cycle import SchedulerConfig
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_CLAIMS
 from kai_core.dra.testing import (
     GPU,
     cd_slice,
@@ -14,8 +15,7 @@ from kai_core.dra.testing import (
     request,
     resource_slice,
 )
-from kai_core.features import FeatureGates
-from kai_core.resources import RES_CLAIMS
+from kai_core.scheduler.cycle import SchedulerConfig
 
 DRA_ON = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
 EX = "gpu.example.com"

@@ -1,4 +1,4 @@
-"""Pods of one shape within a cycle (:mod:`kai_core.equivalence`): the scheduler reuses the filter,
+"""Pods of one shape within a cycle (:mod:`kai_core.scheduler.equivalence`): the scheduler reuses the filter,
 allocation and node-local score answers given for the previous pod of the shape on the nodes
 unchanged since, and asks the plugins only about the nodes changed. What a user sees must not
 change: the same BindRequests (node and devices) and the same unschedulable reasons as without
@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kai_core.cycle import SchedulerConfig
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_CLAIMS, RES_PODS
 from kai_core.dra.testing import GPU, claim, device_class, gpu_device, gpu_slice, request, resource_slice
-from kai_core.features import FeatureGates
-from kai_core.hookspecs import hookimpl
+from kai_core.framework.hookspecs import hookimpl
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_CLAIMS, RES_PODS
+from kai_core.scheduler.cycle import SchedulerConfig
 
 EXAMPLES = int(os.environ.get("KAI_PROPERTY_EXAMPLES", "50"))
 DRA_ON = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))

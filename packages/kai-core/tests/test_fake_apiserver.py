@@ -432,7 +432,7 @@ def test_watch_from_compacted_version_gets_410_error_event(fake_apiserver, api):
 
 
 def test_small_history_compacts_by_itself():
-    from kai_core.store.embedded import EmbeddedStore
+    from kai_core.apiserver.store import EmbeddedStore
 
     with FakeApiServer(EmbeddedStore(history=3)) as server:
         api = server.api_client()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.cycle import Scheduler, SchedulerConfig, default_resources, watched_resources
-from kai_core.features import FeatureGates
-from kai_core.gang import RES_POD_GROUPS, GroupSpec, NodeSubset
-from kai_core.hookspecs import hookimpl
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_POD_GROUPS
+from kai_core.apiserver.schema import crd_path, load_crd
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.dra.claims import ClaimAllocation, PodClaim
+from kai_core.framework.gang import GroupSpec, NodeSubset
+from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.snapshot import Snapshot
 from kai_core.plugins import build_plugin_manager
-from kai_core.schema import crd_path, load_crd
-from kai_core.snapshot import ClaimAllocation, PodClaim, Snapshot
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig, default_resources, watched_resources
 
 
 def pod_group(name: str, min_member: int | None, namespace: str = "default", **spec) -> dict:
@@ -122,7 +124,7 @@ def test_podgroups_are_matched_within_their_namespace(world):
 
 
 def test_the_embedded_cluster_validates_podgroups_against_our_crd(world):
-    from kai_core.errors import Invalid
+    from kai_core.api.errors import Invalid
 
     w = world()
     with pytest.raises(Invalid) as info:
@@ -150,7 +152,7 @@ def test_a_failing_bind_request_hook_leaves_the_whole_group_unwritten(world):
 
 @pytest.mark.parametrize("fail_at", [0, 1])
 def test_a_store_error_while_writing_a_group(world, monkeypatch, fail_at):
-    from kai_core.errors import Forbidden
+    from kai_core.api.errors import Forbidden
 
     w = world(world.node("n1", cpu="4"), pod_group("pg", 2), member(world, "a", "pg"), member(world, "b", "pg"))
     real, attempts = w.store.create, []

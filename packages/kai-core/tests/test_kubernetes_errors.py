@@ -8,11 +8,11 @@ import socket
 
 import pytest
 
-from kai_core.errors import AlreadyExists, ApiError, NotFound
+from kai_core.api.errors import AlreadyExists, ApiError, NotFound
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
-from kai_core.store.kubernetes import KubernetesStore, api_error  # noqa: E402
+from kai_core.client.store import KubernetesStore, api_error  # noqa: E402
 
 
 def test_a_status_body_gives_its_message():

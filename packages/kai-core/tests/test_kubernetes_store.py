@@ -11,18 +11,18 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
-from kai_core.cache import Cache  # noqa: E402
-from kai_core.cluster import EmbeddedCluster  # noqa: E402
-from kai_core.errors import AlreadyExists, ApiError, Conflict, Gone, Invalid, NotFound  # noqa: E402
-from kai_core.plugins import build_plugin_manager  # noqa: E402
-from kai_core.resources import RES_BIND_REQUESTS, RES_PODS  # noqa: E402
-from kai_core.store.kubernetes import (  # noqa: E402
+from kai_core.api.errors import AlreadyExists, ApiError, Conflict, Gone, Invalid, NotFound  # noqa: E402
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_PODS  # noqa: E402
+from kai_core.client.store import (  # noqa: E402
     KubeconfigError,
     KubernetesStore,
     TokenBucket,
     api_error,
     kind_from_crd,
 )
+from kai_core.cluster import EmbeddedCluster  # noqa: E402
+from kai_core.framework.cache import Cache  # noqa: E402
+from kai_core.plugins import build_plugin_manager  # noqa: E402
 from kai_core.testing import FakeApiServer  # noqa: E402
 
 pytest_plugins = ["kai_core.testing.fixtures"]
@@ -185,7 +185,7 @@ def test_api_error_maps_status_bodies():
 
 
 def test_kind_from_crd_reads_storage_version_scope_and_status():
-    from kai_core.schema import builtin_crd_paths, load_crd
+    from kai_core.apiserver.schema import builtin_crd_paths, load_crd
 
     kind = kind_from_crd(load_crd(builtin_crd_paths()[0]))
     assert (kind.resource, kind.version, kind.namespaced, kind.has_status) == (
@@ -209,7 +209,7 @@ def test_importing_the_backend_and_the_fake_server_does_not_import_the_client():
     import subprocess
     import sys
 
-    code = ("import sys, kai_core.store.kubernetes, kai_core.testing; "
+    code = ("import sys, kai_core.client.store, kai_core.testing; "
             "sys.exit(any(m.split('.')[0] == 'kubernetes' for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr or "the kubernetes package was imported at module import"
@@ -531,9 +531,9 @@ class RoundTrip:
     binder each on a KubernetesStore of its own: they reach the cluster over HTTP only."""
 
     def __init__(self, pods: list[dict], gates: str = "") -> None:
-        from kai_core.cycle import Scheduler, SchedulerConfig
-        from kai_core.features import FeatureGates
-        from kai_core.manifests import parse_documents
+        from kai_core.api.features import FeatureGates
+        from kai_core.apiserver.manifests import parse_documents
+        from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
         self.pm = build_plugin_manager(load_external=False)
         self.gates = FeatureGates.parse(gates)
@@ -630,7 +630,7 @@ def test_scheduler_and_binder_round_trip(round_trip):
 
 def test_dra_round_trip_allocates_claims_over_http(round_trip):
     pytest.importorskip("kai_binder", reason="kai-binder is not installed")
-    from kai_core.resources import RES_CLAIMS
+    from kai_core.api.resources import RES_CLAIMS
 
     rt = round_trip([dra_pod("p1"), dra_pod("p2")], gates="DynamicResourceAllocation=true")
     result, sched_calls = rt.schedule()

@@ -7,8 +7,7 @@ import json
 import pytest
 import yaml
 
-from kai_core.cluster import EmbeddedCluster
-from kai_core.manifests import (
+from kai_core.apiserver.manifests import (
     ManifestError,
     apply_manifests,
     check_manifests,
@@ -18,8 +17,9 @@ from kai_core.manifests import (
     read_manifests,
     save_state,
 )
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.cluster import EmbeddedCluster
 from kai_core.plugins import build_plugin_manager
-from kai_core.store.embedded import EmbeddedStore
 
 NODE = """
 apiVersion: v1
@@ -52,7 +52,7 @@ def cluster() -> EmbeddedCluster:
 
 
 def test_yaml_is_read_with_pyyamls_c_loader():
-    from kai_core import manifests
+    from kai_core.apiserver import manifests
 
     if not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML is built without libyaml here")
@@ -270,7 +270,7 @@ def test_dump_puts_api_version_kind_and_metadata_first():
 
 
 def test_upstream_demo_specs_load(upstream_dir, cluster):
-    from kai_core.schema import load_crd
+    from kai_core.apiserver.schema import load_crd
 
     cluster.store.restore(load_crd(upstream_dir / "nvidia.computedomains.crd.yaml"))
     cluster.load(upstream_dir / "nvidia.deviceclasses.yaml")

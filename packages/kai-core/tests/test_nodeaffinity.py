@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.nodeaffinity import (
+from kai_core.api.nodeaffinity import (
     NodeSelectorError,
     match_node_selector,
     match_node_selector_term,

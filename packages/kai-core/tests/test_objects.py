@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.errors import BadRequest
-from kai_core.objects import (
+from kai_core.api.errors import BadRequest
+from kai_core.api.objects import (
     clone,
     describe,
     get_path,
@@ -15,7 +15,7 @@ from kai_core.objects import (
     random_suffix,
     ref,
 )
-from kai_core.store.embedded import merge_patch
+from kai_core.apiserver.store import merge_patch
 
 
 def test_clone_is_deep_and_keeps_values():

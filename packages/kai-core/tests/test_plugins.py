@@ -11,11 +11,11 @@ import types
 
 import pytest
 
-from kai_core.builtins import BUILTINS
-from kai_core.cycle import SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.hookspecs import hookimpl
-from kai_core.plugins import ENTRY_POINT_GROUP, KaiPluginManager, build_plugin_manager
+from kai_core.api.features import FeatureGates
+from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.plugins import ENTRY_POINT_GROUP, KaiPluginManager
+from kai_core.plugins import BUILTINS, build_plugin_manager
+from kai_core.scheduler.cycle import SchedulerConfig
 
 # -- registration ----------------------------------------------------------------------------
 

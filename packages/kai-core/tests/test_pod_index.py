@@ -1,4 +1,4 @@
-"""The cache's pod index (:class:`kai_core.cache.PodIndex`) and the snapshot built on it.
+"""The cache's pod index (:class:`kai_core.framework.cache.PodIndex`) and the snapshot built on it.
 
 A snapshot no longer recounts every pod: each node's usage starts from the sums the cache keeps
 per watch event, and only the pods not bound yet are looked at. What a user sees must not change,
@@ -22,15 +22,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from kai_core.bindrequest import build_bind_request
-from kai_core.cache import Cache, PodIndex
+from kai_core.api.bindrequest import build_bind_request
+from kai_core.api.errors import AlreadyExists, Conflict, Forbidden, NotFound
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_NAMESPACES, RES_NODES, RES_PODS, pod_requests
+from kai_core.apiserver.store import EmbeddedStore
 from kai_core.cluster import builtin_crds
-from kai_core.errors import AlreadyExists, Conflict, Forbidden, NotFound
-from kai_core.features import FeatureGates
-from kai_core.resources import RES_BIND_REQUESTS, RES_NAMESPACES, RES_NODES, RES_PODS, pod_requests
+from kai_core.framework.cache import Cache, PodIndex
+from kai_core.framework.snapshot import Snapshot
 from kai_core.runtime import GC_THRESHOLDS, tune_gc
-from kai_core.snapshot import Snapshot
-from kai_core.store.embedded import EmbeddedStore
 
 EXAMPLES = int(os.environ.get("KAI_PROPERTY_EXAMPLES", "100"))
 SCHEDULER = "kai-scheduler"

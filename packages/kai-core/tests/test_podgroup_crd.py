@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kai_core.schema import CrdValidator, crd_path, load_crd
+from kai_core.apiserver.schema import CrdValidator, crd_path, load_crd
 
 
 @pytest.fixture(scope="module")

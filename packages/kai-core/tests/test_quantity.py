@@ -1,4 +1,4 @@
-"""Tests for kai_core.quantity: exact Kubernetes quantity parsing, rounding and formatting."""
+"""Tests for kai_core.api.quantity: exact Kubernetes quantity parsing, rounding and formatting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from kai_core.quantity import QuantityError, format_quantity, parse_quantity, to_int, to_milli
+from kai_core.api.quantity import QuantityError, format_quantity, parse_quantity, to_int, to_milli
 
 GI = 1 << 30
 

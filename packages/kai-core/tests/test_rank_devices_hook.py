@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from kai_core.api.features import FeatureGates
+from kai_core.apiserver.manifests import parse_documents
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.hookspecs import hookimpl
-from kai_core.manifests import parse_documents
+from kai_core.framework.hookspecs import hookimpl
 from kai_core.plugins import build_plugin_manager
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 CLUSTER = """
 apiVersion: v1

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
+from kai_core.api.resources import RES_CLAIMS, RES_PODS
+from kai_core.apiserver.controllers.resourceclaim import POD_CLAIM_NAME_ANNOTATION
 from kai_core.cluster import EmbeddedCluster
-from kai_core.controllers.resourceclaim import POD_CLAIM_NAME_ANNOTATION
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_CLAIMS, RES_PODS
 
 
 def template(name: str, labels: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""CRD schema validation (kai_core.schema) and our BindRequest CRD.
+"""CRD schema validation (kai_core.apiserver.schema) and our BindRequest CRD.
 
 Upstream-data tests read KAI's BindRequest CRD from ../shared/upstream/ and the seed BindRequest from
 ../shared/seed/dra.md (relative to the project root) and skip when those files are absent.
@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kai_core.schema import (
+from kai_core.apiserver.schema import (
     CrdValidator,
     SchemaError,
     apply_defaults,

@@ -15,8 +15,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from kai_core.cluster import EmbeddedCluster
-from kai_core.errors import (
+from kai_core.api.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,
@@ -27,13 +26,14 @@ from kai_core.errors import (
     NotFound,
     UnknownKind,
 )
-from kai_core.features import FeatureGates
-from kai_core.hookspecs import hookimpl
-from kai_core.manifests import read_manifests, save_state
+from kai_core.api.features import FeatureGates
+from kai_core.api.store import Store
+from kai_core.apiserver.manifests import read_manifests, save_state
+from kai_core.apiserver.schema import load_crd
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.cluster import EmbeddedCluster
+from kai_core.framework.hookspecs import hookimpl
 from kai_core.plugins import build_plugin_manager
-from kai_core.schema import load_crd
-from kai_core.store.base import Store
-from kai_core.store.embedded import EmbeddedStore
 
 ROOT = Path(__file__).resolve().parents[3]
 BR = "bindrequests.scheduling.run.ai"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.defaults import normalize_quantity, qos_class
-from kai_core.errors import Invalid
-from kai_core.store.embedded import EmbeddedStore
-from kai_core.validation import immutable_paths, transition_rule_validator
+from kai_core.api.errors import Invalid
+from kai_core.apiserver.defaults import normalize_quantity, qos_class
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.apiserver.validation import immutable_paths, transition_rule_validator
 
 CLAIMS = "resourceclaims.resource.k8s.io"
 

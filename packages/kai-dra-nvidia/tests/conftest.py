@@ -12,12 +12,13 @@ import copy
 
 import pytest
 
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
 from kai_core.dra.testing import cd_slice, gpu_slice
-from kai_core.features import FeatureGates
-from kai_core.plugins import KaiPluginManager, build_plugin_manager
-from kai_core.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.plugins import build_plugin_manager
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 from kai_dra_nvidia import demo_manifests_path
 from kai_dra_nvidia.computedomain import RES_COMPUTE_DOMAINS
 

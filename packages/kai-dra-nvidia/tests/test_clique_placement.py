@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kai_core.hookspecs import hookimpl
+from kai_core.api.resources import RES_PODS
+from kai_core.framework.hookspecs import hookimpl
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_PODS
 from kai_dra_nvidia import plugin
 
 CLIQUE = "nvidia.com/gpu.clique"
@@ -357,18 +357,16 @@ def test_a_cycles_snapshot_is_freed_without_the_garbage_collector():
     import gc
     import weakref
 
-    from kai_core.cache import Cache
-    from kai_core.features import FeatureGates
-    from kai_core.plugins import build_plugin_manager
-    from kai_core.resources import RES_NODES, RES_PODS
-    from kai_core.snapshot import Snapshot
-    from kai_core.store.embedded import EmbeddedStore
+    from kai_core.api.features import FeatureGates
+    from kai_core.api.resources import RES_NODES, RES_PODS
+    from kai_core.apiserver.store import EmbeddedStore
+    from kai_core.framework.cache import Cache
+    from kai_core.framework.snapshot import Snapshot
     from kai_dra_nvidia import domains
 
     cache = Cache(EmbeddedStore(), [RES_NODES, RES_PODS])
     cache.sync()
-    snap = Snapshot(cache, "kai-scheduler", FeatureGates.parse("DynamicResourceAllocation=true"),
-                    build_plugin_manager())
+    snap = Snapshot(cache, "kai-scheduler", FeatureGates.parse("DynamicResourceAllocation=true"))
     domains.view(snap)
     ref = weakref.ref(snap)
     enabled = gc.isenabled()

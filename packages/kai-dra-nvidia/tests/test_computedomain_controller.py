@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from kai_core.errors import Invalid, NotFound
-from kai_core.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_PODS
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.errors import Invalid, NotFound
+from kai_core.api.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_PODS
+from kai_core.apiserver.store import EmbeddedStore
 from kai_dra_nvidia import compute_domain_crd
 from kai_dra_nvidia.computedomain import RES_COMPUTE_DOMAINS, ComputeDomainController
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kai_core.schema import CrdValidator, SchemaError, builtin_crd_paths, crd_path, load_crd
+from kai_core.apiserver.schema import CrdValidator, SchemaError, builtin_crd_paths, crd_path, load_crd
 
 PROJECT = Path(__file__).resolve().parents[3]
 UPSTREAM = PROJECT.parent / "shared" / "upstream"

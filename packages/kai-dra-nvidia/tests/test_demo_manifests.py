@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kai_core.cluster import EmbeddedCluster
-from kai_core.dra.inventory import DraInventory
-from kai_core.manifests import read_manifests
-from kai_core.plugins import build_plugin_manager
-from kai_core.resources import (
+from kai_core.api.resources import (
     RES_CLAIM_TEMPLATES,
     RES_CLAIMS,
     RES_DEVICE_CLASSES,
@@ -20,6 +16,10 @@ from kai_core.resources import (
     RES_PODS,
     RES_SLICES,
 )
+from kai_core.apiserver.manifests import read_manifests
+from kai_core.cluster import EmbeddedCluster
+from kai_core.dra.inventory import DraInventory
+from kai_core.plugins import build_plugin_manager
 from kai_dra_nvidia import demo_manifests_path
 from kai_dra_nvidia.computedomain import RES_COMPUTE_DOMAINS
 

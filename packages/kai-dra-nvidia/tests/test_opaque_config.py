@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kai_core.cache import Cache
+from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_PODS
 from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig, watched_resources
-from kai_core.features import FeatureGates
+from kai_core.framework.cache import Cache
+from kai_core.framework.snapshot import Snapshot
 from kai_core.plugins import build_plugin_manager
-from kai_core.resources import RES_PODS
-from kai_core.snapshot import Snapshot
+from kai_core.scheduler.cycle import Scheduler, SchedulerConfig, watched_resources
 from kai_dra_nvidia import plugin
 from kai_dra_nvidia.config import config_entries_problem, is_uuid, parameters_problems
 

@@ -50,12 +50,13 @@ from kai_binder.claims import ClaimBindError, describe_api_error, is_transient
 from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
 from kai_binder.dra import DraClaimsPlugin
 from kai_binder.hookspecs import BinderSpecs
-from kai_core.errors import AlreadyExists, ApiError, Conflict, NotFound
-from kai_core.features import FeatureGates
-from kai_core.objects import clone, now_rfc3339
-from kai_core.plugins import KaiPluginManager, PluginError
-from kai_core.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
-from kai_core.store.kubernetes import TokenBucket
+from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kai_core.api.events import pod_event
+from kai_core.api.features import FeatureGates
+from kai_core.api.objects import clone, now_rfc3339
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
+from kai_core.client.store import TokenBucket
+from kai_core.framework.plugins import KaiPluginManager, PluginError
 
 log = logging.getLogger("kai.binder")
 
@@ -647,23 +648,8 @@ class Binder:
 
     def _record_event(self, ev_name: str, ns: str, pod_name: str, uid: str, type_: str, reason: str,
                       message: str) -> None:
-        ts = now_rfc3339()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": ev_name, "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "namespace": ns,
-                               "uid": uid},
-            "type": type_,
-            "reason": reason,
-            "message": message,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": ts,
-            "lastTimestamp": ts,
-            "count": 1,
-        }
+        event = pod_event({"name": pod_name, "namespace": ns, "uid": uid}, type_, reason, message, COMPONENT,
+                          name=ev_name)
         try:
             self.api.create(event)
         except AlreadyExists:

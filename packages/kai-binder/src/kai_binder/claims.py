@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import logging
 
+from kai_core.api.errors import ApiError, Conflict, NotFound
+from kai_core.api.objects import clone
+from kai_core.api.resources import RES_CLAIMS
 from kai_core.dra.allocator import devices_of
-from kai_core.errors import ApiError, Conflict, NotFound
-from kai_core.objects import clone
-from kai_core.resources import RES_CLAIMS
 
 log = logging.getLogger("kai.binder.claims")
 

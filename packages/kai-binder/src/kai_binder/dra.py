@@ -10,11 +10,11 @@ with no spec) the claims are found by the pod's uid instead.
 from __future__ import annotations
 
 from kai_binder.claims import ClaimBindError, check_allocation, claims_left_by, release_claim, reserve_claim
-from kai_core.errors import ApiError
-from kai_core.features import FeatureGates, dra_disabled_message
-from kai_core.hookspecs import hookimpl
-from kai_core.objects import ref
-from kai_core.snapshot import claim_name_for
+from kai_core.api.claims import claim_name_for
+from kai_core.api.errors import ApiError
+from kai_core.api.features import FeatureGates, dra_disabled_message
+from kai_core.api.objects import ref
+from kai_core.framework.hookspecs import hookimpl
 
 PLUGIN_NAME = "kai-binder.dra-claims"
 

@@ -7,14 +7,14 @@ Every hook receives the same arguments; an implementation may accept any subset 
   holding only ``metadata.name``, ``namespace`` and ``uid`` when the pod is gone;
 - ``node_name``: ``spec.selectedNode``;
 - ``store``: the cluster store (rate-limited like every call of the binder);
-- ``features``: the binder's :class:`kai_core.features.FeatureGates`.
+- ``features``: the binder's :class:`kai_core.api.features.FeatureGates`.
 
 Order of one attempt: ``kai_binder_pre_bind`` of every plugin (the built-in DRA claim step first,
 then the others in pluggy's order), pods/binding, ``kai_binder_post_bind``, status. When an attempt
 fails, ``kai_binder_rollback`` runs for **every** plugin, in the reverse of the pre-bind order.
 
 Error isolation is the scheduler's: each implementation is called on its own, and an exception
-becomes a :class:`kai_core.plugins.PluginError` naming the plugin and the hook (its traceback is
+becomes a :class:`kai_core.framework.plugins.PluginError` naming the plugin and the hook (its traceback is
 logged once); it never reaches the binder's loop.
 
 Crash safety: a binder may be killed at any moment and restarted, so a hook may be called again for
@@ -25,7 +25,7 @@ be idempotent and undo what they find, not what they remember.
 
 from __future__ import annotations
 
-from kai_core.hookspecs import hookspec
+from kai_core.framework.hookspecs import hookspec
 
 
 class BinderSpecs:

@@ -18,18 +18,19 @@ from collections.abc import Iterable
 
 from kai_binder.binder import is_actionable
 from kai_binder.claims import FINALIZER, FINALIZER_OWNER_ANNOTATION
-from kai_core.dra.allocator import devices_of
-from kai_core.errors import ApiError, Conflict
-from kai_core.nodeaffinity import match_node_selector
-from kai_core.resources import (
+from kai_core.api.claims import claim_name_for
+from kai_core.api.errors import ApiError, Conflict
+from kai_core.api.nodeaffinity import match_node_selector
+from kai_core.api.resources import (
     RES_BIND_REQUESTS,
     RES_CLAIMS,
     RES_NODES,
     RES_PODS,
+    is_active_pod,
     node_allocatable,
     pod_requests,
 )
-from kai_core.snapshot import claim_name_for, is_active_pod
+from kai_core.dra.allocator import devices_of
 
 #: what :class:`FaultyStore` can do to one write
 FAULTS = ("conflict", "error", "lost", "timeout", "crash")

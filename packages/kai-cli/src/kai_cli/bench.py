@@ -371,7 +371,7 @@ class _Instruments:
 
 def _snapshot_class():
     """The Snapshot class the cycle builds, timed (``None`` when the cycle module has none)."""
-    import kai_core.cycle as cycle_module
+    import kai_core.scheduler.cycle as cycle_module
 
     return getattr(cycle_module, "Snapshot", None)
 
@@ -383,13 +383,13 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
     The binder is the lean one (one worker, no PodBound condition or Event per pod) unless
     ``recommended_binder``: then it has the binder's RECOMMENDED_OPTIONS, as a deployment runs it.
     Either way without a client-side rate limit."""
-    import kai_core.cycle as cycle_module
+    import kai_core.scheduler.cycle as cycle_module
     from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
+    from kai_core.api.features import FeatureGates
     from kai_core.cluster import EmbeddedCluster
-    from kai_core.cycle import Scheduler, SchedulerConfig
-    from kai_core.features import FeatureGates
     from kai_core.plugins import build_plugin_manager
     from kai_core.runtime import tune_gc
+    from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
     result = Result(sc.name, sc.nodes, sc.pods, sc.pods - sc.bound, target=sc.target)
     gc.collect()
@@ -473,13 +473,13 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
 
 def _measure_snapshot(sc: Scenario, scheduler, store, result: Result) -> None:
     """Cache sync + snapshot build from cold (first cycle), then after a few pods changed."""
-    from kai_core.resources import RES_PODS
-    from kai_core.snapshot import Snapshot
+    from kai_core.api.resources import RES_PODS
+    from kai_core.framework.snapshot import Snapshot
 
     cfg = scheduler.config
     t0 = time.perf_counter()
     scheduler.cache.sync()
-    Snapshot(scheduler.cache, cfg.scheduler_name, cfg.features, scheduler.pm).pending_pods()
+    Snapshot(scheduler.cache, cfg.scheduler_name, cfg.features).pending_pods()
     result.snapshot_cold = time.perf_counter() - t0
     changed = max(1, sc.pods // 1000)  # 0.1% of the pods: a quiet cluster between two cycles
     for i in range(changed):
@@ -487,7 +487,7 @@ def _measure_snapshot(sc: Scenario, scheduler, store, result: Result) -> None:
         store.restore(_pod(f"new-{i:06d}", {"cpu": "500m", "memory": "1Gi"}, node=_node_name(i % sc.nodes)))
     t0 = time.perf_counter()
     scheduler.cache.sync()
-    Snapshot(scheduler.cache, cfg.scheduler_name, cfg.features, scheduler.pm).pending_pods()
+    Snapshot(scheduler.cache, cfg.scheduler_name, cfg.features).pending_pods()
     result.snapshot_warm = time.perf_counter() - t0
 
 
@@ -507,7 +507,7 @@ def verify(store, scheduler_name: str, check: bool = True) -> tuple[int, list[st
     """How many of the scheduler's pods are bound, and what is wrong with the outcome: a pod not
     bound, a device in two claims, a claim allocated on another node than its pod's, a node given
     more cpu, memory, GPUs or pods than it has."""
-    from kai_core.resources import RES_CLAIMS, RES_NODES, RES_PODS, node_allocatable, pod_requests
+    from kai_core.api.resources import RES_CLAIMS, RES_NODES, RES_PODS, node_allocatable, pod_requests
 
     pods, _ = store.list_refs(RES_PODS)
     mine = [p for p in pods if p["spec"].get("schedulerName") == scheduler_name]

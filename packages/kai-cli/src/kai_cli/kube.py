@@ -3,7 +3,7 @@
 
 A component's life:
 
-1. connect (kubeconfig or service account) and :func:`kai_core.discovery.discover` what the
+1. connect (kubeconfig or service account) and :func:`kai_core.client.discovery.discover` what the
    cluster serves: a missing BindRequest CRD or DRA API ends it at once with one error saying
    what to install (:class:`SetupError`, exit 2); a missing PodGroup CRD only makes the scheduler
    warn once and run without PodGroups (gang scheduling by PodGroup off, plugin groups still on);
@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kai_core.features import FeatureGates
-from kai_core.plugins import KaiPluginManager, PluginError
+from kai_core.api.features import FeatureGates
+from kai_core.framework.plugins import KaiPluginManager
 
 log = logging.getLogger("kai.cli.kube")
 
@@ -87,10 +87,10 @@ class ClusterOptions:
 
 
 def connect(opts: ClusterOptions):
-    """A :class:`~kai_core.discovery.ServedVersionStore` for the cluster of ``opts``; raises
+    """A :class:`~kai_core.client.discovery.ServedVersionStore` for the cluster of ``opts``; raises
     SetupError saying what is wrong with the kubeconfig or the service account."""
-    from kai_core.discovery import ServedVersionStore
-    from kai_core.store.kubernetes import KubeconfigError
+    from kai_core.client.discovery import ServedVersionStore
+    from kai_core.client.store import KubeconfigError
 
     kwargs = {"qps": opts.qps, "burst": opts.burst, **opts.store_kwargs}
     try:
@@ -139,12 +139,7 @@ def default_identity() -> str:
 
 def plugin_crds(pm: KaiPluginManager) -> list[tuple[str, dict]]:
     """(plugin name, CRD) for every kind the plugins declare through ``kai_resource_kinds``."""
-    out = []
-    for plugin, res in pm.call_each("kai_resource_kinds"):
-        if isinstance(res, PluginError) or not isinstance(res, list | tuple):
-            continue  # logged by the plugin manager
-        out.extend((plugin, crd) for crd in res if isinstance(crd, dict))
-    return out
+    return [(plugin, crd) for plugin, crd in pm.resource_kinds() if isinstance(crd, dict)]
 
 
 class Component:
@@ -225,9 +220,9 @@ class Component:
             self._shutdown(release=not crashed and not self._lost)
 
     def _run(self) -> int:
-        from kai_core.discovery import MissingApiError, discover
-        from kai_core.errors import ApiError
-        from kai_core.leaderelection import check_timings
+        from kai_core.api.errors import ApiError
+        from kai_core.client.discovery import MissingApiError, discover
+        from kai_core.client.leaderelection import check_timings
 
         if self.opts.leader_elect:
             try:
@@ -334,7 +329,7 @@ class Component:
                                  "check the API server and the RBAC rules of this identity")
 
     def _campaign(self) -> None:
-        from kai_core.leaderelection import LeaderElector
+        from kai_core.client.leaderelection import LeaderElector
 
         opts = self.opts
         name = opts.lease_name or self.lease_default
@@ -357,7 +352,7 @@ class Component:
         """A client of its own for the Lease, as kube-scheduler has: no rate limit shared with the
         work (a busy binder must not starve its renewals), one attempt per call, and timeouts
         within the renew deadline, so a hung API server costs the lead in time."""
-        from kai_core.store.kubernetes import KubernetesStore
+        from kai_core.client.store import KubernetesStore
 
         if not isinstance(self.store, KubernetesStore):
             return self.store
@@ -441,8 +436,8 @@ class SchedulerComponent(Component):
     def _resources(self, apis) -> list[str]:
         """The built-in kinds (PodGroups only when served: a reflector on an unserved kind would
         never sync), the DRA kinds with the gate on, and the served plugin kinds."""
-        from kai_core.cycle import watched_resources
-        from kai_core.discovery import pod_groups_missing_message
+        from kai_core.client.discovery import pod_groups_missing_message
+        from kai_core.scheduler.cycle import watched_resources
 
         if not apis.pod_groups:
             log.warning("%s: %s", self.name, pod_groups_missing_message())
@@ -451,7 +446,7 @@ class SchedulerComponent(Component):
         return self.watched
 
     def _build(self) -> None:
-        from kai_core.cycle import Scheduler, SchedulerConfig
+        from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit)
         self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched))
@@ -498,7 +493,7 @@ class BinderComponent(Component):
         return BinderMetrics()
 
     def _resources(self, apis) -> list[str]:
-        from kai_core.resources import RES_BIND_REQUESTS
+        from kai_core.api.resources import RES_BIND_REQUESTS
 
         return [RES_BIND_REQUESTS]  # a wake-up signal and readiness; the binder reads what it needs
 

@@ -48,9 +48,9 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from kai_core.errors import ApiError
-        from kai_core.features import FeatureGateError
-        from kai_core.manifests import ManifestError
+        from kai_core.api.errors import ApiError
+        from kai_core.api.features import FeatureGateError
+        from kai_core.apiserver.manifests import ManifestError
 
         try:
             return fn(*args, **kwargs)
@@ -99,7 +99,7 @@ def _check_save_path(save_path: str | None) -> None:
 
 def _save(store, save_path: str) -> None:
     """Write the final state (``--save``); a failed write is one error line naming the flag and path."""
-    from kai_core.manifests import save_state
+    from kai_core.apiserver.manifests import save_state
 
     try:
         save_state(store, save_path)
@@ -328,14 +328,14 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     (NVIDIA GB200 nodes and the seed's pod asking for a GPU and an IMEX channel of a
     ComputeDomain).
     """
-    from kai_core.features import FeatureGates
+    from kai_core.api.features import FeatureGates
 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
     if backoff_limit is None and (real or cluster_path is not None):
-        from kai_core.cycle import DEFAULT_BACKOFF_LIMIT
+        from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
         backoff_limit = DEFAULT_BACKOFF_LIMIT  # the demo keeps KAI's unset limit: see --help
     if real:
@@ -370,8 +370,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
                             backoff_limit) -> None:
     from kai_binder.binder import Binder
     from kai_cli.runner import embedded_clock, run_embedded
-    from kai_core.cycle import Scheduler, SchedulerConfig
-    from kai_core.manifests import dump_objects
+    from kai_core.apiserver.manifests import dump_objects
+    from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
     demo = cluster_path is None
     pm = _plugin_manager()
@@ -433,7 +433,7 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
     separately running scheduler. With --cluster PATH it carries out the pending BindRequests of a
     saved state once; the built-in demo runs its binder inside kai-cli run scheduler.
     """
-    from kai_core.features import FeatureGates
+    from kai_core.api.features import FeatureGates
 
     real = bool(cluster["kubeconfig"] or cluster["in_cluster"])
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
@@ -463,7 +463,7 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
 def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:
     from kai_binder.binder import Binder
     from kai_cli.runner import MAX_SKIPPED_SECONDS, embedded_clock
-    from kai_core.resources import RES_BIND_REQUESTS
+    from kai_core.api.resources import RES_BIND_REQUESTS
 
     pm = _plugin_manager()
     cluster = _embedded_cluster(pm, cluster_path)
@@ -508,7 +508,7 @@ def _close(binder) -> None:
 
 
 def _print_result(store, scheduler_name: str, show_bind_requests: bool, dump) -> None:
-    from kai_core.resources import RES_BIND_REQUESTS, RES_PODS
+    from kai_core.api.resources import RES_BIND_REQUESTS, RES_PODS
 
     pods, _ = store.list(RES_PODS)
     brs, _ = store.list(RES_BIND_REQUESTS)
@@ -546,8 +546,8 @@ def _print_result(store, scheduler_name: str, show_bind_requests: bool, dump) ->
 def get(kind, name, cluster_path, namespace, all_namespaces, output) -> None:
     """Show objects of KIND (kubectl-like): pods, nodes, bindrequests (br), resourceclaims, ..."""
     from kai_cli.table import render
-    from kai_core.errors import NotFound
-    from kai_core.manifests import dump_objects
+    from kai_core.api.errors import NotFound
+    from kai_core.apiserver.manifests import dump_objects
 
     cluster = _embedded_cluster(_plugin_manager(), cluster_path)
     rk = cluster.store.kinds.lookup(kind)
@@ -604,7 +604,7 @@ def plugins_list() -> None:
 @friendly_errors
 def validate(path) -> None:
     """Load manifests as the embedded cluster does and report every problem (exit 2 if any)."""
-    from kai_core.manifests import ManifestError, check_manifests, manifest_files, parse_documents
+    from kai_core.apiserver.manifests import ManifestError, check_manifests, manifest_files, parse_documents
 
     cluster = _embedded_cluster(_plugin_manager(), None)
     problems: list[str] = []

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kai_core.resources import RES_PODS
+from kai_core.api.resources import RES_PODS
 
 #: the most simulated time an ``until_idle`` run skips over retry waits before it gives up
 MAX_SKIPPED_SECONDS = 600.0

@@ -1,17 +1,21 @@
-"""The embedded cluster: an EmbeddedStore with our CRDs and plugins' kinds installed, the
+"""The embedded cluster: an embedded API server with our CRDs and plugins' kinds installed, the
 embedded controllers, and manifests loaded from files. What ``kai-cli run`` uses when no
-kubeconfig is given, and what the tests run against."""
+kubeconfig is given, and what the tests run against.
+
+This module puts the layers together (the API server below, the plugins above), so nothing inside
+the layers imports it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 
-from kai_core.controllers.resourceclaim import ResourceClaimController
-from kai_core.manifests import apply_manifests, read_manifests
-from kai_core.plugins import KaiPluginManager, PluginError
-from kai_core.schema import builtin_crd_paths, load_crd
-from kai_core.store.embedded import EmbeddedStore
+from kai_core.api.crds import builtin_crd_paths, load_crd
+from kai_core.apiserver.controllers.resourceclaim import ResourceClaimController
+from kai_core.apiserver.manifests import apply_manifests, read_manifests
+from kai_core.apiserver.store import EmbeddedStore
+from kai_core.framework.plugins import KaiPluginManager
 
 log = logging.getLogger("kai.cluster")
 
@@ -21,12 +25,7 @@ def builtin_crds() -> list[dict]:
 
 
 def plugin_crds(pm: KaiPluginManager) -> list[dict]:
-    out = []
-    for _plugin, res in pm.call_each("kai_resource_kinds"):
-        if isinstance(res, PluginError):
-            continue  # logged by the manager; the plugin's kinds stay unserved
-        out.extend(res)
-    return out
+    return [crd for _plugin, crd in pm.resource_kinds()]
 
 
 class EmbeddedCluster:
@@ -35,10 +34,7 @@ class EmbeddedCluster:
         self.store = EmbeddedStore()
         for crd in builtin_crds() + plugin_crds(pm):
             self.store.restore(crd)
-        self.controllers = [ResourceClaimController()]
-        for _plugin, res in pm.call_each("kai_embedded_controllers", store=self.store):
-            if not isinstance(res, PluginError):
-                self.controllers.extend(res)
+        self.controllers = [ResourceClaimController(), *pm.embedded_controllers(self.store)]
 
     def load(self, path: str | os.PathLike) -> list[dict]:
         """Load manifests from a file or directory; raises ManifestError naming file and object."""

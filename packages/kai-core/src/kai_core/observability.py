@@ -99,7 +99,7 @@ class SchedulerMetrics(ComponentMetrics):
                               registry=self.registry)
 
     def observe_cycle(self, result) -> None:
-        """Record a :class:`kai_core.cycle.CycleResult`."""
+        """Record a :class:`kai_core.scheduler.cycle.CycleResult`."""
         self.cycle_duration.observe(result.seconds)
         if result.scheduled:
             self.scheduled.inc(result.scheduled)

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import logging
 
-from kai_core.errors import ApiError, NotFound, UnknownKind
-from kai_core.objects import clone
-from kai_core.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_NODES, RES_PODS
+from kai_core.api.errors import ApiError, NotFound, UnknownKind
+from kai_core.api.objects import clone
+from kai_core.api.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_NODES, RES_PODS
 from kai_dra_nvidia.config import (
     ALLOCATION_MODE_ALL,
     API_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from kai_core.schema import crd_path, load_crd
+from kai_core.apiserver.schema import crd_path, load_crd
 
 PACKAGE = "kai_dra_nvidia"
 COMPUTE_DOMAIN_CRD = "computedomains.resource.nvidia.com"
@@ -15,6 +15,6 @@ COMPUTE_DOMAIN_CRD = "computedomains.resource.nvidia.com"
 def compute_domain_crd() -> dict:
     """NVIDIA's ComputeDomain CustomResourceDefinition as kai serves it (parsed once; do not mutate).
 
-    Raises :class:`kai_core.schema.SchemaError` naming the file if the shipped CRD is broken.
+    Raises :class:`kai_core.apiserver.schema.SchemaError` naming the file if the shipped CRD is broken.
     """
     return load_crd(crd_path(COMPUTE_DOMAIN_CRD, package=PACKAGE))

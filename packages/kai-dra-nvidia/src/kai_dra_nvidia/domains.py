@@ -31,8 +31,9 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
-from kai_core.gang import GroupSpec, NodeSubset
-from kai_core.snapshot import NodeInfo, Snapshot, claim_name_for
+from kai_core.api.claims import claim_name_for
+from kai_core.framework.gang import GroupSpec, NodeSubset
+from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_dra_nvidia.computedomain import (
     CLIQUE_LABEL,
     COMPUTE_DOMAIN_LABEL,

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kai_core.quantity import QuantityError, parse_quantity
-from kai_core.resources import GPU_RESOURCE
-from kai_core.snapshot import NodeInfo, Snapshot
+from kai_core.api.quantity import QuantityError, parse_quantity
+from kai_core.api.resources import GPU_RESOURCE
+from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_dra_nvidia.computedomain import CLIQUE_LABEL
 from kai_dra_nvidia.config import API_VERSION, header_problems, type_name
 
@@ -271,7 +271,7 @@ def _busy_by_parent(pool, in_use: set) -> dict[str, int]:
 def wanted_gpu_classes(pod: dict, snapshot: Snapshot) -> set[str]:
     """The NVIDIA GPU DeviceClasses the pod's unallocated claims ask for (``gpu.nvidia.com``,
     ``mig.nvidia.com``)."""
-    from kai_core.snapshot import claim_name_for
+    from kai_core.api.claims import claim_name_for
 
     namespace = pod["metadata"].get("namespace", "")
     out: set[str] = set()

@@ -1,6 +1,6 @@
 """kai's plugin for NVIDIA's DRA driver, registered through the ``kai_scheduler.plugins`` entry point
 (``dra-nvidia = kai_dra_nvidia.plugin``) like any third-party plugin: it reaches the scheduler only
-through the hooks of :mod:`kai_core.hookspecs`.
+through the hooks of :mod:`kai_core.framework.hookspecs`.
 
 - ``kai_resource_kinds``: serves NVIDIA's ComputeDomain kind (``resource.nvidia.com/v1beta1``), which
   the scheduler then watches.
@@ -20,9 +20,9 @@ DynamicResourceAllocation gate off), so the plugin changes nothing for them.
 
 from __future__ import annotations
 
-from kai_core.builtins.dra import pod_claims
-from kai_core.hookspecs import hookimpl
-from kai_core.objects import clone
+from kai_core.api.objects import clone
+from kai_core.dra.claims import pod_claims
+from kai_core.framework.hookspecs import hookimpl
 from kai_dra_nvidia import domains, gpu
 from kai_dra_nvidia.computedomain import ComputeDomainController
 from kai_dra_nvidia.config import config_entries_problem

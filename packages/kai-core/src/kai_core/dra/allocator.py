@@ -60,9 +60,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector, node_selector_for_node
 from kai_core.dra.cel import CelCompileError, CelEvalError, compile_selector
 from kai_core.dra.inventory import Device, DeviceId, DraInventory, NodeView, Pool
-from kai_core.nodeaffinity import NodeSelectorError, match_node_selector, node_selector_for_node
 
 __all__ = [
     "ADMIN_ACCESS_LABEL",
@@ -75,7 +75,6 @@ __all__ = [
     "allocate",
     "allocation_usable_on",
     "candidate_devices",
-    "device_scores",
     "devices_of",
 ]
 
@@ -115,7 +114,7 @@ def allocation_usable_on(allocation: dict, node: dict) -> bool:
     """Whether an ``AllocationResult`` can be used on ``node``: its ``nodeSelector`` admits the node.
 
     An allocation without ``nodeSelector`` is usable everywhere. A malformed selector raises
-    :class:`~kai_core.nodeaffinity.NodeSelectorError`.
+    :class:`~kai_core.api.nodeaffinity.NodeSelectorError`.
     """
     return match_node_selector((allocation or {}).get("nodeSelector"), node)
 
@@ -1466,34 +1465,3 @@ def candidate_devices(claims: list[dict], nodes: list[dict], inventory: DraInven
         for alt in alts:
             seen.update(dict.fromkeys(_matching(alt, view, name, inventory).devices))
     return list(seen)
-
-
-def device_scores(
-    pm, pod: dict, claims: list[dict], nodes: list[dict], inventory: DraInventory, snapshot
-) -> dict | None:
-    """Call the ``kai_rank_devices`` hook once for a pod; the scores to pass to :func:`allocate`.
-
-    Returns None, without listing any device, when no plugin implements the hook. ``pm`` is the
-    :class:`kai_core.plugins.KaiPluginManager`; ``nodes`` are Node objects. A plugin that fails, or
-    answers with something other than a mapping of numbers, makes this raise :class:`Unallocatable`
-    naming the plugin, so the pod gets a reason instead of silently different choices.
-    """
-    if not claims or not pm.hook.kai_rank_devices.get_hookimpls():
-        return None
-    from kai_core.plugins import PluginError
-
-    devices = candidate_devices(claims, nodes, inventory)
-    answer = pm.call_first("kai_rank_devices", pod=pod, claims=claims, devices=devices, snapshot=snapshot)
-    if answer is None:
-        return None
-    plugin, scores = answer
-    if isinstance(scores, PluginError):
-        raise Unallocatable(str(scores))
-    if not isinstance(scores, Mapping) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()
-    ):
-        raise Unallocatable(
-            f"plugin {plugin!r} answered kai_rank_devices with {type(scores).__name__}, not a mapping of "
-            "device ids to numbers"
-        )
-    return dict(scores)

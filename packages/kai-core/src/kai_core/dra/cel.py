@@ -67,8 +67,8 @@ from typing import Any
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
+from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.celcost import MAX_ESTIMATED_COST, CostEstimateError, estimate_cost
-from kai_core.quantity import QuantityError, parse_quantity
 
 __all__ = [
     "MAX_EXPRESSION_BYTES",

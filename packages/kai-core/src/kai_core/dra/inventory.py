@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
 
+from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
+from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.cel import DeviceEnv, device_env
-from kai_core.nodeaffinity import NodeSelectorError, match_node_selector
-from kai_core.quantity import QuantityError, parse_quantity
 
 __all__ = ["Device", "DeviceId", "DraInventory", "Pool"]
 

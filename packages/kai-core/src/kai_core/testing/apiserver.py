@@ -1,4 +1,4 @@
-"""A fake Kubernetes API server: an :class:`~kai_core.store.embedded.EmbeddedStore` served over HTTP.
+"""A fake Kubernetes API server: an :class:`~kai_core.apiserver.store.EmbeddedStore` served over HTTP.
 
 It speaks the REST conventions the official ``kubernetes`` client, ``kubectl`` and our Kubernetes
 store backend use, so code that talks to a real cluster can be tested on a laptop without one:
@@ -48,10 +48,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kai_core.errors import ApiError, BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound
-from kai_core.kinds import ResourceKind, builtin_kinds
-from kai_core.objects import clone, parse_field_selector, parse_label_selector
-from kai_core.store.embedded import CRD_RESOURCE, EmbeddedStore
+from kai_core.api.errors import ApiError, BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound
+from kai_core.api.kinds import ResourceKind, builtin_kinds
+from kai_core.api.objects import clone, parse_field_selector, parse_label_selector
+from kai_core.apiserver.store import CRD_RESOURCE, EmbeddedStore
 
 log = logging.getLogger("kai.testing.apiserver")
 

@@ -5,7 +5,7 @@
   stopped after the test;
 * ``fake_kubeconfig``: the path of a kubeconfig pointing at it (for ``kubectl`` or
   ``KubernetesStore.from_kubeconfig``);
-* ``kube_store``: a :class:`~kai_core.store.kubernetes.KubernetesStore` on it, closed after the
+* ``kube_store``: a :class:`~kai_core.client.store.KubernetesStore` on it, closed after the
   test (needs the ``kubernetes`` package).
 
 A test that needs a prepared cluster (an ``EmbeddedCluster`` with CRDs and plugins' kinds) builds
@@ -42,7 +42,7 @@ def fake_kubeconfig(fake_apiserver: FakeApiServer, tmp_path: Path) -> Path:
 def kube_store(fake_apiserver: FakeApiServer):
     """A KubernetesStore talking to ``fake_apiserver`` over HTTP with the official client."""
     pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
-    from kai_core.store.kubernetes import KubernetesStore
+    from kai_core.client.store import KubernetesStore
 
     store = KubernetesStore(fake_apiserver.client_configuration(), sync_timeout=20, backoff_base=0.05)
     try:

@@ -1,0 +1,19 @@
+"""The built-in kinds the embedded API server serves, with their validation attached.
+
+:func:`kai_core.api.kinds.builtin_kinds` says what a kind is (group, versions, scope, converters);
+this module adds what the API server checks on create and update (:mod:`kai_core.apiserver.validation`).
+"""
+
+from __future__ import annotations
+
+from kai_core.api.kinds import ResourceKind, builtin_kinds
+from kai_core.apiserver.validation import UPDATE_VALIDATORS, VALIDATORS
+
+
+def served_kinds() -> list[ResourceKind]:
+    """Every built-in kind with its create and update validators."""
+    kinds = builtin_kinds()
+    for k in kinds:
+        k.validate = VALIDATORS.get((k.group, k.kind))
+        k.validate_update = UPDATE_VALIDATORS.get((k.group, k.kind))
+    return kinds

@@ -1,0 +1,154 @@
+"""The resourceclaim controller, as kube-controller-manager runs it.
+
+- Creates a pod's ResourceClaims from its ResourceClaimTemplates (``generateName:
+  <pod>-<podClaimName>-``, Pod as controller owner, annotation
+  ``resource.kubernetes.io/pod-claim-name``) and records their names in
+  ``pod.status.resourceClaimStatuses``; an orphan claim the pod owns is reused.
+- Drops ``reservedFor`` entries of pods that are gone, replaced (another uid under the name) or
+  done (finished, or being deleted while unbound). When that leaves no consumer, the allocation
+  is cleared and then the ``delete-protection`` finalizer removed. (Upstream clears only claims
+  that carry the finalizer, which every scheduler-allocated claim does; here also those written
+  without it, as simple test set-ups do.) A claim being deleted with no consumer loses its
+  allocation and the finalizer, so it can go.
+
+As upstream, deallocation is triggered only by that transition (a consumer pruned here) or by
+deletion: a claim allocated for nobody is not touched, and neither is a free claim that carries
+the finalizer (a scheduler or binder may be between its finalizer write and its allocation write).
+Undoing a failed bind is the binder's job, not this controller's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kai_core.api.errors import ApiError, Conflict, NotFound
+from kai_core.api.objects import clone, ref
+from kai_core.api.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_PODS, is_active_pod
+
+log = logging.getLogger("kai.controllers.resourceclaim")
+
+POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
+DELETE_PROTECTION_FINALIZER = "resource.kubernetes.io/delete-protection"
+_MAX_BASE_LEN = 57  # leaves room for "-" and 5 random characters within 63
+
+
+def claim_generate_name(pod_name: str, pod_claim_name: str) -> str:
+    """``<pod>-<claim>-``, both parts shortened in proportion when too long (as upstream does)."""
+    base = f"{pod_name}-{pod_claim_name}"
+    if len(base) > _MAX_BASE_LEN:
+        n = len(base)
+        pod_part = pod_name[: len(pod_name) * _MAX_BASE_LEN // n]
+        claim_part = pod_claim_name[: len(pod_claim_name) * _MAX_BASE_LEN // n]
+        base = f"{pod_part}-{claim_part}"
+    return base + "-"
+
+
+def pod_done(pod: dict) -> bool:
+    """Whether none of the pod's containers runs or ever will: finished, or being deleted before
+    it was bound (upstream's ``isPodDone``). Its claim reservations can go."""
+    if not is_active_pod(pod):
+        return True
+    return bool(pod["metadata"].get("deletionTimestamp")) and not (pod.get("spec") or {}).get("nodeName")
+
+
+class ResourceClaimController:
+    name = "resourceclaim"
+
+    def reconcile(self, store) -> None:
+        pods, _ = store.list_refs(RES_PODS)
+        claims, _ = store.list_refs(RES_CLAIMS)
+        by_owner: dict[str, list[dict]] = {}
+        for c in claims:
+            for o in c["metadata"].get("ownerReferences") or []:
+                if o.get("controller"):
+                    by_owner.setdefault(o.get("uid"), []).append(c)
+        for pod in pods:
+            if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod):
+                continue
+            if any(rc.get("resourceClaimTemplateName") for rc in pod["spec"].get("resourceClaims") or []):
+                self._ensure_claims(store, pod, by_owner.get(pod["metadata"]["uid"], []))
+        live = {p["metadata"]["uid"] for p in pods if not pod_done(p)}
+        for claim in claims:
+            self._release(store, claim, live)
+
+    def _ensure_claims(self, store, pod: dict, owned: list[dict]) -> None:
+        recorded = {s.get("name") for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+        new_statuses = []
+        for rc in pod["spec"].get("resourceClaims") or []:
+            template_name = rc.get("resourceClaimTemplateName")
+            if not template_name or rc["name"] in recorded:
+                continue
+            ns = pod["metadata"]["namespace"]
+            existing = next((c for c in owned
+                             if (c["metadata"].get("annotations") or {}).get(POD_CLAIM_NAME_ANNOTATION) == rc["name"]),
+                            None)
+            if existing is None:
+                try:
+                    template = store.get(RES_CLAIM_TEMPLATES, template_name, ns)
+                except NotFound:
+                    continue  # the scheduler reports the missing template on the pod
+                existing = self._create_claim(store, pod, rc["name"], template)
+                if existing is None:
+                    continue
+            new_statuses.append({"name": rc["name"], "resourceClaimName": existing["metadata"]["name"]})
+        if not new_statuses:
+            return
+        updated = clone(pod)
+        status = updated.setdefault("status", {})
+        status["resourceClaimStatuses"] = list(status.get("resourceClaimStatuses") or []) + new_statuses
+        try:
+            store.update_status(updated)
+        except (Conflict, NotFound):
+            pass  # next round; the claim created now is found again as an owned orphan
+
+    def _create_claim(self, store, pod: dict, pod_claim_name: str, template: dict) -> dict | None:
+        tmeta = (template.get("spec") or {}).get("metadata") or {}
+        md = pod["metadata"]
+        claim = {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {
+                "generateName": claim_generate_name(md["name"], pod_claim_name),
+                "namespace": md["namespace"],
+                "labels": dict(tmeta.get("labels") or {}),
+                "annotations": {**(tmeta.get("annotations") or {}), POD_CLAIM_NAME_ANNOTATION: pod_claim_name},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"],
+                                     "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": clone((template.get("spec") or {}).get("spec") or {}),
+        }
+        if not claim["metadata"]["labels"]:
+            del claim["metadata"]["labels"]
+        try:
+            return store.create(claim)
+        except ApiError as exc:
+            log.error("cannot create ResourceClaim for pod %s claim %s: %s", ref(pod), pod_claim_name, exc.message)
+            return None
+
+    def _release(self, store, claim: dict, live_pods: set[str]) -> None:
+        status = claim.get("status") or {}
+        reserved = status.get("reservedFor") or []
+        keep = [r for r in reserved if r.get("resource") != "pods" or r.get("uid") in live_pods]
+        protected = DELETE_PROTECTION_FINALIZER in (claim["metadata"].get("finalizers") or [])
+        deleting = bool(claim["metadata"].get("deletionTimestamp"))
+        try:
+            if len(keep) < len(reserved) or (deleting and not keep and status.get("allocation")):
+                new = clone(claim)
+                new_status = new.setdefault("status", {})
+                if keep:
+                    new_status["reservedFor"] = keep
+                else:
+                    new_status.pop("reservedFor", None)
+                    new_status.pop("allocation", None)
+                claim = store.update_status(new)
+            elif not (deleting and not keep and protected):
+                return
+            finalizers = claim["metadata"].get("finalizers") or []
+            status = claim.get("status") or {}
+            if (DELETE_PROTECTION_FINALIZER in finalizers and not status.get("allocation")
+                    and not status.get("reservedFor")):
+                new = clone(claim)
+                new["metadata"]["finalizers"] = [f for f in finalizers if f != DELETE_PROTECTION_FINALIZER]
+                store.update(new)
+        except (Conflict, NotFound):
+            return

@@ -1,0 +1,833 @@
+"""An in-process cluster store with the Kubernetes API server's semantics that matter to a scheduler.
+
+What it does as the API server does: uids, ``generateName``, a resourceVersion on every write (a
+write that changes nothing is not a write: no new resourceVersion, no event), 409 on a stale update
+or a duplicate create, 404s, the status subresource (``update`` keeps the status, ``update_status``
+keeps everything else), ``generation`` bumped on spec changes, JSON merge patch, watch events with
+410 once history is compacted, label and field selectors, finalizers and ``deletionTimestamp``,
+ownerReference garbage collection (background), namespace lifecycle (``Terminating`` while its
+contents go), pods/binding, API defaulting (``schedulerName: default-scheduler``, DRA
+``allocationMode``/``count``, quantities as canonical strings), and validation (kinds nobody serves,
+metadata, CRD schemas and their ``self == oldSelf`` rules, CEL selectors compiled on create,
+immutable fields on update). ``resource.k8s.io`` is served whatever any feature gate says.
+
+What it leaves out on purpose: pods are deleted at once (there is no kubelet to honour a grace
+period), and admission webhooks other than the validation above do not exist.
+
+``restore`` is the manifest loader's entry point (``kubectl apply`` of a whole object, or loading a
+saved state): uid, resourceVersion, status and timestamps are kept as given, a missing namespace is
+created, and an existing object is replaced.
+
+Stored objects are never mutated in place: every write stores a new dict, so watch events and the
+cache may hold references without copying. Callers of ``get``/``list`` receive copies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+from kai_core.api.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    UnknownKind,
+)
+from kai_core.api.kinds import KindRegistry, ResourceKind
+from kai_core.api.objects import (
+    clone,
+    now_rfc3339,
+    parse_field_selector,
+    parse_label_selector,
+    random_suffix,
+)
+from kai_core.api.store import Store, WatchEvent
+from kai_core.apiserver import defaults as _defaults
+from kai_core.apiserver.catalog import served_kinds
+from kai_core.apiserver.validation import immutable_paths, transition_rule_validator, validate_metadata, validate_name
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+#: Namespaces the API server refuses to delete.
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+CRD_RESOURCE = "customresourcedefinitions.apiextensions.k8s.io"
+_Key = tuple[str, str]  # (namespace, name)
+_SYSTEM_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch; returns a new value (``None`` in the patch removes a key)."""
+    if not isinstance(patch, dict):
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+def _ref(kind: ResourceKind, name: str, namespace: str | None = None) -> str:
+    return f"{kind.kind} {namespace}/{name}" if namespace and kind.namespaced else f"{kind.kind} {name}"
+
+
+class EmbeddedStore(Store):
+    """The embedded cluster's API server. Thread-safe; every method is one atomic API call.
+
+    ``history`` bounds the watch event log: a watch (or ``events_since``) from a resourceVersion
+    older than the log raises Gone (410), and the caller relists.
+    """
+
+    def __init__(self, kinds: Iterable[ResourceKind] | None = None, history: int = 500_000) -> None:
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be a positive number of events, got {history!r}")
+        self.kinds = KindRegistry(served_kinds() if kinds is None else kinds)
+        self._objects: dict[str, dict[_Key, dict]] = {}
+        self._rv = 0
+        self._log: deque[WatchEvent] = deque(maxlen=history)
+        self._compacted_rv = 0
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
+        self._uids: dict[str, int] = {}  # uid -> how many stored objects carry it
+        self._ns_count: dict[str, int] = {}  # namespace -> objects in it
+        self._crd_kinds: dict[str, str] = {}  # CRD name -> resource it serves
+        self.writes = 0
+        self._register_crd_kind()
+        for ns in DEFAULT_NAMESPACES:
+            self._write_new(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, restore=False
+            )
+
+    # -- kinds ---------------------------------------------------------------------------------
+
+    def _register_crd_kind(self) -> None:
+        self.kinds.add(
+            ResourceKind(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+                "customresourcedefinitions",
+                False,
+                has_status=True,
+                short_names=("crd", "crds"),
+                singular="customresourcedefinition",
+                validate=_validate_crd,
+            )
+        )
+
+    def serve_crd(self, crd: dict) -> ResourceKind:
+        """Serve the custom resource a CRD describes (what the API server does once a CRD is created).
+
+        Objects of the CRD's storage version are validated against its schema (defaults applied
+        first, ``self == oldSelf`` rules enforced on update); other served versions are accepted
+        and stored as the storage version. Raises Invalid naming the CRD when its schema does not
+        compile or its kind is one the cluster serves natively.
+        """
+        from kai_core.apiserver.schema import CrdValidator
+
+        name = (crd.get("metadata") or {}).get("name") if isinstance(crd, dict) else None
+        try:
+            validator = CrdValidator(crd)
+        except Exception as exc:  # a CRD whose schema cannot be compiled is refused, naming it
+            raise Invalid(f"CustomResourceDefinition {name!r} is invalid: {exc}") from exc
+        with self._lock:
+            existing = self.kinds.by_group_kind(validator.group, validator.kind)
+            owner = self._crd_kinds.get(name)
+            if existing is not None and existing.resource not in self._crd_kinds.values():
+                raise Invalid(
+                    f"CustomResourceDefinition {name!r} is invalid: {validator.kind} in group "
+                    f"{validator.group!r} is served by the cluster itself"
+                )
+            entry = next(v for v in crd["spec"]["versions"] if v.get("name") == validator.version)
+            fields = tuple(
+                str(f.get("jsonPath", "")).lstrip(".")
+                for f in entry.get("selectableFields") or []
+                if isinstance(f, dict) and f.get("jsonPath")
+            )
+            kind = ResourceKind(
+                validator.group,
+                validator.version,
+                validator.kind,
+                validator.plural,
+                validator.namespaced,
+                has_status=validator.has_status,
+                short_names=tuple(validator.short_names),
+                singular=validator.singular,
+                validate=_crd_validate(validator),
+                defaults=validator.apply_defaults,
+                convert_from={v: _same_shape for v in validator.versions if v != validator.version},
+                validate_update=transition_rule_validator(immutable_paths(validator.schema)),
+                field_selectors=fields,
+            )
+            if owner is not None and owner != kind.resource:
+                self.kinds.remove(owner)
+            self.kinds.add(kind)
+            self._crd_kinds[name] = kind.resource
+        return kind
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        """The store's current resourceVersion (that of the latest write)."""
+        return self._rv
+
+    def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
+        kind = self.kinds.get(resource)
+        with self._lock:
+            obj = self._objects.get(kind.resource, {}).get(self._key(kind, name, namespace))
+        if obj is None:
+            raise NotFound(f'{kind.resource} "{name}" not found')
+        return clone(obj)
+
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict], str]:
+        items, rv = self.list_refs(resource, namespace, label_selector, field_selector)
+        return [clone(o) for o in items], rv
+
+    def list_refs(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict], str]:
+        """Like ``list`` but returns the stored objects themselves: callers must not mutate them."""
+        kind = self.kinds.get(resource)
+        labels_ok = parse_label_selector(label_selector)
+        fields_ok = parse_field_selector(field_selector, kind.selectable_fields())
+        with self._lock:
+            objs = list(self._objects.get(kind.resource, {}).values())
+            rv = str(self._rv)
+        out = []
+        for o in objs:
+            md = o["metadata"]
+            if namespace and kind.namespaced and md.get("namespace") != namespace:
+                continue
+            if label_selector and not labels_ok(md.get("labels") or {}):
+                continue
+            if field_selector and not fields_ok(o):
+                continue
+            out.append(o)
+        out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return out, rv
+
+    def events_since(
+        self, resource_version: int, resources: set[str] | None = None
+    ) -> tuple[list[WatchEvent], int]:
+        """Every event after ``resource_version`` (objects by reference; Gone if compacted), and
+        the store's resourceVersion at the time of reading, from which the next call can go on.
+
+        Events come in the order of the writes; their ``resource_version`` values strictly increase.
+        """
+        with self._lock:
+            if resource_version < self._compacted_rv:
+                raise Gone(
+                    f"too old resource version: {resource_version} (the oldest kept is {self._compacted_rv})"
+                )
+            out = []
+            for ev in reversed(self._log):
+                if int(ev.resource_version) <= resource_version:
+                    break
+                if resources is None or ev.resource in resources:
+                    out.append(ev)
+            now = self._rv
+        out.reverse()
+        return out, now
+
+    def watch(
+        self, resource: str, resource_version: str, timeout: float | None = None
+    ) -> Iterator[WatchEvent]:
+        """Events of ``resource`` after ``resource_version``, as copies, until ``timeout`` seconds pass
+        (forever when None).
+
+        ``""`` or ``"0"`` first yields an ADDED event for every current object (what the API server
+        does for a watch without a version). A version older than the kept history raises Gone at
+        once; one that falls out of the history while the caller is slow raises Gone from the
+        iterator.
+        """
+        kind = self.kinds.get(resource)
+        initial: list[WatchEvent] = []
+        with self._lock:
+            if resource_version in (None, "", "0", 0):
+                start = self._rv
+                for o in sorted(self._objects.get(kind.resource, {}).values(), key=_sort_key):
+                    initial.append(WatchEvent("ADDED", kind.resource, o, o["metadata"]["resourceVersion"]))
+            else:
+                try:
+                    start = int(resource_version)
+                except (TypeError, ValueError):
+                    raise BadRequest(
+                        f"invalid resourceVersion {resource_version!r}: an integer is expected"
+                    ) from None
+                self.events_since(start, {kind.resource})  # Gone now rather than at the first next()
+        return self._watch_iter(kind.resource, start, initial, timeout)
+
+    def _watch_iter(
+        self, resource: str, rv: int, initial: list[WatchEvent], timeout: float | None
+    ) -> Iterator[WatchEvent]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for ev in initial:
+            yield WatchEvent(ev.type, ev.resource, clone(ev.object), ev.resource_version)
+        while True:
+            events, now = self.events_since(rv, {resource})
+            for ev in events:
+                yield WatchEvent(ev.type, ev.resource, clone(ev.object), ev.resource_version)
+            rv = now  # every event of this resource up to ``now`` has been delivered
+            if deadline is not None and time.monotonic() >= deadline:
+                return  # what had happened is delivered; a zero timeout is a poll
+            with self._lock:
+                if self._rv == rv:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._changed.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, obj: dict) -> dict:
+        return clone(self._write_new(_copy_in(obj), restore=False))
+
+    def restore(self, obj: dict) -> dict:
+        """Put an object as a manifest or saved state gives it: uid, resourceVersion, status kept.
+
+        An object that already exists is replaced (``kubectl apply`` of a whole object); a missing
+        namespace is created. Validation and defaulting are those of ``create``.
+        """
+        return clone(self._write_new(_copy_in(obj), restore=True))
+
+    def update(self, obj: dict) -> dict:
+        return clone(self._write_existing(_copy_in(obj), status_only=False))
+
+    def update_status(self, obj: dict) -> dict:
+        return clone(self._write_existing(_copy_in(obj), status_only=True))
+
+    def patch(
+        self, resource: str, name: str, namespace: str | None, patch: dict, subresource: str | None = None
+    ) -> dict:
+        if not isinstance(patch, dict):
+            raise BadRequest("a merge patch must be a JSON object")
+        if subresource not in (None, "status"):
+            raise NotFound(f"the server could not find the requested resource ({resource}/{subresource})")
+        with self._lock:
+            current = self.get(resource, name, namespace)
+            merged = merge_patch(current, patch)
+            if not isinstance(merged.get("metadata"), dict):
+                raise Invalid(f'{resource} "{name}": metadata cannot be removed by a patch')
+            merged["apiVersion"], merged["kind"] = current["apiVersion"], current["kind"]
+            for f in ("name", "namespace"):
+                if f in current["metadata"]:
+                    merged["metadata"][f] = current["metadata"][f]
+            if (patch.get("metadata") or {}).get("resourceVersion") is None:
+                merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return clone(self._write_existing(merged, status_only=subresource == "status"))
+
+    def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
+        with self._lock:
+            kind = self.kinds.get(resource)
+            key = self._key(kind, name, namespace)
+            current = self._objects.get(kind.resource, {}).get(key)
+            if current is None:
+                raise NotFound(f'{kind.resource} "{name}" not found')
+            if kind.resource == "namespaces" and name in PROTECTED_NAMESPACES:
+                raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+            md = current["metadata"]
+            if md.get("deletionTimestamp"):
+                return  # already being deleted
+            container = kind.resource in ("namespaces", CRD_RESOURCE)
+            if not md.get("finalizers") and not container:
+                self._remove(kind, key, current)
+                return
+            marked = clone(current)
+            marked["metadata"]["deletionTimestamp"] = now_rfc3339()
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            if kind.resource == "namespaces" and isinstance(marked.get("status"), dict):
+                marked["status"]["phase"] = "Terminating"
+            self._store(kind, key, marked, "MODIFIED")
+            if kind.resource == "namespaces":
+                self._delete_namespace_contents(name)
+            elif kind.resource == CRD_RESOURCE:
+                self._delete_custom_resources(name)
+            self._finish_deletion(kind, key)
+
+    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None) -> None:
+        if not isinstance(node_name, str) or not node_name:
+            raise Invalid(f'Binding "{pod_name}" is invalid: target.name: Required value')
+        with self._lock:
+            pod = self._objects.get("pods", {}).get((namespace or "default", pod_name))
+            if pod is None:
+                raise NotFound(f'pods "{pod_name}" not found')
+            md = pod["metadata"]
+            if pod_uid and md.get("uid") != pod_uid:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on pods/binding "{pod_name}": '
+                    f"Precondition failed: UID in precondition: {pod_uid}, "
+                    f"UID in object meta: {md.get('uid')}"
+                )
+            if md.get("deletionTimestamp"):
+                raise Conflict(f'pod "{pod_name}" is being deleted, cannot be assigned to a host')
+            spec = pod.get("spec") or {}
+            bound = spec.get("nodeName")
+            if bound:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on pods/binding "{pod_name}": '
+                    f'pod {pod_name} is already assigned to node "{bound}"'
+                )
+            if spec.get("schedulingGates"):
+                raise Conflict(f"pod {pod_name} has non-empty .spec.schedulingGates and cannot be bound")
+            new = clone(pod)
+            new["spec"]["nodeName"] = node_name
+            status = new.get("status")
+            if not isinstance(status, dict):
+                status = new["status"] = {}
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            )
+            status["conditions"] = conds
+            self._store(self.kinds.get("pods"), (md["namespace"], pod_name), new, "MODIFIED")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _key(self, kind: ResourceKind, name: str, namespace: str | None) -> _Key:
+        if kind.namespaced:
+            return (namespace or "default", name)
+        return ("", name)
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _check_namespace(self, kind: ResourceKind, md: dict, restore: bool) -> bool:
+        """Refuse an object in a missing (404) or terminating (403) namespace; on restore a missing
+        namespace is fine and True says it is to be created once the object is accepted."""
+        ns = md.get("namespace") or "default"
+        if not isinstance(ns, str):
+            raise Invalid(f"{kind.kind} {md.get('name')!r}: metadata.namespace must be a string, got {ns!r}")
+        md["namespace"] = ns
+        ns_obj = self._objects.get("namespaces", {}).get(("", ns))
+        if ns_obj is None:
+            if not restore:
+                raise NotFound(f'namespaces "{ns}" not found')
+            validate_name(self.kinds.get("namespaces"), ns)
+            return True
+        if ns_obj["metadata"].get("deletionTimestamp") and not restore:
+            raise Forbidden(
+                f'{kind.resource} "{md.get("name") or md.get("generateName")}" is forbidden: unable to '
+                f"create new content in namespace {ns} because it is being terminated"
+            )
+        return False
+
+    def _write_new(self, obj: dict, restore: bool) -> dict:
+        kind = self.kinds.for_object(obj)
+        obj = _convert(kind, obj)
+        md = obj.get("metadata")
+        if md is None:
+            md = obj["metadata"] = {}
+        if not isinstance(md, dict):
+            raise Invalid(f"{kind.kind}: metadata must be a mapping, got {type(md).__name__}")
+        with self._lock:
+            new_namespace = False
+            if kind.namespaced:
+                new_namespace = self._check_namespace(kind, md, restore)
+            else:
+                md.pop("namespace", None)
+            if not md.get("name"):
+                prefix = md.get("generateName")
+                if not prefix or not isinstance(prefix, str):
+                    raise Invalid(f"{kind.kind}: metadata.name or metadata.generateName is required")
+                for _ in range(8):
+                    md["name"] = prefix + random_suffix()
+                    if self._key(kind, md["name"], md.get("namespace")) not in self._objects.get(
+                        kind.resource, {}
+                    ):
+                        break
+            validate_name(kind, md["name"])
+            self._check_crd_not_terminating(kind)
+            key = self._key(kind, md["name"], md.get("namespace"))
+            existing = self._objects.get(kind.resource, {}).get(key)
+            if existing is not None and not restore:
+                raise AlreadyExists(f'{kind.resource} "{md["name"]}" already exists')
+            if restore:
+                old_md = existing["metadata"] if existing is not None else {}
+                md.setdefault("uid", old_md.get("uid") or str(uuid.uuid4()))
+                md.setdefault("creationTimestamp", old_md.get("creationTimestamp") or now_rfc3339())
+                md.setdefault("generation", old_md.get("generation", 1))
+            else:
+                md["uid"] = str(uuid.uuid4())
+                md["creationTimestamp"] = now_rfc3339()
+                md["generation"] = 1
+                for f in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
+                    md.pop(f, None)
+                _defaults.prepare_for_create(kind, obj, is_custom=kind.resource in self._crd_kinds.values())
+            obj = self._default_and_validate(kind, obj, old=None)
+            if kind.resource == CRD_RESOURCE:
+                self.serve_crd(obj)
+            given_rv = obj["metadata"].get("resourceVersion") if restore else None
+            if existing is not None and _same_object(existing, obj, given_rv):
+                return existing  # re-applying an unchanged object is not a write
+            if new_namespace:
+                namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": md["namespace"]}}
+                self._write_new(namespace, restore=False)
+            self._store(kind, key, obj, "MODIFIED" if existing is not None else "ADDED", given_rv)
+            if existing is not None and existing["metadata"]["uid"] != obj["metadata"]["uid"]:
+                # replaced by an object with another uid: the old object's dependents lost their owner
+                self._collect_dependents(existing["metadata"]["uid"])
+            if not restore and self._owners_all_gone(obj):
+                self._collect(kind.resource, key)  # what the garbage collector does soon after
+            return obj
+
+    def _write_existing(self, obj: dict, status_only: bool) -> dict:
+        kind = self.kinds.for_object(obj)
+        obj = _convert(kind, obj)
+        md = obj.get("metadata")
+        if not isinstance(md, dict) or not md.get("name") or not isinstance(md.get("name"), str):
+            raise Invalid(f"{kind.kind}: metadata.name is required")
+        name = md["name"]
+        if status_only and not kind.has_status:
+            raise NotFound(f"the server could not find the requested resource ({kind.resource}/status)")
+        with self._lock:
+            key = self._key(kind, name, md.get("namespace"))
+            current = self._objects.get(kind.resource, {}).get(key)
+            if current is None:
+                raise NotFound(f'{kind.resource} "{name}" not found')
+            cur_md = current["metadata"]
+            want_rv = md.get("resourceVersion")
+            if want_rv and str(want_rv) != cur_md["resourceVersion"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again"
+                )
+            if md.get("uid") and md["uid"] != cur_md["uid"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {kind.resource} "{name}": Precondition failed: '
+                    f"UID in precondition: {md['uid']}, UID in object meta: {cur_md['uid']}"
+                )
+            if status_only:
+                new = clone(current)
+                if "status" in obj:
+                    new["status"] = obj["status"]
+                else:
+                    new.pop("status", None)
+            else:
+                new = obj
+                new_md = new["metadata"]
+                for f in _SYSTEM_FIELDS:
+                    if f in cur_md:
+                        new_md[f] = cur_md[f]
+                    else:
+                        new_md.pop(f, None)
+                if kind.namespaced:
+                    new_md["namespace"] = cur_md["namespace"]
+                if kind.has_status:
+                    if "status" in current:
+                        new["status"] = current["status"]
+                    else:
+                        new.pop("status", None)
+            new["metadata"]["resourceVersion"] = cur_md["resourceVersion"]
+            new = self._default_and_validate(kind, new, old=current)
+            new_md = new["metadata"]
+            if cur_md.get("deletionTimestamp"):
+                added = set(new_md.get("finalizers") or []) - set(cur_md.get("finalizers") or [])
+                if added:
+                    raise Forbidden(
+                        f'{kind.resource} "{name}" is forbidden: no new finalizers can be added if the '
+                        "object is being deleted"
+                    )
+            new_md["generation"] = cur_md.get("generation", 1)
+            if not status_only and _spec_of(new) != _spec_of(current):
+                new_md["generation"] += 1
+            if new == current:
+                return current  # nothing changed: no new resourceVersion, no event
+            if kind.resource == CRD_RESOURCE and not status_only:
+                self.serve_crd(new)
+            if new_md.get("deletionTimestamp") and self._deletion_done(kind, key, new):
+                self._remove(kind, key, new)
+                return new
+            self._store(kind, key, new, "MODIFIED")
+            return new
+
+    def _default_and_validate(self, kind: ResourceKind, obj: dict, old: dict | None) -> dict:
+        """API defaulting then validation; an object of an unexpected shape is refused by name,
+        never with a traceback."""
+        try:
+            obj = _defaults.apply(kind, obj)
+            if kind.defaults is not None:
+                obj = kind.defaults(obj)
+            validate_metadata(kind, obj)
+            if kind.validate is not None:
+                kind.validate(obj)
+            if old is not None and kind.validate_update is not None:
+                kind.validate_update(old, obj)
+        except ApiError:
+            raise
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+            where = _ref(kind, str(md.get("name") or md.get("generateName")), md.get("namespace"))
+            raise Invalid(f"{where} is invalid: unexpected structure ({type(exc).__name__}: {exc})") from exc
+        return obj
+
+    def _store(self, kind: ResourceKind, key: _Key, obj: dict, event: str, rv: str | None = None) -> None:
+        if rv is not None and str(rv).isdigit() and int(rv) > 0:
+            # a restored object keeps its resourceVersion; later writes continue above it. The event
+            # log must stay in order, so an event for a version at or below the current one gets a new
+            # position (its object still carries the version it was given).
+            obj_rv = str(int(rv))
+            if int(rv) > self._rv:
+                self._rv = int(rv)
+                log_rv = obj_rv
+            else:
+                log_rv = self._next_rv()
+        else:
+            obj_rv = log_rv = self._next_rv()
+        obj["metadata"]["resourceVersion"] = obj_rv
+        bucket = self._objects.setdefault(kind.resource, {})
+        old = bucket.get(key)
+        if old is not None:
+            self._unindex(kind, key, old)
+        elif kind.namespaced:
+            self._ns_count[key[0]] = self._ns_count.get(key[0], 0) + 1
+        bucket[key] = obj
+        self._index(kind, key, obj)
+        self.writes += 1
+        self._emit(WatchEvent(event, kind.resource, obj, log_rv))
+
+    def _emit(self, ev: WatchEvent) -> None:
+        if len(self._log) == self._log.maxlen:
+            self._compacted_rv = int(self._log[0].resource_version)
+        self._log.append(ev)
+        self._changed.notify_all()
+
+    def _remove(self, kind: ResourceKind, key: _Key, obj: dict) -> None:
+        bucket = self._objects.get(kind.resource, {})
+        old = bucket.pop(key, None)
+        if old is None:
+            return
+        self._unindex(kind, key, old)
+        if kind.namespaced:
+            self._ns_count[key[0]] = self._ns_count.get(key[0], 1) - 1
+        gone = clone(obj)
+        rv = self._next_rv()
+        gone["metadata"]["resourceVersion"] = rv
+        self.writes += 1
+        self._emit(WatchEvent("DELETED", kind.resource, gone, rv))
+        self._collect_dependents(old["metadata"].get("uid"))
+        if kind.resource == CRD_RESOURCE:
+            served = self._crd_kinds.pop(key[1], None)
+            if served is not None:
+                self.kinds.remove(served)
+                self._objects.pop(served, None)
+        if kind.namespaced:
+            ns_kind = self.kinds.get("namespaces")
+            self._finish_deletion(ns_kind, ("", key[0]))
+        crd = self._crd_of(kind.resource)
+        if crd is not None:
+            self._finish_deletion(self.kinds.get(CRD_RESOURCE), ("", crd))
+
+    def _deletion_done(self, kind: ResourceKind, key: _Key, obj: dict) -> bool:
+        """Whether an object being deleted may go: no finalizers left and, for a namespace or a CRD,
+        nothing left in it."""
+        if obj["metadata"].get("finalizers"):
+            return False
+        if kind.resource == "namespaces":
+            return self._ns_count.get(key[1], 0) == 0
+        if kind.resource == CRD_RESOURCE:
+            served = self._crd_kinds.get(key[1])
+            return not (served and self._objects.get(served))
+        return True
+
+    def _finish_deletion(self, kind: ResourceKind, key: _Key) -> None:
+        current = self._objects.get(kind.resource, {}).get(key)
+        if current is not None and current["metadata"].get("deletionTimestamp"):
+            if self._deletion_done(kind, key, current):
+                self._remove(kind, key, current)
+
+    def _crd_of(self, resource: str) -> str | None:
+        for crd_name, served in self._crd_kinds.items():
+            if served == resource:
+                return crd_name
+        return None
+
+    def _check_crd_not_terminating(self, kind: ResourceKind) -> None:
+        crd = self._crd_of(kind.resource)
+        if crd is None:
+            return
+        crd_obj = self._objects.get(CRD_RESOURCE, {}).get(("", crd))
+        if crd_obj is not None and crd_obj["metadata"].get("deletionTimestamp"):
+            raise MethodNotAllowed(
+                f"create not allowed while custom resource definition {crd} is terminating"
+            )
+
+    def _index(self, kind: ResourceKind, key: _Key, obj: dict) -> None:
+        uid = obj["metadata"].get("uid")
+        if uid:
+            self._uids[uid] = self._uids.get(uid, 0) + 1
+        for o in obj["metadata"].get("ownerReferences") or []:
+            if o.get("uid"):
+                self._owned.setdefault(o["uid"], set()).add((kind.resource, key[0], key[1]))
+
+    def _unindex(self, kind: ResourceKind, key: _Key, obj: dict) -> None:
+        uid = obj["metadata"].get("uid")
+        if uid and uid in self._uids:
+            self._uids[uid] -= 1
+            if self._uids[uid] <= 0:
+                del self._uids[uid]
+        for o in obj["metadata"].get("ownerReferences") or []:
+            deps = self._owned.get(o.get("uid", ""))
+            if deps is not None:
+                deps.discard((kind.resource, key[0], key[1]))
+                if not deps:
+                    del self._owned[o["uid"]]
+
+    def _owners_all_gone(self, obj: dict) -> bool:
+        """True when ``obj`` has owners, every one of a kind the cluster serves, and none exists."""
+        owners = obj["metadata"].get("ownerReferences") or []
+        if not owners:
+            return False
+        for o in owners:
+            try:
+                self.kinds.for_object({"apiVersion": o.get("apiVersion"), "kind": o.get("kind")})
+            except UnknownKind:
+                return False  # an owner of a kind we do not run (a Job, an MPIJob): never collected
+            if o.get("uid") in self._uids:
+                return False
+        return True
+
+    def _collect(self, resource: str, key: _Key) -> None:
+        try:
+            self.delete(resource, key[1], key[0] or None)
+        except (NotFound, UnknownKind):
+            pass
+
+    def _collect_dependents(self, uid: str | None) -> None:
+        """Background garbage collection: dependents whose every owner is gone are deleted."""
+        if not uid or uid in self._uids:
+            return
+        for resource, ns, name in sorted(self._owned.pop(uid, set())):
+            dep = self._objects.get(resource, {}).get((ns, name))
+            if dep is None:
+                continue
+            live = [o for o in dep["metadata"].get("ownerReferences") or [] if o.get("uid") in self._uids]
+            if not live:
+                self._collect(resource, (ns, name))
+
+    def _delete_namespace_contents(self, namespace: str) -> None:
+        for resource, bucket in list(self._objects.items()):
+            for ns, name in [k for k in bucket if k[0] == namespace]:
+                self._collect(resource, (ns, name))
+
+    def _delete_custom_resources(self, crd_name: str) -> None:
+        served = self._crd_kinds.get(crd_name)
+        for ns, name in list(self._objects.get(served, {})) if served else []:
+            self._collect(served, (ns, name))
+
+    # -- whole-state helpers -------------------------------------------------------------------
+
+    def all_objects(self) -> list[dict]:
+        """Every stored object (copies), in a stable order: kinds by dependency, then namespace/name."""
+        with self._lock:
+            out = []
+            for kind in sorted(self.kinds, key=_save_order):
+                for key in sorted(self._objects.get(kind.resource, {})):
+                    out.append(clone(self._objects[kind.resource][key]))
+            return out
+
+
+_SAVE_FIRST = [
+    "customresourcedefinitions.apiextensions.k8s.io",
+    "namespaces",
+    "deviceclasses.resource.k8s.io",
+    "nodes",
+    "resourceslices.resource.k8s.io",
+]
+
+
+def _save_order(kind: ResourceKind) -> tuple[int, str]:
+    try:
+        return (_SAVE_FIRST.index(kind.resource), kind.resource)
+    except ValueError:
+        return (len(_SAVE_FIRST), kind.resource)
+
+
+def _sort_key(o: dict) -> tuple[str, str]:
+    return (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+
+
+def _copy_in(obj) -> dict:
+    if not isinstance(obj, dict):
+        raise BadRequest(f"an object must be a mapping, got {type(obj).__name__}")
+    return clone(obj)
+
+
+def _same_shape(obj: dict) -> dict:
+    return obj
+
+
+def _spec_of(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _same_object(existing: dict, new: dict, given_rv) -> bool:
+    """Whether restoring ``new`` over ``existing`` would change nothing."""
+    candidate = dict(new)
+    candidate["metadata"] = {**new["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+    if given_rv is not None and str(given_rv) != existing["metadata"]["resourceVersion"]:
+        return False
+    return candidate == existing
+
+
+def _convert(kind: ResourceKind, obj: dict) -> dict:
+    _group, _, version = obj.get("apiVersion", "").rpartition("/")
+    if version != kind.version:
+        obj = kind.convert_from[version](obj)
+        obj["apiVersion"] = kind.api_version
+    return obj
+
+
+def _crd_validate(validator) -> Callable[[dict], None]:
+    def validate(obj: dict) -> None:
+        errors = validator.errors(obj)
+        if errors:
+            md = obj.get("metadata") or {}
+            where = f"{md.get('namespace')}/{md.get('name')}" if md.get("namespace") else md.get("name")
+            raise Invalid(f"{validator.kind} {where!s} is invalid: " + "; ".join(errors))
+
+    return validate
+
+
+def _validate_crd(obj: dict) -> None:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    name = (obj.get("metadata") or {}).get("name", "")
+    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+    if not spec.get("group") or not names.get("plural") or not names.get("kind") or not spec.get("versions"):
+        raise Invalid(
+            f"CustomResourceDefinition {name!r} is invalid: "
+            "spec.group, spec.names and spec.versions are required"
+        )
+    if "." not in str(spec["group"]):
+        raise Invalid(f"CustomResourceDefinition {name!r} is invalid: spec.group must contain a dot")
+    if name != f"{names['plural']}.{spec['group']}":
+        raise Invalid(
+            f"CustomResourceDefinition {name!r} is invalid: "
+            'metadata.name must be spec.names.plural+"."+spec.group'
+        )

@@ -1,0 +1,119 @@
+"""The scheduler's cache: one map per watched kind, kept current from the store's watch events.
+
+The cache holds the stored objects themselves (never mutated), so building a snapshot costs no
+copies. ``sync()`` brings it up to date: incrementally from the embedded store's event log, with
+a relist when that log was compacted.
+
+Pods are also indexed as their events arrive (:class:`PodIndex`): what each bound pod takes from
+its node, summed per node, and the pods not bound yet. A snapshot starts from those sums and looks
+only at the unbound pods, so its cost follows the nodes and the pods waiting, not every pod of the
+cluster (140,000 pods on 4,000 nodes: a second to recount, a few milliseconds from the index).
+"""
+
+from __future__ import annotations
+
+from kai_core.api.errors import Gone
+from kai_core.api.resources import RES_PODS, add_amounts, is_active_pod, pod_requests, subtract_amounts
+
+_Key = tuple[str, str]
+
+
+class PodIndex:
+    """Per-node usage of bound pods and the set of unbound pods, updated one pod at a time."""
+
+    def __init__(self) -> None:
+        #: node name -> summed requests (milli-units) of the active pods bound to it
+        self.requested: dict[str, dict[str, int]] = {}
+        #: node name -> number of active pods bound to it
+        self.pod_count: dict[str, int] = {}
+        #: pods without ``spec.nodeName`` (any phase), by key
+        self.unbound: dict[_Key, dict] = {}
+        #: bound active pod -> (node, the pod object counted, its requests)
+        self._counted: dict[_Key, tuple[str, dict, dict[str, int]]] = {}
+
+    def requests_of(self, key: _Key, pod: dict) -> dict[str, int] | None:
+        """The requests counted for this very pod object, or None when it is not counted."""
+        counted = self._counted.get(key)
+        return counted[2] if counted is not None and counted[1] is pod else None
+
+    def put(self, key: _Key, pod: dict) -> None:
+        """The pod was added or changed."""
+        self.remove(key)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            self.unbound[key] = pod
+            return
+        if not is_active_pod(pod):
+            return
+        req = pod_requests(pod)
+        self._counted[key] = (node, pod, req)
+        add_amounts(self.requested.setdefault(node, {}), req)
+        self.pod_count[node] = self.pod_count.get(node, 0) + 1
+
+    def remove(self, key: _Key) -> None:
+        """The pod is gone (or about to be put again)."""
+        self.unbound.pop(key, None)
+        counted = self._counted.pop(key, None)
+        if counted is None:
+            return
+        node, _pod, req = counted
+        subtract_amounts(self.requested[node], req)
+        count = self.pod_count[node] - 1
+        if count:
+            self.pod_count[node] = count
+        else:
+            del self.pod_count[node]
+            del self.requested[node]
+
+
+class Cache:
+    def __init__(self, store, resources: list[str]) -> None:
+        self.store = store
+        self.resources = list(resources)
+        self.objects: dict[str, dict[_Key, dict]] = {r: {} for r in self.resources}
+        self.pod_index = PodIndex()
+        self._rv = -1
+
+    def _relist(self) -> None:
+        rvs = []
+        for r in self.resources:
+            items, list_rv = self.store.list_refs(r)
+            self.objects[r] = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in items}
+            rvs.append(int(list_rv))
+        self.pod_index = PodIndex()
+        for key, pod in self.objects.get(RES_PODS, {}).items():
+            self.pod_index.put(key, pod)
+        # replaying from the oldest list is harmless (events are idempotent upserts/deletes)
+        self._rv = min(rvs, default=0)
+
+    def sync(self) -> bool:
+        """Apply every change since the last sync; returns whether anything changed."""
+        if self._rv < 0:
+            self._relist()
+            return True
+        try:
+            events, rv = self.store.events_since(self._rv, set(self.resources))
+        except Gone:
+            self._relist()
+            return True
+        index = self.pod_index
+        for ev in events:
+            md = ev.object["metadata"]
+            key = (md.get("namespace", ""), md["name"])
+            bucket = self.objects[ev.resource]
+            if ev.type == "DELETED":
+                bucket.pop(key, None)
+                if ev.resource == RES_PODS:
+                    index.remove(key)
+            else:
+                bucket[key] = ev.object
+                if ev.resource == RES_PODS:
+                    index.put(key, ev.object)
+        self._rv = rv
+        return bool(events)
+
+    def items(self, resource: str) -> list[dict]:
+        return list(self.objects.get(resource, {}).values())
+
+    def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        return self.objects.get(resource, {}).get((namespace, name))

@@ -1,0 +1,444 @@
+"""The plugin manager: built-in plugins, external plugins from entry points, isolated hook calls.
+
+Built-ins are registered directly (never also as entry points); external plugins come from the
+entry-point group ``kai_scheduler.plugins``. A plugin that fails to import or register is recorded
+in :attr:`KaiPluginManager.load_errors` (and shown by :meth:`KaiPluginManager.info`) while the rest
+load. At run time every implementation is called on its own (:meth:`KaiPluginManager.call_each`),
+so one that raises becomes a :class:`PluginError` naming the plugin and the hook instead of
+stopping the scheduler; its traceback is logged once.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import pluggy
+
+from kai_core.dra.claims import ClaimAllocation, PodClaim
+from kai_core.framework.gang import GroupSpec, NodeSubset
+from kai_core.framework.hookspecs import PROJECT, SchedulerSpecs
+from kai_core.framework.status import SUCCESS, Status
+
+log = logging.getLogger("kai.plugins")
+
+ENTRY_POINT_GROUP = "kai_scheduler.plugins"
+
+#: plugin object attribute: True (answers for a node depend only on that node), False (they do
+#: not), absent (filters and allocators are assumed node-local, scores are not)
+NODE_LOCAL_ATTRIBUTE = "KAI_NODE_LOCAL"
+
+
+def declares_node_local(plugin: object) -> bool | None:
+    """What a plugin object says of itself through :data:`NODE_LOCAL_ATTRIBUTE` (None: nothing)."""
+    value = getattr(plugin, NODE_LOCAL_ATTRIBUTE, None)
+    return value if isinstance(value, bool) else None
+
+
+@dataclass
+class PluginInfo:
+    """One line of ``kai-cli plugins``: a registered plugin, or one that failed to load (``error``)."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class PluginError(Exception):
+    """A plugin raised inside a hook, or returned something the hook does not accept.
+
+    ``str()`` names the plugin and the hook; ``original`` is the exception (None for a bad result).
+    """
+
+    def __init__(self, plugin: str, hook: str, exc: BaseException | None = None, problem: str | None = None) -> None:
+        detail = problem if problem is not None else f"{type(exc).__name__}: {exc}"
+        verb = "failed in" if problem is None else "returned a bad result from"
+        super().__init__(f"plugin {plugin!r} {verb} {hook}: {detail}")
+        self.plugin = plugin
+        self.hook = hook
+        self.original = exc
+
+
+class KaiPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus load-error bookkeeping and per-plugin error isolation."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(SchedulerSpecs)
+        self.load_errors: list[PluginInfo] = []
+        self._dists: dict[str, tuple[str, str]] = {}
+        self._logged: set[tuple[str, str, str]] = set()
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """pluggy's ``register``, refusing hook wrappers: kai calls every implementation on its own
+        to isolate failures, so a wrapper would never wrap anything. Raises ValueError naming the
+        plugin and the hook."""
+        registered = super().register(plugin, name=name)
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                    self.unregister(plugin)
+                    raise ValueError(
+                        f"plugin {registered!r}: {caller.name} is a hook wrapper; kai does not support "
+                        "wrappers (implement the hook as a plain function)"
+                    )
+        return registered
+
+    def register_builtin(self, plugin: object, name: str, distribution: str = "kai-core") -> None:
+        """Register one of our own plugins (no entry point), recording its distribution for ``info``."""
+        self.register(plugin, name=name)
+        self._dists[name] = (distribution, _version(distribution))
+
+    def load_entry_points(self, blocked: Iterable[str] = ()) -> None:
+        """Register every installed plugin of the ``kai_scheduler.plugins`` group, in name order.
+
+        Names in ``blocked`` are skipped, and so are names already registered (a built-in). A
+        plugin that fails to import or register is recorded in ``load_errors`` and logged; the
+        others still load.
+        """
+        for name in blocked:
+            self.set_blocked(name)
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if self.is_blocked(ep.name) or self.has_plugin(ep.name):
+                continue
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            try:
+                self.register(ep.load(), name=ep.name)
+            except (Exception, SystemExit) as exc:  # any import or registration failure is the plugin's
+                msg = f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+                log.error("%s", msg)
+                log.debug("%s", traceback.format_exc())
+                self.load_errors.append(PluginInfo(ep.name, dist, version, error=msg))
+                continue
+            self._dists[ep.name] = (dist, version)
+
+    def info(self) -> list[PluginInfo]:
+        """Every registered plugin (name order) with its distribution, version and hooks, then the
+        plugins that failed to load."""
+        out = []
+        for name, plugin in sorted(self.list_name_plugin()):
+            if plugin is None:
+                continue  # blocked
+            dist, version = self._dists.get(name, ("?", "?"))
+            hooks = sorted(h.name for h in self.get_hookcallers(plugin) or [])
+            out.append(PluginInfo(name, dist, version, hooks))
+        return out + self.load_errors
+
+    def implementations(self, hook: str) -> list:
+        """The implementations of ``hook`` in call order (pluggy's: ``tryfirst`` ones first, then
+        the most recently registered first, ``trylast`` ones last)."""
+        return list(reversed(getattr(self.hook, hook).get_hookimpls()))
+
+    def call_impl(self, impl, hook: str, kwargs: dict) -> object:
+        """Call one implementation with the arguments it asks for, isolated: an exception becomes
+        a returned PluginError, its traceback logged once per (plugin, hook, exception type)."""
+        try:
+            return impl.function(**{a: kwargs[a] for a in impl.argnames})
+        except Exception as exc:  # one plugin's bug must not stop scheduling
+            err = PluginError(impl.plugin_name, hook, exc)
+            key = (impl.plugin_name, hook, type(exc).__name__)
+            if key not in self._logged:
+                self._logged.add(key)
+                log.error("%s\n%s", err, traceback.format_exc())
+            return err
+
+    def bad_result(self, plugin: str, hook: str, problem: str) -> PluginError:
+        """A PluginError for a result of the wrong shape (``problem`` says what was expected),
+        logged once per plugin and hook."""
+        err = PluginError(plugin, hook, problem=problem)
+        key = (plugin, hook, "bad result")
+        if key not in self._logged:
+            self._logged.add(key)
+            log.error("%s", err)
+        return err
+
+    def call_each(self, hook: str, **kwargs) -> list[tuple[str, object]]:
+        """Call every implementation of ``hook`` in pluggy's order, each isolated.
+
+        Returns ``(plugin_name, result)`` pairs for results that are not None; an implementation
+        that raises yields ``(plugin_name, PluginError)``.
+        """
+        out: list[tuple[str, object]] = []
+        for impl in self.implementations(hook):
+            res = self.call_impl(impl, hook, kwargs)
+            if res is not None:
+                out.append((impl.plugin_name, res))
+        return out
+
+    def call_first(self, hook: str, **kwargs) -> tuple[str, object] | None:
+        """Like ``call_each`` but stops at the first non-None result (or error)."""
+        for impl in self.implementations(hook):
+            res = self.call_impl(impl, hook, kwargs)
+            if res is not None:
+                return impl.plugin_name, res
+        return None
+
+
+    # -- one typed method per hook -------------------------------------------------------------
+    # Every call site goes through these: each checks its hook's answers once, turns a plugin's
+    # exception or wrong-shaped answer into a Status naming the plugin, and returns plain types.
+
+    def _bad(self, plugin: str, hook: str, problem: str) -> Status:
+        return Status.error(str(self.bad_result(plugin, hook, problem)), plugin)
+
+    def resource_kinds(self) -> list[tuple[str, dict]]:
+        """``kai_resource_kinds``: ``(plugin, CRD)`` for every plugin's CRDs, in plugin order (a
+        failing plugin's are left out, logged; a CRD's own problems are the cluster's to report)."""
+        out: list[tuple[str, dict]] = []
+        for plugin, res in self.call_each("kai_resource_kinds"):
+            if isinstance(res, PluginError):
+                continue
+            if not isinstance(res, list | tuple):
+                self.bad_result(plugin, "kai_resource_kinds", f"expected a list of CRDs, got {type(res).__name__}")
+                continue
+            out.extend((plugin, crd) for crd in res)
+        return out
+
+    def resource_names(self) -> list[str]:
+        """The resource strings (``plural.group``) of the kinds of :meth:`resource_kinds`, in plugin
+        order without repeats; malformed CRDs are skipped."""
+        out: list[str] = []
+        for _plugin, crd in self.resource_kinds():
+            spec = crd.get("spec") if isinstance(crd, Mapping) else None
+            try:
+                resource = f"{spec['names']['plural']}.{spec['group']}"
+            except (KeyError, TypeError):
+                continue
+            if resource not in out:
+                out.append(resource)
+        return out
+
+    def embedded_controllers(self, store: object) -> list:
+        """``kai_embedded_controllers``: every plugin's controllers (a failing plugin adds none)."""
+        out: list = []
+        for plugin, res in self.call_each("kai_embedded_controllers", store=store):
+            if isinstance(res, PluginError):
+                continue
+            if not isinstance(res, list | tuple):
+                self.bad_result(plugin, "kai_embedded_controllers",
+                                f"expected a list of controllers, got {type(res).__name__}")
+                continue
+            out.extend(res)
+        return out
+
+    def cli_commands(self, cli: object) -> None:
+        """``kai_cli_commands``: let every plugin add its commands (a failing plugin is logged)."""
+        self.call_each("kai_cli_commands", cli=cli)
+
+    def answers_are_node_local(self) -> bool:
+        """Whether filter, allocation and device-ranking answers may be reused per pod shape: not
+        when a plugin implementing one of them sets ``KAI_NODE_LOCAL = False``."""
+        return not any(
+            declares_node_local(impl.plugin) is False
+            for hook in ("kai_filter_nodes", "kai_allocate_claims", "kai_rank_devices")
+            for impl in self.implementations(hook))
+
+    def pod_groups(self, pods: Callable[[], list[dict]], snapshot: object) -> list[tuple[str, GroupSpec]]:
+        """``kai_pod_groups``: ``(plugin, GroupSpec)`` for every group declared. ``pods`` is called
+        once, only if some plugin implements the hook. A plugin that fails declares nothing."""
+        hook = "kai_pod_groups"
+        declared: list[tuple[str, GroupSpec]] = []
+        candidates = None
+        for impl in self.implementations(hook):
+            if candidates is None:
+                candidates = pods()
+            res = self.call_impl(impl, hook, {"pods": candidates, "snapshot": snapshot})
+            if res is None or isinstance(res, PluginError):
+                continue
+            if not isinstance(res, list | tuple) or not all(
+                    isinstance(g, GroupSpec) and isinstance(g.pods, list) and (
+                        g.min_member is None or (isinstance(g.min_member, int) and g.min_member >= 0))
+                    for g in res):
+                self.bad_result(impl.plugin_name, hook,
+                                "expected a list of kai_core.gang.GroupSpec (pods a list, min_member "
+                                f"None or an int >= 0), got {res!r:.200}")
+                continue
+            declared += [(impl.plugin_name, g) for g in res]
+        return declared
+
+    def group_node_subsets(self, group: object, nodes: list, snapshot: object
+                           ) -> tuple[list[tuple[str, list[NodeSubset]]], Status]:
+        """``kai_group_node_subsets``: each proposing plugin's subsets, in order; or a Status with a
+        plugin's reason (unschedulable) or failure (error)."""
+        hook = "kai_group_node_subsets"
+        proposals: list[tuple[str, list[NodeSubset]]] = []
+        for plugin, res in self.call_each(hook, group=group, nodes=nodes, snapshot=snapshot):
+            if isinstance(res, PluginError):
+                return [], Status.error(str(res), plugin)
+            if isinstance(res, str):
+                return [], Status.unschedulable(res, plugin)
+            if not isinstance(res, list | tuple) or not all(
+                    isinstance(s, NodeSubset) and isinstance(s.nodes, list | tuple) for s in res):
+                return [], self._bad(
+                    plugin, hook, f"expected a list of kai_core.gang.NodeSubset or a reason, got {res!r:.200}")
+            proposals.append((plugin, list(res)))
+        return proposals, SUCCESS
+
+    def pre_filter(self, pod: dict, snapshot: object) -> Status:
+        """``kai_pre_filter``: the first reason given (unresolvable), a failure (error), or success."""
+        hook = "kai_pre_filter"
+        for plugin, res in self.call_each(hook, pod=pod, snapshot=snapshot):
+            if isinstance(res, PluginError):
+                return Status.error(str(res), plugin)
+            if not isinstance(res, str):
+                return self._bad(plugin, hook, f"expected None or a reason (str), got {type(res).__name__}")
+            return Status.unresolvable(res, plugin)
+        return SUCCESS
+
+    def filter_nodes(self, pod: dict, nodes: list, snapshot: object, rejected: dict
+                     ) -> tuple[list, Status]:
+        """``kai_filter_nodes``, each plugin over the nodes the ones before it let through. Returns the
+        nodes left; each rejected node's reason(s) go into ``rejected``. A failure stops at once."""
+        hook = "kai_filter_nodes"
+        for impl in self.implementations(hook):
+            if not nodes:
+                break
+            res = self.call_impl(impl, hook, {"pod": pod, "nodes": nodes, "snapshot": snapshot})
+            if res is None:
+                continue
+            if isinstance(res, PluginError):
+                return nodes, Status.error(str(res), impl.plugin_name)
+            if not isinstance(res, Mapping):
+                return nodes, self._bad(
+                    impl.plugin_name, hook, f"expected a dict {{node name: reason}}, got {type(res).__name__}")
+            if not res:
+                continue
+            left = []
+            for n in nodes:
+                reason = res.get(n.name)
+                if reason is None:
+                    left.append(n)
+                elif isinstance(reason, str) or (
+                        isinstance(reason, list | tuple) and reason and all(isinstance(r, str) for r in reason)):
+                    rejected[n.name] = reason
+                else:
+                    return nodes, self._bad(
+                        impl.plugin_name, hook,
+                        f"node {n.name}: expected a reason (str or list of str), got {reason!r}")
+            nodes = left
+        return nodes, SUCCESS
+
+    def allocate_claims(self, pod: dict, claims: list[PodClaim], nodes: list, snapshot: object,
+                        rejected: dict) -> tuple[dict[str, ClaimAllocation], Status]:
+        """``kai_allocate_claims`` (first answer wins) over ``nodes``: the allocation per node where
+        the claims fit; other nodes go into ``rejected`` with the plugin's reason."""
+        hook = "kai_allocate_claims"
+        answer = self.call_first(hook, pod=pod, claims=claims, nodes=nodes, snapshot=snapshot,
+                                 rank_devices=self._device_ranker(pod, snapshot))
+        if answer is None:
+            return {}, Status.unresolvable("no plugin can allocate this pod's resource claims")
+        plugin, res = answer
+        if isinstance(res, PluginError):
+            return {}, Status.error(str(res), plugin)
+        if not isinstance(res, Mapping):
+            return {}, self._bad(
+                plugin, hook, f"expected a dict {{node name: ClaimAllocation or reason}}, got {type(res).__name__}")
+        allocations: dict[str, ClaimAllocation] = {}
+        for n in nodes:
+            got = res.get(n.name, f"plugin {plugin!r} gave no allocation for this node")
+            if isinstance(got, ClaimAllocation):
+                if len(got.allocations) != len(claims):
+                    return {}, self._bad(
+                        plugin, hook, f"node {n.name}: {len(got.allocations)} allocation(s) for {len(claims)} claim(s)")
+                allocations[n.name] = got
+            elif isinstance(got, str):
+                rejected[n.name] = f"cannot allocate all claims: {got}"
+            else:
+                return {}, self._bad(
+                    plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
+        return allocations, SUCCESS
+
+    def _device_ranker(self, pod: dict, snapshot: object) -> DeviceRanker | None:
+        """What ``kai_allocate_claims`` receives as ``rank_devices``: None when no plugin ranks
+        devices (so nobody lists them), else a function calling :meth:`rank_devices` for ``pod``."""
+        if not self.hook.kai_rank_devices.get_hookimpls():
+            return None
+
+        def rank(claims: list[dict], devices: Callable[[], list]) -> dict | Status | None:
+            return self.rank_devices(pod, claims, devices, snapshot)
+
+        return rank
+
+    def rank_devices(self, pod: dict, claims: list[dict], devices: Callable[[], list], snapshot: object
+                     ) -> dict | Status | None:
+        """``kai_rank_devices`` (first answer wins): ``{DeviceId: score}``, None (no ranking; nobody
+        implements it or nobody answered), or an error Status naming the plugin. ``devices`` is
+        called only when some plugin implements the hook."""
+        hook = "kai_rank_devices"
+        if not claims or not self.hook.kai_rank_devices.get_hookimpls():
+            return None
+        answer = self.call_first(hook, pod=pod, claims=claims, devices=devices(), snapshot=snapshot)
+        if answer is None:
+            return None
+        plugin, scores = answer
+        if isinstance(scores, PluginError):
+            return Status.error(str(scores), plugin)
+        if not isinstance(scores, Mapping) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values()):
+            return Status.error(f"plugin {plugin!r} answered {hook} with {type(scores).__name__}, not a mapping "
+                                "of device ids to numbers", plugin)
+        return dict(scores)
+
+    def score_nodes(self, pod: dict, snapshot: object, weights: Mapping[str, float], *,
+                    local_nodes: list, nodes: list) -> tuple[dict[str, float], dict[str, float], Status]:
+        """``kai_score_nodes``, weighted and summed per node. Plugins that declare node-local scores
+        are asked about ``local_nodes`` only, the others about ``nodes``. Returns the node-local
+        totals (for ``local_nodes``), the others' totals (for ``nodes``), and a Status."""
+        hook = "kai_score_nodes"
+        local_names = {n.name for n in local_nodes}
+        names = {n.name for n in nodes}
+        local_sums = dict.fromkeys(local_names, 0.0)
+        others: dict[str, float] = {}
+        for impl in self.implementations(hook):
+            local = declares_node_local(impl.plugin) is True
+            asked = local_nodes if local else nodes
+            if not asked:
+                continue
+            res = self.call_impl(impl, hook, {"pod": pod, "nodes": asked, "snapshot": snapshot})
+            if res is None:
+                continue
+            plugin = impl.plugin_name
+            if isinstance(res, PluginError):
+                return local_sums, others, Status.error(str(res), plugin)
+            if not isinstance(res, Mapping):
+                return local_sums, others, self._bad(
+                    plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
+            into, among = (local_sums, local_names) if local else (others, names)
+            weight = weights.get(plugin, 1.0)
+            try:
+                for name, score in res.items():
+                    if name in among:
+                        into[name] = into.get(name, 0.0) + weight * score
+            except TypeError:
+                return local_sums, others, self._bad(plugin, hook, f"node {name}: expected a number, got {score!r}")
+        return local_sums, others, SUCCESS
+
+    def bind_request(self, pod: dict, node: object, bind_request: dict) -> tuple[dict[str, str], Status]:
+        """``kai_bind_request``: the annotations of every plugin merged, or the failure of one."""
+        hook = "kai_bind_request"
+        annotations: dict[str, str] = {}
+        for plugin, res in self.call_each(hook, pod=pod, node=node, bind_request=bind_request):
+            if isinstance(res, PluginError):
+                return {}, Status.error(str(res), plugin)
+            if not (isinstance(res, Mapping) and all(isinstance(v, str) for v in res.values())):
+                return {}, self._bad(plugin, hook, f"expected a dict of annotations (str values), got {res!r}")
+            annotations.update(res)
+        return annotations, SUCCESS
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+#: what ``kai_allocate_claims`` receives as ``rank_devices``: called with the claims to allocate and a
+#: function listing the candidate devices; answers scores, None (no ranking) or an error Status
+DeviceRanker = Callable[[list[dict], Callable[[], list]], "dict | Status | None"]

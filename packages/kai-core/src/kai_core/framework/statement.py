@@ -1,0 +1,64 @@
+"""A Statement: decisions assumed on the snapshot that can be taken back together, after KAI's
+``framework/statement.go``.
+
+Placing a gang is a simulation: each member's decision is assumed so the next member sees its
+node resources and devices taken, and only a plan in which the whole gang fits is kept. A
+Statement records every :meth:`assume` in order; :meth:`checkpoint` marks a point and
+:meth:`rollback` takes back, newest first, everything assumed since (the snapshot's ``unassume``
+must undo in reverse order, since a later decision may reuse a claim an earlier one allocated).
+What is kept is left assumed: the snapshot already counts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kai_core.dra.claims import ClaimAllocation, PodClaim
+
+
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    """One decision assumed on the snapshot: the pod, its node, its claims and their allocation."""
+
+    pod: dict
+    node: str
+    claims: list[PodClaim]
+    allocation: ClaimAllocation | None
+
+
+class Statement:
+    """Assumed decisions on one snapshot, with checkpoints to roll back to."""
+
+    def __init__(self, snapshot) -> None:
+        self._snapshot = snapshot
+        self._assumed: list[Assumed] = []
+
+    def assume(self, pod: dict, node: str, claims: list[PodClaim], allocation: ClaimAllocation | None) -> None:
+        """Assume a decision on the snapshot and remember it."""
+        self._snapshot.assume(pod, node, claims, allocation)
+        self._assumed.append(Assumed(pod, node, claims, allocation))
+
+    def checkpoint(self) -> int:
+        """A mark to :meth:`rollback` to."""
+        return len(self._assumed)
+
+    def rollback(self, checkpoint: int = 0) -> None:
+        """Take back, newest first, every decision assumed since ``checkpoint``."""
+        while len(self._assumed) > checkpoint:
+            a = self._assumed.pop()
+            self._snapshot.unassume(a.pod, a.node, a.claims, a.allocation)
+
+    def undo(self, pod: dict) -> None:
+        """Take back the decision of ``pod`` alone (one whose BindRequest could not be written
+        while later ones were): it must not have lent a claim to a later decision."""
+        for i in range(len(self._assumed) - 1, -1, -1):
+            a = self._assumed[i]
+            if a.pod is pod:
+                del self._assumed[i]
+                self._snapshot.unassume(a.pod, a.node, a.claims, a.allocation)
+                return
+
+    @property
+    def decisions(self) -> list[Assumed]:
+        """The decisions assumed and not taken back, in order."""
+        return list(self._assumed)

@@ -1,0 +1,44 @@
+"""kai-core's built-in plugins, each small and doing one thing, registered like any other plugin.
+
+Their filters run first (``tryfirst``), in the order kube-scheduler's run: node readiness and
+cordon, taints, node affinity, resources; each filter sees only the nodes that passed the ones
+before it, so a node's reason in the pod's message is the first check it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kai_core.framework.plugins import ENTRY_POINT_GROUP, KaiPluginManager, PluginError  # noqa: F401 (their old home)
+from kai_core.plugins import binpack, dra, gang, node_affinity, node_ready, resources_fit, taints
+
+#: plugin name -> module, in the order their filters are called
+BUILTINS = {
+    "kai-core.node-ready": node_ready,
+    "kai-core.taints": taints,
+    "kai-core.node-affinity": node_affinity,
+    "kai-core.resources-fit": resources_fit,
+    "kai-core.dra": dra,
+    "kai-core.binpack": binpack,
+    "kai-core.gang": gang,
+}
+
+
+def register_builtins(pm: KaiPluginManager) -> None:
+    """Register every built-in plugin on ``pm`` (a :class:`kai_core.framework.plugins.KaiPluginManager`).
+
+    pluggy calls the most recently registered implementation first, so they are registered in
+    reverse to be called in :data:`BUILTINS` order.
+    """
+    for name, module in reversed(BUILTINS.items()):
+        pm.register_builtin(module, name)
+
+
+def build_plugin_manager(load_external: bool = True, blocked: Iterable[str] = ()) -> KaiPluginManager:
+    """A manager with kai-core's built-in plugins and, unless disabled, every installed plugin
+    (except the names in ``blocked``)."""
+    pm = KaiPluginManager()
+    register_builtins(pm)
+    if load_external:
+        pm.load_entry_points(blocked)
+    return pm

@@ -1,0 +1,48 @@
+"""Filter: a node's ``NoSchedule`` and ``NoExecute`` taints must be tolerated by the pod
+(``PreferNoSchedule`` is a preference and does not filter)."""
+
+from __future__ import annotations
+
+from kai_core.framework.hookspecs import hookimpl
+
+FILTERING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def toleration_matches(tol: dict, taint: dict) -> bool:
+    """Kubernetes' ``Toleration.ToleratesTaint``: an empty effect matches every effect, an empty
+    key with ``Exists`` matches every taint, ``Equal`` (the default) also compares the value, and
+    an unknown operator matches nothing."""
+    if not isinstance(tol, dict):
+        return False
+    if tol.get("effect") and tol["effect"] != taint.get("effect"):
+        return False
+    if tol.get("key") and tol["key"] != taint.get("key"):
+        return False
+    op = tol.get("operator") or "Equal"
+    if op == "Exists":
+        return True
+    if op == "Equal":
+        return bool(tol.get("key")) and (tol.get("value") or "") == (taint.get("value") or "")
+    return False
+
+
+def tolerates(tolerations: list[dict], taint: dict) -> bool:
+    """Whether any of ``tolerations`` tolerates ``taint``."""
+    return any(toleration_matches(t, taint) for t in tolerations)
+
+
+def untolerated_reason(taint: dict) -> str:
+    """kube-scheduler's wording: ``node(s) had untolerated taint {key: value}``."""
+    return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
+
+
+@hookimpl(tryfirst=True)
+def kai_filter_nodes(pod, nodes):
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    out = {}
+    for n in nodes:
+        for taint in n.taints:
+            if taint.get("effect") in FILTERING_EFFECTS and not tolerates(tolerations, taint):
+                out[n.name] = untolerated_reason(taint)
+                break
+    return out

@@ -1,0 +1,182 @@
+"""The scheduler's side of BindRequests: writing decisions, cleaning up the ones that are over,
+and backing off pods whose bindings keep failing.
+
+**Writing** (:class:`BindRequests`): a decision becomes KAI's BindRequest
+(:func:`kai_core.api.bindrequest.build_bind_request`) with the annotations of ``kai_bind_request``,
+and is created in the store. A write either surely happened, surely did not, or may have (a 5xx,
+429 or lost connection): such a decision is counted as taken for the rest of the cycle, and the
+next cycle sees what is there.
+
+**Housekeeping**: BindRequests that failed for good (:func:`kai_core.api.bindrequest.failed_for_good`)
+or whose node is gone are deleted, so their pods are scheduled again in the same cycle. A request
+whose node is gone but whose pod still holds claim reservations is left to the binder, which rolls
+them back and fails it. Succeeded ones stay until their pod goes (ownerReference GC).
+
+**Pod backoff** (:class:`PodBackoff`): a pod whose binding failed for good is scheduled again at
+once the first time, since that is usually a lost race (a claim or a node taken meanwhile). From the
+second failure on it waits ``initial * 2**(failures-2)`` seconds (at most ``maximum``;
+kube-scheduler's defaults are 1 and 10), so a pod that can never be bound does not take the first
+place and its resources in every cycle while others wait.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+
+from kai_core.api.bindrequest import build_bind_request, failed_for_good
+from kai_core.api.errors import ApiError, NotFound
+from kai_core.api.objects import ref
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS, is_active_pod
+from kai_core.api.store import Store
+from kai_core.framework.cache import Cache
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.snapshot import Snapshot
+from kai_core.framework.status import SUCCESS, Status
+from kai_core.scheduler.decide import Decision
+
+log = logging.getLogger("kai.scheduler")
+
+
+class Written(enum.Enum):
+    """What became of a BindRequest write."""
+
+    YES = "written"
+    NO = "not written"
+    MAYBE = "maybe written"
+
+
+class BindRequests:
+    """Builds and writes the BindRequests of decisions."""
+
+    def __init__(self, store: Store, pm: KaiPluginManager, backoff_limit: int | None) -> None:
+        self.store = store
+        self.pm = pm
+        self.backoff_limit = backoff_limit
+
+    def build(self, pod: dict, decision: Decision, snap: Snapshot) -> tuple[dict, Status]:
+        """The BindRequest of a decision with the annotations of ``kai_bind_request``, or the
+        failure of a plugin (the pod is tried again next cycle)."""
+        pairs = []
+        if decision.allocation is not None:
+            allocs = decision.allocation.allocations
+            pairs = [(pc.name, alloc) for pc, alloc in zip(decision.claims, allocs, strict=True)]
+        br = build_bind_request(pod, decision.node, pairs, self.backoff_limit, requests=snap.requests_of(pod))
+        annotations, status = self.pm.bind_request(pod, snap.node_by_name[decision.node], br)
+        if not status.ok:
+            return br, status
+        if annotations:
+            br["metadata"].setdefault("annotations", {}).update(annotations)
+        return br, SUCCESS
+
+    def write(self, pod: dict, br: dict) -> Written:
+        """Create the BindRequest."""
+        try:
+            self.store.create(br)
+        except (ApiError, OSError) as exc:
+            log.error("cannot write BindRequest for pod %s: %s", ref(pod), getattr(exc, "message", exc))
+            if not isinstance(exc, ApiError) or exc.code >= 500 or exc.code == 429:
+                return Written.MAYBE
+            return Written.NO
+        log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), br["spec"]["selectedNode"],
+                 br["metadata"]["name"])
+        return Written.YES
+
+    def clean_up(self, cache: Cache, on_failed: Callable[[str], None]) -> bool:
+        """Delete BindRequests that failed for good or whose node is gone (see the module
+        docstring); ``on_failed(pod_uid)`` is told of each binding that failed for good. True when
+        something was deleted."""
+        nodes = cache.objects.get(RES_NODES, {})
+        deleted = False
+        reserved: set[str] | None = None
+        for br in list(cache.objects.get(RES_BIND_REQUESTS, {}).values()):
+            spec = br.get("spec") or {}
+            phase = (br.get("status") or {}).get("phase")
+            node_gone = ("", spec.get("selectedNode", "")) not in nodes and phase != "Succeeded"
+            failed = failed_for_good(br)
+            if not (failed or node_gone):
+                continue
+            md = br["metadata"]
+            uid = _pod_uid_of(cache, br)
+            if node_gone and phase != "Failed":
+                if reserved is None:
+                    reserved = _reserved_pod_uids(cache)
+                if uid in reserved:
+                    log.info("BindRequest %s/%s: node %s is gone; left to the binder, which holds claims "
+                             "for pod %s", md["namespace"], md["name"], spec.get("selectedNode"),
+                             spec.get("podName"))
+                    continue
+            why = "its node is gone" if node_gone else f"it failed: {(br.get('status') or {}).get('reason')}"
+            try:
+                self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
+            except NotFound:
+                continue
+            except (ApiError, OSError) as exc:
+                log.warning("cannot delete BindRequest %s/%s: %s", md["namespace"], md["name"],
+                            getattr(exc, "message", exc))
+                continue
+            deleted = True
+            if failed and not node_gone and uid:
+                on_failed(uid)
+            log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
+                     md["namespace"], md["name"], why, spec.get("podName"))
+        return deleted
+
+
+def _pod_uid_of(cache: Cache, br: dict) -> str | None:
+    """The uid of the pod a BindRequest is for: its Pod ownerReference, else the cached pod."""
+    for o in br["metadata"].get("ownerReferences") or []:
+        if o.get("kind") == "Pod" and o.get("uid"):
+            return o["uid"]
+    spec = br.get("spec") or {}
+    pod = cache.get(RES_PODS, br["metadata"].get("namespace", ""), spec.get("podName", ""))
+    return (pod or {}).get("metadata", {}).get("uid")
+
+
+def _reserved_pod_uids(cache: Cache) -> set[str]:
+    """Uids of the pods some cached claim is reserved for."""
+    out = set()
+    for claim in cache.objects.get(RES_CLAIMS, {}).values():
+        for r in (claim.get("status") or {}).get("reservedFor") or []:
+            if r.get("uid"):
+                out.add(r["uid"])
+    return out
+
+
+class PodBackoff:
+    """Failed bindings per pod, and when each such pod may be scheduled again (on ``clock``)."""
+
+    def __init__(self, initial: float, maximum: float, clock: Callable[[], float]) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.clock = clock
+        #: pod uid -> (failed bindings, not to be scheduled before this time)
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def record_failure(self, uid: str) -> None:
+        failures = self._failures.get(uid, (0, 0.0))[0] + 1
+        delay = 0.0
+        if failures >= 2:
+            delay = min(self.initial * 2 ** (failures - 2), self.maximum)
+        self._failures[uid] = (failures, self.clock() + delay)
+        if delay:
+            log.info("pod %s: binding failed %d times; not scheduled again for %.1fs", uid, failures, delay)
+
+    def waiting(self, pod: dict, now: float) -> bool:
+        """Whether the pod is still backing off at ``now``."""
+        return self._failures.get(pod["metadata"].get("uid"), (0, now))[1] > now
+
+    def forget_settled(self, snap: Snapshot) -> None:
+        """Drop the failure counts of pods that are bound, finished or gone."""
+        if not self._failures:
+            return
+        waiting = {p["metadata"].get("uid") for p in snap.pods.values()
+                   if not (p.get("spec") or {}).get("nodeName") and is_active_pod(p)}
+        for uid in [u for u in self._failures if u not in waiting]:
+            del self._failures[uid]
+
+    def next_due(self) -> float | None:
+        """When the next pod backing off may be scheduled again, or None when none is waiting."""
+        now = self.clock()
+        return min((t for _, t in self._failures.values() if t > now), default=None)

@@ -1,0 +1,230 @@
+"""The scheduling cycle: snapshot, then place every pending pod, and commit each decision as a
+BindRequest. The scheduler never binds a pod.
+
+One cycle (:meth:`Scheduler.run_cycle`):
+
+1. bring the cache up to date; delete BindRequests that failed for good or whose node is gone
+   (their pods are scheduled again in this very cycle; :mod:`kai_core.scheduler.bindrequests`);
+2. build a :class:`~kai_core.framework.snapshot.Snapshot` (in-flight BindRequests counted as used);
+3. for each pending pod of this scheduler (``spec.schedulerName``), highest priority first, then
+   oldest, then by namespace and name, except pods backing off after failed bindings:
+
+   - a member of a gang is placed with its whole gang (:mod:`kai_core.scheduler.gangs`);
+   - any other pod is decided (:mod:`kai_core.scheduler.decide`: ``kai_pre_filter``,
+     ``kai_filter_nodes``, ``kai_allocate_claims``, ``kai_score_nodes``), then committed:
+     ``kai_bind_request`` annotations, the BindRequest written, and the decision assumed in the
+     snapshot so later pods of the cycle see its resources and devices taken;
+
+4. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
+   ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event
+   (:mod:`kai_core.scheduler.conditions`).
+
+A plugin that raises, or returns something of the wrong shape, makes only the current pod
+unschedulable, with a message naming the plugin and the hook; a bug of ours on one pod is logged
+and counted as an error, and the cycle goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kai_core.api.features import FeatureGates
+from kai_core.api.objects import ref
+from kai_core.api.resources import (
+    RES_BIND_REQUESTS,
+    RES_CLAIM_TEMPLATES,
+    RES_CLAIMS,
+    RES_DEVICE_CLASSES,
+    RES_NAMESPACES,
+    RES_NODES,
+    RES_POD_GROUPS,
+    RES_PODS,
+    RES_SLICES,
+)
+from kai_core.api.store import Store
+from kai_core.framework.cache import Cache
+from kai_core.framework.gang import pod_key
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.snapshot import NodeInfo, Snapshot
+from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, Written
+from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
+from kai_core.scheduler.decide import Decider, Decision, unschedulable_message
+from kai_core.scheduler.equivalence import ShapeMemo
+from kai_core.scheduler.gangs import GangPlacer, find_gangs
+
+__all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
+           "SchedulerConfig", "default_resources", "unschedulable_message", "watched_resources"]
+
+log = logging.getLogger("kai.scheduler")
+
+DEFAULT_SCHEDULER_NAME = "kai-scheduler"
+#: what a command line should pass as ``backoff_limit`` by default (3 attempts per BindRequest).
+#: SchedulerConfig itself keeps None, KAI's behaviour (no ``spec.backoffLimit``: one attempt).
+DEFAULT_BACKOFF_LIMIT = 3
+
+
+@dataclass
+class SchedulerConfig:
+    """What ``kai-cli run`` passes to the scheduler (``--scheduler-name``, ``--feature-gates``, ...)."""
+
+    #: only pods with this ``spec.schedulerName`` are scheduled
+    scheduler_name: str = DEFAULT_SCHEDULER_NAME
+    features: FeatureGates = field(default_factory=FeatureGates)
+    #: plugin name -> weight of its scores (default 1)
+    score_weights: dict[str, float] = field(default_factory=dict)
+    #: written into each BindRequest's spec.backoffLimit (None: not set, as KAI does; the binder
+    #: then makes one attempt). See DEFAULT_BACKOFF_LIMIT.
+    backoff_limit: int | None = None
+    #: seconds a pod waits after its second failed binding, doubling with each further one
+    pod_initial_backoff: float = 1.0
+    #: the longest a pod waits between failed bindings
+    pod_max_backoff: float = 10.0
+
+
+@dataclass
+class CycleResult:
+    """What one cycle did: pods given a node, pods left unschedulable, pods whose decision could
+    not be written (or that hit an internal error), pods skipped while backing off after failed
+    bindings, and the cycle's wall time."""
+
+    scheduled: int = 0
+    unschedulable: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    backed_off: int = 0
+
+
+def watched_resources(dra: bool, pod_groups: bool = True) -> list[str]:
+    """The kinds the scheduler's cache lists and watches: namespaces, nodes, pods, BindRequests and
+    (``pod_groups``) KAI's PodGroups, plus the DRA kinds with the gate on. Plugins' kinds
+    (``kai_resource_kinds``) come on top, see :func:`default_resources`."""
+    res = [RES_NAMESPACES, RES_NODES, RES_PODS, RES_BIND_REQUESTS]
+    if pod_groups:
+        res.append(RES_POD_GROUPS)
+    if dra:
+        res += [RES_CLAIMS, RES_CLAIM_TEMPLATES, RES_SLICES, RES_DEVICE_CLASSES]
+    return res
+
+
+def default_resources(store: Store, pm: KaiPluginManager, dra: bool) -> list[str]:
+    """What a Scheduler watches when not told: :func:`watched_resources`, with PodGroups only when
+    the store serves them, and every plugin kind the store serves (``store.kinds``)."""
+    kinds = getattr(store, "kinds", None)
+
+    def served(resource: str) -> bool:
+        return kinds is None or resource in kinds
+
+    res = watched_resources(dra, pod_groups=served(RES_POD_GROUPS))
+    return res + [r for r in pm.resource_names() if served(r) and r not in res]
+
+
+class Scheduler:
+    """Runs scheduling cycles against a store; see the module docstring for what a cycle does."""
+
+    def __init__(self, store: Store, pm: KaiPluginManager, config: SchedulerConfig | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, resources: list[str] | None = None) -> None:
+        """``resources`` are the kinds to watch; by default :func:`default_resources` (what a caller
+        that checked what the cluster serves should pass instead)."""
+        self.store = store
+        self.pm = pm
+        self.config = config or SchedulerConfig()
+        if resources is None:
+            resources = default_resources(store, pm, self.config.features.dra)
+        self.cache = Cache(store, resources)
+        self.last_snapshot: Snapshot | None = None
+        self.clock = clock
+        self.decider = Decider(pm, self.config.score_weights)
+        self.bind_requests = BindRequests(store, pm, self.config.backoff_limit)
+        self.backoff = PodBackoff(self.config.pod_initial_backoff, self.config.pod_max_backoff, clock)
+        self.gangs = GangPlacer(self, self.bind_requests, self._report_unschedulable)
+
+    def run_cycle(self) -> CycleResult:
+        """One cycle over every pending pod; returns counts (decisions are in the store)."""
+        start = time.perf_counter()
+        result = CycleResult()
+        self.cache.sync()
+        if self.bind_requests.clean_up(self.cache, self.backoff.record_failure):
+            self.cache.sync()
+        snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features)
+        self.last_snapshot = snap
+        pending = snap.pending_pods()
+        self.backoff.forget_settled(snap)
+        now = self.clock()
+        ready = []
+        for pod in pending:
+            if self.backoff.waiting(pod, now):
+                result.backed_off += 1
+            else:
+                ready.append(pod)
+        gangs = find_gangs(self, snap, ready) if ready else {}
+        done: set[int] = set()
+        memos = self.decider.memos()
+        for pod in ready:
+            gang = gangs.get(pod_key(pod))
+            if gang is not None:
+                if id(gang) not in done:
+                    done.add(id(gang))
+                    try:
+                        self.gangs.place(gang, snap, result)
+                    except Exception as exc:  # a bug of ours on one gang must not stop the others
+                        log.exception("%s: internal error while scheduling", gang.description)
+                        result.errors += len(gang.pods)
+                        for member in gang.pods:
+                            self._report_unschedulable(
+                                member, f"internal scheduler error: {type(exc).__name__}: {exc}")
+                continue
+            self._schedule_one(pod, snap, memos, result)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _schedule_one(self, pod: dict, snap: Snapshot, memos: dict[str, ShapeMemo] | None,
+                      result: CycleResult) -> None:
+        """Decide one pod and commit the decision, counting the outcome in ``result``."""
+        try:
+            decision = self.decide(pod, snap, memos=memos)
+            if not decision.ok:
+                result.unschedulable += 1
+                self._report_unschedulable(pod, decision.status.message)
+                return
+            written = self._commit(pod, decision, snap)
+        except Exception as exc:  # a bug of ours on one pod must not stop the others
+            log.exception("pod %s: internal error while scheduling", ref(pod))
+            result.errors += 1
+            self._report_unschedulable(pod, f"internal scheduler error: {type(exc).__name__}: {exc}")
+            return
+        if written is Written.YES:
+            result.scheduled += 1
+        else:
+            result.errors += 1
+
+    def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
+               pre_filtered: bool = False, memos: dict[str, ShapeMemo] | None = None) -> Decision:
+        """:meth:`kai_core.scheduler.decide.Decider.decide` with this scheduler's plugins."""
+        return self.decider.decide(pod, snap, nodes, pre_filtered=pre_filtered, memos=memos)
+
+    def pre_filter(self, pod: dict, snap: Snapshot):
+        """Every ``kai_pre_filter``: a Status (success, or the first reason given)."""
+        return self.decider.pre_filter(pod, snap)
+
+    def _commit(self, pod: dict, decision: Decision, snap: Snapshot) -> Written:
+        """Write the decision as a BindRequest and assume it in the snapshot (unless it surely was
+        not written: the pod is tried again next cycle)."""
+        br, status = self.bind_requests.build(pod, decision, snap)
+        if not status.ok:
+            self._report_unschedulable(pod, status.message)
+            return Written.NO
+        written = self.bind_requests.write(pod, br)
+        if written is not Written.NO:  # maybe created (a timeout): count it for the rest of the cycle
+            snap.assume(pod, decision.node, decision.claims, decision.allocation)
+        return written
+
+    def next_due(self) -> float | None:
+        """When (on the scheduler's ``clock``) the next pod backing off may be scheduled again, or
+        None when no pod is waiting out a backoff."""
+        return self.backoff.next_due()
+
+    def _report_unschedulable(self, pod: dict, message: str) -> None:
+        report_unschedulable(self.store, pod, message)

@@ -1,0 +1,195 @@
+"""One pod's decision: pre-filter, filter (claim allocation included), score, pick a node.
+
+:class:`Decider` asks the plugins through the manager's typed hook methods and answers with a
+:class:`Decision` whose :class:`~kai_core.framework.status.Status` says whether a node was found.
+Within a cycle, pods of one shape share a :class:`~kai_core.scheduler.equivalence.ShapeMemo`: the
+plugins are asked only about nodes changed since the previous pod of the shape (see
+:mod:`kai_core.scheduler.equivalence`). Nothing here writes to the cluster or to the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kai_core.api.objects import clone
+from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.snapshot import NodeInfo, Snapshot
+from kai_core.framework.status import SUCCESS, Status
+from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, generic_reason, pod_shape, specific_reason
+
+#: distinct reasons listed in an unschedulable message; the rest are summed up in one entry
+MAX_REASONS_IN_MESSAGE = 10
+
+
+@dataclass
+class Decision:
+    """The outcome for one pod: on success the chosen node, the pod's claims and their allocation
+    on that node; otherwise a Status saying why no node was chosen."""
+
+    status: Status
+    node: str = ""
+    claims: list[PodClaim] = field(default_factory=list)
+    allocation: ClaimAllocation | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status.ok
+
+
+def _refused(status: Status) -> Decision:
+    return Decision(status)
+
+
+class Decider:
+    """Chooses nodes for pods with the plugins of ``pm``; scores are weighted by ``score_weights``."""
+
+    def __init__(self, pm: KaiPluginManager, score_weights: Mapping[str, float]) -> None:
+        self.pm = pm
+        self.score_weights = score_weights
+
+    def memos(self) -> dict[str, ShapeMemo] | None:
+        """A cycle's memo table (by pod shape), or None when a plugin's answers are not node-local."""
+        return {} if self.pm.answers_are_node_local() else None
+
+    def pre_filter(self, pod: dict, snap: Snapshot) -> Status:
+        """Every ``kai_pre_filter``: success, or the first reason given."""
+        return self.pm.pre_filter(pod, snap)
+
+    def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
+               pre_filtered: bool = False, memos: dict[str, ShapeMemo] | None = None) -> Decision:
+        """Choose a node for ``pod`` (and its claims' allocation) among ``nodes`` (default: every
+        node). ``pre_filtered`` skips ``kai_pre_filter`` (already passed). With ``memos`` (the
+        cycle's, by pod shape) and every node, answers the plugins gave for a pod of the same shape
+        are reused for nodes unchanged since."""
+        if not pre_filtered:
+            status = self.pre_filter(pod, snap)
+            if not status.ok:
+                return _refused(status)
+        if nodes is None:
+            nodes = snap.nodes
+        if not nodes:
+            return _refused(Status.unschedulable("0/0 nodes are available: no nodes in the cluster."))
+        shape = pod_shape(pod, snap) if memos is not None and nodes is snap.nodes else None
+        memo = memos.get(shape) if shape is not None else None
+        if memo is None or memo.shared != snap.shared_changes:
+            memo = ShapeMemo(seen=len(snap.node_changes), shared=snap.shared_changes)
+            if shape is not None:
+                memos[shape] = memo
+            todo = nodes
+        else:
+            stale = memo.stale_nodes(snap)
+            memo.forget(stale)
+            memo.seen = len(snap.node_changes)
+            todo = [snap.node_by_name[name] for name in sorted(stale) if name in snap.node_by_name]
+        try:
+            decision, complete = self._decide_among(pod, snap, nodes, memo, todo)
+        except BaseException:
+            complete = False
+            raise
+        finally:
+            if shape is not None and not complete:
+                memos.pop(shape, None)  # the plugins' answers were cut short: start afresh next pod
+        return decision
+
+    def _decide_among(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo], memo: ShapeMemo,
+                      todo: list[NodeInfo]) -> tuple[Decision, bool]:
+        """:meth:`decide` with ``memo`` holding the answers already known for ``nodes``: filters
+        and the allocator are asked about ``todo`` only. Returns the decision and whether the memo
+        is still complete (a plugin's failure cuts its answers short)."""
+        has_claims = bool((pod.get("spec") or {}).get("resourceClaims"))
+        claims: list[PodClaim] = []
+        # reasons are kept with the pod's own claim names taken out (the allocator names the
+        # claim), so the next pod of the shape is told about its claims, not this one's
+        refs = claim_refs(pod, snap)
+        if todo:
+            rejected: dict[str, str | list[str]] = {}
+            passed, status = self.pm.filter_nodes(pod, todo, snap, rejected)
+            if not status.ok:
+                return _refused(status), False
+            allocations: dict[str, ClaimAllocation] = {}
+            if passed and has_claims:
+                claims, reason = pod_claims(pod, snap)
+                if reason:
+                    return _refused(Status.unresolvable(reason)), False
+                allocations, status = self.pm.allocate_claims(pod, claims, passed, snap, rejected)
+                if not status.ok:
+                    return _refused(status), False
+            memo.rejected.update((name, generic_reason(r, refs)) for name, r in rejected.items())
+            for n in passed:
+                if not has_claims:
+                    memo.fit(n, None)
+                elif n.name in allocations:
+                    memo.fit(n, allocations[n.name])
+        if has_claims and not claims:
+            claims, reason = pod_claims(pod, snap)
+            if reason:
+                return _refused(Status.unresolvable(reason)), True
+        if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
+            return _refused(Status.unschedulable(unschedulable_message(
+                len(nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))), True
+        best, status = self._best_node(pod, nodes, snap, memo)
+        if not status.ok:
+            return _refused(status), False  # scores half recorded
+        allocation = memo.fits[best]
+        if allocation is not None:  # the memo's copy may serve the next pod of the shape too
+            allocation = ClaimAllocation(clone(allocation.allocations))
+        return Decision(SUCCESS, best, claims, allocation), True
+
+    def _best_node(self, pod: dict, nodes: list[NodeInfo], snap: Snapshot, memo: ShapeMemo
+                   ) -> tuple[str, Status]:
+        """The node of ``memo.fits`` with the highest weighted score sum; ties go to the first
+        name. Totals of the plugins declaring node-local scores are kept in the memo: those
+        plugins are asked only about nodes fitted since their last call, and while no other plugin
+        scores the pod, the best node comes off the memo's heap without a pass over the nodes."""
+        feasible = memo.feasible(nodes)
+        if len(feasible) == 1:
+            return feasible[0].name, SUCCESS
+        unscored = {n.name: n for n in memo.unscored if n.name in memo.fits}
+        memo.unscored = []
+        local_sums, others, status = self.pm.score_nodes(
+            pod, snap, self.score_weights, local_nodes=list(unscored.values()), nodes=feasible)
+        if not status.ok:
+            return "", status
+        for name, total in local_sums.items():
+            memo.set_total(name, total)
+        if not others:
+            best = memo.best()
+            if best is not None:
+                return best, SUCCESS
+        totals = memo.totals
+        return _top({n.name: totals.get(n.name, 0.0) + others.get(n.name, 0.0) for n in feasible}), SUCCESS
+
+
+def _top(totals: dict[str, float]) -> str:
+    """The name with the highest total (NaN never wins); ties go to the name that sorts first."""
+    top = max((t for t in totals.values() if t == t), default=None)
+    if top is None:
+        return min(totals)
+    return min(name for name, total in totals.items() if total == top)
+
+
+def unschedulable_message(total: int, rejected: Mapping[str, str | list[str] | tuple[str, ...]]) -> str:
+    """kube-scheduler's summary: ``0/4 nodes are available: 1 Insufficient cpu, 3 ...``.
+
+    Each node counts once per reason it was given; entries are ``"<count> <reason>"`` sorted as
+    strings, as kube-scheduler sorts them. Past :data:`MAX_REASONS_IN_MESSAGE` distinct reasons
+    the least frequent are summed up as ``N more reason(s)``, so a message stays readable on a
+    large cluster whose nodes fail in many different ways.
+    """
+    counts: Counter[str] = Counter()
+    for reasons in rejected.values():
+        if isinstance(reasons, str):
+            counts[reasons] += 1
+        else:
+            counts.update(dict.fromkeys(reasons, 1))
+    kept = counts.most_common()
+    rest = kept[MAX_REASONS_IN_MESSAGE:]
+    parts = sorted(f"{n} {reason}" for reason, n in kept[:MAX_REASONS_IN_MESSAGE])
+    if rest:
+        parts.append(f"{len(rest)} more reason(s) on {sum(n for _, n in rest)} node(s)")
+    if not parts:
+        return f"0/{total} nodes are available."
+    return f"0/{total} nodes are available: {', '.join(parts)}."

@@ -1,0 +1,157 @@
+"""Equivalence classes: pods of one shape share their per-node filter, allocation and score results.
+
+Pods made from one template (a Job's, a Deployment's, an MPIJob's workers) ask for the same thing:
+the same resources, selectors, tolerations and, for DRA, claims with the same spec. Within a
+cycle, what the filters and the allocator say about a node for one such pod holds for the next,
+unless something was placed on that node meanwhile. So the cycle keeps, per shape, one
+:class:`ShapeMemo` of those answers and, for each further pod of the shape, asks the plugins only
+about the nodes changed since (``Snapshot.node_changes``): the first pod of a shape costs a pass
+over every node, the next ones a pass over one or two.
+
+What makes two pods the same shape (:func:`pod_shape`): namespace, labels, annotations, owner
+references and the whole spec, with each ResourceClaim replaced by its spec. Pods whose claims are
+shared (not made for the pod from a template) get no shape: whether such a claim is already
+allocated can change with any decision, so they are decided the plain way.
+
+The contract this relies on, stated in the hook specs: a ``kai_filter_nodes`` or
+``kai_allocate_claims`` answer for a node depends only on the pod and on that node (its object,
+what is placed on it, the devices it reaches). A plugin whose answers also depend on other nodes
+sets ``KAI_NODE_LOCAL = False`` on its plugin object (module or instance), which turns the memo off.
+Scores are often relative to the other nodes, so ``kai_score_nodes`` answers are reused only from
+plugins that declare ``KAI_NODE_LOCAL = True``. Devices reaching several nodes (``allNodes`` or
+node-selector slices) are not node-local: placing a pod that uses one refreshes every memo.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from dataclasses import dataclass, field
+
+from kai_core.api.claims import claim_name_for
+from kai_core.dra.claims import ClaimAllocation
+from kai_core.framework.plugins import declares_node_local  # noqa: F401 (re-exported for callers)
+from kai_core.framework.snapshot import NodeInfo, Snapshot
+
+
+def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
+    """A key equal for pods the filters, the allocator and node-local scores cannot tell apart;
+    None for a pod that must be decided on its own (a shared claim, or a claim not created yet)."""
+    md = pod.get("metadata") or {}
+    ns = md.get("namespace", "")
+    claim_specs = []
+    for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+        if not isinstance(rc, dict) or not rc.get("resourceClaimTemplateName") or rc.get("resourceClaimName"):
+            return None
+        name = claim_name_for(pod, rc.get("name"))
+        claim = snapshot.claims.get((ns, name)) if name else None
+        if claim is None or snapshot.allocation_of((ns, name)) is not None:
+            return None
+        claim_specs.append(claim.get("spec"))
+    try:
+        return json.dumps(
+            [ns, md.get("labels"), md.get("annotations"), md.get("ownerReferences"), pod.get("spec"),
+             claim_specs],
+            sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a test's odd object): decide it on its own
+        return None
+
+
+def claim_refs(pod: dict, snapshot: Snapshot) -> list[str]:
+    """The pod's ResourceClaims as reasons name them (``namespace/name``), longest first so one
+    name that starts another is never replaced inside it."""
+    md = pod.get("metadata") or {}
+    ns = md.get("namespace", "")
+    names = [claim_name_for(pod, rc.get("name")) for rc in (pod.get("spec") or {}).get("resourceClaims") or []
+             if isinstance(rc, dict)]
+    return sorted((f"{ns}/{n}" for n in names if n), key=len, reverse=True)
+
+
+def generic_reason(reason: str | list[str], refs: list[str]) -> str | list[str]:
+    """A reason as kept in a memo: the pod's own claim names replaced by placeholders, so that it
+    holds for the next pod of the shape (whose claims have other names)."""
+    if not refs:
+        return reason
+    if isinstance(reason, list):
+        return [generic_reason(r, refs) for r in reason]
+    for i, ref in enumerate(refs):
+        if ref in reason:
+            reason = reason.replace(ref, f"\0{i}\0")
+    return reason
+
+
+def specific_reason(reason: str | list[str], refs: list[str]) -> str | list[str]:
+    """A memo's reason told to a pod: the placeholders replaced by this pod's claim names."""
+    if not refs:
+        return reason
+    if isinstance(reason, list):
+        return [specific_reason(r, refs) for r in reason]
+    if "\0" in reason:
+        for i, ref in enumerate(refs):
+            reason = reason.replace(f"\0{i}\0", ref)
+    return reason
+
+
+@dataclass
+class ShapeMemo:
+    """One shape's answers in one cycle, current up to position ``seen`` of
+    ``Snapshot.node_changes`` and as long as ``Snapshot.shared_changes`` is still ``shared``."""
+
+    seen: int
+    shared: int
+    #: nodes where the pod fits: the claims' allocation there (None for a pod without claims)
+    fits: dict[str, ClaimAllocation | None] = field(default_factory=dict)
+    #: nodes where it does not, with the reason(s)
+    rejected: dict[str, str | list[str]] = field(default_factory=dict)
+    #: node name -> weighted sum of the node-local plugins' scores, for nodes in ``fits``
+    totals: dict[str, float] = field(default_factory=dict)
+    #: nodes in ``fits`` not scored yet by the node-local plugins
+    unscored: list[NodeInfo] = field(default_factory=list)
+    #: (-total, node name) for every total ever set; entries no longer true are skipped when met
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    #: the nodes of ``fits`` in the snapshot's order, rebuilt only when ``fits`` gains or loses one
+    _feasible: list[NodeInfo] | None = None
+
+    def stale_nodes(self, snapshot: Snapshot) -> set[str]:
+        """Names of the nodes changed since the memo was last brought up to date."""
+        return set(snapshot.node_changes[self.seen:])
+
+    def forget(self, names: set[str]) -> None:
+        """Drop every answer about ``names`` (they are about to be asked again)."""
+        for name in names:
+            self.rejected.pop(name, None)
+            self.totals.pop(name, None)
+            if self.fits.pop(name, False) is not False:
+                self._feasible = None
+
+    def fit(self, node: NodeInfo, allocation: ClaimAllocation | None) -> None:
+        """Record that the pod fits ``node`` (with that allocation of its claims)."""
+        if node.name not in self.fits:
+            self._feasible = None
+        self.fits[node.name] = allocation
+        self.unscored.append(node)
+
+    def feasible(self, nodes: list[NodeInfo]) -> list[NodeInfo]:
+        """The nodes the pod fits, in the order of ``nodes`` (the candidates the memo is about:
+        always the same list for one memo)."""
+        if self._feasible is None:
+            fits = self.fits
+            self._feasible = nodes if len(fits) == len(nodes) else [n for n in nodes if n.name in fits]
+        return self._feasible
+
+    def set_total(self, name: str, total: float) -> None:
+        """The node-local score sum of a node in ``fits``."""
+        self.totals[name] = total
+        heapq.heappush(self.heap, (-total if total == total else math.inf, name))  # NaN never wins
+
+    def best(self) -> str | None:
+        """The node in ``fits`` with the highest node-local total (ties: the first name)."""
+        heap, totals = self.heap, self.totals
+        while heap:
+            neg, name = heap[0]
+            total = totals.get(name)
+            if total is not None and (-total if total == total else math.inf) == neg:
+                return name
+            heapq.heappop(heap)
+        return None

@@ -1,0 +1,230 @@
+"""Gang placement: a group of pods placed all together, inside one node subset, or not at all.
+
+Before the first pod of a cycle, ``kai_pod_groups`` is called once with every pod of this scheduler
+(KAI's PodGroups come through it too; see :mod:`kai_core.framework.gang`). A gang is placed when the
+scheduling order reaches its first waiting member, once per cycle: ``kai_group_node_subsets`` is
+called once for it, then, subset after subset, every waiting member is decided inside the subset,
+each decision assumed in a :class:`~kai_core.framework.statement.Statement` so the next member sees
+it. The first subset where every declaration of the gang is satisfied wins and all its BindRequests
+are written (after every ``kai_bind_request`` answered); otherwise the statement is rolled back and
+nothing is written: the members get one reason naming the gang, what fit and what did not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+from kai_core.api.objects import ref
+from kai_core.framework.gang import (
+    MAX_SUBSETS_IN_MESSAGE,
+    MAX_SUBSETS_TRIED,
+    Gang,
+    NodeSubset,
+    build_gangs,
+    intersect_subsets,
+    pod_key,
+)
+from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.snapshot import NodeInfo, Snapshot
+from kai_core.framework.statement import Statement
+from kai_core.framework.status import Status
+from kai_core.scheduler.bindrequests import BindRequests, Written
+from kai_core.scheduler.decide import Decision
+
+log = logging.getLogger("kai.scheduler")
+
+PodKey = tuple[str, str]
+
+
+class Deciding(Protocol):
+    """What gang placement needs of a decider: its plugins, pre-filter and decision (the
+    scheduler passes itself, so each member's decision goes through ``Scheduler.decide``)."""
+
+    pm: KaiPluginManager
+
+    def pre_filter(self, pod: dict, snap: Snapshot) -> Status: ...
+
+    def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
+               pre_filtered: bool = False) -> Decision: ...
+
+
+def find_gangs(decider: Deciding, snap: Snapshot, ready: list[dict]) -> dict[PodKey, Gang]:
+    """Waiting pod key -> its gang, from one ``kai_pod_groups`` call per plugin."""
+    declared = decider.pm.pod_groups(snap.group_candidates, snap)
+    if not declared:
+        return {}
+    return build_gangs(declared, ready, snap.node_of, snap.pods)
+
+
+class GangPlacer:
+    """Places gangs with ``decider`` and writes their BindRequests with ``bind_requests``;
+    ``report(pod, message)`` tells a member why it waits."""
+
+    def __init__(self, decider: Deciding, bind_requests: BindRequests, report) -> None:
+        self.decider = decider
+        self.bind_requests = bind_requests
+        self.report = report
+
+    def place(self, gang: Gang, snap: Snapshot, result) -> None:
+        """Place the gang's waiting members all in one node subset, or none of them; counts go
+        into ``result`` (a CycleResult)."""
+        why = gang.unreachable()
+        if why:
+            self._unschedulable(gang, why, result)
+            return
+        subsets, status = self._subsets(gang, snap)
+        if not status.ok:
+            self._unschedulable(gang, status.message, result)
+            return
+        # pre-filters are node-independent: once per member, not once per subset
+        candidates, refused = [], {}
+        for pod in gang.pods:
+            status = self.decider.pre_filter(pod, snap)
+            if status.ok:
+                candidates.append(pod)
+            else:
+                refused[pod_key(pod)] = status.message
+        if not gang.satisfied(pod_key(p) for p in candidates):
+            message = next(iter(refused.values()), "")
+            if len(gang.pods) > 1:
+                message = (f"{gang.description}: {gang.need} pod(s) must be placed together but {len(refused)} "
+                           f"cannot be scheduled now: {_first(refused)}")
+            self._unschedulable(gang, message, result)
+            return
+        statement = Statement(snap)
+        attempts: list[tuple[NodeSubset, int, str]] = []
+        placed: list[tuple[dict, Decision]] = []
+        failed: dict[PodKey, str] = {}
+        for subset in subsets[:MAX_SUBSETS_TRIED]:
+            nodes = [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
+            placed, failed = self._try_subset(gang, candidates, nodes, snap, statement)
+            if gang.satisfied(pod_key(p) for p, _ in placed):
+                break
+            statement.rollback()
+            attempts.append((subset, len(placed), _first(failed)))
+            placed = []
+        if not placed:
+            if len(gang.pods) == 1 and len(attempts) == 1 and not attempts[0][0].name and failed:
+                message = next(iter(failed.values()))  # a gang of one: the pod's own reason says it all
+            else:
+                message = _gang_message(gang, subsets, attempts)
+            self._unschedulable(gang, message, result)
+            return
+        failed.update(refused)
+        self._commit(gang, placed, failed, snap, statement, result)
+
+    def _subsets(self, gang: Gang, snap: Snapshot) -> tuple[list[NodeSubset], Status]:
+        """The node subsets to try (every node when no plugin proposes any), or why none can hold
+        the gang."""
+        proposals, status = self.decider.pm.group_node_subsets(gang, snap.nodes, snap)
+        if not status.ok:
+            return [], status
+        if not proposals:
+            return [NodeSubset("", [n.name for n in snap.nodes])], status
+        proposals = [(plugin, [NodeSubset(s.name, [n for n in s.nodes if n in snap.node_by_name]) for s in subsets])
+                     for plugin, subsets in proposals]
+        subsets = [s for s in intersect_subsets(proposals) if s.nodes]
+        if not subsets:
+            names = ", ".join(repr(p) for p, _ in proposals)
+            return [], Status.unschedulable(
+                f"{gang.description}: no node subset proposed by plugin(s) {names} holds a node of the cluster")
+        return subsets, status
+
+    def _try_subset(self, gang: Gang, pods: list[dict], nodes: list[NodeInfo], snap: Snapshot,
+                    statement: Statement) -> tuple[list[tuple[dict, Decision]], dict[PodKey, str]]:
+        """Decide every member inside ``nodes``, assuming each decision in ``statement``; stops
+        early once the gang cannot be satisfied any more. Returns the decisions and the failures."""
+        placed: list[tuple[dict, Decision]] = []
+        failed: dict[PodKey, str] = {}
+        remaining = {pod_key(p) for p in pods}
+        new: set[PodKey] = set()
+        for pod in pods:
+            key = pod_key(pod)
+            remaining.discard(key)
+            try:
+                d = self.decider.decide(pod, snap, nodes, pre_filtered=True)
+            except Exception as exc:  # a bug of ours on one member fails the attempt, not the cycle
+                log.exception("pod %s: internal error while scheduling", ref(pod))
+                failed[key] = f"internal scheduler error: {type(exc).__name__}: {exc}"
+            else:
+                if d.ok:
+                    statement.assume(pod, d.node, d.claims, d.allocation)
+                    placed.append((pod, d))
+                    new.add(key)
+                else:
+                    failed[key] = d.status.message
+            if gang.hopeless(new, remaining):
+                break
+        return placed, failed
+
+    def _commit(self, gang: Gang, placed: list[tuple[dict, Decision]], failed: dict, snap: Snapshot,
+                statement: Statement, result) -> None:
+        """Write the BindRequests of a gang that fits; members left out get their own reasons.
+
+        Every ``kai_bind_request`` answers first: one failure and nothing is written. A store error
+        on the first write also stops the gang (nothing written, tried again next cycle); one after
+        some were written cannot be taken back safely (the binder may be at work), so those stay
+        and count as placed members next cycle."""
+        brs = []
+        for pod, d in placed:
+            br, status = self.bind_requests.build(pod, d, snap)
+            if not status.ok:
+                statement.rollback()
+                self._unschedulable(gang, f"{gang.description}: not placed: {status.message}", result)
+                return
+            brs.append(br)
+        for i, ((pod, _), br) in enumerate(zip(placed, brs, strict=True)):
+            written = self.bind_requests.write(pod, br)
+            if written is Written.NO and i == 0:
+                # nothing is written yet: keep it that way (the same error would likely hit the rest)
+                statement.rollback()
+                result.errors += len(placed)
+                return
+            if written is Written.NO:
+                # members already written stay: they count toward the minimum next cycle, which
+                # places the rest where the plugins' subsets keep them (the gang's own nodes)
+                statement.undo(pod)
+                result.errors += 1
+            elif written is Written.YES:
+                result.scheduled += 1
+            else:
+                result.errors += 1
+        for pod in gang.pods:
+            message = failed.get(pod_key(pod))
+            if message is not None:
+                result.unschedulable += 1
+                self.report(pod, message)
+
+    def _unschedulable(self, gang: Gang, message: str, result) -> None:
+        for pod in gang.pods:
+            result.unschedulable += 1
+            self.report(pod, message)
+
+
+def _gang_message(gang: Gang, subsets: list[NodeSubset], attempts: list[tuple[NodeSubset, int, str]]) -> str:
+    """What a gang that did not fit says: how many members fit where, and why the first one that
+    did not fit failed."""
+    need = gang.need
+    head = f"{gang.description}: {need} pod(s) must be placed together"
+    if len(attempts) == 1 and not attempts[0][0].name:
+        _, fit, why = attempts[0]
+        return f"{head} but only {fit} fit: {why}" if why else f"{head} but only {fit} fit"
+    parts = []
+    for subset, fit, why in attempts[:MAX_SUBSETS_IN_MESSAGE]:
+        parts.append(f"in {subset.name}: {fit} fit" + (f" ({why})" if why else ""))
+    more = len(attempts) - MAX_SUBSETS_IN_MESSAGE
+    if more > 0:
+        parts.append(f"{more} more subset(s) tried")
+    untried = len(subsets) - len(attempts)
+    if untried > 0:
+        parts.append(f"{untried} more subset(s) left for the next cycle")
+    return f"{head} inside one node subset and none holds them: " + "; ".join(parts)
+
+
+def _first(failures: Mapping[PodKey, str]) -> str:
+    """``pod <namespace>/<name>: <reason>`` of the first failure, or ""."""
+    for (namespace, name), reason in failures.items():
+        return f"pod {namespace}/{name}: {reason}" if namespace else f"pod {name}: {reason}"
+    return ""
