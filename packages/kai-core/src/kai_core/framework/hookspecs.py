@@ -104,9 +104,9 @@ class SchedulerSpecs:
     @hookspec(firstresult=True)
     def kai_allocate_claims(self, pod, claims, nodes, snapshot, rank_devices):
         """Called once per pod that has resource claims, over the nodes that passed every filter.
-        ``claims`` is the list of :class:`kai_core.framework.snapshot.PodClaim` of the pod (already allocated
+        ``claims`` is the list of :class:`kai_core.dra.claims.PodClaim` of the pod (already allocated
         ones included, marked). Return ``{node_name: ClaimAllocation | str}``: for a node where the
-        claims fit, a :class:`kai_core.framework.snapshot.ClaimAllocation` (one AllocationResult per claim,
+        claims fit, a :class:`kai_core.dra.claims.ClaimAllocation` (one AllocationResult per claim,
         in ``claims`` order); otherwise a reason string. Return None to leave the pod to the next
         plugin. The first non-None answer wins; the built-in structured allocator runs last.
         Answers are reused per pod shape like ``kai_filter_nodes``'s, under the same rule.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pluggy
@@ -386,18 +386,22 @@ class KaiPluginManager(pluggy.PluginManager):
         return dict(scores)
 
     def score_nodes(self, pod: dict, snapshot: object, weights: Mapping[str, float], *,
-                    local_nodes: list, nodes: list) -> tuple[dict[str, float], dict[str, float], Status]:
+                    local_nodes: Mapping[str, object], nodes: list, among: Container[str]
+                    ) -> tuple[dict[str, float], dict[str, float], Status]:
         """``kai_score_nodes``, weighted and summed per node. Plugins that declare node-local scores
-        are asked about ``local_nodes`` only, the others about ``nodes``. Returns the node-local
-        totals (for ``local_nodes``), the others' totals (for ``nodes``), and a Status."""
+        are asked about ``local_nodes`` (name -> NodeInfo) only, the others about ``nodes``, whose
+        names are in ``among`` (given, not derived: this runs once per pod, and a pass over every
+        feasible node per pod is what the equivalence memo avoids). Returns the node-local totals
+        (for ``local_nodes``), the others' totals (for ``among``), and a Status."""
         hook = "kai_score_nodes"
-        local_names = {n.name for n in local_nodes}
-        names = {n.name for n in nodes}
+        local_names = local_nodes
+        local_list = list(local_nodes.values())
+        names = among
         local_sums = dict.fromkeys(local_names, 0.0)
         others: dict[str, float] = {}
         for impl in self.implementations(hook):
             local = declares_node_local(impl.plugin) is True
-            asked = local_nodes if local else nodes
+            asked = local_list if local else nodes
             if not asked:
                 continue
             res = self.call_impl(impl, hook, {"pod": pod, "nodes": asked, "snapshot": snapshot})

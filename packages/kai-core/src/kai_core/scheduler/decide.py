@@ -150,7 +150,7 @@ class Decider:
         unscored = {n.name: n for n in memo.unscored if n.name in memo.fits}
         memo.unscored = []
         local_sums, others, status = self.pm.score_nodes(
-            pod, snap, self.score_weights, local_nodes=list(unscored.values()), nodes=feasible)
+            pod, snap, self.score_weights, local_nodes=unscored, nodes=feasible, among=memo.fits)
         if not status.ok:
             return "", status
         for name, total in local_sums.items():
