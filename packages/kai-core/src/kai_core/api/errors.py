@@ -88,3 +88,14 @@ class UnknownKind(ApiError):
 
     code = 404
     reason = "NotFound"
+
+
+class OutcomeUnknown(ApiError):
+    """A write was sent but its outcome is unknown: the reply was cut (before the headers, after
+    them, or mid-body), timed out after the request went out, or was a 5xx the server may have
+    answered after storing the change. The caller must act as if the write may have happened
+    (the scheduler counts the decision as taken until the watch shows what is there) and never
+    as if it surely did not."""
+
+    code = 503
+    reason = "ServiceUnavailable"

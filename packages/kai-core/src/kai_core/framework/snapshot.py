@@ -10,6 +10,7 @@ when a gang does not fit as a whole (:attr:`Snapshot.generation` counts both).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -79,7 +80,10 @@ class Snapshot:
     :meth:`assume`.
     """
 
-    def __init__(self, cache, scheduler_name: str, features: FeatureGates) -> None:
+    def __init__(self, cache, scheduler_name: str, features: FeatureGates,
+                 unconfirmed: Iterable[dict] = ()) -> None:
+        """``unconfirmed`` are BindRequests this scheduler may have written (the reply was lost)
+        that the cache does not show yet: they count as in flight like the cached ones."""
         self.scheduler_name = scheduler_name
         self.features = features
         self._cache = cache
@@ -88,6 +92,8 @@ class Snapshot:
         self.claims: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIMS, {}))
         self.templates: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_CLAIM_TEMPLATES, {}))
         self.bind_requests: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_BIND_REQUESTS, {}))
+        for br in unconfirmed:
+            self.bind_requests.setdefault(_key(br), br)
         #: KAI PodGroups by (namespace, name); empty when the scheduler does not watch them
         self.pod_groups: dict[tuple[str, str], dict] = dict(cache.objects.get(RES_POD_GROUPS, {}))
         self.nodes: list[NodeInfo] = []

@@ -3,9 +3,14 @@ and backing off pods whose bindings keep failing.
 
 **Writing** (:class:`BindRequests`): a decision becomes KAI's BindRequest
 (:func:`kai_core.api.bindrequest.build_bind_request`) with the annotations of ``kai_bind_request``,
-and is created in the store. A write either surely happened, surely did not, or may have (a 5xx,
-429 or lost connection): such a decision is counted as taken for the rest of the cycle, and the
-next cycle sees what is there.
+and is created in the store. Every write is fenced first: while ``may_write()`` gives a reason
+(the leader Lease is not held with margin, or the process is stopping) nothing is written and
+:class:`WritesStopped` ends the cycle at once. A write either surely happened, surely did not, or
+may have (:class:`~kai_core.api.errors.OutcomeUnknown`: a cut reply, a timeout after sending, a
+5xx). A decision that may have been written is *unconfirmed*: it stays assumed, in this cycle and
+the next ones (the snapshot counts it as an in-flight BindRequest), until the watch shows the
+request or, at least ``grace`` seconds after the write, a read finds it does not exist. So a lost
+reply never gives the same device or node to a second pod.
 
 **Housekeeping**: BindRequests that failed for good (:func:`kai_core.api.bindrequest.failed_for_good`)
 or whose node is gone are deleted, so their pods are scheduled again in the same cycle. A request
@@ -23,10 +28,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable
 
 from kai_core.api.bindrequest import build_bind_request, failed_for_good
-from kai_core.api.errors import ApiError, NotFound
+from kai_core.api.errors import ApiError, NotFound, OutcomeUnknown
 from kai_core.api.objects import ref
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS, is_active_pod
 from kai_core.api.store import Store
@@ -47,13 +53,26 @@ class Written(enum.Enum):
     MAYBE = "maybe written"
 
 
-class BindRequests:
-    """Builds and writes the BindRequests of decisions."""
+class WritesStopped(Exception):
+    """Writing must stop now (the leader Lease is not held, or the process is stopping); the
+    cycle ends at once, leaving nothing half-done (each BindRequest is one write)."""
 
-    def __init__(self, store: Store, pm: KaiPluginManager, backoff_limit: int | None) -> None:
+
+class BindRequests:
+    """Builds and writes the BindRequests of decisions, and keeps those that may have been written
+    until they are confirmed (see the module docstring)."""
+
+    def __init__(self, store: Store, pm: KaiPluginManager, backoff_limit: int | None, *,
+                 may_write: Callable[[], str | None] | None = None, grace: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.pm = pm
         self.backoff_limit = backoff_limit
+        self.may_write = may_write
+        self.grace = grace
+        self.clock = clock
+        #: (namespace, name) -> (BindRequest, when written) for writes whose outcome is unknown
+        self.unconfirmed: dict[tuple[str, str], tuple[dict, float]] = {}
 
     def build(self, pod: dict, decision: Decision, snap: Snapshot) -> tuple[dict, Status]:
         """The BindRequest of a decision with the annotations of ``kai_bind_request``, or the
@@ -71,17 +90,53 @@ class BindRequests:
         return br, SUCCESS
 
     def write(self, pod: dict, br: dict) -> Written:
-        """Create the BindRequest."""
+        """Create the BindRequest, once the fence allows it (else raise WritesStopped)."""
+        if self.may_write is not None:
+            why = self.may_write()
+            if why:
+                raise WritesStopped(why)
         try:
             self.store.create(br)
-        except (ApiError, OSError) as exc:
-            log.error("cannot write BindRequest for pod %s: %s", ref(pod), getattr(exc, "message", exc))
-            if not isinstance(exc, ApiError) or exc.code >= 500 or exc.code == 429:
-                return Written.MAYBE
+        except ApiError as exc:
+            log.error("cannot write BindRequest for pod %s: %s", ref(pod), exc.message)
+            if isinstance(exc, OutcomeUnknown) or exc.code >= 500:
+                return self._unconfirmed(br)
             return Written.NO
+        except Exception as exc:  # an error no backend should raise: the request may have gone out
+            log.error("cannot write BindRequest for pod %s: %s: %s", ref(pod), type(exc).__name__, exc)
+            return self._unconfirmed(br)
         log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), br["spec"]["selectedNode"],
                  br["metadata"]["name"])
         return Written.YES
+
+    def _unconfirmed(self, br: dict) -> Written:
+        md = br["metadata"]
+        self.unconfirmed[(md["namespace"], md["name"])] = (br, self.clock())
+        return Written.MAYBE
+
+    def still_unconfirmed(self, cache: Cache) -> list[dict]:
+        """The BindRequests that may have been written and are not confirmed yet: dropped once the
+        cache has them (the watch confirmed them) or once a read, ``grace`` seconds after the
+        write, finds they do not exist. What is left is counted as in flight by the snapshot."""
+        if not self.unconfirmed:
+            return []
+        now = self.clock()
+        seen = cache.objects.get(RES_BIND_REQUESTS, {})
+        for key, (br, written_at) in list(self.unconfirmed.items()):
+            if key in seen:
+                del self.unconfirmed[key]
+                continue
+            if now - written_at < self.grace:
+                continue
+            try:
+                self.store.get(RES_BIND_REQUESTS, key[1], key[0])
+            except NotFound:
+                del self.unconfirmed[key]
+                log.info("BindRequest %s/%s was not written after all; pod %s will be scheduled again",
+                         key[0], key[1], br["spec"].get("podName"))
+            except Exception as exc:  # still unknown: keep counting it
+                log.warning("cannot check BindRequest %s/%s: %s", key[0], key[1], getattr(exc, "message", exc))
+        return [br for br, _ in self.unconfirmed.values()]
 
     def clean_up(self, cache: Cache, on_failed: Callable[[str], None]) -> bool:
         """Delete BindRequests that failed for good or whose node is gone (see the module

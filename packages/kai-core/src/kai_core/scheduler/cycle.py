@@ -49,14 +49,14 @@ from kai_core.framework.cache import Cache
 from kai_core.framework.gang import pod_key
 from kai_core.framework.plugins import KaiPluginManager
 from kai_core.framework.snapshot import NodeInfo, Snapshot
-from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, Written
+from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, WritesStopped, Written
 from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
 from kai_core.scheduler.decide import Decider, Decision, unschedulable_message
 from kai_core.scheduler.equivalence import ShapeMemo
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
 
 __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
-           "SchedulerConfig", "default_resources", "unschedulable_message", "watched_resources"]
+           "SchedulerConfig", "WritesStopped", "default_resources", "unschedulable_message", "watched_resources"]
 
 log = logging.getLogger("kai.scheduler")
 
@@ -82,6 +82,9 @@ class SchedulerConfig:
     pod_initial_backoff: float = 1.0
     #: the longest a pod waits between failed bindings
     pod_max_backoff: float = 10.0
+    #: seconds after a BindRequest write with a lost reply before a read may decide it was not
+    #: written (the server may still be working on a request that timed out)
+    uncertain_write_grace: float = 10.0
 
 
 @dataclass
@@ -125,9 +128,13 @@ class Scheduler:
     """Runs scheduling cycles against a store; see the module docstring for what a cycle does."""
 
     def __init__(self, store: Store, pm: KaiPluginManager, config: SchedulerConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, resources: list[str] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, resources: list[str] | None = None,
+                 may_write: Callable[[], str | None] | None = None) -> None:
         """``resources`` are the kinds to watch; by default :func:`default_resources` (what a caller
-        that checked what the cluster serves should pass instead)."""
+        that checked what the cluster serves should pass instead). ``may_write`` fences every
+        BindRequest write: it returns why writing must stop (the leader Lease is not held with
+        margin, the process is stopping), and the cycle then ends with
+        :class:`~kai_core.scheduler.bindrequests.WritesStopped`."""
         self.store = store
         self.pm = pm
         self.config = config or SchedulerConfig()
@@ -137,7 +144,8 @@ class Scheduler:
         self.last_snapshot: Snapshot | None = None
         self.clock = clock
         self.decider = Decider(pm, self.config.score_weights)
-        self.bind_requests = BindRequests(store, pm, self.config.backoff_limit)
+        self.bind_requests = BindRequests(store, pm, self.config.backoff_limit, may_write=may_write,
+                                          grace=self.config.uncertain_write_grace, clock=clock)
         self.backoff = PodBackoff(self.config.pod_initial_backoff, self.config.pod_max_backoff, clock)
         self.gangs = GangPlacer(self, self.bind_requests, self._report_unschedulable)
 
@@ -148,7 +156,8 @@ class Scheduler:
         self.cache.sync()
         if self.bind_requests.clean_up(self.cache, self.backoff.record_failure):
             self.cache.sync()
-        snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features)
+        snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features,
+                        self.bind_requests.still_unconfirmed(self.cache))
         self.last_snapshot = snap
         pending = snap.pending_pods()
         self.backoff.forget_settled(snap)
@@ -169,6 +178,8 @@ class Scheduler:
                     done.add(id(gang))
                     try:
                         self.gangs.place(gang, snap, result)
+                    except WritesStopped:
+                        raise
                     except Exception as exc:  # a bug of ours on one gang must not stop the others
                         log.exception("%s: internal error while scheduling", gang.description)
                         result.errors += len(gang.pods)
@@ -190,6 +201,8 @@ class Scheduler:
                 self._report_unschedulable(pod, decision.status.message)
                 return
             written = self._commit(pod, decision, snap)
+        except WritesStopped:
+            raise
         except Exception as exc:  # a bug of ours on one pod must not stop the others
             log.exception("pod %s: internal error while scheduling", ref(pod))
             result.errors += 1

@@ -1,0 +1,104 @@
+"""A BindRequest write whose reply is lost is assumed, not forgotten; every write is fenced.
+
+The scheduler must never give a node's room (or a device) to a second pod because the reply to
+the first pod's BindRequest was cut: the decision stays counted until the watch shows the request,
+or a read long enough after the write finds it does not exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from kai_core.api.errors import ApiError, OutcomeUnknown
+from kai_core.api.resources import RES_BIND_REQUESTS
+from kai_core.scheduler.cycle import SchedulerConfig, WritesStopped
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lose_replies(w, *, store_it: bool, times: int = 1) -> list[str]:
+    """Make the next ``times`` BindRequest creates lose their reply (storing the request first when
+    ``store_it``); returns the names attempted."""
+    real = w.store.create
+    attempted: list[str] = []
+
+    def create(obj):
+        if obj.get("kind") == "BindRequest" and len(attempted) < times:
+            attempted.append(obj["metadata"]["name"])
+            if store_it:
+                real(obj)
+            raise OutcomeUnknown("create bindrequests: connection aborted after the request was sent")
+        return real(obj)
+
+    w.store.create = create
+    return attempted
+
+
+def one_slot_world(world, clock):
+    w = world(world.node("n1", cpu="1"), world.pod("a"), world.pod("b"),
+              config=SchedulerConfig(uncertain_write_grace=10.0))
+    w.scheduler.clock = clock
+    w.scheduler.bind_requests.clock = clock
+    w.scheduler.backoff.clock = clock
+    return w
+
+
+def test_a_lost_reply_keeps_the_decision_until_the_watch_shows_it(world):
+    clock = Clock()
+    w = one_slot_world(world, clock)
+    lose_replies(w, store_it=True)
+    first = w.cycle()
+    assert (first.scheduled, first.errors, first.unschedulable) == (0, 1, 1)
+    again = w.cycle()  # the watch now shows the request: the room stays taken, nothing is written twice
+    assert again.scheduled == 0
+    assert list(w.placed()) == ["a"]
+    assert w.scheduler.bind_requests.unconfirmed == {}
+    assert w.message("b") == "0/1 nodes are available: 1 Insufficient cpu."
+
+
+def test_a_request_that_was_not_written_counts_until_a_read_after_the_grace_says_so(world):
+    clock = Clock()
+    w = one_slot_world(world, clock)
+    lose_replies(w, store_it=False)
+    w.cycle()
+    assert w.placed() == {}
+    clock.now += 5  # within the grace: the server may still be working on it
+    w.cycle()
+    assert w.placed() == {}, "a pod was scheduled while the first decision's outcome was unknown"
+    assert w.message("b") == "0/1 nodes are available: 1 Insufficient cpu."
+    clock.now += 6  # past the grace: a read finds nothing, and the room is given out again
+    result = w.cycle()
+    assert result.scheduled == 1
+    assert len(w.placed()) == 1
+
+
+def test_a_5xx_on_create_is_an_unknown_outcome_but_a_4xx_is_not(world):
+    clock = Clock()
+    w = one_slot_world(world, clock)
+    real = w.store.create
+    calls = []
+
+    def create(obj):
+        if obj.get("kind") == "BindRequest" and not calls:
+            calls.append(1)
+            raise ApiError("admission webhook said no", code=400, reason="BadRequest")
+        return real(obj)
+
+    w.store.create = create
+    result = w.cycle()  # a refused write is surely not written: b may take the room
+    assert result.errors == 1 and result.scheduled == 1
+    assert w.scheduler.bind_requests.unconfirmed == {}
+
+
+def test_every_write_is_fenced_and_a_lost_lease_stops_the_cycle_at_once(world):
+    answers = iter([None, "the leader Lease was not renewed within the renew deadline"])
+    w = world(world.node("n1", cpu="8"), *(world.pod(f"p{i}") for i in range(5)))
+    w.scheduler.bind_requests.may_write = lambda: next(answers)
+    with pytest.raises(WritesStopped, match="renew deadline"):
+        w.cycle()
+    assert len(w.store.list(RES_BIND_REQUESTS)[0]) == 1
