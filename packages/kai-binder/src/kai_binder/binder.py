@@ -46,17 +46,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from kai_binder.claims import ClaimBindError, describe_api_error, is_transient
-from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
-from kai_binder.dra import DraClaimsPlugin
-from kai_binder.hookspecs import BinderSpecs
+from kai_binder.claims import describe_api_error, is_transient
+from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
 from kai_core.api.objects import clone, now_rfc3339
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
 from kai_core.client.store import TokenBucket
-from kai_core.framework.plugins import KaiPluginManager, PluginError
+from kai_core.framework.plugins import KaiPluginManager
 
 log = logging.getLogger("kai.binder")
 
@@ -147,15 +145,6 @@ class RateLimitedStore:
         return self._store.bind(namespace, pod_name, node_name, pod_uid)
 
 
-def add_binder_hookspecs(pm: KaiPluginManager) -> None:
-    """Teach ``pm`` the binder's hooks and register the binder's built-in plugins (the DRA claim
-    step); calling it again changes nothing."""
-    if not hasattr(pm.hook, "kai_binder_pre_bind"):
-        pm.add_hookspecs(BinderSpecs)
-    if not pm.has_plugin(DRA_PLUGIN_NAME):
-        pm.register_builtin(DraClaimsPlugin(), DRA_PLUGIN_NAME, distribution="kai-binder")
-
-
 def is_actionable(br: dict) -> bool:
     """Whether the binder still has work on a BindRequest: not being deleted, not ``Succeeded``,
     and not ``Failed`` with no retries left (KAI's rule)."""
@@ -228,8 +217,9 @@ class Binder:
     """Reconciles BindRequests against ``store``; see the module docstring for what an attempt does.
 
     ``pm`` is the plugin manager (the binder's hooks and built-in plugins are added to it; without
-    one the binder uses its own with only the built-ins). ``features`` are the feature gates (DRA
-    claims need ``DynamicResourceAllocation``).
+    one the binder uses its own with only the built-ins); the hooks are called through
+    :attr:`hooks`, a :class:`kai_binder.hooks.BinderHooks`. ``features`` are the feature gates
+    (DRA claims need ``DynamicResourceAllocation``).
 
     Keyword arguments (see :data:`RECOMMENDED_OPTIONS` for a deployment's values): ``workers``
     threads work on due requests (1: in the calling thread, the default);
@@ -274,9 +264,9 @@ class Binder:
         self.api = RateLimitedStore(store, self.limiter) if qps > 0 else store
         if pm is None:
             pm = KaiPluginManager()
-        add_binder_hookspecs(pm)
         self.pm = pm
         self.features = features or FeatureGates()
+        self.hooks = BinderHooks(pm, self.api, self.features)
         self.workers = workers
         self.base_delay = float(base_delay)
         self.max_delay = float(max_delay)
@@ -436,15 +426,15 @@ class Binder:
                 if is_transient(exc):
                     raise _Deferred(f'cannot read node "{node}": {describe_api_error(exc)}') from None
                 return self._fail(br, pod, node, f'cannot read node "{node}": {describe_api_error(exc)}')
-        reason = self._pre_bind(br, pod, node)
-        if reason is not None:
-            return self._fail(br, pod, node, reason)
+        status = self.hooks.pre_bind(br, pod, node)
+        if not status.ok:
+            return self._fail(br, pod, node, status.message)
         try:
             self.api.bind(ns, pod_name, node, uid)
         except (ApiError, OSError) as exc:
             return self._after_bind_error(br, pod, node, exc)
         log.info("pod %s bound to node %s", _pod_ref(ns, pod_name), node)
-        self._call_each("kai_binder_post_bind", br, pod, node)
+        self.hooks.post_bind(br, pod, node)
         return self._succeed(br, pod, node, fresh=False)
 
     def _after_bind_error(self, br: dict, pod: dict, node: str, exc: BaseException) -> tuple[str, str]:
@@ -466,7 +456,7 @@ class Binder:
         if bound == node:
             log.info("pod %s bound to node %s (the binding call failed but went through)",
                      _pod_ref(ns, name), node)
-            self._call_each("kai_binder_post_bind", br, current, node)
+            self.hooks.post_bind(br, current, node)
             return self._succeed(br, current, node, fresh=True)
         if bound:
             return self._refuse(br, current, node, f"{what}; the pod is bound to node {bound}")
@@ -482,7 +472,7 @@ class Binder:
 
     def _fail(self, br: dict, pod: dict, node: str, reason: str, pod_exists: bool = True) -> tuple[str, str]:
         """Roll back, report, and end the attempt ``Failed`` with ``reason``."""
-        if pod["metadata"].get("uid") and not self._rollback(br, pod, node):
+        if pod["metadata"].get("uid") and not self.hooks.rollback(br, pod, node):
             raise _Deferred(f"{reason}; the rollback could not finish and will be tried again")
         if self.report and pod_exists:
             md = pod["metadata"]
@@ -555,46 +545,6 @@ class Binder:
             n = self._uncertain.get(key, 0) + 1
             self._uncertain[key] = n
             self._not_before[key] = self.clock() + self._delay(n)
-
-    # -- plugins -------------------------------------------------------------------------------
-
-    def _ordered(self, hook: str) -> list:
-        """``hook``'s implementations in call order, the binder's built-in DRA step first."""
-        impls = self.pm.implementations(hook)
-        return sorted(impls, key=lambda i: i.plugin_name != DRA_PLUGIN_NAME)
-
-    def _kwargs(self, br: dict, pod: dict, node: str) -> dict:
-        return {"bind_request": br, "pod": pod, "node_name": node, "store": self.api,
-                "features": self.features}
-
-    def _pre_bind(self, br: dict, pod: dict, node: str) -> str | None:
-        """Run every pre-bind in order; the reason of the first that fails, else None."""
-        hook = "kai_binder_pre_bind"
-        kwargs = self._kwargs(br, pod, node)
-        for impl in self._ordered(hook):
-            res = self.pm.call_impl(impl, hook, kwargs)
-            if isinstance(res, PluginError):
-                if impl.plugin_name == DRA_PLUGIN_NAME and isinstance(res.original, ClaimBindError):
-                    return str(res.original)
-                return str(res)
-        return None
-
-    def _rollback(self, br: dict, pod: dict, node: str) -> bool:
-        """Every plugin's rollback, in reverse pre-bind order; False when one could not finish
-        because of the API (the attempt is then left for later)."""
-        hook = "kai_binder_rollback"
-        kwargs = self._kwargs(br, pod, node)
-        complete = True
-        for impl in reversed(self._ordered(hook)):
-            res = self.pm.call_impl(impl, hook, kwargs)
-            if isinstance(res, PluginError) and res.original is not None and is_transient(res.original):
-                complete = False
-        return complete
-
-    def _call_each(self, hook: str, br: dict, pod: dict, node: str) -> None:
-        kwargs = self._kwargs(br, pod, node)
-        for impl in self._ordered(hook):
-            self.pm.call_impl(impl, hook, kwargs)  # errors are logged by the manager; best effort
 
     # -- reporting -----------------------------------------------------------------------------
 

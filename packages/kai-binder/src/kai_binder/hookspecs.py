@@ -15,7 +15,8 @@ fails, ``kai_binder_rollback`` runs for **every** plugin, in the reverse of the 
 
 Error isolation is the scheduler's: each implementation is called on its own, and an exception
 becomes a :class:`kai_core.framework.plugins.PluginError` naming the plugin and the hook (its traceback is
-logged once); it never reaches the binder's loop.
+logged once); it never reaches the binder's loop. The binder calls these hooks only through
+:class:`kai_binder.hooks.BinderHooks`, one typed method per hook.
 
 Crash safety: a binder may be killed at any moment and restarted, so a hook may be called again for
 the same BindRequest, and ``kai_binder_rollback`` may be called although this process never called

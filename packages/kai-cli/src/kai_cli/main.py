@@ -6,7 +6,9 @@ never a traceback. A component that has to stop while running against a cluster 
 Lease) exits with 1.
 
 Nothing heavy is imported at module level (``kubernetes``, ``prometheus_client``, the scheduler):
-``kai-cli --help`` stays fast; each command imports what it needs.
+``kai-cli --help`` stays fast; each command imports what it needs. Plugins add commands through the
+``kai_cli_commands`` hook; they are loaded only when a command name is not one of ours or the
+commands are listed (see :class:`KaiGroup`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,63 @@ def friendly_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class KaiGroup(click.Group):
+    """The ``kai-cli`` group, with the commands plugins add through ``kai_cli_commands`` loaded
+    lazily: building the plugin manager (:func:`_plugins_only`) imports every installed plugin and
+    kai-core's built-ins, about three times what ``kai-cli`` itself costs to start, so it is done
+    only when a command name is not one of ours, or when the commands are listed (``--help``, no
+    command, shell completion). ``kai-cli run scheduler`` and the other built-in commands never
+    pay for it.
+
+    Plugins get a group of their own to add to (a copy of this one), called at most once per
+    invocation; the commands they added are kept on the context. A built-in command always wins
+    over a plugin command of the same name (logged), and a plugin that fails is logged and adds
+    nothing; neither stops the CLI.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*self.commands, *_plugin_commands(self, ctx)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None:
+            cmd = _plugin_commands(self, ctx).get(cmd_name)
+        return cmd
+
+
+_PLUGIN_COMMANDS = "kai_cli.plugin_commands"
+
+
+def _plugin_commands(group: click.Group, ctx: click.Context) -> dict[str, click.Command]:
+    """The commands plugins add to ``group`` (by name), asked once per invocation."""
+    found = ctx.meta.get(_PLUGIN_COMMANDS)
+    if found is None:
+        found = ctx.meta[_PLUGIN_COMMANDS] = _ask_plugins_for_commands(group)
+    return found
+
+
+def _ask_plugins_for_commands(group: click.Group) -> dict[str, click.Command]:
+    try:
+        pm = _plugins_only()
+    except Exception as exc:  # the manager records a plugin that fails to load; this is a last resort
+        log.error("cannot load the plugins, their commands are not available: %s: %s", type(exc).__name__, exc)
+        return {}
+    scratch = click.Group(group.name, commands=dict(group.commands))
+    pm.cli_commands(scratch)  # each plugin on its own; one that raises is logged
+    found: dict[str, click.Command] = {}
+    for name, cmd in scratch.commands.items():
+        if group.commands.get(name) is cmd:
+            continue
+        if name in group.commands:
+            log.warning("a plugin's command %r is ignored: kai-cli has a command of that name", name)
+        elif not isinstance(cmd, click.Command):
+            log.warning("a plugin added %r as command %r, not a click command; ignored", cmd, name)
+        else:
+            found[name] = cmd
+    return found
+
+
+@click.group(cls=KaiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kai-cli")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -108,11 +166,18 @@ def _save(store, save_path: str) -> None:
     click.echo(f"state saved to {save_path}")
 
 
-def _plugin_manager():
-    from kai_binder.binder import add_binder_hookspecs
+def _plugins_only():
+    """kai-core's built-in plugins and every installed one, without the binder's hooks: what
+    ``kai_cli_commands`` is asked on (the binder's modules would import the Kubernetes store)."""
     from kai_core.plugins import build_plugin_manager
 
-    pm = build_plugin_manager()
+    return build_plugin_manager()
+
+
+def _plugin_manager():
+    from kai_binder.hooks import add_binder_hookspecs
+
+    pm = _plugins_only()
     add_binder_hookspecs(pm)
     return pm
 
