@@ -144,10 +144,13 @@ def _summarise(output: str, what: str, log: Path | None) -> str:
     where = f" (full output: {log})" if log else ""
     for ln in lines:
         if any(h.lower() in ln.lower() for h in _NETWORK_HINTS):
-            proxy = os.environ.get("GOPROXY") or "the Go module proxy"
+            proxy = (
+                os.environ.get("GOPROXY")
+                or subprocess.run([_go(), "env", "GOPROXY"], stdout=subprocess.PIPE, text=True).stdout.strip()
+            )
             return (
-                f"cannot build the Kubernetes control plane: {proxy} could not be reached while {what}: "
-                f"{ln[:300]}{where}"
+                f"cannot build the Kubernetes control plane: the Go module proxy (GOPROXY={proxy}) could not be "
+                f"reached while {what}: {ln[:300]}{where}"
             )
     errs = [ln for ln in lines if "error" in ln.lower() or ln.startswith("go:") or ": " in ln]
     last = (errs or lines or ["no output"])[-1]
@@ -190,12 +193,20 @@ def k8s_gomod_text(version: str, cwd: Path, log: Path | None = None) -> str:
     """A go.mod requiring k8s.io/kubernetes at ``version``, with every staging module replaced by
     its v0.X.Y release (k8s.io/kubernetes' own replaces point at ./staging and are ignored in a
     dependency)."""
-    out = _run_go(
-        ["mod", "download", "-json", f"{K8S_MODULE}@{version}"], cwd, f"downloading {K8S_MODULE}@{version}", "mod", log
-    )
+    what = f"downloading {K8S_MODULE}@{version}"
+    try:
+        out = _run_go(["mod", "download", "-json", f"{K8S_MODULE}@{version}"], cwd, what, "mod", log)
+    except BuildError as e:
+        # go prints a JSON object with "Error" and exits 1; report that error alone
+        text = log.read_text() if log and log.exists() else ""
+        m = re.search(r'"Error": "((?:[^"\\]|\\.)*)"', text)
+        if not m:
+            raise
+        err = json.loads(f'"{m.group(1)}"').replace("\n", " ").replace("\t", "")
+        if any(h.lower() in err.lower() for h in _NETWORK_HINTS):
+            raise BuildError(_summarise(err, what, log)) from e
+        raise BuildError(f"cannot build the Kubernetes control plane: {err}") from e
     info = json.loads(out[out.index("{") :])
-    if info.get("Error"):
-        raise BuildError(f"cannot build the Kubernetes control plane: {K8S_MODULE}@{version}: {info['Error']}")
     go_line, godebug, staging = _parse_k8s_gomod(Path(info["GoMod"]).read_text())
     if not staging:
         raise BuildError(f"{K8S_MODULE}@{version}'s go.mod names no staging modules; cannot generate replaces")

@@ -49,7 +49,8 @@ def binaries_or_fail(config: pytest.Config | None = None) -> dict[str, Path]:
                 return build.ensure_binaries()
         return build.ensure_binaries()
     except build.BuildError as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +63,14 @@ def controlplane_binaries(request: pytest.FixtureRequest) -> dict[str, Path]:
 def controlplane(controlplane_binaries):
     """A started ControlPlane (admin kubeconfig: ``controlplane.kubeconfig``)."""
     cp = ControlPlane(controlplane_binaries)
+    failure = None
     try:
         cp.start()
     except ControlPlaneError as e:
         print(str(e), file=sys.stderr)  # the component's last log lines, shown with the error
-        pytest.fail(f"cannot start the Kubernetes control plane: {str(e).splitlines()[0]}", pytrace=False)
+        failure = f"cannot start the Kubernetes control plane: {str(e).splitlines()[0]}"
+    if failure:
+        pytest.fail(failure, pytrace=False)
     try:
         yield cp
     finally:
