@@ -16,7 +16,8 @@ Releasing (the rollback) reads the claim and undoes only what this pod's binding
 - the pod's entry in ``reservedFor`` goes;
 - when that leaves the claim without any consumer, its allocation is cleared, exactly as the
   resourceclaim controller deallocates a claim whose last consumer stops using it (a claim
-  allocated for nobody would hold its devices forever);
+  allocated for nobody would hold its devices forever): both release through
+  :func:`kai_core.api.claims.with_consumers`;
 - the finalizer goes once the claim is free (no allocation, no consumer) if this release cleared
   the allocation, or if the pod's binding added it (the annotation names the pod); the annotation
   goes with the finalizer, and alone when it names the pod and the finalizer is already gone.
@@ -29,6 +30,15 @@ from __future__ import annotations
 
 import logging
 
+from kai_core.api.claims import (
+    DELETE_PROTECTION_FINALIZER,
+    is_free,
+    is_protected,
+    is_reserved_for,
+    reserved_for,
+    without_consumer,
+    without_protection,
+)
 from kai_core.api.errors import ApiError, Conflict, NotFound
 from kai_core.api.objects import clone
 from kai_core.api.resources import RES_CLAIMS
@@ -36,7 +46,7 @@ from kai_core.dra.allocator import devices_of
 
 log = logging.getLogger("kai.binder.claims")
 
-FINALIZER = "resource.kubernetes.io/delete-protection"
+FINALIZER = DELETE_PROTECTION_FINALIZER
 #: set together with the finalizer, to the uid of the pod whose binding added it
 FINALIZER_OWNER_ANNOTATION = "binder.kai.scheduler/delete-protection-for"
 MAX_RESERVED_FOR = 256
@@ -130,18 +140,17 @@ def reserve_claim(store, namespace: str, name: str, allocation: dict, pod: dict)
             raise ClaimBindError(f"{_claim_ref(namespace, name)} has a malformed allocation: {exc}") from None
         if differs:
             raise ClaimBindError(f"{_claim_ref(namespace, name)} was meanwhile allocated to other devices")
-        reserved = status.get("reservedFor") or []
-        mine = any(r.get("uid") == uid for r in reserved)
+        reserved = reserved_for(claim)
+        mine = is_reserved_for(claim, uid)
         if mine and current:
             return  # done already (an earlier, interrupted attempt)
         if not mine and len(reserved) >= MAX_RESERVED_FOR:
             raise ClaimBindError(
                 f"{_claim_ref(namespace, name)} is already reserved for {MAX_RESERVED_FOR} consumers")
         try:
-            finalizers = md.get("finalizers") or []
-            if FINALIZER not in finalizers:
+            if not is_protected(claim):
                 new = clone(claim)
-                new["metadata"]["finalizers"] = [*finalizers, FINALIZER]
+                new["metadata"]["finalizers"] = [*(md.get("finalizers") or []), FINALIZER]
                 new["metadata"].setdefault("annotations", {})[FINALIZER_OWNER_ANNOTATION] = uid
                 claim = store.update(new)
             new = clone(claim)
@@ -178,34 +187,26 @@ def release_claim(store, namespace: str, name: str, pod_uid: str) -> bool:
             raise _api_failure(namespace, name, "cannot read it to roll back", exc) from None
         try:
             status = claim.get("status") or {}
-            reserved = status.get("reservedFor") or []
-            keep = [r for r in reserved if r.get("uid") != pod_uid]
-            deallocate = len(keep) < len(reserved) and not keep and bool(status.get("allocation"))
-            if len(keep) < len(reserved):
+            released = without_consumer(status, pod_uid)
+            # this release frees the claim: its allocation goes, and so may the finalizer
+            deallocate = released is not None and bool(status.get("allocation")) and not released.get("allocation")
+            if released is not None:
                 new = clone(claim)
-                new_status = new.setdefault("status", {})
-                if keep:
-                    new_status["reservedFor"] = keep
-                else:
-                    new_status.pop("reservedFor", None)
-                if deallocate:
-                    new_status.pop("allocation", None)
+                new["status"] = released
                 claim = store.update_status(new)
                 wrote = True
             md = claim["metadata"]
-            status = claim.get("status") or {}
-            finalizers = md.get("finalizers") or []
             owner = (md.get("annotations") or {}).get(FINALIZER_OWNER_ANNOTATION)
-            free = not status.get("allocation") and not status.get("reservedFor")
-            drop_finalizer = free and FINALIZER in finalizers and (deallocate or owner == pod_uid)
+            free = is_free(claim)
+            drop_finalizer = free and is_protected(claim) and (deallocate or owner == pod_uid)
             # The annotation only describes the finalizer: it goes with it, whichever pod it names,
             # and on its own when it names this pod and the finalizer was already removed (by the
             # resourceclaim controller, say).
-            stale_note = free and FINALIZER not in finalizers and owner == pod_uid
+            stale_note = free and not is_protected(claim) and owner == pod_uid
             if drop_finalizer or stale_note:
                 new = clone(claim)
                 if drop_finalizer:
-                    new["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
+                    new["metadata"]["finalizers"] = without_protection(claim)
                 if owner is not None:
                     annotations = new["metadata"].get("annotations") or {}
                     annotations.pop(FINALIZER_OWNER_ANNOTATION, None)
@@ -233,8 +234,7 @@ def claims_left_by(store, namespace: str, pod_uid: str) -> list[str]:
     out = []
     for claim in items:
         md = claim["metadata"]
-        reserved = (claim.get("status") or {}).get("reservedFor") or []
-        if (any(r.get("uid") == pod_uid for r in reserved)
+        if (is_reserved_for(claim, pod_uid)
                 or (md.get("annotations") or {}).get(FINALIZER_OWNER_ANNOTATION) == pod_uid):
             out.append(md["name"])
     return out

@@ -27,7 +27,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 from kai_core.api.errors import (
@@ -36,21 +35,19 @@ from kai_core.api.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    Gone,
     Invalid,
     MethodNotAllowed,
     NotFound,
     UnknownKind,
 )
+from kai_core.api.eventlog import EventLog
 from kai_core.api.kinds import KindRegistry, ResourceKind
 from kai_core.api.objects import (
     clone,
     now_rfc3339,
-    parse_field_selector,
-    parse_label_selector,
     random_suffix,
 )
-from kai_core.api.store import Store, WatchEvent
+from kai_core.api.store import Store, WatchEvent, select
 from kai_core.apiserver import defaults as _defaults
 from kai_core.apiserver.catalog import served_kinds
 from kai_core.apiserver.validation import immutable_paths, transition_rule_validator, validate_metadata, validate_name
@@ -88,13 +85,9 @@ class EmbeddedStore(Store):
     """
 
     def __init__(self, kinds: Iterable[ResourceKind] | None = None, history: int = 500_000) -> None:
-        if not isinstance(history, int) or history < 1:
-            raise ValueError(f"history must be a positive number of events, got {history!r}")
+        self._events = EventLog(history)  # its position is the store's resourceVersion
         self.kinds = KindRegistry(served_kinds() if kinds is None else kinds)
         self._objects: dict[str, dict[_Key, dict]] = {}
-        self._rv = 0
-        self._log: deque[WatchEvent] = deque(maxlen=history)
-        self._compacted_rv = 0
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
@@ -180,7 +173,7 @@ class EmbeddedStore(Store):
     @property
     def resource_version(self) -> int:
         """The store's current resourceVersion (that of the latest write)."""
-        return self._rv
+        return self._events.resource_version
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
         kind = self.kinds.get(resource)
@@ -207,48 +200,20 @@ class EmbeddedStore(Store):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> tuple[list[dict], str]:
-        """Like ``list`` but returns the stored objects themselves: callers must not mutate them."""
+        """See :meth:`Store.list_refs`; the position is the store's resourceVersion."""
         kind = self.kinds.get(resource)
-        labels_ok = parse_label_selector(label_selector)
-        fields_ok = parse_field_selector(field_selector, kind.selectable_fields())
         with self._lock:
             objs = list(self._objects.get(kind.resource, {}).values())
-            rv = str(self._rv)
-        out = []
-        for o in objs:
-            md = o["metadata"]
-            if namespace and kind.namespaced and md.get("namespace") != namespace:
-                continue
-            if label_selector and not labels_ok(md.get("labels") or {}):
-                continue
-            if field_selector and not fields_ok(o):
-                continue
-            out.append(o)
-        out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return out, rv
+            rv = str(self._events.resource_version)
+        fields = kind.selectable_fields()
+        return select(objs, kind.namespaced, namespace, label_selector, field_selector, fields), rv
 
     def events_since(
         self, resource_version: int, resources: set[str] | None = None
     ) -> tuple[list[WatchEvent], int]:
-        """Every event after ``resource_version`` (objects by reference; Gone if compacted), and
-        the store's resourceVersion at the time of reading, from which the next call can go on.
-
-        Events come in the order of the writes; their ``resource_version`` values strictly increase.
-        """
+        """See :meth:`Store.events_since`; the positions are the store's resourceVersions."""
         with self._lock:
-            if resource_version < self._compacted_rv:
-                raise Gone(
-                    f"too old resource version: {resource_version} (the oldest kept is {self._compacted_rv})"
-                )
-            out = []
-            for ev in reversed(self._log):
-                if int(ev.resource_version) <= resource_version:
-                    break
-                if resources is None or ev.resource in resources:
-                    out.append(ev)
-            now = self._rv
-        out.reverse()
-        return out, now
+            return self._events.since(resource_version, resources)
 
     def watch(
         self, resource: str, resource_version: str, timeout: float | None = None
@@ -265,7 +230,7 @@ class EmbeddedStore(Store):
         initial: list[WatchEvent] = []
         with self._lock:
             if resource_version in (None, "", "0", 0):
-                start = self._rv
+                start = self._events.resource_version
                 for o in sorted(self._objects.get(kind.resource, {}).values(), key=_sort_key):
                     initial.append(WatchEvent("ADDED", kind.resource, o, o["metadata"]["resourceVersion"]))
             else:
@@ -292,7 +257,7 @@ class EmbeddedStore(Store):
             if deadline is not None and time.monotonic() >= deadline:
                 return  # what had happened is delivered; a zero timeout is a poll
             with self._lock:
-                if self._rv == rv:
+                if self._events.resource_version == rv:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return
@@ -413,10 +378,6 @@ class EmbeddedStore(Store):
         if kind.namespaced:
             return (namespace or "default", name)
         return ("", name)
-
-    def _next_rv(self) -> str:
-        self._rv += 1
-        return str(self._rv)
 
     def _check_namespace(self, kind: ResourceKind, md: dict, restore: bool) -> bool:
         """Refuse an object in a missing (404) or terminating (403) namespace; on restore a missing
@@ -588,19 +549,15 @@ class EmbeddedStore(Store):
         return obj
 
     def _store(self, kind: ResourceKind, key: _Key, obj: dict, event: str, rv: str | None = None) -> None:
+        at = self._events.next_version  # where this write's event goes in the log
         if rv is not None and str(rv).isdigit() and int(rv) > 0:
             # a restored object keeps its resourceVersion; later writes continue above it. The event
             # log must stay in order, so an event for a version at or below the current one gets a new
             # position (its object still carries the version it was given).
-            obj_rv = str(int(rv))
-            if int(rv) > self._rv:
-                self._rv = int(rv)
-                log_rv = obj_rv
-            else:
-                log_rv = self._next_rv()
+            obj["metadata"]["resourceVersion"] = str(int(rv))
+            at = max(at, int(rv))
         else:
-            obj_rv = log_rv = self._next_rv()
-        obj["metadata"]["resourceVersion"] = obj_rv
+            obj["metadata"]["resourceVersion"] = str(at)
         bucket = self._objects.setdefault(kind.resource, {})
         old = bucket.get(key)
         if old is not None:
@@ -610,12 +567,10 @@ class EmbeddedStore(Store):
         bucket[key] = obj
         self._index(kind, key, obj)
         self.writes += 1
-        self._emit(WatchEvent(event, kind.resource, obj, log_rv))
+        self._emit(event, kind.resource, obj, at)
 
-    def _emit(self, ev: WatchEvent) -> None:
-        if len(self._log) == self._log.maxlen:
-            self._compacted_rv = int(self._log[0].resource_version)
-        self._log.append(ev)
+    def _emit(self, typ: str, resource: str, obj: dict, at: int) -> None:
+        self._events.append(typ, resource, obj, at)
         self._changed.notify_all()
 
     def _remove(self, kind: ResourceKind, key: _Key, obj: dict) -> None:
@@ -627,10 +582,10 @@ class EmbeddedStore(Store):
         if kind.namespaced:
             self._ns_count[key[0]] = self._ns_count.get(key[0], 1) - 1
         gone = clone(obj)
-        rv = self._next_rv()
-        gone["metadata"]["resourceVersion"] = rv
+        at = self._events.next_version
+        gone["metadata"]["resourceVersion"] = str(at)
         self.writes += 1
-        self._emit(WatchEvent("DELETED", kind.resource, gone, rv))
+        self._emit("DELETED", kind.resource, gone, at)
         self._collect_dependents(old["metadata"].get("uid"))
         if kind.resource == CRD_RESOURCE:
             served = self._crd_kinds.pop(key[1], None)

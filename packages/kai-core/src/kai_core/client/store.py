@@ -9,8 +9,9 @@ resources share one path builder over :mod:`kai_core.api.kinds`, so a plugin's C
 Reads for the scheduler's cache come from **reflectors**, one per kind: a paginated list, then a
 watch with bookmarks from the list's resourceVersion; a 410 Gone relists (and reports the
 difference as events), a dropped or failed watch reconnects with capped exponential backoff, and a
-``synced`` event is set after the first list. The reflectors feed one local, ordered event log, so
-this store offers the embedded store's cache API: :meth:`KubernetesStore.list_refs`,
+``synced`` event is set after the first list. The reflectors feed one local, ordered event log
+(a :class:`kai_core.api.eventlog.EventLog`, as the embedded store keeps), so this store offers the
+cache's reads of the :class:`~kai_core.api.store.Store` protocol: :meth:`KubernetesStore.list_refs`,
 :meth:`KubernetesStore.events_since` and :attr:`KubernetesStore.resource_version` count positions
 in that log (a local sequence, not the server's resourceVersion, which is opaque and per-kind).
 The :class:`kai_core.framework.cache.Cache` therefore works on both backends unchanged. Watch streams are read
@@ -41,7 +42,6 @@ import re
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
@@ -57,9 +57,10 @@ from kai_core.api.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from kai_core.api.eventlog import EventLog
 from kai_core.api.kinds import KindRegistry, ResourceKind, builtin_kinds
-from kai_core.api.objects import clone, parse_field_selector, parse_label_selector
-from kai_core.api.store import Store, WatchEvent
+from kai_core.api.objects import clone
+from kai_core.api.store import Store, WatchEvent, select
 
 log = logging.getLogger("kai.store.kubernetes")
 
@@ -507,9 +508,7 @@ class KubernetesStore(Store):
         self.retries = 0
         self._lock = threading.RLock()
         self._reflectors: dict[str, _Reflector] = {}
-        self._log: deque[WatchEvent] = deque(maxlen=history)
-        self._seq = 0
-        self._floor = 0
+        self._events = EventLog(history, unit="local event log position")
         self._closed = False
 
     # -- construction --------------------------------------------------------------------------
@@ -613,7 +612,7 @@ class KubernetesStore(Store):
     @property
     def resource_version(self) -> int:
         """The position of the latest event in the local log (not a server resourceVersion)."""
-        return self._seq
+        return self._events.resource_version
 
     def list_refs(
         self,
@@ -633,23 +632,10 @@ class KubernetesStore(Store):
                 code=504,
                 reason="Timeout",
             )
-        labels_ok = parse_label_selector(label_selector)
-        fields_ok = parse_field_selector(field_selector)
         with self._lock:
             objs = list(refl.objects.values())
-            seq = str(self._seq)
-        out = []
-        for o in objs:
-            md = o["metadata"]
-            if namespace and kind.namespaced and md.get("namespace") != namespace:
-                continue
-            if label_selector and not labels_ok(md.get("labels") or {}):
-                continue
-            if field_selector and not fields_ok(o):
-                continue
-            out.append(o)
-        out.sort(key=_key)
-        return out, seq
+            seq = str(self._events.resource_version)
+        return select(objs, kind.namespaced, namespace, label_selector, field_selector), seq
 
     def events_since(
         self, resource_version: int, resources: set[str] | None = None
@@ -657,24 +643,11 @@ class KubernetesStore(Store):
         """Every reflected change after log position ``resource_version`` (Gone once the bounded
         log dropped it), and the current position."""
         with self._lock:
-            if resource_version < self._floor:
-                raise Gone(f"local event log position {resource_version} is older than {self._floor}")
-            out = []
-            for ev in reversed(self._log):
-                if int(ev.resource_version) <= resource_version:
-                    break
-                if resources is None or ev.resource in resources:
-                    out.append(ev)
-            now = self._seq
-        out.reverse()
-        return out, now
+            return self._events.since(resource_version, resources)
 
     def _emit(self, typ: str, resource: str, obj: dict) -> None:
         """Append one event to the local log; caller holds the lock."""
-        if len(self._log) == self._log.maxlen:
-            self._floor = int(self._log[0].resource_version)
-        self._seq += 1
-        self._log.append(WatchEvent(typ, resource, obj, str(self._seq)))
+        self._events.append(typ, resource, obj)
 
     def _write_through(self, kind: ResourceKind, obj: dict | None, deleted: bool = False) -> None:
         refl = self._reflectors.get(kind.resource)

@@ -1,8 +1,10 @@
 """The scheduler's cache: one map per watched kind, kept current from the store's watch events.
 
 The cache holds the stored objects themselves (never mutated), so building a snapshot costs no
-copies. ``sync()`` brings it up to date: incrementally from the embedded store's event log, with
-a relist when that log was compacted.
+copies. ``sync()`` brings it up to date: incrementally from the store's event log
+(:meth:`~kai_core.api.store.Store.events_since`), with a relist
+(:meth:`~kai_core.api.store.Store.list_refs`) when that log was compacted. Both store backends
+offer these.
 
 Pods are also indexed as their events arrive (:class:`PodIndex`): what each bound pod takes from
 its node, summed per node, and the pods not bound yet. A snapshot starts from those sums and looks
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from kai_core.api.errors import Gone
 from kai_core.api.resources import RES_PODS, add_amounts, is_active_pod, pod_requests, subtract_amounts
+from kai_core.api.store import Store
 
 _Key = tuple[str, str]
 
@@ -67,7 +70,7 @@ class PodIndex:
 
 
 class Cache:
-    def __init__(self, store, resources: list[str]) -> None:
+    def __init__(self, store: Store, resources: list[str]) -> None:
         self.store = store
         self.resources = list(resources)
         self.objects: dict[str, dict[_Key, dict]] = {r: {} for r in self.resources}

@@ -9,7 +9,8 @@
   is cleared and then the ``delete-protection`` finalizer removed. (Upstream clears only claims
   that carry the finalizer, which every scheduler-allocated claim does; here also those written
   without it, as simple test set-ups do.) A claim being deleted with no consumer loses its
-  allocation and the finalizer, so it can go.
+  allocation and the finalizer, so it can go. The binder's rollback releases a claim through the
+  same function, :func:`kai_core.api.claims.with_consumers`.
 
 As upstream, deallocation is triggered only by that transition (a consumer pruned here) or by
 deletion: a claim allocated for nobody is not touched, and neither is a free claim that carries
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+from kai_core.api.claims import is_free, is_protected, reserved_for, with_consumers, without_protection
 from kai_core.api.errors import ApiError, Conflict, NotFound
 from kai_core.api.objects import clone, ref
 from kai_core.api.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_PODS, is_active_pod
@@ -28,7 +30,6 @@ from kai_core.api.resources import RES_CLAIM_TEMPLATES, RES_CLAIMS, RES_PODS, is
 log = logging.getLogger("kai.controllers.resourceclaim")
 
 POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
-DELETE_PROTECTION_FINALIZER = "resource.kubernetes.io/delete-protection"
 _MAX_BASE_LEN = 57  # leaves room for "-" and 5 random characters within 63
 
 
@@ -127,28 +128,19 @@ class ResourceClaimController:
 
     def _release(self, store, claim: dict, live_pods: set[str]) -> None:
         status = claim.get("status") or {}
-        reserved = status.get("reservedFor") or []
+        reserved = reserved_for(claim)
         keep = [r for r in reserved if r.get("resource") != "pods" or r.get("uid") in live_pods]
-        protected = DELETE_PROTECTION_FINALIZER in (claim["metadata"].get("finalizers") or [])
         deleting = bool(claim["metadata"].get("deletionTimestamp"))
         try:
             if len(keep) < len(reserved) or (deleting and not keep and status.get("allocation")):
                 new = clone(claim)
-                new_status = new.setdefault("status", {})
-                if keep:
-                    new_status["reservedFor"] = keep
-                else:
-                    new_status.pop("reservedFor", None)
-                    new_status.pop("allocation", None)
+                new["status"] = with_consumers(status, keep)
                 claim = store.update_status(new)
-            elif not (deleting and not keep and protected):
+            elif not (deleting and not keep and is_protected(claim)):
                 return
-            finalizers = claim["metadata"].get("finalizers") or []
-            status = claim.get("status") or {}
-            if (DELETE_PROTECTION_FINALIZER in finalizers and not status.get("allocation")
-                    and not status.get("reservedFor")):
+            if is_protected(claim) and is_free(claim):
                 new = clone(claim)
-                new["metadata"]["finalizers"] = [f for f in finalizers if f != DELETE_PROTECTION_FINALIZER]
+                new["metadata"]["finalizers"] = without_protection(claim)
                 store.update(new)
         except (Conflict, NotFound):
             return
