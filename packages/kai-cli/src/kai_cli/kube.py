@@ -371,6 +371,16 @@ class Component:
     def _leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
+    def _write_fence(self) -> str | None:
+        """Checked before every write of a pass: why this process must not write now (it is
+        stopping, or it does not hold the Lease with margin: renewed within the renew deadline,
+        which is shorter than the Lease), or None."""
+        if self._stop.is_set():
+            return "the process is stopping"
+        if not self._leading():
+            return f"the leader Lease {self.elector.lease_ref} is not held (not renewed within the renew deadline)"
+        return None
+
     def _loop(self) -> None:
         poll = min(0.05, self.opts.period)
         seen = -1
@@ -391,7 +401,8 @@ class Component:
             try:
                 self._pass()
             except _NotLeading:
-                self._on_lost()
+                if not self._stop.is_set():  # a stop asked for ends the pass cleanly, not as a loss
+                    self._on_lost()
                 break
             except Exception:  # one failing pass (an API outage) must not end the component
                 log.exception("%s: pass failed; trying again", self.name)
@@ -449,13 +460,20 @@ class SchedulerComponent(Component):
         from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit)
-        self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched))
+        self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched),
+                                   may_write=self._write_fence)
 
     def _next_due(self) -> float | None:
         return self.scheduler.next_due() if self.scheduler is not None else None
 
     def _pass(self) -> None:
-        result = self.scheduler.run_cycle()
+        from kai_core.scheduler.cycle import WritesStopped
+
+        try:
+            result = self.scheduler.run_cycle()
+        except WritesStopped as exc:
+            log.info("%s: cycle stopped before its next write: %s", self.name, exc)
+            raise _NotLeading() from None
         self.metrics.observe_cycle(result)
         self.scheduled += result.scheduled
         if result.scheduled or result.errors:
@@ -511,7 +529,7 @@ class BinderComponent(Component):
         metrics = self.metrics
 
         def timed_reconcile(br, *args, **kwargs):
-            if not self._leading():
+            if self._write_fence() is not None:  # no new attempt once stopping or not leading
                 raise _NotLeading()
             start = time.perf_counter()
             phase, reason = reconcile(br, *args, **kwargs)

@@ -134,9 +134,14 @@ class BindRequests:
                 del self.unconfirmed[key]
                 log.info("BindRequest %s/%s was not written after all; pod %s will be scheduled again",
                          key[0], key[1], br["spec"].get("podName"))
-            except Exception as exc:  # still unknown: keep counting it
+            except Exception as exc:  # still unknown: keep counting it, and read again a grace later
+                self.unconfirmed[key] = (br, now)
                 log.warning("cannot check BindRequest %s/%s: %s", key[0], key[1], getattr(exc, "message", exc))
         return [br for br, _ in self.unconfirmed.values()]
+
+    def next_check(self) -> float | None:
+        """When (on ``clock``) the earliest unconfirmed write may be read back, or None."""
+        return min((t + self.grace for _, t in self.unconfirmed.values()), default=None)
 
     def clean_up(self, cache: Cache, on_failed: Callable[[str], None]) -> bool:
         """Delete BindRequests that failed for good or whose node is gone (see the module

@@ -235,9 +235,11 @@ class Scheduler:
         return written
 
     def next_due(self) -> float | None:
-        """When (on the scheduler's ``clock``) the next pod backing off may be scheduled again, or
-        None when no pod is waiting out a backoff."""
-        return self.backoff.next_due()
+        """When (on the scheduler's ``clock``) a cycle is next wanted although nothing changed: a
+        pod backing off may be scheduled again, or a write with a lost reply may be read back;
+        None when neither is waiting."""
+        due = [t for t in (self.backoff.next_due(), self.bind_requests.next_check()) if t is not None]
+        return min(due, default=None)
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:
         report_unschedulable(self.store, pod, message)
