@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
-from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
 from kai_core.api.objects import clone, now_rfc3339
@@ -508,6 +508,19 @@ class Binder:
                 new["status"] = new_status
                 try:
                     br = self.api.update_status(new)
+                except OutcomeUnknown as exc:
+                    # the reply was lost: read it back, and count the write only if it is there
+                    try:
+                        current = self.api.get(RES_BIND_REQUESTS, name, ns)
+                    except NotFound:
+                        return self._done(key, phase, reason, retry_after=None)
+                    except (ApiError, OSError):
+                        raise _Deferred(f"cannot write the status of {_br_ref(br)} ({phase}): "
+                                        f"{describe_api_error(exc)}") from None
+                    if (current.get("status") or {}) != new_status:
+                        br = current
+                        continue
+                    br = current
                 except Conflict:
                     try:
                         br = self.api.get(RES_BIND_REQUESTS, name, ns)

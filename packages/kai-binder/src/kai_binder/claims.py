@@ -39,7 +39,7 @@ from kai_core.api.claims import (
     without_consumer,
     without_protection,
 )
-from kai_core.api.errors import ApiError, Conflict, NotFound
+from kai_core.api.errors import ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.objects import clone
 from kai_core.api.resources import RES_CLAIMS
 from kai_core.dra.allocator import devices_of
@@ -161,8 +161,10 @@ def reserve_claim(store, namespace: str, name: str, allocation: dict, pod: dict)
                 new_status["reservedFor"] = [*reserved, consumer_ref(pod)]
             store.update_status(new)
             return
-        except Conflict:
-            continue  # someone wrote in between: read again and check again
+        except (Conflict, OutcomeUnknown):
+            # someone wrote in between, or the reply was lost: read again and check again (a
+            # write that went through is then seen as done)
+            continue
         except NotFound:
             raise ClaimBindError(f"{_claim_ref(namespace, name)} not found") from None
         except (ApiError, OSError) as exc:
@@ -215,6 +217,9 @@ def release_claim(store, namespace: str, name: str, pod_uid: str) -> bool:
                 store.update(new)
                 wrote = True
             return wrote
+        except OutcomeUnknown:
+            wrote = True  # it may have been: read again, and a write that went through is seen done
+            continue
         except Conflict:
             continue
         except NotFound:

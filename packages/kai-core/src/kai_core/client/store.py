@@ -56,6 +56,7 @@ from kai_core.api.errors import (
     Invalid,
     MethodNotAllowed,
     NotFound,
+    OutcomeUnknown,
 )
 from kai_core.api.eventlog import EventLog
 from kai_core.api.kinds import KindRegistry, ResourceKind, builtin_kinds
@@ -199,6 +200,20 @@ def _connection_problem(exc: Exception) -> str:
     reason = getattr(exc, "reason", None)  # MaxRetryError wraps the last connection error
     text = str(reason if isinstance(reason, BaseException) else exc)
     return re.sub(r"^\w+\(host=.*?\):\s*", "", text) or type(exc).__name__
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a failed call surely never reached the server: no connection could be made (refused,
+    unresolvable, connect timeout, TLS handshake failure). Anything else may have gone out."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):  # the client's wrapper of a TLS failure, before any request
+        return True
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the last connection error
+    return any(isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+                          | urllib3.exceptions.SSLError | ConnectionRefusedError)
+               for e in (exc, reason))
 
 
 def _retry_after(headers) -> float | None:
@@ -714,35 +729,52 @@ class KubernetesStore(Store):
             with self._lock:
                 self.requests += 1
             retry_after = None
+            answered = False
             try:
                 resp = self.api.call_api(*req, _request_timeout=timeout or (self.connect_timeout,
                                                                             self.request_timeout))
             except (urllib3.exceptions.HTTPError, OSError, ApiException) as exc:
                 # ApiException here is the client's wrapper of a TLS failure (status 0)
                 detail = exc.reason if isinstance(exc, ApiException) else _connection_problem(exc)
-                err = ApiError(f"{what}: cannot reach the API server at {self.host}: {detail}",
-                               code=503, reason="ServiceUnavailable")
+                message = f"{what}: cannot reach the API server at {self.host}: {detail}"
+                if method != "GET" and not _never_sent(exc):
+                    # the request went out and its reply was lost or timed out: it may have been applied
+                    raise OutcomeUnknown(f"{what}: no reply from the API server at {self.host} after the "
+                                         f"request was sent ({detail}); it may have been applied") from None
+                err = ApiError(message, code=503, reason="ServiceUnavailable")
                 retriable = method == "GET"
             else:
                 raw = resp.response
-                if 200 <= resp.status < 300:
-                    if stream:
+                try:
+                    if stream and 200 <= resp.status < 300:
                         return raw
                     data = resp.read()
+                except (urllib3.exceptions.HTTPError, OSError) as exc:  # the reply was cut mid-way
                     _release(raw)
-                    try:
-                        return json.loads(data) if data else None
-                    except ValueError:
-                        raise ApiError(f"{what}: the API server's reply is not JSON: {_short(data)}",
-                                       code=500) from None
-                data = resp.read()
-                _release(raw)
-                err = api_error(resp.status, data, what)
-                retry_after = _retry_after(resp.headers)
-                retriable = resp.status == 429 or (
-                    resp.status >= 500 and (method == "GET" or retry_after is not None)
-                )
+                    detail = f"the reply ({resp.status}) was cut: {_connection_problem(exc)}"
+                    if method != "GET":
+                        raise OutcomeUnknown(f"{what}: {detail}; the request may have been applied",
+                                             code=503) from None
+                    err = ApiError(f"{what}: {detail}", code=503, reason="ServiceUnavailable")
+                    retriable = True
+                else:
+                    _release(raw)
+                    answered = True  # the server replied with a status of its own
+                    if 200 <= resp.status < 300:
+                        try:
+                            return json.loads(data) if data else None
+                        except ValueError:
+                            raise ApiError(f"{what}: the API server's reply is not JSON: {_short(data)}",
+                                           code=500) from None
+                    err = api_error(resp.status, data, what)
+                    retry_after = _retry_after(resp.headers)
+                    retriable = resp.status == 429 or (
+                        resp.status >= 500 and (method == "GET" or retry_after is not None)
+                    )
             if not retriable or attempt >= self.max_retries:
+                if method != "GET" and err.code >= 500 and answered:
+                    # a 5xx after the request was sent: the server may have applied it
+                    raise OutcomeUnknown(err.message, code=err.code, reason=err.reason) from None
                 raise err
             attempt += 1
             delay = retry_after if retry_after is not None else self._backoff(attempt)

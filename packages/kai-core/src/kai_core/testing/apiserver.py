@@ -18,6 +18,8 @@ store backend use, so code that talks to a real cluster can be tested on a lapto
   ``kubernetes`` client cannot parse as a ``V1Binding``).
 
 Faults can be injected: :meth:`FakeApiServer.fail_next` (5xx, or 429 with ``Retry-After``),
+:meth:`FakeApiServer.cut_replies` (the request is carried out, then its reply is cut: before the
+headers, after them, or mid-body, as a proxy or load balancer resetting connections does),
 :meth:`FakeApiServer.cut_watches` (connections dropped mid-stream), :meth:`FakeApiServer.compact`
 (every resourceVersion handed out so far becomes too old: watches get 410, continue tokens expire).
 Every request is recorded in :attr:`FakeApiServer.requests` with its RBAC-style verb, so tests can
@@ -136,6 +138,26 @@ class _Fault:
         )
 
 
+#: how :meth:`FakeApiServer.cut_replies` cuts a reply
+CUT_MODES = ("before-headers", "after-headers", "mid-body")
+
+
+@dataclass
+class _Cut:
+    mode: str
+    remaining: int
+    verb: str | None
+    resource: str | None
+    method: str | None
+
+    def matches(self, method: str, verb: str, resource: str) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and (self.verb is None or self.verb == verb)
+            and (self.resource is None or self.resource == resource)
+        )
+
+
 @dataclass(eq=False)
 class _WatchStream:
     resource: str
@@ -186,6 +208,7 @@ class FakeApiServer:
         self._requested_port = port
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self._cuts: list[_Cut] = []
         self._watches: set[_WatchStream] = set()
         self._connections: set[socket.socket] = set()
         self._snapshots: OrderedDict[str, tuple[list[dict], str]] = OrderedDict()
@@ -332,15 +355,38 @@ class FakeApiServer:
         self.fail_next(count, 429, retry_after=retry_after,
                        message="injected fault: too many requests, please try again later", **match)
 
+    def cut_replies(self, count: int = 1, mode: str = "after-headers", *, verb: str | None = None,
+                    resource: str | None = None, method: str | None = None) -> None:
+        """Carry out the next ``count`` matching requests, then cut their replies: ``before-headers``
+        (the connection closes with nothing sent), ``after-headers`` (status and headers, no body)
+        or ``mid-body`` (half the body). The client cannot tell whether its write was applied, and
+        it was. Matching as :meth:`fail_next` (watches are never cut this way: see
+        :meth:`cut_watches`)."""
+        if count < 1 or mode not in CUT_MODES:
+            raise ValueError(f"cut_replies needs count >= 1 and a mode of {CUT_MODES}, got {count}, {mode!r}")
+        with self._lock:
+            self._cuts.append(_Cut(mode, count, verb, resource, method.upper() if method else None))
+
+    def _take_cut(self, method: str, verb: str, resource: str) -> str | None:
+        with self._lock:
+            for c in self._cuts:
+                if c.matches(method, verb, resource):
+                    c.remaining -= 1
+                    if c.remaining <= 0:
+                        self._cuts.remove(c)
+                    return c.mode
+        return None
+
     def clear_faults(self) -> None:
-        """Drop every injected failure not yet served."""
+        """Drop every injected failure and cut not yet served."""
         with self._lock:
             self._faults.clear()
+            self._cuts.clear()
 
     def pending_faults(self) -> int:
-        """How many injected failures are still to be served."""
+        """How many injected failures and cuts are still to be served."""
         with self._lock:
-            return sum(f.remaining for f in self._faults)
+            return sum(f.remaining for f in self._faults) + sum(c.remaining for c in self._cuts)
 
     def _take_fault(self, method: str, verb: str, resource: str) -> _Fault | None:
         with self._lock:
@@ -524,6 +570,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
         self._log_request(status)
+        cut = getattr(self, "_cut", None)
+        if cut == "before-headers":
+            self._hang_up()
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -532,7 +582,25 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        if cut == "after-headers":
+            self._hang_up()
+            return
+        if cut == "mid-body":
+            self.wfile.write(data[: len(data) // 2])
+            self._hang_up()
+            return
         self.wfile.write(data)
+
+    def _hang_up(self) -> None:
+        """Close the connection here, whatever was sent so far, and write nothing more."""
+        self._cut = None
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+        _shutdown_socket(self.connection)
+        self.close_connection = True
+        raise _ClientGone()
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -545,6 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._rec: dict | None = rec
         status = 500
         self._headers_sent = False
+        self._cut = None
         length = int(self.headers.get("Content-Length") or 0)
         self._raw_body = self.rfile.read(length) if length > 0 else b""
         try:
@@ -561,6 +630,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 status = self._send_fault(fault)
                 return
+            self._cut = self.fake._take_cut(method, verb, resource) if verb != "watch" else None
             if route is None:
                 status = self._non_resource(method, segs)
             else:
