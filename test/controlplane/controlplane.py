@@ -206,7 +206,7 @@ class _Process:
     def pid(self) -> int | None:
         return self.popen.pid if self.popen else None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
         p = self.popen
         if p is None:
             return
@@ -472,14 +472,18 @@ class ControlPlane:
         self.ca_file = str(self.dir / "apiserver-certs" / "apiserver.crt")
         self._wait("kube-apiserver", self.apiserver, self._apiserver_ready)
 
-    def stop_apiserver(self, sig: int = signal.SIGTERM) -> None:
+    def stop_apiserver(self, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+        """Stop kube-apiserver: ``sig`` (SIGTERM: graceful termination), then SIGKILL after ``grace``
+        seconds. Within a second of SIGTERM it stops listening and has drained its short requests;
+        it then waits up to 60s for clients holding watch connections, which ``grace`` cuts short."""
         assert self.apiserver is not None
-        self.apiserver.stop(sig)
+        self.apiserver.stop(sig, timeout=grace)
 
-    def restart_apiserver(self, sig: int = signal.SIGTERM, down_seconds: float = 0.0) -> None:
-        """Stop kube-apiserver (SIGTERM, or SIGKILL with ``sig``), optionally stay down a while, start
-        it again on the same port with the same certificates and wait until /readyz is ok."""
-        self.stop_apiserver(sig)
+    def restart_apiserver(self, sig: int = signal.SIGTERM, down_seconds: float = 0.0, grace: float = 5.0) -> None:
+        """Stop kube-apiserver (see ``stop_apiserver``; ``sig=signal.SIGKILL`` for a crash), optionally
+        stay down a while, start it again on the same port with the same certificates and wait until
+        /readyz is ok."""
+        self.stop_apiserver(sig, grace)
         if down_seconds:
             time.sleep(down_seconds)
         self.start_apiserver()
@@ -751,6 +755,46 @@ class ControlPlane:
                 timeout,
                 f"ServiceAccount {name}/default",
             )
+
+    def add_node(
+        self,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        capacity: Mapping[str, str] | None = None,
+        allocatable: Mapping[str, str] | None = None,
+        taints: Iterable[Mapping[str, Any]] = (),
+    ) -> dict:
+        """Create a Node the way a kubelet and the node lifecycle controller would leave it: labels
+        (``kubernetes.io/hostname`` by default), capacity/allocatable and a Ready condition in its
+        status, and no ``node.kubernetes.io/not-ready`` taint (the API server's admission adds it at
+        creation; without a node lifecycle controller nothing else removes it). Returns the Node."""
+        cap = dict(capacity or {"cpu": "64", "memory": "512Gi", "pods": "110"})
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        }
+        self.request_json("POST", "/api/v1/nodes", node, ok=(201,))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "set by the test control plane (no kubelet)",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+        status = {"status": {"capacity": cap, "allocatable": dict(allocatable or cap), "conditions": [ready]}}
+        path = f"/api/v1/nodes/{urllib.parse.quote(name)}"
+        code, data = self.request("PATCH", f"{path}/status", status, content_type="application/merge-patch+json")
+        if code != 200:
+            raise ControlPlaneError(f"PATCH {path}/status: HTTP {code}: {data[:300]!r}")
+        spec = {"spec": {"taints": list(taints) or None}}
+        code, data = self.request("PATCH", path, spec, content_type="application/merge-patch+json")
+        if code != 200:
+            raise ControlPlaneError(f"PATCH {path}: HTTP {code}: {data[:300]!r}")
+        return json.loads(data)
 
     @staticmethod
     def wait_for(cond, timeout: float = 60, what: str = "condition", interval: float = 0.2):

@@ -84,6 +84,9 @@ def test_resourceclaim_controller_makes_claims_from_templates(controlplane, api,
     )
     st = core.read_node_status(node).status
     assert st.allocatable["cpu"] == "16"
+    # the API server's admission taints a new node not-ready; only the node lifecycle controller (not
+    # run here) would take it off: ControlPlane.add_node does
+    assert [t.key for t in core.read_node(node).spec.taints] == ["node.kubernetes.io/not-ready"]
     assert [c.type for c in st.conditions] == ["Ready"]
 
     res.create_device_class(
@@ -306,3 +309,60 @@ def _read_cm(core, namespace, name):
         return core.read_namespaced_config_map(name, namespace)
     except (ApiException, OSError):
         return None
+
+
+def test_kube_scheduler_allocates_and_binds(controlplane, api, namespace):
+    """The kube-scheduler built with the rest (default profile, DRA on) schedules a pod with a claim:
+    the real DRA plugin allocates a device and the pod is bound."""
+    core, res = client.CoreV1Api(api), client.ResourceV1Api(api)
+    driver, node = "sched.smoke.kai.example.com", f"sched-node-{uuid.uuid4().hex[:6]}"
+    created = controlplane.add_node(node, capacity={"cpu": "8", "memory": "32Gi", "pods": "110"})
+    assert "taints" not in created["spec"]  # the not-ready taint admission added is gone
+    res.create_device_class(
+        {"metadata": {"name": driver}, "spec": {"selectors": [{"cel": {"expression": f"device.driver == '{driver}'"}}]}}
+    )
+    res.create_resource_slice(
+        {
+            "metadata": {"name": f"{node}-devs"},
+            "spec": {
+                "driver": driver,
+                "nodeName": node,
+                "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                "devices": [{"name": "dev-0"}],
+            },
+        }
+    )
+    res.create_namespaced_resource_claim_template(
+        namespace,
+        {
+            "metadata": {"name": "one-dev"},
+            "spec": {"spec": {"devices": {"requests": [{"name": "dev", "exactly": {"deviceClassName": driver}}]}}},
+        },
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "kube-scheduled"},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [
+                    {"name": "main", "image": "registry.example/app:1", "resources": {"claims": [{"name": "dev"}]}}
+                ],
+                "resourceClaims": [{"name": "dev", "resourceClaimTemplateName": "one-dev"}],
+            },
+        },
+    )
+    controlplane.start_scheduler()
+    try:
+        pod = wait_until(
+            lambda: (p := core.read_namespaced_pod("kube-scheduled", namespace)).spec.node_name and p,
+            90,
+            "kube-scheduler to bind the pod",
+        )
+        assert pod.spec.node_name == node
+        claim = res.read_namespaced_resource_claim(pod.status.resource_claim_statuses[0].resource_claim_name, namespace)
+        results = claim.status.allocation.devices.results
+        assert [(r.driver, r.pool, r.device) for r in results] == [(driver, node, "dev-0")]
+        assert [c.name for c in claim.status.reserved_for] == ["kube-scheduled"]
+    finally:
+        controlplane.stop_scheduler()
