@@ -412,6 +412,12 @@ class ControlPlane:
         gates = {g: True for g in DRA_FEATURE_GATES if g in settable}
         gates.update(self._extra_gates)
         self.feature_gates = gates
+        # 1.34: DRADeviceTaints (alpha) also covers DeviceTaintRules, which kube-scheduler and the
+        # controller manager then watch in resource.k8s.io/v1alpha3: serve it, or their informers never
+        # sync. (1.35 and 1.36 have a separate DRADeviceTaintRules gate; 1.37 serves the rules in v1.)
+        if gates.get("DRADeviceTaints") and "DRADeviceTaintRules" not in settable:
+            if not any(rc.startswith("resource.k8s.io/v1alpha3") for rc in self._runtime_config):
+                self._runtime_config.append("resource.k8s.io/v1alpha3=true")
 
     def _gates_flag(self, binary: Path) -> list[str]:
         # each component only accepts the gates it knows; all Kubernetes binaries share one gate list
@@ -872,6 +878,7 @@ class ControlPlane:
         return (
             f"Kubernetes {self.version} on {self.server} (etcd {self.etcd_url}), dir {self.dir}\n"
             f"  feature gates: {gates}\n"
+            f"  runtime config: {','.join(self._runtime_config)}\n"
             f"  controllers: {','.join(self.enabled_controllers)}"
         )
 

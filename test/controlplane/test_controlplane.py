@@ -354,11 +354,15 @@ def test_kube_scheduler_allocates_and_binds(controlplane, api, namespace):
     )
     controlplane.start_scheduler()
     try:
-        pod = wait_until(
-            lambda: (p := core.read_namespaced_pod("kube-scheduled", namespace)).spec.node_name and p,
-            90,
-            "kube-scheduler to bind the pod",
-        )
+        try:
+            pod = wait_until(
+                lambda: (p := core.read_namespaced_pod("kube-scheduled", namespace)).spec.node_name and p,
+                90,
+                "kube-scheduler to bind the pod",
+            )
+        except AssertionError as e:
+            conditions = core.read_namespaced_pod("kube-scheduled", namespace).status.conditions
+            raise AssertionError(f"{e}; pod conditions: {conditions}; log: {controlplane.kube_scheduler.log}") from None
         assert pod.spec.node_name == node
         claim = res.read_namespaced_resource_claim(pod.status.resource_claim_statuses[0].resource_claim_name, namespace)
         results = claim.status.allocation.devices.results
