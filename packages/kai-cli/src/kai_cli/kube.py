@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import socket
 import threading
 import time
@@ -161,7 +162,11 @@ class Component:
         self.opts = opts
         self.features = features
         self.pm = pm
-        self.announce = announce or (lambda line: log.info("%s", line))
+        from kai_core.observability import redact_credentials
+
+        say = announce or (lambda line: log.info("%s", line))
+        # a server address may carry a password (https://user:pass@host): never printed
+        self.announce = lambda line: say(redact_credentials(line))
         self._store_factory = store_factory or (lambda: connect(opts))
         self.store = None
         self.elector = None
@@ -197,6 +202,14 @@ class Component:
         changes and ``period``; None for no wish."""
         return None
 
+    def _work_position(self) -> int:
+        """A number that changes when there may be new work: by default every change the store saw."""
+        return self.store.resource_version
+
+    def _periodic(self) -> bool:
+        """Whether a pass is due ``period`` seconds after the last one even if nothing changed."""
+        return True
+
     def summary(self) -> str:
         return f"{self.name} stopped after {self.passes} passes"
 
@@ -223,6 +236,7 @@ class Component:
         from kai_core.api.errors import ApiError
         from kai_core.client.discovery import MissingApiError, discover
         from kai_core.client.leaderelection import check_timings
+        from kai_core.observability import redact_credentials
 
         if self.opts.leader_elect:
             try:
@@ -236,7 +250,8 @@ class Component:
         except MissingApiError as exc:
             raise SetupError(str(exc)) from None
         except ApiError as exc:
-            raise SetupError(f"cannot discover the APIs of {self.store.host}: {exc.message}") from None
+            where = redact_credentials(self.store.host)
+            raise SetupError(redact_credentials(f"cannot discover the APIs of {where}: {exc.message}")) from None
         if apis.dra_version:
             self.announce(f"{self.name}: DRA API resource.k8s.io/{apis.dra_version}")
         for plugin, kind in apis.unserved_plugin_kinds:
@@ -391,13 +406,13 @@ class Component:
             if not self._leading():
                 self._on_lost()  # renewals are failing or someone else holds the Lease: no more writes
                 break
-            position = self.store.resource_version
+            position = self._work_position()
             wanted = self._next_due()
             if position == seen and now < due and (wanted is None or now < wanted):
                 self._stop.wait(poll)
                 continue
             seen = position
-            due = now + self.opts.period
+            due = now + self.opts.period if self._periodic() else math.inf
             try:
                 self._pass()
             except _NotLeading:
@@ -435,6 +450,7 @@ class SchedulerComponent(Component):
         self.backoff_limit = backoff_limit
         self.lease_default = scheduler_name
         self.scheduler = None
+        self.last_result = None
         self.scheduled = 0
         #: the kinds watched, as :meth:`_resources` chose them from what the cluster serves
         self.watched: list[str] = []
@@ -466,6 +482,15 @@ class SchedulerComponent(Component):
     def _next_due(self) -> float | None:
         return self.scheduler.next_due() if self.scheduler is not None else None
 
+    def _work_position(self) -> int:
+        # only changes that may give the scheduler work: no empty cycles while the binder works
+        return self.scheduler.work_position()
+
+    def _periodic(self) -> bool:
+        # nothing is retried on a timer unless the last cycle could not write everything
+        result = self.last_result
+        return result is None or result.errors > 0
+
     def _pass(self) -> None:
         from kai_core.scheduler.cycle import WritesStopped
 
@@ -474,6 +499,7 @@ class SchedulerComponent(Component):
         except WritesStopped as exc:
             log.info("%s: cycle stopped before its next write: %s", self.name, exc)
             raise _NotLeading() from None
+        self.last_result = result
         self.metrics.observe_cycle(result)
         self.scheduled += result.scheduled
         if result.scheduled or result.errors:

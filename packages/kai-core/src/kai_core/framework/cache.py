@@ -6,6 +6,12 @@ copies. ``sync()`` brings it up to date: incrementally from the store's event lo
 (:meth:`~kai_core.api.store.Store.list_refs`) when that log was compacted. Both store backends
 offer these.
 
+The cache also counts the changes that can give the scheduler new work (:attr:`Cache.changes`):
+a pod or claim arriving, a BindRequest failing or going, capacity freed or added. Changes that
+only confirm what the scheduler already counted (its own BindRequests and their progress, pods
+being bound, claims being reserved, status heartbeats, the pods' own scheduling conditions) are
+not counted, so a scheduler waiting while the binder works does not run empty cycles.
+
 Pods are also indexed as their events arrive (:class:`PodIndex`): what each bound pod takes from
 its node, summed per node, and the pods not bound yet. A snapshot starts from those sums and looks
 only at the unbound pods, so its cost follows the nodes and the pods waiting, not every pod of the
@@ -15,7 +21,16 @@ cluster (140,000 pods on 4,000 nodes: a second to recount, a few milliseconds fr
 from __future__ import annotations
 
 from kai_core.api.errors import Gone
-from kai_core.api.resources import RES_PODS, add_amounts, is_active_pod, pod_requests, subtract_amounts
+from kai_core.api.resources import (
+    RES_BIND_REQUESTS,
+    RES_CLAIMS,
+    RES_NODES,
+    RES_PODS,
+    add_amounts,
+    is_active_pod,
+    pod_requests,
+    subtract_amounts,
+)
 from kai_core.api.store import Store
 
 _Key = tuple[str, str]
@@ -76,6 +91,8 @@ class Cache:
         self.objects: dict[str, dict[_Key, dict]] = {r: {} for r in self.resources}
         self.pod_index = PodIndex()
         self._rv = -1
+        #: how many changes that may give the scheduler new work were applied (see the module docstring)
+        self.changes = 0
 
     def _relist(self) -> None:
         rvs = []
@@ -88,6 +105,7 @@ class Cache:
             self.pod_index.put(key, pod)
         # replaying from the oldest list is harmless (events are idempotent upserts/deletes)
         self._rv = min(rvs, default=0)
+        self.changes += 1
 
     def sync(self) -> bool:
         """Apply every change since the last sync; returns whether anything changed."""
@@ -104,6 +122,8 @@ class Cache:
             md = ev.object["metadata"]
             key = (md.get("namespace", ""), md["name"])
             bucket = self.objects[ev.resource]
+            if may_give_work(ev.type, ev.resource, bucket.get(key), ev.object):
+                self.changes += 1
             if ev.type == "DELETED":
                 bucket.pop(key, None)
                 if ev.resource == RES_PODS:
@@ -120,3 +140,48 @@ class Cache:
 
     def get(self, resource: str, namespace: str, name: str) -> dict | None:
         return self.objects.get(resource, {}).get((namespace, name))
+
+
+def _status(obj: dict | None) -> dict:
+    return (obj or {}).get("status") or {}
+
+
+def _ready(node: dict) -> object:
+    return next((c.get("status") for c in _status(node).get("conditions") or [] if c.get("type") == "Ready"), None)
+
+
+def may_give_work(event_type: str, resource: str, old: dict | None, new: dict) -> bool:
+    """Whether an object's change (``old`` -> ``new``) can give the scheduler something new to do.
+
+    Conservative: anything not known to be harmless counts. Known harmless: a BindRequest created
+    (its pod has less to wait for, not more) or progressing short of failing; a bound pod's status
+    (but not it finishing or being deleted); an unbound pod's own scheduling conditions; a pod
+    being bound (its room was counted from its BindRequest, or it is another scheduler's and
+    takes room); a claim's reservation growing; a node's status heartbeat (conditions other than
+    Ready, images, times)."""
+    if resource == RES_BIND_REQUESTS and event_type == "ADDED":
+        return False
+    if event_type != "MODIFIED" or old is None:
+        return True
+    if resource == RES_BIND_REQUESTS:
+        return _status(new).get("phase") == "Failed"
+    old_md, new_md = old.get("metadata") or {}, new.get("metadata") or {}
+    if old_md.get("deletionTimestamp") != new_md.get("deletionTimestamp"):
+        return True
+    if resource == RES_PODS:
+        if is_active_pod(old) != is_active_pod(new) or old_md.get("labels") != new_md.get("labels"):
+            return True
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+        if new_spec.get("nodeName"):
+            return False  # being bound, or a bound pod's status: no room is freed
+        return (old_spec != new_spec or old_md.get("annotations") != new_md.get("annotations")
+                or _status(old).get("resourceClaimStatuses") != _status(new).get("resourceClaimStatuses"))
+    if resource == RES_CLAIMS:
+        return (bool(_status(old).get("allocation")) and not _status(new).get("allocation")
+                or len(_status(new).get("reservedFor") or []) < len(_status(old).get("reservedFor") or [])
+                or old.get("spec") != new.get("spec"))
+    if resource == RES_NODES:
+        return (old.get("spec") != new.get("spec") or old_md.get("labels") != new_md.get("labels")
+                or _status(old).get("allocatable") != _status(new).get("allocatable")
+                or _ready(old) != _ready(new))
+    return True

@@ -234,6 +234,13 @@ class Scheduler:
             snap.assume(pod, decision.node, decision.claims, decision.allocation)
         return written
 
+    def work_position(self) -> int:
+        """Brings the cache up to date and returns its count of changes that may give this
+        scheduler new work: while it stays the same (and :meth:`next_due` is not reached), a cycle
+        would find nothing new to do. A loop waiting for work polls this instead of cycling."""
+        self.cache.sync()
+        return self.cache.changes
+
     def next_due(self) -> float | None:
         """When (on the scheduler's ``clock``) a cycle is next wanted although nothing changed: a
         pod backing off may be scheduled again, or a write with a lost reply may be read back;
