@@ -226,6 +226,70 @@ def test_probes_ports_and_security(chart):
         assert c["image"] == f"kai:{chart.metadata['appVersion']}"
 
 
+RESTRICTED = {"bindAddress": {"metrics": "127.0.0.1", "health": "127.0.0.1"}}
+
+
+@pytest.mark.parametrize("values, metrics, health", [
+    (None, ":8080", ":8081"),
+    ({"bindAddress": {"metrics": "127.0.0.1", "health": ""}}, "127.0.0.1:8080", ":8081"),
+    (RESTRICTED, "127.0.0.1:8080", "127.0.0.1:8081"),
+    ({"bindAddress": {"metrics": "::1", "health": "10.0.0.7"}}, "[::1]:8080", "10.0.0.7:8081"),
+    ({"metricsEnabled": False}, None, ":8081"),
+], ids=["every-address", "metrics-in-the-pod", "both-in-the-pod", "ipv6-and-one-ip", "no-metrics"])
+def test_an_operator_can_restrict_where_the_servers_listen(chart, values, metrics, health):
+    """bindAddress.metrics/health put the host before each server's port (the kai-cli flags take
+    [host]:port); metricsEnabled false serves no /metrics. A health server on a loopback address
+    cannot be probed over HTTP by the kubelet, so its probes become exec commands in the container."""
+    objects = render(chart, values=values)
+    for component in ("scheduler", "binder"):
+        c = container(objects, component)
+        flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in c["args"] if "bind-address" in a}
+        assert flags.get("--metrics-bind-address") == metrics
+        assert flags["--health-probe-bind-address"] == health
+        assert [p["name"] for p in c["ports"]] == (["metrics", "health"] if metrics else ["health"])
+        if health.startswith("127.0.0.1"):
+            for probe, path in ((c["livenessProbe"], "/healthz"), (c["readinessProbe"], "/readyz")):
+                assert "httpGet" not in probe and f"http://{health}{path}" in probe["exec"]["command"][-1]
+        else:
+            assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    # kai-cli takes them: the flags parse, and so do the addresses
+    from kai_cli.main import cli
+    from kai_core.observability import parse_bind_address
+
+    for component in ("scheduler", "binder"):
+        cmd = cli.commands["run"].commands[component]
+        with cmd.make_context(component, list(container(objects, component)["args"][2:])) as ctx:
+            for name in ("metrics_bind_address", "health_probe_bind_address"):
+                parse_bind_address(ctx.params[name] or "")
+
+
+def test_the_exec_probes_ask_the_health_server_itself(chart):
+    """The command the chart renders for a loopback health server, run as the kubelet would run it:
+    success while the server answers 200, failure on 500 (not ready) and when nothing listens."""
+    import subprocess
+
+    from kai_core.observability import ObservabilityServer
+
+    synced = []
+    ready = {"synced": lambda: None if synced else "not yet"}
+    with ObservabilityServer("127.0.0.1:0", health={"loop": lambda: None}, ready=ready) as server:
+        objects = render(chart, values={**RESTRICTED, "ports": {"health": server.port}})
+        c = container(objects, "scheduler")
+
+        def run(probe) -> int:
+            command = probe["exec"]["command"]
+            assert command[0] == "python"
+            return subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30).returncode
+
+        assert run(c["livenessProbe"]) == 0
+        assert run(c["readinessProbe"]) != 0
+        synced.append(True)
+        assert run(c["readinessProbe"]) == 0
+    assert run(c["livenessProbe"]) != 0
+
+
 def test_leader_election(chart):
     objects = render(chart, values={"scheduler": {"replicas": 3}})
     dep = only(objects, "Deployment", f"{RELEASE}-scheduler")
@@ -306,6 +370,10 @@ def test_lint_is_clean():
     ({"rbac": {"pluginResources": [{"apiGroup": "example.com", "resources": ["*"]}]}},
      "/rbac/pluginResources/0/resources/0"),
     ({"featureGates": "DynamicResourceAllocation=true"}, "additional properties 'featureGates'"),
+    ({"bindAddress": {"metrics": "127.0.0.1:8080", "health": ""}}, "/bindAddress/metrics"),
+    ({"bindAddress": {"metrics": "", "health": "[::1]"}}, "/bindAddress/health"),
+    ({"bindAddress": {"metrics": "", "health": "", "probes": ""}}, "/bindAddress"),
+    ({"metricsEnabled": "no"}, "/metricsEnabled"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_schema_rejects_bad_values(chart, values, where):
     merged = chart.merge_values(values)

@@ -34,12 +34,40 @@ helm.sh/chart: {{ include "kai.chart" .root }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* host:port for a --*-bind-address flag from (list host port); an IPv6 host goes in brackets. */}}
+{{- define "kai.listen" -}}
+{{- $host := index . 0 -}}
+{{- if contains ":" $host }}[{{ $host }}]:{{ index . 1 }}{{ else }}{{ $host }}:{{ index . 1 }}{{ end -}}
+{{- end -}}
+
+{{/* A probe of the health server: over HTTP from the kubelet, or, when the server listens on a
+     loopback address only (the kubelet cannot reach it), from inside the container. */}}
+{{- define "kai.probe" -}}
+{{- $root := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- $host := $root.Values.bindAddress.health -}}
+{{- if or (hasPrefix "127." $host) (eq $host "::1") (eq $host "localhost") }}
+exec:
+  command:
+    - python
+    - -c
+    - import urllib.request; urllib.request.urlopen("http://{{ include "kai.listen" (list $host $root.Values.ports.health) }}{{ $path }}", timeout=5)
+timeoutSeconds: 5
+{{- else }}
+httpGet:
+  path: {{ $path }}
+  port: health
+{{- end }}
+{{- end -}}
+
 {{/* The flags both components take, before their own and the user's additionalArgs. */}}
 {{- define "kai.commonArgs" -}}
 - --in-cluster
 - --log-format={{ .root.Values.logFormat }}
-- --metrics-bind-address=:{{ .root.Values.ports.metrics }}
-- --health-probe-bind-address=:{{ .root.Values.ports.health }}
+{{- if .root.Values.metricsEnabled }}
+- --metrics-bind-address={{ include "kai.listen" (list .root.Values.bindAddress.metrics .root.Values.ports.metrics) }}
+{{- end }}
+- --health-probe-bind-address={{ include "kai.listen" (list .root.Values.bindAddress.health .root.Values.ports.health) }}
 {{- if .values.leaderElection }}
 - --leader-elect
 - --leader-elect-resource-name={{ include "kai.componentName" . }}
@@ -115,23 +143,21 @@ spec:
                 fieldRef:
                   fieldPath: metadata.namespace
           ports:
+            {{- if $root.Values.metricsEnabled }}
             - name: metrics
               containerPort: {{ $root.Values.ports.metrics }}
               protocol: TCP
+            {{- end }}
             - name: health
               containerPort: {{ $root.Values.ports.health }}
               protocol: TCP
           livenessProbe:
-            httpGet:
-              path: /healthz
-              port: health
+            {{- include "kai.probe" (list $root "/healthz") | nindent 12 }}
             initialDelaySeconds: 15
             periodSeconds: 20
             failureThreshold: 3
           readinessProbe:
-            httpGet:
-              path: /readyz
-              port: health
+            {{- include "kai.probe" (list $root "/readyz") | nindent 12 }}
             periodSeconds: 10
             failureThreshold: 3
           resources:

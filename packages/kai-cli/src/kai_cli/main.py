@@ -27,6 +27,8 @@ from click.core import ParameterSource
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+#: an error line longer than this is cut (values in messages are cut already; this is the net)
+MAX_ERROR_CHARS = 2000
 log = logging.getLogger("kai.cli")
 
 
@@ -34,9 +36,13 @@ class CliError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file=None) -> None:
-        # one line whatever the message holds (a YAML parser's error of a kubeconfig spans several)
+        from kai_core.api.errors import shorten
+        from kai_core.observability import redact_credentials
+
+        # one line whatever the message holds (a YAML parser's error of a kubeconfig spans several),
+        # without the password of a server URL, and cut if hostile input made it huge
         message = " ".join(part.strip() for part in self.format_message().splitlines() if part.strip())
-        click.echo(f"kai-cli: error: {message}", err=True)
+        click.echo(f"kai-cli: error: {shorten(redact_credentials(message), MAX_ERROR_CHARS)}", err=True)
 
 
 class CliFailure(CliError):
@@ -138,10 +144,22 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    _redact_log_lines()
     if verbose < 2:
         # urllib3 warns at every connection retry it makes for the Kubernetes client; the store
         # reports what matters itself (an unreachable API server is one error line), -vv shows them
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def _redact_log_lines() -> None:
+    """No log line shows the password of a server URL (``https://user:pass@host``): the stderr
+    handler of ``basicConfig`` formats through :class:`kai_core.observability.RedactingFormatter`
+    (the one ``configure_logging`` installs for components already does)."""
+    from kai_core.observability import RedactingFormatter
+
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter or logging.Formatter()))
 
 
 def _check_save_path(save_path: str | None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -372,6 +373,31 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+# scheme://user:password@ in any text; the password part is what is redacted
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<password>[^/\s@]*)@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``xxxxx``, as Go's
+    ``url.URL.Redacted()`` prints a URL: ``https://user:pass@host`` -> ``https://user:xxxxx@host``.
+    Used on every line kai-cli prints about a cluster (start-up lines, errors, log lines)."""
+    if "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\g<head>:xxxxx@", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner`` and redacts credentials of URLs (:func:`redact_credentials`): a server
+    address in a kubeconfig may carry a password, and store errors name the server."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_credentials(self.inner.format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``,
     ``msg``, ``error`` (the traceback, when there is one) and any ``extra=`` fields."""
@@ -421,7 +447,7 @@ def configure_logging(level: int, fmt: str = "text", stream=None) -> Callable[[]
     if fmt not in ("text", "json"):
         raise ValueError(f"log format {fmt!r}: expected text or json")
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)))
     handler._kai_handler = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level

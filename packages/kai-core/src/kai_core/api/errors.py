@@ -99,3 +99,22 @@ class OutcomeUnknown(ApiError):
 
     code = 503
     reason = "ServiceUnavailable"
+
+
+#: values longer than this are cut in messages (a 1 MB CEL expression is not echoed whole)
+MAX_VALUE_CHARS = 200
+
+
+def shorten(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """``text`` when it is short, else its first ``limit`` characters, an ellipsis and its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def short_repr(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr(value)`` for a message, cut as :func:`shorten` does (a long string shows its own
+    length, not its repr's)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    return shorten(repr(value), limit)
