@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
+from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
@@ -150,23 +151,13 @@ def is_actionable(br: dict) -> bool:
     and not ``Failed`` with no retries left (KAI's rule)."""
     if br["metadata"].get("deletionTimestamp"):
         return False
-    status = br.get("status") or {}
-    phase = status.get("phase")
-    if phase == "Succeeded":
+    if (br.get("status") or {}).get("phase") == "Succeeded":
         return False
-    if phase == "Failed":
-        limit = (br.get("spec") or {}).get("backoffLimit")
-        return _is_count(limit) and _failed_attempts(status) < limit
-    return True
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return not failed_for_good(br)
 
 
 def _failed_attempts(status: dict) -> int:
-    n = status.get("failedAttempts")
-    return n if _is_count(n) else 0
+    return failed_attempts({"status": status})
 
 
 def _key(br: dict) -> _Key:
@@ -500,7 +491,7 @@ class Binder:
                 new_status.pop("reason", None)
             limit = (br.get("spec") or {}).get("backoffLimit")
             attempts = _failed_attempts(status)
-            if phase == "Failed" and _is_count(limit) and attempts < limit:
+            if phase == "Failed" and is_count(limit) and attempts < limit:
                 attempts += 1
                 new_status["failedAttempts"] = attempts
             if new_status != status:
@@ -537,7 +528,7 @@ class Binder:
                                     f"{describe_api_error(exc)}") from None
                 if phase == "Failed":
                     log.warning("%s failed (attempt %d): %s", _br_ref(br), max(attempts, 1), reason)
-            retry = phase == "Failed" and _is_count(limit) and attempts < limit
+            retry = phase == "Failed" and is_count(limit) and attempts < limit
             return self._done(key, phase, reason, retry_after=self._delay(attempts) if retry else None)
         raise _Deferred(f"{_br_ref(br)}: status kept conflicting")
 

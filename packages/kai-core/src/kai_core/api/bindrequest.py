@@ -91,10 +91,24 @@ def build_bind_request(
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": spec}
 
 
+def is_count(value: object) -> bool:
+    """Whether ``value`` is a count (an int >= 0, not a bool), as ``backoffLimit`` and
+    ``failedAttempts`` must be; anything else counts as absent or zero."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def failed_attempts(br: dict) -> int:
+    """``status.failedAttempts``, 0 when absent or malformed."""
+    n = (br.get("status") or {}).get("failedAttempts")
+    return n if is_count(n) else 0
+
+
 def failed_for_good(br: dict) -> bool:
-    """A Failed BindRequest with no retries left: the scheduler deletes it and schedules again."""
+    """A Failed BindRequest with no retries left (KAI's rule: a Failed request is tried again while
+    ``failedAttempts < backoffLimit``; without a valid ``backoffLimit``, never). The scheduler deletes
+    it and schedules the pod again; the binder leaves it alone."""
     status = br.get("status") or {}
     if status.get("phase") != "Failed":
         return False
     limit = (br.get("spec") or {}).get("backoffLimit")
-    return limit is None or status.get("failedAttempts", 0) >= limit
+    return not is_count(limit) or failed_attempts(br) >= limit
