@@ -15,9 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kai_core.api.decode import DecodeError, load_yaml
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CRD_API_VERSION = "apiextensions.k8s.io/v1"
 
 
@@ -55,9 +54,9 @@ def load_crd(path_or_text: str | os.PathLike[str] | bytes | Mapping[str, Any]) -
     else:
         source, text = _read_source(path_or_text)
         try:
-            docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
-        except yaml.YAMLError as exc:
-            raise SchemaError(f"{source}: invalid YAML: {exc}", ref=source) from None
+            docs = [d.data for d in load_yaml(text) if d.data is not None]
+        except DecodeError as exc:
+            raise SchemaError(exc.message(source), ref=source) from None
         if len(docs) != 1:
             raise SchemaError(f"{source}: expected exactly one YAML document, found {len(docs)}", ref=source)
         doc = docs[0]

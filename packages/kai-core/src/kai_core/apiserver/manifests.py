@@ -1,41 +1,29 @@
 """Reading Kubernetes manifests from files and directories, and saving a cluster's state.
 
-Manifests are multi-document YAML (PyYAML's C loader when available) or JSON. Every problem is
-reported with the file, the document number and, where there is one, the object's kind and name.
-
-Timestamps stay strings: YAML 1.1 would turn an unquoted ``2024-01-01T00:00:00Z`` into a datetime,
-which the API server never does (it decodes JSON, where a timestamp is a string).
+Manifests are multi-document YAML (PyYAML's C loader when available) or JSON, decoded within the
+bounds kubectl and the API server keep (:mod:`kai_core.api.decode`: alias expansion, duplicate keys,
+nesting, integer and object sizes). Every problem is reported with the file, the document number
+and, where there is one, the object's kind and name; an object defined twice names both places.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from kai_core.api.errors import ApiError
+from kai_core.api.decode import DecodeError, Loader, load_json, load_yaml
+from kai_core.api.errors import ApiError, shorten
 
-try:  # the C loader is ~10x faster on large state files
-    _BaseLoader = yaml.CSafeLoader
+try:  # the C dumper is ~10x faster on large state files
     _Dumper = yaml.CSafeDumper
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _BaseLoader = yaml.SafeLoader
     _Dumper = yaml.SafeDumper
 
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """The safe loader without YAML 1.1 timestamps (they stay strings, as in the Kubernetes API)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
+#: the loader manifests are read with (kept under its old name)
+_Loader = Loader
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -46,19 +34,29 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """One object read from a manifest file; ``source`` is ``"path/file.yaml#3"`` (1-based document)."""
+    """One object read from a manifest file; ``source`` is ``"path/file.yaml#3"`` (1-based document),
+    ``line`` the line it starts on (0 when unknown)."""
 
     source: str
     obj: dict
+    line: int = 0
 
     def label(self) -> str:
         """``source (Kind namespace/name)`` for messages; never fails, whatever the object holds."""
-        md = self.obj.get("metadata")
-        md = md if isinstance(md, dict) else {}
-        name = md.get("name") or (f"{md.get('generateName')}*" if md.get("generateName") else "<unnamed>")
-        ns = md.get("namespace")
-        what = f"{self.obj.get('kind') or '?'} {f'{ns}/' if ns else ''}{name}"
-        return f"{self.source} ({what})"
+        return f"{self.source} ({object_label(self.obj)})"
+
+    def place(self) -> str:
+        """``source`` and the line, e.g. ``"a.yaml#2 line 14"``."""
+        return f"{self.source} line {self.line}" if self.line else self.source
+
+
+def object_label(obj: dict) -> str:
+    """``Kind namespace/name`` of an object, long names cut; never fails."""
+    md = obj.get("metadata")
+    md = md if isinstance(md, dict) else {}
+    name = md.get("name") or (f"{md.get('generateName')}*" if md.get("generateName") else "<unnamed>")
+    ns = md.get("namespace")
+    return f"{shorten(str(obj.get('kind') or '?'), 100)} {shorten(f'{ns}/{name}' if ns else str(name))}"
 
 
 def manifest_files(path: str | os.PathLike) -> list[Path]:
@@ -89,32 +87,21 @@ def _check_object(m: Manifest) -> Manifest:
     return m
 
 
-def _load_json(text: str, source: str) -> list:
-    try:
-        return [json.loads(text)]
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-
-
 def parse_documents(text: str, source: str) -> list[Manifest]:
     """Parse multi-document YAML (or JSON when ``source`` ends in ``.json``); ``List`` objects are
-    flattened, empty documents skipped. Raises ManifestError naming the file and line (bad YAML) or
-    the document and object (a document that is not a mapping, a missing apiVersion or kind)."""
-    if source.endswith(".json"):
-        docs = _load_json(text, source)
-    else:
-        try:
-            docs = list(yaml.load_all(text, Loader=_Loader))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ManifestError(f"{source}{where}: invalid YAML: {problem}") from None
+    flattened, empty documents skipped. Raises ManifestError naming the file and line (bad YAML, a
+    bound of :mod:`kai_core.api.decode` broken) or the document and object (a document that is not
+    a mapping, a missing apiVersion or kind)."""
+    try:
+        docs = [load_json(text)] if source.endswith(".json") else list(load_yaml(text))
+    except DecodeError as exc:
+        raise ManifestError(exc.message(source, "JSON" if source.endswith(".json") else "YAML")) from None
     out: list[Manifest] = []
-    for i, doc in enumerate(docs, start=1):
+    for d in docs:
+        doc = d.data
         if doc is None:
             continue
-        src = f"{source}#{i}"
+        src = f"{source}#{d.index}"
         if not isinstance(doc, dict):
             raise ManifestError(f"{src}: a manifest must be a mapping, got {type(doc).__name__}")
         kind = doc.get("kind")
@@ -123,9 +110,10 @@ def parse_documents(text: str, source: str) -> list[Manifest]:
                 isrc = f"{src}.items[{j}]"
                 if not isinstance(item, dict):
                     raise ManifestError(f"{isrc}: a manifest must be a mapping, got {type(item).__name__}")
-                out.append(_check_object(Manifest(isrc, item)))
+                line = d.item_lines[j] if j < len(d.item_lines) else d.line
+                out.append(_check_object(Manifest(isrc, item, line)))
             continue
-        out.append(_check_object(Manifest(src, doc)))
+        out.append(_check_object(Manifest(src, doc, d.line)))
     return out
 
 
@@ -147,29 +135,58 @@ def _apply_order(m: Manifest) -> int:
     return {"CustomResourceDefinition": 0, "Namespace": 1}.get(kind, 2)
 
 
+def _identity(store, obj: dict):
+    """What makes two manifests the same object: (resource, namespace, name); None when the object
+    has no usable name or kind (the store refuses it with its own message)."""
+    md = obj.get("metadata")
+    name = md.get("name") if isinstance(md, dict) else None
+    if not isinstance(name, str) or not name:
+        return None  # generateName: a new object each time
+    try:
+        kind = store.kinds.for_object(obj)
+    except ApiError:
+        return None
+    ns = (md.get("namespace") or "default") if kind.namespaced else ""
+    return (kind.resource, ns if isinstance(ns, str) else repr(ns), name)
+
+
+def _apply_each(store, manifests: list[Manifest]):
+    """Apply every manifest in :func:`_apply_order`, yielding ``(manifest, stored object or None,
+    problem or None)``: a refused object, one defined twice (both places named), or one whose
+    structure the store cannot handle, each as one line naming the object."""
+    seen: dict[tuple, Manifest] = {}
+    for m in sorted(manifests, key=_apply_order):
+        ident = _identity(store, m.obj)
+        first = seen.setdefault(ident, m) if ident is not None else m
+        if first is not m:
+            here = f"line {m.line}: " if m.line else ""
+            yield m, None, f"{m.label()}: {here}duplicate object, also defined at {first.place()}"
+            continue
+        try:
+            yield m, store.restore(m.obj), None
+        except ApiError as exc:
+            yield m, None, f"{m.label()}: {shorten(exc.message, 2000)}"
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            yield m, None, f"{m.label()}: cannot be stored: {shorten(f'{type(exc).__name__}: {exc}')}"
+
+
 def apply_manifests(store, manifests: list[Manifest]) -> list[dict]:
     """Put every manifest into an embedded store (uids and resourceVersions kept).
 
-    Stops at the first object the store refuses, raising ManifestError naming it.
+    Stops at the first object the store refuses, or that is defined twice, raising ManifestError
+    naming it (and, for a duplicate, the first place).
     """
     applied = []
-    for m in sorted(manifests, key=_apply_order):
-        try:
-            applied.append(store.restore(m.obj))
-        except ApiError as exc:
-            raise ManifestError(f"{m.label()}: {exc.message}") from None
+    for _m, obj, problem in _apply_each(store, manifests):
+        if problem is not None:
+            raise ManifestError(problem)
+        applied.append(obj)
     return applied
 
 
 def check_manifests(store, manifests: list[Manifest]) -> list[str]:
     """Apply what applies and return one line per object refused (for `kai-cli validate`)."""
-    problems = []
-    for m in sorted(manifests, key=_apply_order):
-        try:
-            store.restore(m.obj)
-        except ApiError as exc:
-            problems.append(f"{m.label()}: {exc.message}")
-    return problems
+    return [problem for _m, _obj, problem in _apply_each(store, manifests) if problem is not None]
 
 
 def dump_objects(objs: list[dict]) -> str:

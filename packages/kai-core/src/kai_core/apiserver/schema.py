@@ -17,7 +17,9 @@ write. The rewrites:
   are checked; other formats are ignored, as the API server ignores formats it does not know.
 * ``x-kubernetes-list-type: set`` refuses duplicate items and ``map`` refuses two items with the
   same ``x-kubernetes-list-map-keys``.
-* ``pattern`` follows Go's RE2 meaning of a trailing ``$`` (end of text, not "before a final newline").
+* ``pattern`` is matched by RE2, the engine whose syntax and meaning Go's ``regexp`` (the API
+  server's) has: linear time whatever the pattern, ``$`` the end of the text, ASCII ``\\d``; a CRD
+  whose pattern RE2 refuses is refused, as the API server refuses it.
 
 ``enum``, ``required``, ``minimum``/``maximum``, ``maxLength``, ``pattern``, ``items`` and
 ``additionalProperties`` (maps) are plain JSON Schema and behave as on the API server.
@@ -50,10 +52,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import re2
 import yaml
 from jsonschema import ValidationError
 
 from kai_core.api.crds import SchemaError, builtin_crd_paths, crd_path, crd_versions, load_crd, storage_version
+from kai_core.api.errors import short_repr, shorten
 
 __all__ = [
     "CrdValidator",
@@ -146,8 +150,7 @@ def _convert(node: Mapping[str, Any], *, strict: bool, root: bool, junctor: bool
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return short_repr(value, 80)
 
 
 def _is_int(value: Any) -> bool:
@@ -217,23 +220,81 @@ def _kw_format(
         yield ValidationError(problem)
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
+#: values up to this long have their match remembered (the same few recur on every write)
+_MEMO_VALUE_CHARS = 128
+
+
+class PatternError(ValueError):
+    """A ``pattern`` that Go's regexp (RE2 syntax) does not accept; the message is the API server's."""
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile_pattern(pattern: str) -> re.Pattern[str]:
-    # RE2's `$` (without the m flag) matches only at the end of the text; Python's also matches before
-    # a final newline. Translate a trailing unescaped `$` so "abc\n" does not slip through.
-    stripped = pattern.rstrip("$")
-    trailing = len(pattern) - len(stripped)
-    backslashes = len(stripped) - len(stripped.rstrip("\\"))
-    if trailing == 1 and backslashes % 2 == 0:
-        pattern = stripped + r"\Z"
-    return re.compile(pattern)
+def _compile_pattern(pattern: str) -> Callable[[str], bool]:
+    r"""Whether ``pattern`` matches somewhere in a string, as the API server's Go ``regexp`` decides.
+
+    The engine is RE2 (Go's regexp has its syntax and guarantees): time linear in the string's length
+    whatever the pattern, so ``^(a+)+$`` against ``"a" * 40 + "!"`` answers at once where Python's
+    backtracking ``re`` would run for ever. The semantics are Go's too: ``$`` is the end of the text,
+    ``\d`` and ``\w`` are ASCII, ``\pL`` and ``[[:alpha:]]`` work, and lookarounds, backreferences
+    and ``\Z`` are refused. Raises :class:`PatternError` for such a pattern."""
+    try:
+        regexp = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        detail = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+        raise PatternError(f"must be a valid regular expression, but isn't: {shorten(detail)}") from None
+    search = regexp.search
+
+    @functools.lru_cache(maxsize=1024)
+    def memo(value: str) -> bool:
+        return search(value) is not None
+
+    def matches(value: str) -> bool:
+        return memo(value) if len(value) <= _MEMO_VALUE_CHARS else search(value) is not None
+
+    return matches
 
 
 def _kw_pattern(
     validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]
 ) -> Iterator[ValidationError]:
-    if isinstance(instance, str) and not _compile_pattern(pattern).search(instance):
-        yield ValidationError(f"{_short(instance)} does not match {pattern!r}")
+    if isinstance(instance, str) and not _compile_pattern(pattern)(instance):
+        yield ValidationError(f"{_short(instance)} does not match {shorten(repr(pattern))}")
+
+
+def _is_regex(value: object) -> bool:
+    """The ``regex`` format of the JSON Schema meta-schema, in RE2's syntax (not Python's)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        _compile_pattern(value)
+    except PatternError:
+        return False
+    return True
+
+
+_SCHEMA_FORMATS = jsonschema.FormatChecker(formats=())
+_SCHEMA_FORMATS.checks("regex")(_is_regex)
+
+
+def _pattern_problems(schema: Any, path: tuple = ()) -> Iterator[str]:
+    """``path: problem`` for every ``pattern`` of a CRD schema that RE2 refuses, as the API server
+    refuses the CRD (``must be a valid regular expression, but isn't: ...``)."""
+    stack = [(schema, path)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, Mapping):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str):
+                try:
+                    _compile_pattern(pattern)
+                except PatternError as exc:
+                    yield f"{_format_path([*at, 'pattern'])}: Invalid value: {shorten(repr(pattern))}: {exc}"
+            stack.extend((v, (*at, k)) for k, v in node.items() if isinstance(v, (Mapping, list)))
+        elif isinstance(node, list):
+            stack.extend((v, (*at, i)) for i, v in enumerate(node))
 
 
 def _kw_type(
@@ -500,8 +561,8 @@ def _direct_check(key: str, value: Any) -> _Check | None:
     if key == "enum" and isinstance(value, list):
         return lambda v: _enum_ok(v, value)
     if key == "pattern" and isinstance(value, str):
-        search = _compile_pattern(value).search
-        return lambda v: not isinstance(v, str) or search(v) is not None
+        matches = _compile_pattern(value)
+        return lambda v: not isinstance(v, str) or matches(v)
     if key == "format":
         return lambda v: _format_problem(value, v) is None if isinstance(value, str) else True
     if key == "minLength" and _is_int(value):
@@ -706,8 +767,14 @@ class CrdValidator:
         self.printer_columns: list[dict[str, Any]] = list(entry.get("additionalPrinterColumns") or [])
         self.schema: dict[str, Any] = entry["schema"]["openAPIV3Schema"]
         converted = crd_to_jsonschema(self.schema)
+        bad_patterns = sorted(_pattern_problems(self.schema))
+        if bad_patterns:
+            raise SchemaError(
+                f"CRD {self.name} {self.version}: invalid openAPIV3Schema at " + "; ".join(bad_patterns),
+                ref=f"CRD {self.name}",
+            )
         try:
-            _KaiValidator.check_schema(converted)
+            _KaiValidator.check_schema(converted, format_checker=_SCHEMA_FORMATS)
         except jsonschema.SchemaError as exc:
             where = _format_path(list(exc.absolute_path))
             raise SchemaError(

@@ -67,6 +67,7 @@ from typing import Any
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
+from kai_core.api.errors import short_repr
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.celcost import MAX_ESTIMATED_COST, CostEstimateError, estimate_cost
 
@@ -87,6 +88,8 @@ _T = cel.Type
 _QUANTITY_BIAS = 1 << 63
 _UINT64_MAX = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
+#: the longest string or version attribute the API allows (``DeviceAttributeMaxValueLength``)
+_MAX_ATTRIBUTE_CHARS = 64
 _INT64_MAX = (1 << 63) - 1
 _MAX_DOMAIN_RETRIES = 8
 _NO_DOMAINS: frozenset[str] = frozenset()
@@ -501,6 +504,10 @@ def _attribute_value(value: Any, where: str) -> Any:
             return inner
         if key == "bool" and isinstance(inner, bool):
             return inner
+        if key in ("string", "version") and isinstance(inner, str) and len(inner) > _MAX_ATTRIBUTE_CHARS:
+            # the API server refuses these; the cost estimate of selectors counts on it
+            raise ValueError(f"{where}: a {key} of {len(inner):,} characters, more than the "
+                             f"{_MAX_ATTRIBUTE_CHARS} the API allows")
         if key == "string" and isinstance(inner, str):
             return inner
         if key == "version" and isinstance(inner, str):
@@ -511,11 +518,11 @@ def _attribute_value(value: Any, where: str) -> Any:
         if key in ("ints", "bools", "strings", "versions") and isinstance(inner, list):
             element = key[:-1]
             return [_attribute_value({element: item}, f"{where}[{n}]") for n, item in enumerate(inner)]
-        raise ValueError(f"{where}: unsupported attribute value {key}={inner!r}")
+        raise ValueError(f"{where}: unsupported attribute value {key}={short_repr(inner)}")
     # Convenience for tests and callers holding plain values: bool, int and str stand for themselves.
     if isinstance(value, (bool, str)) or (isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX):
         return value
-    raise ValueError(f"{where}: expected an attribute like {{'string': 'gpu'}}, got {value!r}")
+    raise ValueError(f"{where}: expected an attribute like {{'string': 'gpu'}}, got {short_repr(value)}")
 
 
 def _capacity_value(value: Any, where: str) -> int:
@@ -622,12 +629,12 @@ def device_env(
         raise ValueError(f"device driver must be a non-empty string, got {driver!r}")
     attrs: dict[str, dict[str, Any]] = {}
     for name, value in (attributes or {}).items():
-        where = f"device of driver {driver!r}: attribute {name!r}"
+        where = f"device of driver {short_repr(driver)}: attribute {short_repr(name)}"
         domain, ident = _split_name(name, driver, where)
         attrs.setdefault(domain, {})[ident] = _attribute_value(value, where)
     caps: dict[str, dict[str, int]] = {}
     for name, value in (capacity or {}).items():
-        where = f"device of driver {driver!r}: capacity {name!r}"
+        where = f"device of driver {short_repr(driver)}: capacity {short_repr(name)}"
         domain, ident = _split_name(name, driver, where)
         caps.setdefault(domain, {})[ident] = _capacity_value(value, where)
     return DeviceEnv(driver, attrs, caps, bool(allow_multiple_allocations))
