@@ -219,9 +219,8 @@ class _Process:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
-        # anything left in the group (there should be nothing)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
+        # (no signal to the group once the leader is reaped: its id may belong to someone else by then;
+        # the components start no processes of their own)
         self.popen = None
 
     def failed(self) -> str | None:
