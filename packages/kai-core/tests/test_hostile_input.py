@@ -458,3 +458,110 @@ def test_an_accepted_selector_is_fast_on_a_device_at_every_limit(expression):
     start = time.perf_counter()
     selector.matches(env)
     assert time.perf_counter() - start < 0.5
+
+
+# -- during a run: objects the embedded API server would refuse, as they may come from elsewhere ---------
+# A real API server decodes built-in kinds into typed structs, so these cannot come from one; a CRD's
+# lenient schema, a hand-made store or an older server may still hand the scheduler anything. One such
+# object makes only its own pods wait, named in the reason; it never fails a plugin for every pod.
+
+
+def unchecked(w, *kinds: str) -> None:
+    """Let ``kinds`` be stored without validation (as if another server had accepted them)."""
+    for kind in kinds:
+        w.store.kinds.get(kind).validate = None
+        w.store.kinds.get(kind).validate_update = None
+
+
+def malformed_node(world, name: str, **fields) -> dict:
+    obj = world.node(name)
+    for path, value in fields.items():
+        section, key = path.split("__")
+        obj[section][key] = value
+    return obj
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("spec__taints", "NoSchedule", "spec.taints is not a list of taints"),
+    ("spec__taints", ["NoSchedule"], "spec.taints is not a list of taints"),
+    ("status__conditions", "Ready", "status.conditions is not a list of conditions"),
+    ("status__allocatable", ["cpu"], "status.allocatable is not a mapping"),
+])
+def test_a_malformed_node_takes_no_pods_and_the_others_do(world, field, value, reason):
+    w = world(world.node("good"))
+    unchecked(w, "nodes")
+    w.add(malformed_node(world, "bad", **{field: value}), world.pod("p1"))
+    with within(SECONDS):
+        result = w.cycle()
+    assert (result.scheduled, result.errors, w.placed()) == (1, 0, {"p1": "good"})
+    w2 = world()
+    unchecked(w2, "nodes")
+    w2.add(malformed_node(world, "bad", **{field: value}), world.pod("p2"))
+    result = w2.cycle()
+    assert (result.unschedulable, result.errors) == (1, 0)
+    assert w2.message("p2") == f"0/1 nodes are available: 1 node bad is invalid: {reason}."
+
+
+def test_a_malformed_pod_waits_alone(world):
+    w = world(world.node("n1"))
+    unchecked(w, "pods")
+    w.add(world.pod("tolerations", tolerations="all"), world.pod("selector", nodeSelector=["zone"]),
+          world.pod("status", status="Running"), world.pod("fine"))
+    with within(SECONDS):
+        result = w.cycle()
+    assert result.errors == 0
+    assert w.placed() == {"fine": "n1", "status": "n1"}
+    assert w.message("tolerations") == ("invalid spec.tolerations: must be a list of tolerations "
+                                        "(key, operator, value, effect)")
+    assert w.message("selector") == "invalid spec.nodeSelector: must map label keys to string values"
+
+
+def test_a_malformed_pod_group_does_not_stop_the_cycle(world):
+    pod_group = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+                 "metadata": {"name": "g", "namespace": "default"}, "spec": {"minMember": 2}}
+    w = world(world.node("n1"), pod_group)
+    unchecked(w, "podgroups.scheduling.run.ai")
+    bad = w.store.get("podgroups.scheduling.run.ai", "g", "default")
+    bad["spec"] = "two"
+    w.store.update(bad)
+    w.add(world.pod("a", meta={"annotations": {"pod-group-name": "g"}}), world.pod("b"))
+    with within(SECONDS):
+        result = w.cycle()
+    assert result.errors == 0 and sorted(w.placed()) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("variant", "reason"), [
+    ("claim-spec", 'ResourceClaim "default/bad" is invalid: spec is not a mapping'),
+    ("claim-status", 'ResourceClaim "default/bad" is invalid: status is not a mapping'),
+    ("claim-allocation", 'ResourceClaim "default/bad" is invalid: status.allocation is not a mapping'),
+    ("claim-requests", "0/1 nodes are available: 1 cannot allocate all claims: claim default/bad: "
+                       "spec.devices.requests must be a list."),
+])
+def test_a_malformed_claim_makes_only_its_pods_wait(world, variant, reason):
+    from kai_core.api.features import FeatureGates
+    from kai_core.dra.testing import GPU, claim, device_class, gpu_slice, request
+    from kai_core.scheduler.cycle import SchedulerConfig
+
+    config = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
+    w = world(device_class("gpu.example.com", f"device.driver == '{GPU}'"), world.node("n1"),
+              gpu_slice("n1", count=2), config=config)
+    unchecked(w, "resourceclaims.resource.k8s.io")
+    bad = claim("bad", request("gpu", "gpu.example.com", 1))
+    if variant == "claim-spec":
+        bad["spec"] = "one gpu"
+    elif variant == "claim-status":
+        bad["status"] = "allocated"
+    elif variant == "claim-allocation":
+        bad["status"] = {"allocation": "gpu-0"}
+    else:
+        bad["spec"]["devices"]["requests"] = "gpu"
+    w.add(claim("good", request("gpu", "gpu.example.com", 1)), bad)
+    for name, claim_name in (("uses-good", "good"), ("uses-bad", "bad")):
+        pod = world.pod(name, resourceClaims=[{"name": "gpus", "resourceClaimName": claim_name}])
+        pod["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
+        w.add(pod)
+    with within(SECONDS):
+        result = w.cycle()
+    assert (result.scheduled, result.unschedulable, result.errors) == (1, 1, 0)
+    assert w.placed() == {"uses-good": "n1"}
+    assert w.message("uses-bad") == reason

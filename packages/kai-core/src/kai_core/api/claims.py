@@ -30,12 +30,14 @@ DELETE_PROTECTION_FINALIZER = "resource.kubernetes.io/delete-protection"
 
 def reserved_for(claim: dict) -> list[dict]:
     """The claim's consumers (``status.reservedFor``); [] when it has none."""
-    return (claim.get("status") or {}).get("reservedFor") or []
+    status = claim.get("status")
+    reserved = status.get("reservedFor") if isinstance(status, dict) else None
+    return reserved if isinstance(reserved, list) else []
 
 
 def is_reserved_for(claim: dict, uid: str) -> bool:
     """Whether the claim is reserved for the consumer with this uid."""
-    return any(r.get("uid") == uid for r in reserved_for(claim))
+    return any(isinstance(r, dict) and r.get("uid") == uid for r in reserved_for(claim))
 
 
 def is_free(claim: dict) -> bool:

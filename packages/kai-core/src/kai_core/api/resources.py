@@ -34,7 +34,8 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 
 def is_active_pod(pod: dict) -> bool:
     """Whether the pod still holds (or will hold) node resources: it has not Succeeded or Failed."""
-    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+    status = pod.get("status")
+    return not isinstance(status, dict) or status.get("phase") not in TERMINAL_PHASES
 
 
 @lru_cache(maxsize=4096)
@@ -68,8 +69,12 @@ def pod_requests(pod: dict) -> dict[str, int]:
 
     Zero amounts are left out, and ``pods`` is not included (every pod takes one slot).
     """
-    spec = pod.get("spec") or {}
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return {}
     containers = spec.get("containers") or []
+    if not isinstance(containers, list):
+        containers = []
     if len(containers) == 1 and not (spec.get("initContainers") or spec.get("resources") or spec.get("overhead")):
         # most pods: one container and nothing else to fold in (this runs once per pod event)
         return {k: v for k, v in _container_requests(containers[0]).items() if v}
@@ -78,9 +83,10 @@ def pod_requests(pod: dict) -> dict[str, int]:
         add_amounts(total, _container_requests(c))
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
-    for c in spec.get("initContainers") or []:
+    init_containers = spec.get("initContainers") or []
+    for c in init_containers if isinstance(init_containers, list) else []:
         req = _container_requests(c)
-        if c.get("restartPolicy") == "Always":
+        if isinstance(c, dict) and c.get("restartPolicy") == "Always":
             add_amounts(total, req)
             add_amounts(sidecars, req)
             needed = dict(sidecars)
@@ -95,7 +101,8 @@ def pod_requests(pod: dict) -> dict[str, int]:
             total[name] = v
     pod_level = _container_requests(spec)
     total.update(pod_level)
-    for name, q in (spec.get("overhead") or {}).items():
+    overhead = spec.get("overhead") or {}
+    for name, q in overhead.items() if isinstance(overhead, dict) else ():
         total[name] = total.get(name, 0) + _milli(q)
     return {k: v for k, v in total.items() if v}
 
@@ -134,8 +141,8 @@ def _container_requests(c: dict) -> dict[str, int]:
 def node_allocatable(node: dict) -> dict[str, int]:
     """A node's ``status.allocatable`` (else ``status.capacity``) in milli-units."""
     status = node.get("status") or {}
-    alloc = status.get("allocatable") or status.get("capacity") or {}
-    return {name: _milli(q) for name, q in alloc.items()}
+    alloc = (status.get("allocatable") or status.get("capacity") or {}) if isinstance(status, dict) else {}
+    return {name: _milli(q) for name, q in alloc.items()} if isinstance(alloc, dict) else {}
 
 
 def gpu_count(requests: dict[str, int]) -> int:

@@ -252,11 +252,16 @@ def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
         raise Unallocatable(f"a ResourceClaim must be an object, got {type(claim).__name__}")
     ref, namespace = _claim_ref(claim)
     prepared = _Claim(claim, ref, namespace, [], [], [], None)
-    allocation = (claim.get("status") or {}).get("allocation")
+    status, spec = claim.get("status") or {}, claim.get("spec") or {}
+    if not isinstance(status, dict) or not isinstance(spec, dict):
+        raise Unallocatable(f"claim {ref}: {'status' if not isinstance(status, dict) else 'spec'} must be an object")
+    allocation = status.get("allocation")
     if allocation:
+        if not isinstance(allocation, dict):
+            raise Unallocatable(f"claim {ref}: status.allocation must be an object")
         prepared.existing = allocation
         return prepared
-    devices = (claim.get("spec") or {}).get("devices") or {}
+    devices = spec.get("devices") or {}
     if not isinstance(devices, dict):
         raise Unallocatable(f"claim {ref}: spec.devices must be an object")
     for key in devices:
@@ -395,6 +400,8 @@ def _prepare_alt(
             f"{label}: DeviceClass {class_name} does not exist (create it, or fix deviceClassName)"
         )
     class_spec = device_class.get("spec") or {}
+    if not isinstance(class_spec, dict):
+        raise Unallocatable(f"{label}: spec of DeviceClass {class_name} must be an object")
     class_configs = class_spec.get("config") or []
     if not isinstance(class_configs, list) or not all(isinstance(c, dict) for c in class_configs):
         raise Unallocatable(f"{label}: spec.config of DeviceClass {class_name} must be a list of objects")

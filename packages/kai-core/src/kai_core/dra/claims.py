@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kai_core.api.claims import claim_name_for
+from kai_core.api.claims import claim_name_for, reserved_for
 
 #: how many pods one ResourceClaim may be reserved for (the API server's limit)
 MAX_RESERVED_FOR = 256
@@ -44,7 +44,10 @@ def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
             owners = claim["metadata"].get("ownerReferences") or []
             if not any(o.get("uid") == uid and o.get("controller") for o in owners):
                 return [], f'ResourceClaim "{ns}/{name}" was not created for pod {ns}/{pod_name}'
-        entries = (claim.get("status") or {}).get("reservedFor") or []
+        for part in ("spec", "status"):
+            if not isinstance(claim.get(part) or {}, dict):
+                return [], f'ResourceClaim "{ns}/{name}" is invalid: {part} is not a mapping'
+        entries = reserved_for(claim)
         reserved = {r.get("uid") for r in entries if isinstance(r, dict)}
         if uid not in reserved:
             # pods of in-flight BindRequests and of this cycle will take places too
@@ -52,7 +55,10 @@ def pod_claims(pod: dict, snapshot) -> tuple[list[PodClaim], str | None]:
             coming.discard(uid)
             if len(entries) + len(coming) >= MAX_RESERVED_FOR:
                 return [], f'ResourceClaim "{ns}/{name}" is already reserved for {MAX_RESERVED_FOR} pods'
-        out.append(PodClaim(rc["name"], claim, snapshot.allocation_of((ns, name))))
+        allocation = snapshot.allocation_of((ns, name))
+        if allocation is not None and not isinstance(allocation, dict):
+            return [], f'ResourceClaim "{ns}/{name}" is invalid: status.allocation is not a mapping'
+        out.append(PodClaim(rc["name"], claim, allocation))
     return out, None
 
 

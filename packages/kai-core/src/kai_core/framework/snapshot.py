@@ -53,6 +53,9 @@ class NodeInfo:
     taints: list[dict] = field(default_factory=list)
     unschedulable: bool = False
     ready: bool | None = None  # None: the node reports no Ready condition
+    #: why the Node object cannot be read (a field of the wrong type), or None; such a node takes
+    #: no pods (the node-ready filter refuses it, naming the field) instead of failing a plugin
+    problem: str | None = None
 
     def free(self, resource: str) -> int:
         return self.allocatable.get(resource, 0) - self.requested.get(resource, 0)
@@ -164,8 +167,7 @@ class Snapshot:
                 _add(node, self.requests_of(pod))
 
     def _stored_allocation(self, claim_key) -> dict | None:
-        claim = self.claims.get(claim_key)
-        return ((claim or {}).get("status") or {}).get("allocation")
+        return _allocation((self.claims.get(claim_key) or {}).get("status"))
 
     def _claim_key_for(self, pod: dict, pod_claim_name: str | None) -> tuple[str, str] | None:
         name = claim_name_for(pod, pod_claim_name)
@@ -183,8 +185,8 @@ class Snapshot:
         """
         out = []
         for key, pod in self._unbound.items():
-            spec = pod.get("spec") or {}
-            if spec.get("schedulerName") != self.scheduler_name:
+            spec = pod.get("spec")
+            if not isinstance(spec, dict) or spec.get("schedulerName") != self.scheduler_name:
                 continue
             if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod) or key in self.in_flight:
                 continue
@@ -199,7 +201,8 @@ class Snapshot:
         (waiting, gated, in flight, bound): what ``kai_pod_groups`` is called with."""
         out = []
         for pod in self.pods.values():
-            if (pod.get("spec") or {}).get("schedulerName") != self.scheduler_name:
+            spec = pod.get("spec")
+            if not isinstance(spec, dict) or spec.get("schedulerName") != self.scheduler_name:
                 continue
             if pod["metadata"].get("deletionTimestamp") or not is_active_pod(pod):
                 continue
@@ -259,7 +262,7 @@ class Snapshot:
         if self._in_use is None:
             used: set = set()
             for key, claim in self.claims.items():
-                self._use_devices(used, (claim.get("status") or {}).get("allocation"), key)
+                self._use_devices(used, _allocation(claim.get("status")), key)
             for key, alloc in self.assumed_allocations.items():
                 self._use_devices(used, alloc, key)
             self._in_use = used
@@ -346,6 +349,11 @@ class Snapshot:
             pass  # it was never added (assume logged it)
 
 
+def _allocation(status) -> dict | None:
+    """A claim's ``status.allocation``; None when there is none or the status is not a mapping."""
+    return status.get("allocation") if isinstance(status, dict) else None
+
+
 def _pod_order(pod: dict) -> tuple:
     md = pod["metadata"]
     priority = (pod.get("spec") or {}).get("priority")
@@ -362,17 +370,43 @@ def _add(node: NodeInfo, req: dict[str, int]) -> None:
     node.pod_count += 1
 
 
+def _node_problem(spec, status, labels) -> str | None:
+    """What of a Node's fields the filters read has the wrong type (a hand-made object, or one of a
+    server that does not check them): the first such field, or None."""
+    if not isinstance(spec, dict):
+        return "spec is not a mapping"
+    if not isinstance(status, dict):
+        return "status is not a mapping"
+    if not isinstance(labels, dict):
+        return "metadata.labels is not a mapping"
+    taints = spec.get("taints") or []
+    if not isinstance(taints, list) or not all(isinstance(t, dict) for t in taints):
+        return "spec.taints is not a list of taints"
+    conditions = status.get("conditions") or []
+    if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+        return "status.conditions is not a list of conditions"
+    for f in ("allocatable", "capacity"):
+        if not isinstance(status.get(f) or {}, dict):
+            return f"status.{f} is not a mapping"
+    return None
+
+
 def _node_info(obj: dict) -> NodeInfo:
+    md = obj["metadata"]
     spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    labels = md.get("labels") or {}
+    problem = _node_problem(spec, status, labels)
+    if problem is not None:
+        return NodeInfo(name=md["name"], obj=obj, labels={}, allocatable={}, problem=problem)
     ready = None
-    for cond in (obj.get("status") or {}).get("conditions") or []:
+    for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
             ready = cond.get("status") == "True"
-    md = obj["metadata"]
     return NodeInfo(
         name=md["name"],
         obj=obj,
-        labels=md.get("labels") or {},
+        labels=labels,
         allocatable=node_allocatable(obj),
         taints=list(spec.get("taints") or []),
         unschedulable=bool(spec.get("unschedulable")),

@@ -29,7 +29,8 @@ def _group_name(pod: dict) -> str | None:
 
 def min_member(pod_group: dict) -> int:
     """``spec.minMember`` of a PodGroup; 0 when unset or not a number (no gang requirement)."""
-    value = (pod_group.get("spec") or {}).get("minMember")
+    spec = pod_group.get("spec")
+    value = spec.get("minMember") if isinstance(spec, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 

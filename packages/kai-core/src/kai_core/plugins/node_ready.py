@@ -1,4 +1,6 @@
-"""Filter: nodes that are not Ready, or cordoned (``spec.unschedulable``), take no new pods.
+"""Filter: nodes that are not Ready, or cordoned (``spec.unschedulable``), take no new pods; nor do
+nodes whose object cannot be read (a field of the wrong type, e.g. ``spec.taints`` a string): the
+reason names the node and the field, and every other node stays usable.
 
 A real control plane expresses both as taints (``node.kubernetes.io/not-ready``,
 ``node.kubernetes.io/unreachable``, ``node.kubernetes.io/unschedulable``, all ``NoSchedule``),
@@ -20,17 +22,23 @@ REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 
 
 def _ready_status(node: dict) -> str | None:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
+    status = node.get("status")
+    for cond in (status.get("conditions") if isinstance(status, dict) else None) or []:
+        if isinstance(cond, dict) and cond.get("type") == "Ready":
             return cond.get("status")
     return None
 
 
 @hookimpl(tryfirst=True)
 def kai_filter_nodes(pod, nodes):
-    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    spec = pod.get("spec")
+    tolerations = (spec.get("tolerations") if isinstance(spec, dict) else None) or []
     out = {}
     for n in nodes:
+        problem = getattr(n, "problem", None)
+        if problem:
+            out[n.name] = f"node {n.name} is invalid: {problem}"
+            continue
         if n.ready is False:
             taint = UNREACHABLE_TAINT if _ready_status(n.obj) == "Unknown" else NOT_READY_TAINT
             if not tolerates(tolerations, taint):

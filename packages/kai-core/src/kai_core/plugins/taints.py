@@ -36,12 +36,31 @@ def untolerated_reason(taint: dict) -> str:
     return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
 
 
+def _tolerations(pod: dict):
+    """The pod's tolerations, or None when they are not a list of mappings."""
+    spec = pod.get("spec")
+    tolerations = (spec.get("tolerations") if isinstance(spec, dict) else None) or []
+    if isinstance(tolerations, list) and all(isinstance(t, dict) for t in tolerations):
+        return tolerations
+    return None
+
+
+@hookimpl(tryfirst=True)
+def kai_pre_filter(pod):
+    if _tolerations(pod) is None:
+        return "invalid spec.tolerations: must be a list of tolerations (key, operator, value, effect)"
+    return None
+
+
 @hookimpl(tryfirst=True)
 def kai_filter_nodes(pod, nodes):
-    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    tolerations = _tolerations(pod) or []
     out = {}
     for n in nodes:
         for taint in n.taints:
+            if not isinstance(taint, dict):
+                out[n.name] = f"node {n.name} is invalid: spec.taints is not a list of taints"
+                break
             if taint.get("effect") in FILTERING_EFFECTS and not tolerates(tolerations, taint):
                 out[n.name] = untolerated_reason(taint)
                 break
