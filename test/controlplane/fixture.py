@@ -5,8 +5,8 @@ kube-controller-manager on 127.0.0.1; it stops them at the end of the session. W
 module proxy cannot be reached, or a component does not start, the tests that use it fail with one
 line saying why: they are never skipped.
 
-Tests in this directory get the fixtures through conftest.py; elsewhere, load this file the same
-way conftest.py does (by path: its sibling modules are loaded by path too, under the names
+Tests under test/ get the fixtures through test/conftest.py; elsewhere, load this file the same
+way it does (by path: its sibling modules are loaded by path too, under the names
 ``kai_controlplane_build`` and ``kai_controlplane``) and re-export ``controlplane`` and
 ``controlplane_binaries`` from a conftest.py.
 """

@@ -1,4 +1,5 @@
-"""Makes the control-plane fixtures (fixture.py) available to the tests in this directory."""
+"""Makes the real control-plane fixtures (controlplane/fixture.py) available to every test under test/:
+one session-scoped control plane shared by the harness's smoke tests and the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 _name = "kai_controlplane_fixture"
 if _name not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_name, Path(__file__).resolve().parent / "fixture.py")
+    _fixture = Path(__file__).resolve().parent / "controlplane" / "fixture.py"
+    _spec = importlib.util.spec_from_file_location(_name, _fixture)
     _mod = importlib.util.module_from_spec(_spec)
     sys.modules[_name] = _mod
     _spec.loader.exec_module(_mod)
