@@ -58,6 +58,7 @@ _ALIAS_RATIO_LOW = 400_000
 _ALIAS_RATIO_HIGH = 4_000_000
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class DecodeError(ValueError):
@@ -104,8 +105,16 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """PyYAML's safe loader (libyaml's parser when built with it) that refuses duplicate keys, huge
     integers and non-finite floats, and keeps timestamps as strings."""
 
+    #: whether every mapping's keys are checked here; else only those in ``odd_mappings`` (the
+    #: others were checked on the composed graph: :func:`load_yaml`)
+    check_all_keys = True
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.odd_mappings: set[int] = set()
+
     def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.MappingNode) and (self.check_all_keys or id(node) in self.odd_mappings):
             seen: dict = {}
             for key_node, _value in node.value:
                 if key_node.tag == _MERGE_TAG:
@@ -116,9 +125,7 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
                 except TypeError:
                     continue  # an unhashable key: the base class refuses it
                 if first is not key_node:
-                    raise _refuse(
-                        f"key {_quote(key)} already set in map (first at line {first.start_mark.line + 1})",
-                        key_node)
+                    raise _refuse(_duplicate(key, first), key_node)
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node):
@@ -140,6 +147,10 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         if math.isfinite(value):
             return value
         raise _refuse(f"{short_repr(node.value)}: NaN and infinities cannot be represented in JSON", node)
+
+
+def _duplicate(key, first) -> str:
+    return f"key {_quote(key)} already set in map (first at line {first.start_mark.line + 1})"
 
 
 Loader.yaml_implicit_resolvers = {
@@ -204,19 +215,51 @@ def _cut(text: str, limit: int = 200) -> str:
 class _Graph:
     """The bounds of one composed document: aliases (as go-yaml counts them), cycles, depth."""
 
-    def __init__(self, track_aliases: bool) -> None:
+    def __init__(self, track_aliases: bool, odd: set[int]) -> None:
         self.track = track_aliases
+        self.odd = odd  # mappings whose keys the loader must check (all of them when tracking aliases)
         self.first_edge: dict[int, tuple[int, int]] = {}  # node -> the edge it was defined on
         self.done: set[int] = set()
         self.memo: dict[int, tuple[int, int]] = {}  # node -> (nodes decoded, height), aliases expanded
 
     def check(self, root) -> tuple[int, str] | None:
+        if not self.track:
+            return self._depth(root)
+        return self._walk(root)
+
+    def _depth(self, root) -> tuple[int, str] | None:
+        """The nesting bound and duplicate keys, in a document without aliases (no node is shared).
+        Keys that are not plain strings are left to the loader (their values decide)."""
+        scalar, mapping, odd = yaml.ScalarNode, yaml.MappingNode, self.odd
+        stack = [(root, 1)] if type(root) is not scalar else []
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                return node.start_mark.line + 1, f"nesting deeper than {MAX_DEPTH} levels"
+            if type(node) is mapping:
+                seen: dict = {}
+                for key, value in node.value:
+                    if type(key) is scalar and key.tag == _STR_TAG:
+                        first = seen.setdefault(key.value, key)
+                        if first is not key:
+                            return key.start_mark.line + 1, _duplicate(key.value, first)
+                    else:
+                        odd.add(id(node))
+                        if type(key) is not scalar:
+                            stack.append((key, depth + 1))
+                    if type(value) is not scalar:
+                        stack.append((value, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in node.value if type(child) is not scalar)
+        return None
+
+    def _walk(self, root) -> tuple[int, str] | None:
         """The first bound ``root`` breaks, as (line, message), or None. Nodes are visited in
         document order, so the first visit of a node is its definition and a later one an alias."""
         decoded, aliased = 1, 0  # go-yaml counts the document node too
         # (node, depth, parent, index in the parent); depth 0 marks leaving a node
         stack: list = [(root, 1, None, 0)]
-        first_edge, done, track = self.first_edge, self.done, self.track
+        first_edge, done, track = self.first_edge, self.done, True
         while stack:
             node, depth, parent, index = stack.pop()
             ident = id(node)
@@ -302,20 +345,22 @@ def load_yaml(text: str) -> Iterator[Document]:
             if root is None:
                 continue
             line = root.start_mark.line + 1
-            label = node_label(root)
-            found = _Graph(track).check(root) or _size_problem(root)
+            items = _list_items(root)
+            loader.check_all_keys = track
+            loader.odd_mappings.clear()
+            found = _Graph(track, loader.odd_mappings).check(root) or _size_problem(root, items)
             if found is not None:
-                raise DecodeError(found[1], line=found[0], document=index, label=label)
+                raise DecodeError(found[1], line=found[0], document=index, label=node_label(root))
             try:
                 data = loader.construct_document(root)
             except ConstructorError as exc:
                 mark = exc.problem_mark
                 raise DecodeError(_cut(str(exc.problem)), line=mark.line + 1 if mark is not None else line,
-                                  document=index, label=label) from None
+                                  document=index, label=node_label(root)) from None
             except (ValueError, TypeError, RecursionError) as exc:
                 raise DecodeError(_cut(f"{type(exc).__name__}: {exc}"), line=line, document=index,
-                                  label=label) from None
-            item_lines = _item_lines(root)
+                                  label=node_label(root)) from None
+            item_lines = [n.start_mark.line + 1 for n in items or ()]
             yield Document(index, line, data, item_lines)
     finally:
         loader.dispose()
@@ -329,14 +374,10 @@ def _list_items(root) -> list | None:
     return None
 
 
-def _item_lines(root) -> list[int]:
-    return [n.start_mark.line + 1 for n in _list_items(root) or ()]
-
-
-def _size_problem(root) -> tuple[int, str] | None:
+def _size_problem(root, items: list | None) -> tuple[int, str] | None:
     """(line, message) when an object of the document (each item of a ``List``) is larger than the
     API server takes, else None."""
-    for node in _list_items(root) or [root]:
+    for node in items if items is not None else [root]:
         size = node.end_mark.index - node.start_mark.index
         if size > MAX_OBJECT_BYTES:
             return node.start_mark.line + 1, (f"an object of {size:,} characters: more than the API server "
