@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import re
 import socket
 import sys
 import threading
@@ -25,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from kai_core.api.errors import redact_credentials  # noqa: F401 (its home before; kai-cli imports it here)
 
 #: A probe check: returns None when fine, else a short reason.
 Check = Callable[[], "str | None"]
@@ -374,18 +375,6 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 
 # scheme://user:password@ in any text; the password part is what is redacted
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<password>[^/\s@]*)@")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``xxxxx``, as Go's
-    ``url.URL.Redacted()`` prints a URL: ``https://user:pass@host`` -> ``https://user:xxxxx@host``.
-    Used on every line kai-cli prints about a cluster (start-up lines, errors, log lines)."""
-    if "@" not in text:
-        return text
-    return _URL_PASSWORD.sub(r"\g<head>:xxxxx@", text)
-
-
 class RedactingFormatter(logging.Formatter):
     """Formats with ``inner`` and redacts credentials of URLs (:func:`redact_credentials`): a server
     address in a kubeconfig may carry a password, and store errors name the server."""

@@ -6,6 +6,8 @@ embedded cluster or to a real API server.
 
 from __future__ import annotations
 
+import re
+
 
 class ApiError(Exception):
     """An API call failed. ``code`` is the HTTP status the API server would return."""
@@ -118,3 +120,15 @@ def short_repr(value: object, limit: int = MAX_VALUE_CHARS) -> str:
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value):,} characters)"
     return shorten(repr(value), limit)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<password>[^/\s@]*)@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``xxxxx``, as Go's
+    ``url.URL.Redacted()`` prints a URL: ``https://user:pass@host`` -> ``https://user:xxxxx@host``.
+    Used on every line kai-cli prints about a cluster (start-up lines, errors, log lines)."""
+    if "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\g<head>:xxxxx@", text)

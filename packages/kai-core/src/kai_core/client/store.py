@@ -57,6 +57,7 @@ from kai_core.api.errors import (
     MethodNotAllowed,
     NotFound,
     OutcomeUnknown,
+    redact_credentials,
 )
 from kai_core.api.eventlog import EventLog
 from kai_core.api.kinds import KindRegistry, ResourceKind, builtin_kinds
@@ -505,7 +506,8 @@ class KubernetesStore(Store):
         cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 32)
         self.configuration = cfg
         self.api = client.ApiClient(cfg)
-        self.host = cfg.host
+        #: the server, as messages name it (a password in the URL is never printed)
+        self.host = redact_credentials(cfg.host)
         self.kinds = KindRegistry(default_kinds() if kinds is None else kinds)
         self.limiter = TokenBucket(qps, burst, clock=clock, sleep=sleep)
         self.page_size = page_size
