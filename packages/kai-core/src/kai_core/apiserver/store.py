@@ -12,7 +12,8 @@ metadata, CRD schemas and their ``self == oldSelf`` rules, CEL selectors compile
 immutable fields on update). ``resource.k8s.io`` is served whatever any feature gate says.
 
 What it leaves out on purpose: pods are deleted at once (there is no kubelet to honour a grace
-period), and admission webhooks other than the validation above do not exist.
+period: a deleted pod is marked with a ``deletionTimestamp``, then removed, two events as on the API
+server for a pod on no node), and admission webhooks other than the validation above do not exist.
 
 ``restore`` is the manifest loader's entry point (``kubectl apply`` of a whole object, or loading a
 saved state): uid, resourceVersion, status and timestamps are kept as given, a missing namespace is
@@ -52,6 +53,8 @@ from kai_core.apiserver import defaults as _defaults
 from kai_core.apiserver.catalog import served_kinds
 from kai_core.apiserver.validation import immutable_paths, transition_rule_validator, validate_metadata, validate_name
 
+#: the namespace label that allows DRA requests with ``adminAccess`` (KEP-5018)
+ADMIN_ACCESS_LABEL = "resource.kubernetes.io/admin-access"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 #: Namespaces the API server refuses to delete.
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
@@ -316,6 +319,13 @@ class EmbeddedStore(Store):
                 return  # already being deleted
             container = kind.resource in ("namespaces", CRD_RESOURCE)
             if not md.get("finalizers") and not container:
+                if kind.resource == "pods":
+                    # graceful deletion with no kubelet to wait for, as the API server deletes a pod
+                    # not on a node: marked first (MODIFIED, deletionGracePeriodSeconds 0), then gone
+                    current = clone(current)
+                    current["metadata"]["deletionTimestamp"] = now_rfc3339()
+                    current["metadata"]["deletionGracePeriodSeconds"] = 0
+                    self._store(kind, key, current, "MODIFIED")
                 self._remove(kind, key, current)
                 return
             marked = clone(current)
@@ -399,6 +409,32 @@ class EmbeddedStore(Store):
             )
         return False
 
+    def _check_admin_access(self, kind: ResourceKind, obj: dict) -> None:
+        """As the API server refuses a new ResourceClaim (or template) asking for ``adminAccess``
+        in a namespace without the label ``resource.kubernetes.io/admin-access: true``."""
+        if kind.resource == "resourceclaims.resource.k8s.io":
+            spec = obj.get("spec")
+        elif kind.resource == "resourceclaimtemplates.resource.k8s.io":
+            spec = (obj.get("spec") or {}).get("spec") if isinstance(obj.get("spec"), dict) else None
+        else:
+            return
+        devices = spec.get("devices") if isinstance(spec, dict) else None
+        requests = devices.get("requests") if isinstance(devices, dict) else None
+        admin = [i for i, r in enumerate(requests if isinstance(requests, list) else [])
+                 if isinstance(r, dict) and isinstance(r.get("exactly"), dict)
+                 and r["exactly"].get("adminAccess") is True]
+        if not admin:
+            return
+        md = obj["metadata"]
+        ns_obj = self._objects.get("namespaces", {}).get(("", md.get("namespace")))
+        labels = (ns_obj or {}).get("metadata", {}).get("labels") or {}
+        if labels.get(ADMIN_ACCESS_LABEL) != "true":
+            raise Invalid(
+                f'{kind.kind}.{kind.group} "{md.get("name")}" is invalid: '
+                f"spec.devices.requests[{admin[0]}].adminAccess: Forbidden: admin access to devices requires "
+                f"the `{ADMIN_ACCESS_LABEL}: true` label on the containing namespace"
+            )
+
     def _write_new(self, obj: dict, restore: bool) -> dict:
         kind = self.kinds.for_object(obj)
         obj = _convert(kind, obj)
@@ -424,6 +460,8 @@ class EmbeddedStore(Store):
                     ):
                         break
             validate_name(kind, md["name"])
+            if not restore:
+                self._check_admin_access(kind, obj)
             self._check_crd_not_terminating(kind)
             key = self._key(kind, md["name"], md.get("namespace"))
             existing = self._objects.get(kind.resource, {}).get(key)

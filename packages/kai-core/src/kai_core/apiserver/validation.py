@@ -1017,9 +1017,38 @@ def validate_node(obj: dict) -> None:
     _fail(obj, node_problems(obj))
 
 
+def validate_event(obj: dict) -> None:
+    """The API server's check of a core/v1 Event, create and update (its legacy validation): the
+    Event lives in its involvedObject's namespace; one about a cluster-scoped object (no namespace)
+    lives in ``default`` (or ``kube-system``, for an Event with an ``eventTime``)."""
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    ns = md.get("namespace") or ""
+    involved = obj.get("involvedObject") if isinstance(obj.get("involvedObject"), dict) else {}
+    inv_ns = involved.get("namespace") or ""
+    allowed = ("", "default", "kube-system") if obj.get("eventTime") else ("", "default")
+    if (inv_ns and inv_ns != ns) or (not inv_ns and ns not in allowed):
+        _fail(obj, [f"involvedObject.namespace: Invalid value: {_r(inv_ns)}: does not match event.namespace"])
+
+
+def validate_lease(obj: dict) -> None:
+    """The API server's check of a Lease's spec: a positive ``leaseDurationSeconds``, and
+    ``leaseTransitions`` not negative."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    problems = []
+    duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+    if duration is not None and (not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0):
+        problems.append(f"spec.leaseDurationSeconds: Invalid value: {_r(duration)}: must be greater than 0")
+    if transitions is not None and (not isinstance(transitions, int) or isinstance(transitions, bool)
+                                    or transitions < 0):
+        problems.append(f"spec.leaseTransitions: Invalid value: {_r(transitions)}: must be greater than or equal to 0")
+    _fail(obj, problems)
+
+
 VALIDATORS: dict[tuple[str, str], Callable[[dict], None]] = {
     ("", "Pod"): validate_pod,
     ("", "Node"): validate_node,
+    ("", "Event"): validate_event,
+    ("coordination.k8s.io", "Lease"): validate_lease,
     ("resource.k8s.io", "DeviceClass"): validate_device_class,
     ("resource.k8s.io", "ResourceClaim"): validate_resource_claim,
     ("resource.k8s.io", "ResourceClaimTemplate"): validate_resource_claim_template,

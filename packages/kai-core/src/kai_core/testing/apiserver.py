@@ -78,6 +78,16 @@ _STRATEGIC_DIRECTIVES = ("$patch", "$retainKeys", "$deleteFromPrimitiveList", "$
 _REASONS = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "Timeout",
             429: "TooManyRequests"}
 _BUILTIN_RESOURCES = frozenset([k.resource for k in builtin_kinds()] + [CRD_RESOURCE])
+#: kinds whose delete answers with the deleted object (``ReturnDeletedObject`` in kube-apiserver's
+#: registry); any other kind answers a ``Status`` of ``Success`` once the object is gone
+_RETURN_DELETED_OBJECT = frozenset({
+    "namespaces", "persistentvolumes", "persistentvolumeclaims", "pods", "podtemplates", "resourcequotas",
+    "services", "serviceaccounts", "deviceclasses.resource.k8s.io", "resourceclaims.resource.k8s.io",
+    "resourceclaimtemplates.resource.k8s.io", "resourceslices.resource.k8s.io",
+    "resourcepoolstatusrequests.resource.k8s.io", "csidrivers.storage.k8s.io", "csinodes.storage.k8s.io",
+    "storageclasses.storage.k8s.io", "volumeattachments.storage.k8s.io",
+    "volumeattributesclasses.storage.k8s.io",
+})
 #: The marker object :meth:`FakeApiServer.compact` writes to move the resourceVersion on.
 COMPACTION_MARKER = ("kube-system", "kai-fake-apiserver-compaction")
 
@@ -861,6 +871,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(target, dict):
             raise Invalid(f'Binding "{route.name}" is invalid: target must be an ObjectReference')
         node = target.get("name") or ""
+        if not node:
+            # the API server's binding validation errors are no StatusErrors: a 500 without a reason
+            body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "target.name: Required value", "code": 500}
+            return self._reply(500, body)
         self.fake.store.bind(route.namespace or "default", route.name, node, md.get("uid"))
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
         return self._reply(201, status)
@@ -931,11 +946,27 @@ class _Handler(BaseHTTPRequestHandler):
                     f"ResourceVersion in precondition: {pre['resourceVersion']}, "
                     f"ResourceVersion in object meta: {md.get('resourceVersion')}"
                 )
+        before = store.resource_version
         store.delete(kind.resource, route.name, route.namespace)
         try:
             return self._reply(200, store.get(kind.resource, route.name, route.namespace))  # still finalizing
         except NotFound:
-            return self._reply(200, current)
+            pass
+        md = current["metadata"]
+        if kind.resource not in _RETURN_DELETED_OBJECT:
+            # what the API server answers for kinds that do not return the deleted object
+            details = {"name": md["name"], "group": kind.group, "kind": kind.plural, "uid": md.get("uid")}
+            if not kind.group:
+                del details["group"]  # omitted when empty, as Go's omitempty does
+            return self._reply(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                     "details": details})
+        try:  # the object as it was removed (a pod: with its deletionTimestamp)
+            events = store.events_since(before, {kind.resource})[0]
+        except Gone:
+            events = []
+        gone = next((ev.object for ev in reversed(events)
+                     if ev.type == "DELETED" and _obj_key(ev.object) == _obj_key(current)), current)
+        return self._reply(200, gone)
 
     # -- list ----------------------------------------------------------------------------------
 
