@@ -89,6 +89,20 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # the etcd key where kube-apiservers record the last compacted revision (k8s.io/apiserver storage/etcd3)
 COMPACT_REV_KEY = b"compact_rev_key"
 
+# The audit policy of ``ControlPlane(audit=True)``: every request at Metadata level (who, verb,
+# resource, subresource, response code; no bodies), except the API server's own loopback calls and
+# the health probes, which say nothing about a client.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "users": ["system:apiserver"]},
+        {"level": "None", "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*"]},
+        {"level": "Metadata"},
+    ],
+}
+
 
 class ControlPlaneError(RuntimeError):
     pass
@@ -247,6 +261,7 @@ class ControlPlane:
         scheduler: bool = False,
         scheduler_args: Iterable[str] = (),
         watch_cache: bool = True,
+        audit: bool = False,
         workdir: str | Path | None = None,
         keep_dir: bool | None = None,
         verbosity: int | None = None,
@@ -270,6 +285,7 @@ class ControlPlane:
         self._want_scheduler = scheduler
         self._scheduler_args = list(scheduler_args)
         self._watch_cache = watch_cache
+        self._audit = audit
         self._workdir = Path(workdir) if workdir else None
         self.keep_dir = keep_dir if keep_dir is not None else os.environ.get("KAI_CONTROLPLANE_KEEP") == "1"
         self.verbosity = verbosity if verbosity is not None else int(os.environ.get("KAI_CONTROLPLANE_VERBOSITY", "1"))
@@ -284,6 +300,7 @@ class ControlPlane:
         self.feature_gates: dict[str, bool] = {}
         self.enabled_controllers: list[str] = []
         self.ports: dict[str, int] = {}
+        self.audit_log: Path | None = None  # with audit=True: the API server's audit log (JSON lines)
         self.etcd: _Process | None = None
         self.apiserver: _Process | None = None
         self.controller_manager: _Process | None = None
@@ -331,6 +348,9 @@ class ControlPlane:
         self.server = f"https://127.0.0.1:{api}"
         self.version = _binary_version(self.binaries["kube-apiserver"])
         self._make_pki()
+        if self._audit:
+            (self.dir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+            self.audit_log = self.dir / "logs" / "audit.log"
         self._compute_feature_gates()
 
         self.etcd = _Process("etcd", self._etcd_args(), self.dir / "logs" / "etcd.log")
@@ -468,6 +488,14 @@ class ControlPlane:
         ]
         if not self._watch_cache:
             args.append("--watch-cache=false")
+        if self.audit_log is not None:
+            args += [
+                f"--audit-policy-file={d / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # written before the reply: a test reads it right after
+                "--audit-log-maxsize=0",  # no rotation: offsets into the file stay valid
+            ]
         args += self._gates_flag(self.binaries["kube-apiserver"])
         return args + self._apiserver_args
 
@@ -817,6 +845,30 @@ class ControlPlane:
         from kubernetes import config
 
         return config.new_client_from_config(config_file=kubeconfig or self.kubeconfig)
+
+    # ---------------- audit log
+
+    def audit_offset(self) -> int:
+        """The audit log's current size: pass it to ``audit_events`` to read only later requests."""
+        if self.audit_log is None:
+            raise ControlPlaneError("this control plane runs without an audit log (ControlPlane(audit=True))")
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_events(self, offset: int = 0) -> tuple[list[dict], int]:
+        """The audit events (``audit.k8s.io/v1`` Event objects) written from byte ``offset`` of the
+        audit log, and the offset after the last complete line."""
+        end = self.audit_offset()
+        try:
+            with self.audit_log.open("rb") as f:
+                f.seek(offset)
+                data = f.read(max(0, end - offset))
+        except FileNotFoundError:
+            return [], offset
+        data = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        return [json.loads(line) for line in data.splitlines() if line.strip()], offset + len(data)
 
     # ---------------- etcd
 

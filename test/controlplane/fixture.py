@@ -61,8 +61,10 @@ def controlplane_binaries(request: pytest.FixtureRequest) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def controlplane(controlplane_binaries):
-    """A started ControlPlane (admin kubeconfig: ``controlplane.kubeconfig``)."""
-    cp = ControlPlane(controlplane_binaries)
+    """A started ControlPlane (admin kubeconfig: ``controlplane.kubeconfig``), with the API server's
+    audit log on (``controlplane.audit_events()``: the end-to-end tests check every request kai's
+    ServiceAccounts make against it)."""
+    cp = ControlPlane(controlplane_binaries, audit=True)
     failure = None
     try:
         cp.start()

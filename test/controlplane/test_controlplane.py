@@ -167,6 +167,7 @@ def test_resourceclaim_controller_makes_claims_from_templates(controlplane, api,
 
 
 def test_serviceaccount_token_is_subject_to_rbac(controlplane, api, namespace):
+    audit_start = controlplane.audit_offset()
     token = controlplane.token_for(namespace, "limited", create=True)
     sa_api = controlplane.api_client(controlplane.kubeconfig_for_token(token, namespace=namespace))
     try:
@@ -211,6 +212,13 @@ def test_serviceaccount_token_is_subject_to_rbac(controlplane, api, namespace):
         assert exc.value.status == 403
     finally:
         sa_api.close()
+    # the audit log (the fixture's ControlPlane(audit=True)) names every refused request
+    events, _ = controlplane.audit_events(audit_start)
+    refused = {(e["verb"], e["objectRef"]["resource"], e["objectRef"]["namespace"]) for e in events
+               if e["user"]["username"] == f"system:serviceaccount:{namespace}:limited"
+               and e["responseStatus"]["code"] == 403}
+    assert refused == {
+        ("list", "pods", namespace), ("create", "configmaps", namespace), ("list", "pods", "kube-system")}
 
 
 def test_etcd_compaction_gives_410_on_old_resource_version(controlplane, api, namespace):
