@@ -41,6 +41,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_SETUP = 2
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+#: threads writing the scheduler's BindRequests while it decides the next pods (as kube-scheduler
+#: binds in goroutines): a round trip to the API server per pod would otherwise add up in the cycle
+BIND_REQUEST_WRITERS = 16
 
 
 class SetupError(Exception):
@@ -475,9 +478,18 @@ class SchedulerComponent(Component):
     def _build(self) -> None:
         from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
-        config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit)
+        config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit,
+                                 bind_request_writers=BIND_REQUEST_WRITERS)
         self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched),
                                    may_write=self._write_fence)
+        # each write is fenced again when it is sent: BindRequests queued for the writer threads may
+        # wait for the rate limiter (or a paused process) after the scheduler's own check
+        if hasattr(self.store, "write_guard"):
+            self.store.write_guard = self.scheduler.bind_requests.fence
+
+    def _close_work(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
 
     def _next_due(self) -> float | None:
         return self.scheduler.next_due() if self.scheduler is not None else None

@@ -520,6 +520,10 @@ class KubernetesStore(Store):
         self.backoff_cap = backoff_cap
         self.sync_timeout = sync_timeout
         self._sleep = sleep
+        #: called right before each write (not GET) is sent, after the rate limiter let it go; it
+        #: raises to veto the write, which then surely was not sent (a leader's fence: a write that
+        #: waited for a token, or for a paused process to resume, is checked again when it goes)
+        self.write_guard: Callable[[], None] | None = None
         #: how many HTTP requests were sent, and how many of them were retries
         self.requests = 0
         self.retries = 0
@@ -728,6 +732,8 @@ class KubernetesStore(Store):
                 body=body,
                 auth_settings=["BearerToken"],
             )
+            if method != "GET" and self.write_guard is not None:
+                self.write_guard()
             with self._lock:
                 self.requests += 1
             retry_after = None

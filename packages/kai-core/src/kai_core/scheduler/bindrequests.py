@@ -12,6 +12,13 @@ the next ones (the snapshot counts it as an in-flight BindRequest), until the wa
 request or, at least ``grace`` seconds after the write, a read finds it does not exist. So a lost
 reply never gives the same device or node to a second pod.
 
+**Writers.** With ``writers`` > 1 a single pod's BindRequest can be written in the background
+(:meth:`BindRequests.write_later`), as kube-scheduler binds in goroutines while it decides the next
+pod: the cycle assumes the decision at once and goes on deciding, ``writers`` threads create the
+requests, and :meth:`BindRequests.wait_written` (at the end of the cycle) gives each outcome. Every
+write is still fenced, right before it is sent. Against a real API server this takes the round
+trips out of the cycle; ``writers=1`` (the default) writes each request in the cycle, in order.
+
 **Housekeeping**: BindRequests that failed for good (:func:`kai_core.api.bindrequest.failed_for_good`)
 or whose node is gone are deleted, so their pods are scheduled again in the same cycle. A request
 whose node is gone but whose pod still holds claim reservations is left to the binder, which rolls
@@ -30,6 +37,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from kai_core.api.bindrequest import build_bind_request, failed_for_good
 from kai_core.api.errors import ApiError, NotFound, OutcomeUnknown
@@ -51,6 +59,8 @@ class Written(enum.Enum):
     YES = "written"
     NO = "not written"
     MAYBE = "maybe written"
+    #: handed to the writer threads; :meth:`BindRequests.wait_written` gives the outcome
+    QUEUED = "queued"
 
 
 class WritesStopped(Exception):
@@ -64,15 +74,22 @@ class BindRequests:
 
     def __init__(self, store: Store, pm: KaiPluginManager, backoff_limit: int | None, *,
                  may_write: Callable[[], str | None] | None = None, grace: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, writers: int = 1) -> None:
+        if not isinstance(writers, int) or isinstance(writers, bool) or writers < 1:
+            raise ValueError(f"BindRequests: writers must be a positive integer, got {writers!r}")
         self.store = store
         self.pm = pm
         self.backoff_limit = backoff_limit
         self.may_write = may_write
         self.grace = grace
         self.clock = clock
+        #: threads writing BindRequests in the background (1: every write in the caller, in order)
+        self.writers = writers
         #: (namespace, name) -> (BindRequest, when written) for writes whose outcome is unknown
         self.unconfirmed: dict[tuple[str, str], tuple[dict, float]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._queued: list[tuple[dict, Future]] = []
+        self._stopped: str | None = None
 
     def build(self, pod: dict, decision: Decision, snap: Snapshot) -> tuple[dict, Status]:
         """The BindRequest of a decision with the annotations of ``kai_bind_request``, or the
@@ -89,14 +106,20 @@ class BindRequests:
             br["metadata"].setdefault("annotations", {}).update(annotations)
         return br, SUCCESS
 
-    def write(self, pod: dict, br: dict) -> Written:
-        """Create the BindRequest, once the fence allows it (else raise WritesStopped)."""
+    def fence(self) -> None:
+        """Raise WritesStopped when ``may_write`` gives a reason not to write now."""
         if self.may_write is not None:
             why = self.may_write()
             if why:
                 raise WritesStopped(why)
+
+    def write(self, pod: dict, br: dict) -> Written:
+        """Create the BindRequest, once the fence allows it (else raise WritesStopped)."""
+        self.fence()
         try:
             self.store.create(br)
+        except WritesStopped:  # the store's own fence (write_guard) stopped it before it was sent
+            raise
         except ApiError as exc:
             log.error("cannot write BindRequest for pod %s: %s", ref(pod), exc.message)
             if isinstance(exc, OutcomeUnknown) or exc.code >= 500:
@@ -108,6 +131,42 @@ class BindRequests:
         log.info("pod %s: node %s selected (BindRequest %s)", ref(pod), br["spec"]["selectedNode"],
                  br["metadata"]["name"])
         return Written.YES
+
+    def write_later(self, pod: dict, br: dict) -> Written:
+        """Hand the write to the writer threads and return ``Written.QUEUED`` (with one writer,
+        write it now and return the outcome). The fence is checked now (WritesStopped) and again
+        right before the write; :meth:`wait_written` gives the outcome."""
+        if self.writers == 1:
+            return self.write(pod, br)
+        self.fence()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix="kai-bindrequest-writer")
+        self._queued.append((pod, self._pool.submit(self._write_queued, pod, br)))
+        return Written.QUEUED
+
+    def _write_queued(self, pod: dict, br: dict) -> Written:
+        try:
+            return self.write(pod, br)
+        except WritesStopped as exc:
+            self._stopped = str(exc)
+            return Written.NO
+
+    def wait_written(self) -> list[tuple[dict, Written]]:
+        """Wait for every queued write; ``(pod, outcome)`` of each, in the order queued. When a
+        writer found the fence closed (its write and those after it were not sent), raises
+        WritesStopped once all are done."""
+        queued, self._queued = self._queued, []
+        out = [(pod, future.result()) for pod, future in queued]
+        stopped, self._stopped = self._stopped, None
+        if stopped:
+            raise WritesStopped(stopped)
+        return out
+
+    def close(self) -> None:
+        """Stop the writer threads (after :meth:`wait_written`)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _unconfirmed(self, br: dict) -> Written:
         md = br["metadata"]

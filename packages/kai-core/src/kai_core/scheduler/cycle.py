@@ -13,7 +13,10 @@ One cycle (:meth:`Scheduler.run_cycle`):
    - any other pod is decided (:mod:`kai_core.scheduler.decide`: ``kai_pre_filter``,
      ``kai_filter_nodes``, ``kai_allocate_claims``, ``kai_score_nodes``), then committed:
      ``kai_bind_request`` annotations, the BindRequest written, and the decision assumed in the
-     snapshot so later pods of the cycle see its resources and devices taken;
+     snapshot so later pods of the cycle see its resources and devices taken. With
+     ``SchedulerConfig.bind_request_writers`` > 1 the BindRequest is written by background
+     threads while the next pods are decided (the decision is assumed at once), and the cycle
+     waits for those writes before it ends;
 
 4. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
    ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event
@@ -85,6 +88,9 @@ class SchedulerConfig:
     #: seconds after a BindRequest write with a lost reply before a read may decide it was not
     #: written (the server may still be working on a request that timed out)
     uncertain_write_grace: float = 10.0
+    #: threads writing single pods' BindRequests while the cycle decides the next pods (1: each
+    #: written in the cycle, in order; a real API server's round trips then add up in the cycle)
+    bind_request_writers: int = 1
 
 
 @dataclass
@@ -145,7 +151,8 @@ class Scheduler:
         self.clock = clock
         self.decider = Decider(pm, self.config.score_weights)
         self.bind_requests = BindRequests(store, pm, self.config.backoff_limit, may_write=may_write,
-                                          grace=self.config.uncertain_write_grace, clock=clock)
+                                          grace=self.config.uncertain_write_grace, clock=clock,
+                                          writers=self.config.bind_request_writers)
         self.backoff = PodBackoff(self.config.pod_initial_backoff, self.config.pod_max_backoff, clock)
         self.gangs = GangPlacer(self, self.bind_requests, self._report_unschedulable)
 
@@ -169,6 +176,20 @@ class Scheduler:
             else:
                 ready.append(pod)
         gangs = find_gangs(self, snap, ready) if ready else {}
+        try:
+            self._place(ready, gangs, snap, result)
+        finally:  # even when the cycle stops early: no write of this cycle is left in flight
+            written = self.bind_requests.wait_written()
+        for _pod, outcome in written:
+            if outcome is Written.YES:
+                result.scheduled += 1
+            else:
+                result.errors += 1
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _place(self, ready: list[dict], gangs: dict, snap: Snapshot, result: CycleResult) -> None:
+        """Place every ready pod, highest priority first (gangs as a whole)."""
         done: set[int] = set()
         memos = self.decider.memos()
         for pod in ready:
@@ -188,8 +209,10 @@ class Scheduler:
                                 member, f"internal scheduler error: {type(exc).__name__}: {exc}")
                 continue
             self._schedule_one(pod, snap, memos, result)
-        result.seconds = time.perf_counter() - start
-        return result
+
+    def close(self) -> None:
+        """Stop the BindRequest writer threads (between cycles)."""
+        self.bind_requests.close()
 
     def _schedule_one(self, pod: dict, snap: Snapshot, memos: dict[str, ShapeMemo] | None,
                       result: CycleResult) -> None:
@@ -210,7 +233,7 @@ class Scheduler:
             return
         if written is Written.YES:
             result.scheduled += 1
-        else:
+        elif written is not Written.QUEUED:  # a queued write is counted once it is done
             result.errors += 1
 
     def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
@@ -224,12 +247,13 @@ class Scheduler:
 
     def _commit(self, pod: dict, decision: Decision, snap: Snapshot) -> Written:
         """Write the decision as a BindRequest and assume it in the snapshot (unless it surely was
-        not written: the pod is tried again next cycle)."""
+        not written: the pod is tried again next cycle). A write queued for the writer threads is
+        assumed at once; should it fail, the pod is pending again in the next cycle."""
         br, status = self.bind_requests.build(pod, decision, snap)
         if not status.ok:
             self._report_unschedulable(pod, status.message)
             return Written.NO
-        written = self.bind_requests.write(pod, br)
+        written = self.bind_requests.write_later(pod, br)
         if written is not Written.NO:  # maybe created (a timeout): count it for the rest of the cycle
             snap.assume(pod, decision.node, decision.claims, decision.allocation)
         return written
