@@ -524,6 +524,12 @@ class KubernetesStore(Store):
         #: raises to veto the write, which then surely was not sent (a leader's fence: a write that
         #: waited for a token, or for a paused process to resume, is checked again when it goes)
         self.write_guard: Callable[[], None] | None = None
+        #: kinds whose get() is answered from their reflector's cache (see :meth:`read_from_cache`)
+        self.cached_reads: set[str] = set()
+        self._read_fresh: set[tuple[str, str, str]] = set()
+        #: Events have a token bucket of their own (the same qps and burst), as client-go's event
+        #: broadcaster has a client of its own: reporting does not slow down the work
+        self.event_limiter = TokenBucket(qps, burst, clock=clock, sleep=sleep)
         #: how many HTTP requests were sent, and how many of them were retries
         self.requests = 0
         self.retries = 0
@@ -628,6 +634,18 @@ class KubernetesStore(Store):
                 refl.start()
         return refl
 
+    def read_from_cache(self, *resources: str) -> None:
+        """Answer get() of these kinds from their reflectors' caches (reflectors started here if
+        they are not running yet), as controller-runtime's client reads from its informers. Until
+        a kind has listed, and for an object not in the cache or whose last write here failed (a
+        409 or an unknown outcome: the cache may be behind), get() asks the server. Writes stay
+        conditional on the resourceVersion read, so a stale copy costs a 409 and a fresh read,
+        never a lost update."""
+        for resource in resources:
+            kind = self.kinds.get(resource)
+            self.cached_reads.add(kind.resource)
+            self._reflector(kind.resource)
+
     # -- the cache API (what kai_core.framework.cache.Cache uses) -------------------------------------------
 
     @property
@@ -714,15 +732,18 @@ class KubernetesStore(Store):
         content_type: str = "application/json",
         stream: bool = False,
         timeout=None,
+        limiter: TokenBucket | None = None,
     ):
-        """Send one API call (rate-limited, retried as the module says). Returns the parsed JSON
-        reply, or the open response when ``stream``; raises a kai_core.api.errors exception."""
+        """Send one API call (rate-limited by ``limiter``, the store's own by default; retried as
+        the module says). Returns the parsed JSON reply, or the open response when ``stream``;
+        raises a kai_core.api.errors exception."""
         import urllib3
         from kubernetes.client.exceptions import ApiException
 
         attempt = 0
+        limiter = limiter or self.limiter
         while True:
-            self.limiter.acquire()
+            limiter.acquire()
             headers = {"Accept": "application/json", "Content-Type": content_type}
             req = self.api.param_serialize(
                 method=method,
@@ -839,8 +860,31 @@ class KubernetesStore(Store):
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
         kind = self.kinds.get(resource)
         ns = (namespace or "default") if kind.namespaced else None
+        key = (kind.resource, ns or "", name)
+        if kind.resource in self.cached_reads and key not in self._read_fresh:
+            refl = self._reflectors.get(kind.resource)
+            if refl is not None and refl.synced.is_set():
+                with self._lock:
+                    cached = refl.objects.get(key[1:])
+                if cached is not None:
+                    return clone(cached)
         obj = self._request("GET", self._path(kind, ns, name), what=f"get {kind.resource} {name}")
+        self._read_fresh.discard(key)
         return self._fill_type(kind, obj)
+
+    def _wrote(self, kind: ResourceKind, ns: str | None, name: str | None, call: Callable[[], dict]) -> dict:
+        """``call()``, a write of one object; after a 409 or an unknown outcome, the next get() of
+        that object asks the server (see ``cached_reads``)."""
+        if kind.resource not in self.cached_reads or not name:
+            return call()
+        key = (kind.resource, ns or "", name)
+        try:
+            out = call()
+        except (Conflict, OutcomeUnknown):
+            self._read_fresh.add(key)
+            raise
+        self._read_fresh.discard(key)
+        return out
 
     def list(
         self,
@@ -860,7 +904,9 @@ class KubernetesStore(Store):
         if ns:
             md["namespace"] = ns
         what = f"create {kind.kind} {md.get('name') or (md.get('generateName') or '') + '*'}"
-        out = self._fill_type(kind, self._request("POST", self._path(kind, ns), body=obj, what=what))
+        limiter = self.event_limiter if kind.kind == "Event" else self.limiter
+        out = self._fill_type(kind, self._request("POST", self._path(kind, ns), body=obj, what=what,
+                                                  limiter=limiter))
         self._write_through(kind, clone(out))
         return out
 
@@ -881,7 +927,8 @@ class KubernetesStore(Store):
         ns = (md.get("namespace") or "default") if kind.namespaced else None
         path = self._path(kind, ns, name, subresource)
         what = f"update {kind.kind} {name}" + ("/status" if subresource else "")
-        out = self._fill_type(kind, self._request("PUT", path, body=obj, what=what))
+        out = self._fill_type(kind, self._wrote(kind, ns, name,
+                                                lambda: self._request("PUT", path, body=obj, what=what)))
         self._write_through(kind, clone(out))
         return out
 
@@ -895,8 +942,8 @@ class KubernetesStore(Store):
             raise NotFound(f"the server could not find the requested resource ({resource}/{subresource})")
         ns = (namespace or "default") if kind.namespaced else None
         path = self._path(kind, ns, name, subresource)
-        out = self._request("PATCH", path, body=patch, content_type=_MERGE_PATCH,
-                            what=f"patch {kind.kind} {name}")
+        out = self._wrote(kind, ns, name, lambda: self._request("PATCH", path, body=patch, content_type=_MERGE_PATCH,
+                                                                 what=f"patch {kind.kind} {name}"))
         out = self._fill_type(kind, out)
         self._write_through(kind, clone(out))
         return out
