@@ -94,9 +94,10 @@ def test_claim_allocated_elsewhere_fails_and_leaves_theirs_untouched(rig):
         {"request": "fpga", "driver": "fpga.example.com", "pool": "n1", "device": "fpga-1"}]}}}
     r.store.update_status(claim)
     result = r.bind()
-    assert result.failed == 1 and "meanwhile allocated to other devices" in result.reasons[0]
+    # the check before any write sees it (the claim write would refuse it too: test_fault_sweep)
+    assert result.failed == 1 and "already allocated to other devices" in result.reasons[0]
     br = r.the_br()
-    assert br["status"]["phase"] == "Failed" and 'ResourceClaim "default/shared"' in br["status"]["reason"]
+    assert br["status"]["phase"] == "Failed" and "claim default/shared" in br["status"]["reason"]
     claim = r.claim("shared")
     assert claim["status"]["allocation"]["devices"]["results"][0]["device"] == "fpga-1"  # theirs
     assert "reservedFor" not in claim["status"]
@@ -500,9 +501,11 @@ def test_one_attempt_per_pod_at_a_time(rig):
     twin["metadata"]["name"] = "p-twin"
     r.store.create(twin)
     result = r.bind()
-    assert result.succeeded == 1  # one of them this round
+    # one of them this round: refused, since the pod has another live request
+    assert (result.succeeded, result.failed) == (0, 1)
+    assert "has another live BindRequest" in result.reasons[0]
     assert r.binder.next_due() == r.clock.now()  # the other is due at once
-    assert r.bind().succeeded == 1  # it finds the pod bound to its node
+    assert r.bind().succeeded == 1  # the first one is Failed now: the other one binds the pod
     assert [w[0] for w in r.faulty.log].count("bind") == 1
 
 

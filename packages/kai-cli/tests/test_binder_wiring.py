@@ -286,6 +286,36 @@ def test_cluster_binder_runs_with_recommended_options_and_the_clients_rate_limit
                      "qps": 20.0, "burst": 40}
 
 
+@pytest.mark.parametrize("args, names", [
+    ([], None),
+    (["--scheduler-name", "gpu-batch"], ["gpu-batch"]),
+    (["--scheduler-name", "a,b", "--scheduler-name", "c", "--scheduler-name", "a"], ["a", "b", "c"]),
+])
+def test_cluster_binder_serves_the_scheduler_names_given(monkeypatch, args, names):
+    from kai_binder.binder import Binder
+    from kai_cli import kube
+
+    built = {}
+
+    def run(self):
+        built.update(options=self.binder_options())
+        return 0
+
+    monkeypatch.setattr(kube.BinderComponent, "run", run)
+    r = invoke("run", "binder", "--kubeconfig", "kubeconfig", *args)
+    assert r.exit_code == 0, (r.output, r.stderr)
+    assert built["options"].get("scheduler_names") == names
+    from kai_core.apiserver.store import EmbeddedStore
+
+    binder = Binder(EmbeddedStore(), **built["options"])
+    assert binder.scheduler_names == frozenset(names or ["kai-scheduler"])
+
+
+def test_run_binder_refuses_an_empty_scheduler_name():
+    r = invoke("run", "binder", "--kubeconfig", "kubeconfig", "--scheduler-name", " , ")
+    assert r.exit_code == 2 and "--scheduler-name: give at least one scheduler name" in r.output + r.stderr
+
+
 def test_cluster_binder_reports_on_the_pod_and_keeps_one_rate_limit(live_cluster, demo_path):
     lc = live_cluster(demo_path)
     scheduler = lc.start("scheduler")

@@ -235,7 +235,7 @@ def test_nvidia_channel_injection_demo_runs_unchanged(live_cluster, demo_path, u
     infra.write_text(yaml.safe_dump_all(docs))
     lc = live_cluster(infra, upstream_dir / "nvidia.demo.channel-injection.yaml")
     scheduler = lc.start("scheduler", scheduler_name="default-scheduler")
-    binder = lc.start("binder")
+    binder = lc.start("binder", binder_kwargs={"scheduler_names": ["default-scheduler"]})
 
     def done() -> bool:
         brs = lc.store.list(RES_BIND_REQUESTS)[0]

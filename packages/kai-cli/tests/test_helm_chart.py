@@ -182,9 +182,9 @@ def test_args_are_the_clis_real_cluster_flags(chart):
     assert sched["args"] == ["run", "scheduler", *common, "--leader-elect-resource-name=kai-scheduler",
                              "--scheduler-name=kai-scheduler"]
     assert binder["args"] == ["run", "binder", *common, "--leader-elect-resource-name=kai-binder",
-                              "--workers=10", "--qps=50", "--burst=300"]
+                              "--workers=10", "--qps=50", "--burst=300", "--scheduler-name=kai-scheduler"]
     objects = render(chart, values={"binder": {"qps": 12.5, "workers": 3}, "logFormat": "text"})
-    assert container(objects, "binder")["args"][-3:] == ["--workers=3", "--qps=12.5", "--burst=300"]
+    assert container(objects, "binder")["args"][-4:-1] == ["--workers=3", "--qps=12.5", "--burst=300"]
     assert "--log-format=text" in container(objects, "scheduler")["args"]
 
 
@@ -519,10 +519,14 @@ EXPECTED_BINDER = {
     ("", "pods"): READ,
     ("", "pods/binding"): {"create"},
     ("", "pods/status"): {"update", "patch"},  # the PodBound condition
-    ("", "nodes"): {"get"},  # the selected node is checked before any write
+    ("", "nodes"): READ,  # the selected node and its labels are checked before any write (watched)
+    ("", "namespaces"): {"get"},  # only for adminAccess requests: may the namespace have it?
     ("resource.k8s.io", "resourceclaims"): READ | {"update"},
     ("resource.k8s.io", "resourceclaims/status"): {"update"},
     ("resource.k8s.io", "resourceclaims/binding"): {"update"},
+    # the allocated devices must exist and match the claim: watched, never written
+    ("resource.k8s.io", "resourceslices"): {"list", "watch"},
+    ("resource.k8s.io", "deviceclasses"): {"list", "watch"},
     ("scheduling.run.ai", "bindrequests"): READ,
     ("scheduling.run.ai", "bindrequests/status"): {"update", "patch"},
     ("", "events"): {"create", "patch"},
@@ -554,6 +558,23 @@ def test_rbac_lists_exact_verbs_without_wildcards(chart, rbac):
     for req in (lease("update", f"{RELEASE}-binder"), lease("update", sched, "kube-system"),
                 lease("create", "", "kube-system"), lease("list")):
         assert not rbac.allows(sched, req), req
+
+
+def test_the_binder_reads_the_devices_but_never_writes_them(rbac):
+    binder = f"{RELEASE}-binder"
+    for resource in ("resourceslices", "deviceclasses"):
+        assert rbac.allows(binder, Request("watch", "resource.k8s.io", resource))
+        for verb in ("create", "update", "patch", "delete"):
+            assert not rbac.allows(binder, Request(verb, "resource.k8s.io", resource)), (verb, resource)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not rbac.allows(binder, Request(verb, "", "nodes", name="n1"))
+    assert not rbac.allows(binder, Request("list", "", "namespaces"))  # one namespace at a time, by name
+
+
+def test_the_binder_serves_the_schedulers_name(chart):
+    objects = render(chart, values={"scheduler": {"schedulerName": "gpu-batch"}})
+    assert "--scheduler-name=gpu-batch" in container(objects, "scheduler")["args"]
+    assert "--scheduler-name=gpu-batch" in container(objects, "binder")["args"]
 
 
 def test_the_scheduler_can_never_bind_a_pod(rbac):

@@ -437,3 +437,55 @@ def test_allocator_agrees_with_the_oracle(inst: Instance) -> None:
         assert position == len(results)
     assert valid(inst, picks)
     assert tuple(chosen) == feasible[0], "firstAvailable must keep the first sub-requests that work"
+
+
+# ------------------------------------------------------------------------------------ verification
+
+
+TAMPERINGS = ("missing device", "device twice", "result dropped", "far device", "admin flipped")
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(inst=instances(), data=st.data())
+def test_what_the_allocator_allocates_passes_verification_and_tampering_does_not(inst: Instance, data) -> None:
+    """The binder's check (:func:`kai_core.dra.verify.verify_allocations`) accepts every allocation
+    the allocator makes, and refuses it once one result is tampered with."""
+    import copy
+
+    from kai_core.dra.verify import AllocationRefused, verify_allocations
+
+    inventory, claims, in_use = render(inst)
+    try:
+        allocations = allocate(claims, node("n1"), inventory, in_use, namespaces=ADMIN_NS)
+    except Unallocatable:
+        return
+    verify_allocations(claims, allocations, node("n1"), inventory, in_use=in_use, namespaces=ADMIN_NS)
+    ci = data.draw(st.integers(0, len(claims) - 1))
+    results = allocations[ci]["devices"]["results"]
+    if not results:
+        return
+    tampered = copy.deepcopy(allocations)
+    target = tampered[ci]["devices"]["results"]
+    index = data.draw(st.integers(0, len(target) - 1))
+    how = data.draw(st.sampled_from(TAMPERINGS))
+    if how == "missing device":
+        target[index]["device"] = "no-such-device"
+    elif how == "device twice":
+        target.append(dict(target[index]))
+    elif how == "result dropped":
+        del target[index]
+    elif how == "far device":
+        target[index].update(pool="p0-far", device="far")
+    else:
+        target[index]["adminAccess"] = not target[index].get("adminAccess", False)
+    try:
+        verify_allocations(claims, tampered, node("n1"), inventory, in_use=in_use, namespaces=ADMIN_NS)
+    except AllocationRefused as err:
+        assert err.reason
+    else:
+        raise AssertionError(f"{how} of result #{index} of claim #{ci} passed: {tampered[ci]}")

@@ -1,12 +1,23 @@
 """The binder: carries out the scheduler's decisions, one BindRequest at a time.
 
 **One attempt** (:meth:`Binder.reconcile`): read the pod (and, with ``check_node``, the node); the
+checks of :mod:`kai_binder.verify` (next paragraph); the
 binder plugins' ``kai_binder_pre_bind`` (the built-in DRA claim step first, see
 :mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition; ``kai_binder_post_bind``;
 then, with ``report``, the pod's ``PodBound`` condition and an Event; last the BindRequest's
 ``status.phase: Succeeded``. An attempt that fails runs ``kai_binder_rollback`` of every plugin in
 reverse order, reports ``PodBound=False`` / ``BindingError`` with the reason, and ends ``Failed``
 with that reason (the API's own message for an API error).
+
+**Checks before any write.** A BindRequest is carried out only if it is one the scheduler could
+have written: its pod belongs to a scheduler this binder serves (``scheduler_names``), no other
+live BindRequest is there for the pod, the node exists and, with DRA, every allocation is one the
+allocator could have given the claim on that node from devices nobody else holds (see
+:mod:`kai_binder.verify`; the checks read a :class:`kai_binder.index.BinderIndex` kept from the
+store's events, so they cost no API call). A failed check ends the attempt ``Failed`` with
+``verification failed: <the check>`` and writes nothing else: no rollback (nothing was written),
+no condition or Event on the pod (it may not be ours). A check that may pass later (a lost race)
+counts as one failed attempt; one that cannot sets ``failedAttempts`` to ``backoffLimit``.
 
 **Retries** follow KAI: a failed attempt increments ``status.failedAttempts`` while it is below
 ``spec.backoffLimit``, and the request is tried again after ``base_delay * 2**(failedAttempts-1)``
@@ -42,12 +53,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
+from kai_binder.index import BinderIndex
+from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier
 from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
@@ -219,7 +232,8 @@ class Binder:
     an Event for every outcome, as KAI does; ``check_node`` reads the selected node before any
     write and fails the request when it is gone (the API server would accept a binding to a
     missing node); ``clock``/``sleep`` are the time source and the rate limiter's wait (a
-    :class:`kai_binder.clock.ManualClock` in tests).
+    :class:`kai_binder.clock.ManualClock` in tests); ``scheduler_names`` are the schedulers whose
+    pods it binds (``spec.schedulerName``; a pod without one is the ``default-scheduler``'s).
     """
 
     def __init__(
@@ -235,9 +249,13 @@ class Binder:
         max_delay: float = DEFAULT_MAX_DELAY,
         report: bool = False,
         check_node: bool = False,
+        scheduler_names: Iterable[str] = DEFAULT_SCHEDULER_NAMES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        names = [scheduler_names] if isinstance(scheduler_names, str) else list(scheduler_names or ())
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"Binder: scheduler_names must be non-empty scheduler names, got {scheduler_names!r}")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"Binder: workers must be a positive integer, got {workers!r}")
         if not isinstance(qps, int | float) or qps < 0:
@@ -258,6 +276,9 @@ class Binder:
         self.pm = pm
         self.features = features or FeatureGates()
         self.hooks = BinderHooks(pm, self.api, self.features)
+        self.scheduler_names = frozenset(names)
+        self.index = BinderIndex(store, self.features.dra)
+        self.verifier = Verifier(self.api, self.index, self.features, self.scheduler_names)
         self.workers = workers
         self.base_delay = float(base_delay)
         self.max_delay = float(max_delay)
@@ -307,6 +328,7 @@ class Binder:
                 del self._not_before[stale]
             for stale in [k for k in self._uncertain if k not in live]:
                 del self._uncertain[stale]
+        self.verifier.start_pass(live)
         for phase, reason in self._run_all(due):
             if phase == "Succeeded":
                 result.succeeded += 1
@@ -368,14 +390,17 @@ class Binder:
                 return PENDING, f"an attempt for pod {_pod_ref(*pod_key)} is in progress"
             self._busy.add(pod_key)
         try:
-            return self._attempt(br)
+            outcome = self._attempt(br)
         except _Deferred as exc:
             log.info("%s: left for later: %s", _br_ref(br), exc)
+            self.verifier.finish(key, known=False)
             self._defer(key)
             return PENDING, str(exc)
         finally:
             with self._lock:
                 self._busy.discard(pod_key)
+        self.verifier.finish(key, known=True)
+        return outcome
 
     def _attempt(self, br: dict) -> tuple[str, str]:
         ns = br["metadata"].get("namespace") or "default"
@@ -400,6 +425,10 @@ class Binder:
             return self._fail(br, _stub(ns, pod_name, owner_uid), node,
                               f"pod {_pod_ref(ns, pod_name)} was replaced by a new pod of the same name",
                               pod_exists=False)
+        try:
+            self.verifier.check_scheduler(pod)
+        except VerificationFailed as exc:
+            return self._refuse_unverified(br, exc)
         bound = (pod.get("spec") or {}).get("nodeName")
         if bound == node:
             return self._succeed(br, pod, node, fresh=True)
@@ -408,15 +437,20 @@ class Binder:
                                 f"pod {_pod_ref(ns, pod_name)} is already bound to node {bound}")
         if pod["metadata"].get("deletionTimestamp"):
             return self._fail(br, pod, node, f"pod {_pod_ref(ns, pod_name)} is being deleted")
+        node_obj = None
         if self.check_node:
             try:
-                self.api.get(RES_NODES, node)
+                node_obj = self.api.get(RES_NODES, node)
             except NotFound:
                 return self._fail(br, pod, node, f'node "{node}" not found')
             except (ApiError, OSError) as exc:
                 if is_transient(exc):
                     raise _Deferred(f'cannot read node "{node}": {describe_api_error(exc)}') from None
                 return self._fail(br, pod, node, f'cannot read node "{node}": {describe_api_error(exc)}')
+        try:
+            self.verifier.verify(br, _key(br), pod, node, node_obj)
+        except VerificationFailed as exc:
+            return self._refuse_unverified(br, exc)
         status = self.hooks.pre_bind(br, pod, node)
         if not status.ok:
             return self._fail(br, pod, node, status.message)
@@ -456,6 +490,7 @@ class Binder:
     # -- outcomes ------------------------------------------------------------------------------
 
     def _succeed(self, br: dict, pod: dict, node: str, fresh: bool) -> tuple[str, str]:
+        self.verifier.mark_written(_key(br))
         if self.report:
             md = pod["metadata"]
             self._report(br, pod if fresh else None, md["namespace"], md["name"], node, None)
@@ -474,11 +509,21 @@ class Binder:
         """Fail without rolling back or reporting on the pod: it is bound elsewhere, what its
         claims hold now may be what that binding needs, and a ``PodBound=False`` on a bound pod
         would not be true."""
+        self.verifier.mark_written(_key(br))
         return self._finish(br, "Failed", reason)
 
-    def _finish(self, br: dict, phase: str, reason: str) -> tuple[str, str]:
+    def _refuse_unverified(self, br: dict, exc: VerificationFailed) -> tuple[str, str]:
+        """A check of :mod:`kai_binder.verify` failed: end ``Failed`` with its reason and write
+        nothing else (nothing to roll back; no condition or Event on a pod that may not be ours). A
+        failure no retry can fix uses up the request's attempts."""
+        log.warning("%s: %s", _br_ref(br), exc.reason)
+        return self._finish(br, "Failed", exc.reason, give_up=not exc.retry)
+
+    def _finish(self, br: dict, phase: str, reason: str, give_up: bool = False) -> tuple[str, str]:
         """Write the phase (re-reading on 409), then schedule a retry if one is left. A request that
-        is gone is left alone; a status that cannot be written defers the attempt."""
+        is gone is left alone; a status that cannot be written defers the attempt. ``give_up``: a
+        failure that no retry can fix sets ``failedAttempts`` to ``backoffLimit`` (no retry left,
+        so the scheduler deletes the request and places the pod again at once)."""
         key = _key(br)
         name, ns = key[1], key[0]
         for _ in range(CONFLICT_RETRIES):
@@ -492,11 +537,10 @@ class Binder:
             limit = (br.get("spec") or {}).get("backoffLimit")
             attempts = _failed_attempts(status)
             if phase == "Failed" and is_count(limit) and attempts < limit:
-                attempts += 1
+                attempts = limit if give_up else attempts + 1
                 new_status["failedAttempts"] = attempts
             if new_status != status:
-                new = clone(br)
-                new["status"] = new_status
+                new = {**br, "status": new_status}  # a store copies what it is given
                 try:
                     br = self.api.update_status(new)
                 except OutcomeUnknown as exc:
@@ -526,6 +570,7 @@ class Binder:
                 except (ApiError, OSError) as exc:
                     raise _Deferred(f"cannot write the status of {_br_ref(br)} ({phase}): "
                                     f"{describe_api_error(exc)}") from None
+                self.verifier.observe(RES_BIND_REQUESTS, br)  # the next check of this pass knows it
                 if phase == "Failed":
                     log.warning("%s failed (attempt %d): %s", _br_ref(br), max(attempts, 1), reason)
             retry = phase == "Failed" and is_count(limit) and attempts < limit

@@ -148,18 +148,18 @@ def reserve_claim(store, namespace: str, name: str, allocation: dict, pod: dict)
             raise ClaimBindError(
                 f"{_claim_ref(namespace, name)} is already reserved for {MAX_RESERVED_FOR} consumers")
         try:
+            # shallow copies with new parts where they change: a store copies what it is given
             if not is_protected(claim):
-                new = clone(claim)
-                new["metadata"]["finalizers"] = [*(md.get("finalizers") or []), FINALIZER]
-                new["metadata"].setdefault("annotations", {})[FINALIZER_OWNER_ANNOTATION] = uid
+                new = {**claim, "metadata": {**md, "finalizers": [*(md.get("finalizers") or []), FINALIZER],
+                                             "annotations": {**(md.get("annotations") or {}),
+                                                             FINALIZER_OWNER_ANNOTATION: uid}}}
                 claim = store.update(new)
-            new = clone(claim)
-            new_status = new.setdefault("status", {})
+            new_status = dict(claim.get("status") or {})
             if not current:
                 new_status["allocation"] = clone(allocation)
             if not mine:
                 new_status["reservedFor"] = [*reserved, consumer_ref(pod)]
-            store.update_status(new)
+            store.update_status({**claim, "status": new_status})
             return
         except (Conflict, OutcomeUnknown):
             # someone wrote in between, or the reply was lost: read again and check again (a

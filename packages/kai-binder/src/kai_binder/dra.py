@@ -9,6 +9,8 @@ with no spec) the claims are found by the pod's uid instead.
 
 from __future__ import annotations
 
+import threading
+
 from kai_binder.claims import ClaimBindError, check_allocation, claims_left_by, release_claim, reserve_claim
 from kai_core.api.claims import claim_name_for
 from kai_core.api.errors import ApiError
@@ -39,6 +41,26 @@ def claim_entries(br: dict) -> list[tuple[str, dict]]:
     return out
 
 
+_CLAIM_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_CLAIM_LOCKS_GUARD = threading.Lock()
+
+
+def claim_lock(namespace: str, name: str) -> threading.Lock:
+    """The lock the binder's workers take to write one claim: pods sharing a claim (up to 256)
+    are bound in parallel, and each write of their reservation is conditional on the claim's
+    resourceVersion, so concurrent workers would mostly lose to each other with 409s and fail
+    attempts; one at a time, each reads the claim its predecessor wrote and succeeds. (Another
+    process's write still conflicts, and is handled by reading again.)"""
+    with _CLAIM_LOCKS_GUARD:
+        lock = _CLAIM_LOCKS.get((namespace, name))
+        if lock is None:
+            if len(_CLAIM_LOCKS) >= 4096:  # locks of claims long done: drop the ones nobody holds
+                for key in [k for k, v in _CLAIM_LOCKS.items() if not v.locked()]:
+                    del _CLAIM_LOCKS[key]
+            lock = _CLAIM_LOCKS[(namespace, name)] = threading.Lock()
+        return lock
+
+
 class DraClaimsPlugin:
     """Reserves the pod's claims before the bind, releases them when the attempt fails."""
 
@@ -56,7 +78,8 @@ class DraClaimsPlugin:
             if name is None:
                 raise ClaimBindError(f'pod {ref(pod)} has no ResourceClaim for its claim "{pod_claim}" '
                                      "(not in spec.resourceClaims, or not created from its template yet)")
-            reserve_claim(store, ns, name, allocation, pod)
+            with claim_lock(ns, name):
+                reserve_claim(store, ns, name, allocation, pod)
         return None
 
     @hookimpl(tryfirst=True)
@@ -82,7 +105,8 @@ class DraClaimsPlugin:
         errors = []
         for name in reversed(names):
             try:
-                release_claim(store, ns, name, md["uid"])
+                with claim_lock(ns, name):
+                    release_claim(store, ns, name, md["uid"])
             except ClaimBindError as exc:
                 errors.append(exc)
         if errors:

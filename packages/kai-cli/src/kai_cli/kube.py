@@ -549,9 +549,11 @@ class BinderComponent(Component):
         return BinderMetrics()
 
     def _resources(self, apis) -> list[str]:
-        from kai_core.api.resources import RES_BIND_REQUESTS
+        """What the binder's checks read from its index (:class:`kai_binder.index.BinderIndex`):
+        BindRequests (also the wake-up signal) and Nodes, and the DRA kinds with the gate on."""
+        from kai_binder.index import index_resources
 
-        return [RES_BIND_REQUESTS]  # a wake-up signal and readiness; the binder reads what it needs
+        return index_resources(self.features.dra)
 
     def binder_options(self) -> dict:
         """The keyword arguments the Binder is built with (see the class docstring)."""

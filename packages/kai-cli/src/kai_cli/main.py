@@ -481,7 +481,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     try:
         if not no_binder:
             timing = {"clock": clock.now, "sleep": clock.sleep} if clock else {}
-            binder = Binder(cluster.store, pm, gates, **_binder_options(), **timing)
+            binder = Binder(cluster.store, pm, gates, **_binder_options(scheduler_names=[scheduler_name]),
+                            **timing)
         with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
             summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period,
                                    clock=clock, stop=stop)
@@ -506,10 +507,14 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
               help="Against a cluster, the longest wait between two passes over BindRequests.")
 @click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True,
               help="BindRequests carried out in parallel.")
+@click.option("--scheduler-name", "scheduler_names", multiple=True,
+              help="Carry out BindRequests only for pods whose spec.schedulerName is this (repeat it, or "
+                   "give a comma-separated list, for several schedulers). Default: kai-scheduler.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
-def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **cluster) -> None:
+def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, scheduler_names,
+               **cluster) -> None:
     """Run the binder: it carries out the scheduler's BindRequests (claims, pods/binding, status).
 
     Against a cluster (--kubeconfig FILE or --in-cluster) it runs until stopped, next to a
@@ -522,12 +527,13 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
+    names = _scheduler_names(scheduler_names)
     if real:
         from kai_cli.kube import BinderComponent
 
         # --qps/--burst limit the component's API client; the Binder itself adds no second limit
         component = BinderComponent(_cluster_opts(cluster, period), gates, _plugin_manager(),
-                                    binder_kwargs=_binder_options(workers),
+                                    binder_kwargs=_binder_options(workers, scheduler_names=names),
                                     announce=lambda line: click.echo(f"kai-cli: {line}"))
         _run_component(component, cluster["log_format"])
         return
@@ -538,9 +544,18 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, **c
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
         _run_embedded_binder(gates, cluster_path, save_path,
-                             _binder_options(workers, qps=cluster["qps"], burst=cluster["burst"]))
+                             _binder_options(workers, qps=cluster["qps"], burst=cluster["burst"],
+                                             scheduler_names=names))
     finally:
         restore_logging()
+
+
+def _scheduler_names(given: tuple[str, ...]) -> list[str] | None:
+    """``--scheduler-name`` values (each may be a comma-separated list), or None when not given."""
+    names = [n.strip() for value in given for n in value.split(",") if n.strip()]
+    if given and not names:
+        raise CliError("--scheduler-name: give at least one scheduler name")
+    return list(dict.fromkeys(names)) or None
 
 
 def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:

@@ -25,6 +25,8 @@ tolerations. Every problem is recorded: :attr:`DraInventory.problems` lists them
 Parsed slices are shared between inventories while the slice object stays the same (same name, uid
 and ``resourceVersion``): a new cycle does not convert every device again, and the CEL results cached
 on a :class:`Device` (per expression) live exactly as long as the slice version they were computed on.
+An inventory of a few pools (``DraInventory(..., parsed=ParsedSlices())``, what the binder's checks
+build) reads that shared cache without replacing it, and keeps what it parses in its own.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.cel import DeviceEnv, device_env
 
-__all__ = ["Device", "DeviceId", "DraInventory", "Pool"]
+__all__ = ["Device", "DeviceId", "DraInventory", "ParsedSlices", "Pool"]
 
 # Device taint effects that keep a device from being allocated without a toleration.
 BLOCKING_TAINT_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -182,6 +184,17 @@ class NodeView:
 _SLICE_CACHE: dict[tuple[str, str, str], _Slice] = {}
 
 
+class ParsedSlices(dict):
+    """Parsed ResourceSlices kept by one user of :class:`DraInventory` (its ``parsed`` argument)
+    across many small inventories, by (name, uid, resourceVersion); :meth:`forget` drops a slice
+    that changed or went."""
+
+    def forget(self, name: str) -> None:
+        """Drop every parsed version of the slice called ``name``."""
+        for key in [k for k in self if k[0] == name]:
+            del self[key]
+
+
 class DraInventory:
     """Built once per scheduling cycle from all ResourceSlices and DeviceClasses; precomputes per-device
     CEL environments and which devices reach which node, so allocate() on a node is cheap.
@@ -189,8 +202,14 @@ class DraInventory:
     Bad input never raises: a malformed slice or device is skipped and described in :attr:`problems`.
     """
 
-    def __init__(self, slices: list[dict], classes: list[dict]) -> None:
+    def __init__(self, slices: list[dict], classes: list[dict], *, parsed: ParsedSlices | None = None) -> None:
+        """``parsed``: parsed slices the caller keeps, for inventories of a few pools at a time (the
+        binder's checks): slices are taken from it or from the cycle's shared cache, new ones are
+        parsed into it, and the shared cache is left as it is. Without it the shared cache becomes
+        this inventory's slices."""
         self.problems: list[str] = []
+        self._parsed = parsed
+        self._by_id: dict[DeviceId, Device] | None = None
         self._classes: dict[str, dict] = {}
         for cls in classes:
             name = ((cls or {}).get("metadata") or {}).get("name") if isinstance(cls, dict) else None
@@ -227,6 +246,14 @@ class DraInventory:
         """Why devices that would reach ``node`` were left out (incomplete pools, unsupported features)."""
         return self.view(node).notes
 
+    def device(self, device_id: DeviceId) -> Device | None:
+        """The usable device with this id (in a complete, valid pool at its newest generation), or
+        None when there is no such device."""
+        if self._by_id is None:
+            self._by_id = {d.id: d for pool in self.pools.values() if pool.problem is None
+                           for info in pool.slices for d in info.devices}
+        return self._by_id.get(device_id)
+
     def pool_of(self, device: Device) -> Pool:
         """The pool a device belongs to."""
         return self.pools[(device.id.driver, device.id.pool)]
@@ -254,13 +281,15 @@ class DraInventory:
 
     def _build(self, slices: list[dict]) -> None:
         global _SLICE_CACHE
-        cache: dict[tuple[str, str, str], _Slice] = {}
+        own = self._parsed
+        cache: dict[tuple[str, str, str], _Slice] = {} if own is None else own
         grouped: dict[tuple[str, str], list[_Slice]] = {}
         for obj in slices:
             parsed = self._parse_cached(obj, cache)
             if parsed is not None:
                 grouped.setdefault((parsed.driver, parsed.pool), []).append(parsed)
-        _SLICE_CACHE = cache  # keep only what this cycle still uses
+        if own is None:
+            _SLICE_CACHE = cache  # keep only what this cycle still uses
 
         for (driver, name), members in sorted(grouped.items()):
             newest = max(s.generation for s in members)
