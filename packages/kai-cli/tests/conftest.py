@@ -37,6 +37,7 @@ class Scenario:
         config = SchedulerConfig(scheduler_name, self.gates, backoff_limit=backoff_limit)
         self.scheduler = Scheduler(self.store, self.pm, config, clock=self.clock.now)
         self.binder = Binder(self.store, self.pm, self.gates, **{**RECOMMENDED_OPTIONS, "qps": 0},
+                             scheduler_names=[scheduler_name],
                              clock=self.clock.now, sleep=self.clock.sleep) if binder else None
 
     def run(self, max_rounds: int = 50, **kw):

@@ -26,9 +26,26 @@ def _br_ref(br: dict) -> str:
     return f'BindRequest "{md.get("namespace", "default")}/{md.get("name", "?")}"'
 
 
+#: the entries of the BindRequests last read (id -> (request, entries)): the binder's check and
+#: its DRA step read the same request object in one attempt
+_ENTRIES: dict[int, tuple[dict, list[tuple[str, dict]]]] = {}
+_ENTRIES_KEPT = 64
+
+
 def claim_entries(br: dict) -> list[tuple[str, dict]]:
     """``(pod claim name, allocation)`` of each ``spec.resourceClaimAllocations`` entry; raises
     ClaimBindError naming the BindRequest and the entry when one is malformed."""
+    hit = _ENTRIES.get(id(br))
+    if hit is not None and hit[0] is br:
+        return hit[1]
+    out = _claim_entries(br)
+    if len(_ENTRIES) >= _ENTRIES_KEPT:
+        _ENTRIES.clear()
+    _ENTRIES[id(br)] = (br, out)
+    return out
+
+
+def _claim_entries(br: dict) -> list[tuple[str, dict]]:
     entries = (br.get("spec") or {}).get("resourceClaimAllocations") or []
     if not isinstance(entries, list):
         raise ClaimBindError(f"{_br_ref(br)}: spec.resourceClaimAllocations must be a list")
