@@ -107,3 +107,20 @@ def test_events_take_tokens_from_a_bucket_of_their_own(server):
         assert (st.limiter.acquired, st.event_limiter.acquired) == (2, 1)
     finally:
         st.close()
+
+
+def test_lists_come_from_the_cache_with_the_servers_resource_version(server, store):
+    for name in ("a", "b"):
+        store.create(claim(name))
+    store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    store.create({**claim("c"), "metadata": {"name": "c", "namespace": "other"}})
+    before, _ = store.list(CLAIMS)  # not read from the cache yet: the server's list
+    assert [c["metadata"]["name"] for c in before] == ["a", "b", "c"]
+    store.read_from_cache(CLAIMS)
+    wait_for(lambda: store.reflector_stats()[CLAIMS]["synced"], "the claims to be listed")
+    server.clear_requests()
+    items, rv = store.list(CLAIMS, "default")
+    assert [c["metadata"]["name"] for c in items] == ["a", "b"] and server.calls() == []
+    assert rv == store.reflector_stats()[CLAIMS]["resource_version"] and rv.isdigit()
+    items[0]["metadata"]["name"] = "changed"  # copies
+    assert [c["metadata"]["name"] for c in store.list(CLAIMS)[0]] == ["a", "b", "c"]

@@ -635,12 +635,12 @@ class KubernetesStore(Store):
         return refl
 
     def read_from_cache(self, *resources: str) -> None:
-        """Answer get() of these kinds from their reflectors' caches (reflectors started here if
-        they are not running yet), as controller-runtime's client reads from its informers. Until
-        a kind has listed, and for an object not in the cache or whose last write here failed (a
-        409 or an unknown outcome: the cache may be behind), get() asks the server. Writes stay
-        conditional on the resourceVersion read, so a stale copy costs a 409 and a fresh read,
-        never a lost update."""
+        """Answer get() and list() of these kinds from their reflectors' caches (reflectors started
+        here if they are not running yet), as controller-runtime's client reads from its
+        informers. Until a kind has listed, and for an object not in the cache or whose last write
+        here failed (a 409 or an unknown outcome: the cache may be behind), get() asks the server.
+        Writes stay conditional on the resourceVersion read, so a stale copy costs a 409 and a
+        fresh read, never a lost update."""
         for resource in resources:
             kind = self.kinds.get(resource)
             self.cached_reads.add(kind.resource)
@@ -893,8 +893,16 @@ class KubernetesStore(Store):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> tuple[list[dict], str]:
-        """A fresh list from the server (paginated); the resourceVersion is the server's."""
+        """A fresh list from the server (paginated); the resourceVersion is the server's. For a kind
+        read from the cache (:meth:`read_from_cache`) whose reflector has listed: copies of the
+        cached objects, and the server resourceVersion the cache has reached."""
         kind = self.kinds.get(resource)
+        refl = self._reflectors.get(kind.resource) if kind.resource in self.cached_reads else None
+        if refl is not None and refl.synced.is_set():
+            with self._lock:
+                objs, rv = list(refl.objects.values()), refl.rv
+            chosen = select(objs, kind.namespaced, namespace, label_selector, field_selector)
+            return [clone(o) for o in chosen], rv
         return self._list_pages(kind, namespace if kind.namespaced else None, label_selector, field_selector)
 
     def create(self, obj: dict) -> dict:
