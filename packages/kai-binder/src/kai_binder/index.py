@@ -26,7 +26,6 @@ Not thread-safe by itself: callers hold :attr:`BinderIndex.lock` around :meth:`s
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 
 from kai_core.api.errors import Gone
@@ -45,8 +44,6 @@ PoolKey = tuple[str, str]
 
 #: how many inventories (one per set of pools reaching a node, at their versions) are kept
 INVENTORY_CACHE_SIZE = 1024
-#: how old (seconds) the index may be when a check reads it: a check syncs when it is older
-MAX_AGE = 0.01
 
 
 def _rv(obj: dict) -> int | None:
@@ -141,7 +138,6 @@ class BinderIndex:
         self._wanted = set(self.resources)
         self.lock = threading.RLock()
         self._rv = -1
-        self._synced_at = -1.0
         self._clear()
 
     def _clear(self) -> None:
@@ -175,16 +171,9 @@ class BinderIndex:
 
     # -- following the store -------------------------------------------------------------------
 
-    def sync(self, max_age: float | None = None) -> bool:
+    def sync(self) -> bool:
         """Apply every change since the last sync (a relist the first time, or when the store's log
-        no longer reaches back that far). With ``max_age``, only if the last sync is older than
-        that many seconds (what others changed meanwhile is that much late; what this binder
-        wrote is held by its attempts until the index shows it, see :mod:`kai_binder.verify`).
-        Returns whether it synced."""
-        now = time.monotonic()
-        if max_age is not None and 0 <= now - self._synced_at < max_age:
-            return False
-        self._synced_at = now
+        no longer reaches back that far); whether anything changed."""
         if self._rv < 0:
             self._relist()
             return True
@@ -196,7 +185,7 @@ class BinderIndex:
         for ev in events:
             self._apply(ev.type, ev.resource, ev.object)
         self._rv = rv
-        return True
+        return bool(events)
 
     def _relist(self) -> None:
         self._clear()

@@ -19,9 +19,9 @@ known to exist, to be the BindRequest's own (same uid) and not bound. It checks,
 
 Everything is read from a :class:`~kai_binder.index.BinderIndex` (the API only for what it has
 not seen yet, and to tell whether another BindRequest's pod shares the claim), so a check is one
-pass over the pod's own claims. The index is synced at the start of each pass and, within one,
-when it is older than :data:`~kai_binder.index.MAX_AGE`; the binder's own status writes go into it
-at once. The index and the devices this binder is allocating right now are looked at under one
+pass over the pod's own claims. The index is synced at the start of each pass and by each check
+(only the changes since the last sync: a few per attempt); the binder's own status writes go into
+it at once. The index and the devices this binder is allocating right now are looked at under one
 lock, and those devices are *held* (:class:`Hold`) from a passed check until the attempt's outcome
 is known and what it wrote is in the index (read back from the API at the next pass if the watch
 has not shown it: a lost reply): two attempts never both pass with the same device, however many
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from kai_binder.claims import ClaimBindError, describe_api_error
 from kai_binder.dra import claim_entries
-from kai_binder.index import MAX_AGE, BinderIndex
+from kai_binder.index import BinderIndex
 from kai_core.api.claims import claim_name_for
 from kai_core.api.errors import ApiError, NotFound
 from kai_core.api.features import FeatureGates
@@ -175,7 +175,10 @@ class Verifier:
         br_key = (key[0], key[1])
         index = self.index
         with index.lock:
-            if index.sync(max_age=MAX_AGE) and self._settling:
+            earlier = self._holds.get(tuple(key))
+            if earlier is not None:
+                earlier.written = True  # an earlier attempt left for later may have written its claims
+            if index.sync() and self._settling:
                 self._settle(fetch=False)
             live = index.pod_brs.get((ns, pod_name))
             if live and (len(live) > 1 or br_key not in live):
