@@ -565,9 +565,9 @@ class BinderComponent(Component):
         from kai_binder.binder import Binder
 
         if hasattr(self.store, "read_from_cache"):
-            # BindRequests and claims read from the watch cache, as KAI's binder reads them from
-            # its informers: no list of every BindRequest per pass, one GET fewer per DRA pod (the
-            # binder's writes are conditional on the resourceVersion it read)
+            # BindRequests, nodes and claims read from the watch cache, as KAI's binder reads them
+            # from its informers: no list of every BindRequest per pass, no GET of the node, nor of
+            # a DRA pod's claim (the binder's writes are conditional on the resourceVersion read)
             self.store.read_from_cache(*binder_cached_reads(self.features.dra))
         self.binder = Binder(self.store, self.pm, self.features, **self.binder_options())
         reconcile = self.binder.reconcile
@@ -605,11 +605,12 @@ class BinderComponent(Component):
 
 
 def binder_cached_reads(dra: bool) -> list[str]:
-    """The kinds ``kai-cli run binder`` reads from its watch cache: BindRequests, and
-    ResourceClaims with DRA on (the chart's RBAC lets it list and watch both)."""
-    from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS
+    """The kinds ``kai-cli run binder`` reads from its watch cache (it watches them for its
+    checks, and the chart's RBAC lets it list and watch them): BindRequests, Nodes (the node
+    check), and ResourceClaims with DRA on."""
+    from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES
 
-    return [RES_BIND_REQUESTS, RES_CLAIMS] if dra else [RES_BIND_REQUESTS]
+    return [RES_BIND_REQUESTS, RES_NODES, *([RES_CLAIMS] if dra else [])]
 
 
 def supported_binder_kwargs(wanted: dict) -> tuple[dict, list[str]]:
