@@ -149,6 +149,10 @@ def _consumer(pod: dict) -> dict:
     return {"resource": "pods", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
 
 
+def gen(obj: dict):
+    return obj["metadata"].get("generation")
+
+
 def _reply_kind(reply) -> str:
     """What a delete answered: the object (still there, being finalized, or as it was), or a Status."""
     if not isinstance(reply, dict):
@@ -246,6 +250,15 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
          show=lambda r: [o["metadata"]["name"] for o in r[0]])
     step("list pods not bound", lambda: st.list(RES_PODS, ns, field_selector="spec.nodeName="),
          show=lambda r: sorted(o["metadata"]["name"] for o in r[0]))
+
+    def in_pages_of_one():
+        st.page_size = 1  # the reflectors' paginated list, a page per pod: order and continue tokens
+        try:
+            return st.list(RES_PODS, ns)
+        finally:
+            st.page_size = 500
+
+    step("list pods in pages of one", in_pages_of_one, show=lambda r: [o["metadata"]["name"] for o in r[0]])
     p1_uid = objs["p1"]["metadata"]["uid"]
     step("bind pod", lambda: st.bind(ns, "p1", node_name, p1_uid))
     step("bind pod again", lambda: st.bind(ns, "p1", node_name, p1_uid))
@@ -274,7 +287,9 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
     br = {"apiVersion": BR_API, "kind": "BindRequest",
           "metadata": {"name": "p2-br", "namespace": ns, "labels": {"pod-name": "p2"}},
           "spec": {"podName": "p2", "selectedNode": node_name, "backoffLimit": 3}}
-    step("create BindRequest", lambda: st.create(br), keep="br", show=lambda o: o.get("status"))
+    step("create BindRequest", lambda: st.create(br), keep="br", show=lambda o: (o.get("status"), gen(o)))
+    with_status = dict(br, metadata={"name": "with-status", "namespace": ns}, status={"phase": "Succeeded"})
+    step("create BindRequest with a status", lambda: st.create(with_status), show=lambda o: o.get("status"))
     step("create BindRequest again", lambda: st.create(br))
     bad = json.loads(json.dumps(br))
     bad["metadata"]["name"] = "bad-br"
@@ -282,7 +297,8 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
     step("create BindRequest against its schema", lambda: st.create(bad))
     remember("br")
     new = dict(objs["br"], status={"phase": "Succeeded"})
-    step("update_status BindRequest", lambda: st.update_status(new), keep="br", show=lambda o: o["status"])
+    step("update_status BindRequest", lambda: st.update_status(new), keep="br",
+         show=lambda o: (o["status"], gen(o)))
     step("update_status BindRequest with a stale resourceVersion", lambda: st.update_status(
         dict(stale("br"), status={"phase": "Failed", "reason": "r"})))
     new = dict(objs["br"], status={"phase": "Succeeded", "failedAttempts": -1})
@@ -291,7 +307,12 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
         "name": f"missing-{sfx}", "namespace": ns}, status={"phase": "Succeeded"})))
     new = json.loads(json.dumps(objs["br"]))
     new["metadata"]["labels"]["extra"] = "1"
-    step("update BindRequest", lambda: st.update(new), keep="br", show=lambda o: o["status"])
+    step("update BindRequest", lambda: st.update(new), keep="br", show=lambda o: (o["status"], gen(o)))
+    new = json.loads(json.dumps(objs["br"]))
+    new["spec"]["backoffLimit"] = 5
+    new["status"] = {"phase": "Failed"}
+    step("update BindRequest spec (and a status, ignored)", lambda: st.update(new), keep="br",
+         show=lambda o: (o["status"], o["spec"]["backoffLimit"], gen(o)))
     step("list BindRequests by label", lambda: st.list(RES_BIND_REQUESTS, ns, label_selector="pod-name=p2"),
          show=lambda r: [o["metadata"]["name"] for o in r[0]])
     step("get missing BindRequest", lambda: st.get(RES_BIND_REQUESTS, f"missing-{sfx}", ns))
@@ -324,7 +345,7 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
     new["metadata"]["finalizers"] = ["resource.kubernetes.io/delete-protection"]
     new["metadata"]["annotations"] = {"binder.kai.scheduler/delete-protection-for": p1_uid}
     step("update claim (finalizer)", lambda: st.update(new), keep="claim",
-         show=lambda o: o["metadata"]["finalizers"])
+         show=lambda o: (o["metadata"]["finalizers"], gen(o)))
     step("update claim with a stale resourceVersion", lambda: st.update(stale("claim")))
     new = json.loads(json.dumps(objs["claim"]))
     new["status"] = {"reservedFor": [_consumer(p1)]}
@@ -336,7 +357,7 @@ def run_sequence(side: Side) -> tuple[list[tuple], dict[str, list[tuple[str, str
     new["status"] = {"allocation": _allocation(node_name, driver), "reservedFor": [_consumer(p1)]}
     remember("claim")
     step("update_status claim (allocation, reservedFor)", lambda: st.update_status(new), keep="claim",
-         show=lambda o: [r["name"] for r in o["status"]["reservedFor"]])
+         show=lambda o: ([r["name"] for r in o["status"]["reservedFor"]], gen(o)))
     step("update_status claim with a stale resourceVersion", lambda: st.update_status(stale("claim")))
     new = json.loads(json.dumps(objs["claim"]))
     new["status"]["allocation"]["devices"]["results"][0]["device"] = "gpu-1"

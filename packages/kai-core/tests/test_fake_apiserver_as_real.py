@@ -133,3 +133,18 @@ def test_admin_access_claims_need_the_namespace_label(fake_apiserver):
     store.patch("namespaces", "ops", None, {"metadata": {"labels": {"resource.kubernetes.io/admin-access": "true"}}})
     store.create(claim)
     store.create(template)
+
+
+def test_only_kinds_whose_strategy_sets_it_carry_a_generation(fake_apiserver):
+    store = fake_apiserver.store
+    node = store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    claim = store.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                          "metadata": {"name": "c", "namespace": "default"},
+                          "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "g"}}]}}})
+    assert "generation" not in node["metadata"] and "generation" not in claim["metadata"]
+    claim["metadata"]["finalizers"] = ["example.com/hold"]
+    assert "generation" not in store.update(claim)["metadata"]
+    assert store.create(pod("p"))["metadata"]["generation"] == 1
+    dc = store.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "g"},
+                       "spec": {}})
+    assert dc["metadata"]["generation"] == 1

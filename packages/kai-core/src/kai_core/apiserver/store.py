@@ -55,6 +55,22 @@ from kai_core.apiserver.validation import immutable_paths, transition_rule_valid
 
 #: the namespace label that allows DRA requests with ``adminAccess`` (KEP-5018)
 ADMIN_ACCESS_LABEL = "resource.kubernetes.io/admin-access"
+#: built-in kinds with ``metadata.generation`` (kube-apiserver's strategies that set it on create)
+_GENERATION_RESOURCES = frozenset({
+    "pods", "podtemplates", "replicationcontrollers", "customresourcedefinitions.apiextensions.k8s.io",
+    "deviceclasses.resource.k8s.io", "resourceslices.resource.k8s.io", "devicetaintrules.resource.k8s.io",
+    "daemonsets.apps", "deployments.apps", "replicasets.apps", "statefulsets.apps", "cronjobs.batch", "jobs.batch",
+    "horizontalpodautoscalers.autoscaling", "endpointslices.discovery.k8s.io", "ingresses.networking.k8s.io",
+    "ingressclasses.networking.k8s.io", "networkpolicies.networking.k8s.io", "poddisruptionbudgets.policy",
+    "priorityclasses.scheduling.k8s.io", "flowschemas.flowcontrol.apiserver.k8s.io",
+    "prioritylevelconfigurations.flowcontrol.apiserver.k8s.io",
+    "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+    "validatingwebhookconfigurations.admissionregistration.k8s.io",
+    "validatingadmissionpolicies.admissionregistration.k8s.io",
+    "validatingadmissionpolicybindings.admissionregistration.k8s.io",
+    "mutatingadmissionpolicies.admissionregistration.k8s.io",
+    "mutatingadmissionpolicybindings.admissionregistration.k8s.io",
+})
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 #: Namespaces the API server refuses to delete.
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
@@ -409,6 +425,11 @@ class EmbeddedStore(Store):
             )
         return False
 
+    def _has_generation(self, kind: ResourceKind) -> bool:
+        """Whether objects of ``kind`` carry ``metadata.generation``: custom resources and the
+        built-in kinds whose registry strategy sets it (not Nodes, ResourceClaims, Leases...)."""
+        return kind.resource in _GENERATION_RESOURCES or kind.resource in self._crd_kinds.values()
+
     def _check_admin_access(self, kind: ResourceKind, obj: dict) -> None:
         """As the API server refuses a new ResourceClaim (or template) asking for ``adminAccess``
         in a namespace without the label ``resource.kubernetes.io/admin-access: true``."""
@@ -471,11 +492,14 @@ class EmbeddedStore(Store):
                 old_md = existing["metadata"] if existing is not None else {}
                 md.setdefault("uid", old_md.get("uid") or str(uuid.uuid4()))
                 md.setdefault("creationTimestamp", old_md.get("creationTimestamp") or now_rfc3339())
-                md.setdefault("generation", old_md.get("generation", 1))
+                if self._has_generation(kind):
+                    md.setdefault("generation", old_md.get("generation", 1))
             else:
                 md["uid"] = str(uuid.uuid4())
                 md["creationTimestamp"] = now_rfc3339()
-                md["generation"] = 1
+                md.pop("generation", None)
+                if self._has_generation(kind):
+                    md["generation"] = 1
                 for f in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
                     md.pop(f, None)
                 _defaults.prepare_for_create(kind, obj, is_custom=kind.resource in self._crd_kinds.values())
@@ -553,9 +577,11 @@ class EmbeddedStore(Store):
                         f'{kind.resource} "{name}" is forbidden: no new finalizers can be added if the '
                         "object is being deleted"
                     )
-            new_md["generation"] = cur_md.get("generation", 1)
-            if not status_only and _spec_of(new) != _spec_of(current):
-                new_md["generation"] += 1
+            new_md.pop("generation", None)
+            if self._has_generation(kind):
+                new_md["generation"] = cur_md.get("generation", 1)
+                if not status_only and _spec_of(new) != _spec_of(current):
+                    new_md["generation"] += 1
             if new == current:
                 return current  # nothing changed: no new resourceVersion, no event
             if kind.resource == CRD_RESOURCE and not status_only:
