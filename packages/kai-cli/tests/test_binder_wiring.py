@@ -311,6 +311,24 @@ def test_cluster_binder_serves_the_scheduler_names_given(monkeypatch, args, name
     assert binder.scheduler_names == frozenset(names or ["kai-scheduler"])
 
 
+def test_embedded_run_binds_the_pods_of_its_scheduler_name_and_run_binder_needs_it_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(CLUSTER.replace("schedulerName: kai-scheduler", "schedulerName: gpu-batch"))
+    r = invoke("run", "scheduler", "--cluster", str(path), "--until-idle", "--scheduler-name", "gpu-batch")
+    assert r.exit_code == 0, r.output
+    assert summary_numbers(r.output)[:2] == (1, 0)  # the in-process binder serves gpu-batch
+    decided = tmp_path / "decided.yaml"
+    r = invoke("run", "scheduler", "--cluster", str(path), "--until-idle", "--no-binder", "--scheduler-name",
+               "gpu-batch", "--save", str(decided))
+    assert r.exit_code == 0, r.output
+    r = invoke("run", "binder", "--cluster", str(decided))  # serves kai-scheduler only
+    assert 'Failed: verification failed: pod default/p1 has schedulerName "gpu-batch"' in r.output
+    r = invoke("run", "scheduler", "--cluster", str(path), "--until-idle", "--no-binder", "--scheduler-name",
+               "gpu-batch", "--save", str(decided))
+    r = invoke("run", "binder", "--cluster", str(decided), "--scheduler-name", "kai-scheduler,gpu-batch")
+    assert "(pod p1 -> n1): Succeeded" in r.output, r.output
+
+
 def test_run_binder_refuses_an_empty_scheduler_name():
     r = invoke("run", "binder", "--kubeconfig", "kubeconfig", "--scheduler-name", " , ")
     assert r.exit_code == 2 and "--scheduler-name: give at least one scheduler name" in r.output + r.stderr
