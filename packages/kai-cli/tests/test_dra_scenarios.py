@@ -8,7 +8,8 @@ or a BindRequest Failed, which each test checks.
 
 Covered: allocation modes (ExactCount, All), constraints (matchAttribute, distinctAttribute), a
 prioritized list (firstAvailable), device taints and tolerations, a claim shared by several pods,
-admin access (and the namespace label it needs), the 256 consumers a claim can be reserved for.
+admin access (and the namespace label it needs), partitionable devices (MIG profiles sharing a
+GPU's counters), the 256 consumers a claim can be reserved for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ from __future__ import annotations
 import pytest
 
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_EVENTS, RES_PODS
-from kai_core.dra.testing import GPU, claim, device_class, gpu_device, gpu_slice, request, resource_slice, sub_request
+from kai_core.dra.testing import (
+    GPU,
+    claim,
+    device_class,
+    gpu_device,
+    gpu_slice,
+    mig_counter_slice,
+    mig_devices,
+    request,
+    resource_slice,
+    sub_request,
+)
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
@@ -234,6 +246,26 @@ def test_admin_access_needs_the_namespace_label_and_shares_a_device_in_use(backe
     assert admin["adminAccess"] is True and (admin["pool"], admin["device"]) == ("n1", "gpu-0")
     assert devices(results(cl, "worker")) == {("n1", "gpu-0")}
     finish(cl, scheduler, binder, ["worker", "watcher"])
+
+
+# -- partitionable devices ---------------------------------------------------------------------------
+
+
+def test_mig_partitions_share_the_counters_of_their_gpu(backend):
+    cl = backend
+    profile = f"device.attributes['{GPU}'].type == 'mig' && device.attributes['{GPU}'].profile == '3g.40gb'"
+    whole = f"device.attributes['{GPU}'].type == 'gpu'"
+    cl.create(GPU_CLASS, cl.node("n1"), mig_counter_slice("n1", gpus=1),
+              resource_slice(f"n1-{GPU}", GPU, "n1", mig_devices(0, [("3g.40gb", 0), ("3g.40gb", 4)]), node_name="n1",
+                             slice_count=2),
+              template("half", request("gpu", EX, 1, profile)), template("whole", request("gpu", EX, 1, whole)))
+    cl.create(claim_pod(cl, "m0", template_name="half"), claim_pod(cl, "m1", template_name="half"))
+    scheduler, binder = run_until(cl, ["m0", "m1"])
+    assert devices(results(cl, "m0")) | devices(results(cl, "m1")) == {
+        ("n1", "gpu-0-mig-3g40gb-0"), ("n1", "gpu-0-mig-3g40gb-4")}
+    cl.create(claim_pod(cl, "full", template_name="whole"))  # its counters are taken by the two halves
+    cl.wait_for(lambda: unschedulable_message(cl, "full"), "the whole-GPU pod reported unschedulable", TIMEOUT)
+    finish(cl, scheduler, binder, ["m0", "m1"])
 
 
 # -- the 256-consumer limit ---------------------------------------------------------------------------

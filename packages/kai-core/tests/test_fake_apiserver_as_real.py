@@ -148,3 +148,21 @@ def test_only_kinds_whose_strategy_sets_it_carry_a_generation(fake_apiserver):
     dc = store.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "g"},
                        "spec": {}})
     assert dc["metadata"]["generation"] == 1
+
+
+def test_counter_sets_and_counters_are_named_by_dns_labels(fake_apiserver):
+    store = fake_apiserver.store
+    shared = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": "c"},
+              "spec": {"driver": "gpu.example.com", "nodeName": "n1",
+                       "pool": {"name": "n1", "generation": 1, "resourceSliceCount": 2},
+                       "sharedCounters": [{"name": "gpu-0", "counters": {"memorySlice0": {"value": "1"}}}]}}
+    with pytest.raises(Invalid, match=r"spec.sharedCounters\[0\].counters.*memorySlice0"):
+        store.create(shared)
+    shared["spec"]["sharedCounters"][0]["counters"] = {"memory-slice-0": {"value": "1"}}
+    store.create(shared)
+    devices = {**shared, "metadata": {"name": "d"}, "spec": {
+        **{k: v for k, v in shared["spec"].items() if k != "sharedCounters"},
+        "devices": [{"name": "mig-0", "consumesCounters": [{"counterSet": "GPU_0",
+                                                            "counters": {"memory-slice-0": {"value": "1"}}}]}]}}
+    with pytest.raises(Invalid, match=r"spec.devices\[0\].consumesCounters\[0\].counterSet"):
+        store.create(devices)

@@ -907,6 +907,9 @@ def validate_resource_slice(obj: dict) -> None:
         if total > SLICE_MAX_SHARED_COUNTERS:
             problems.append(f"spec.sharedCounters: Invalid value: {total}: the total number of shared counters "
                             f"must not exceed {SLICE_MAX_SHARED_COUNTERS}")
+        else:
+            for i, c in enumerate(counters):
+                problems += _counter_names_problems(c, f"spec.sharedCounters[{i}]", "name")
     devices = spec.get("devices")
     if devices is not None and not isinstance(devices, list):
         problems.append("spec.devices: must be a list")
@@ -928,7 +931,24 @@ def validate_resource_slice(obj: dict) -> None:
             problems.append(f"{dpath}.name: duplicate value {_r(dev['name'])}")
         seen.add(dev["name"])
         problems += _device_problems(dev, dpath)
+        consumes = dev.get("consumesCounters")
+        for j, c in enumerate(consumes if isinstance(consumes, list) else []):
+            problems += _counter_names_problems(c, f"{dpath}.consumesCounters[{j}]", "counterSet")
     _fail(obj, problems)
+
+
+def _counter_names_problems(counter_set, path: str, name_field: str) -> list[str]:
+    """A counter set's name (``name`` in sharedCounters, ``counterSet`` in consumesCounters) and
+    its counters' names are DNS labels, as the API server requires."""
+    if not isinstance(counter_set, dict):
+        return []
+    problems = [p for p in [_label_problem(f"{path}.{name_field}", counter_set.get(name_field))] if p]
+    names = counter_set.get("counters")
+    for key in names if isinstance(names, dict) else {}:
+        problem = _label_problem(f"{path}.counters", key)
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def mig_counter_slice(
             "counters": {
                 "multiprocessors": {"value": "98"},
                 "memory": {"value": "80Gi"},
-                **{f"memorySlice{s}": {"value": "1"} for s in range(8)},
+                **{f"memory-slice-{s}": {"value": "1"} for s in range(8)},
             },
         }
         for i in range(gpus)
@@ -158,7 +158,7 @@ def mig_devices(gpu: int, profiles: list[tuple[str, int]], *, full_gpu: bool = T
                         "counters": {
                             "multiprocessors": {"value": "98"},
                             "memory": {"value": "80Gi"},
-                            **{f"memorySlice{s}": {"value": "1"} for s in range(8)},
+                            **{f"memory-slice-{s}": {"value": "1"} for s in range(8)},
                         },
                     }
                 ],
@@ -188,7 +188,7 @@ def mig_devices(gpu: int, profiles: list[tuple[str, int]], *, full_gpu: bool = T
                             "multiprocessors": {"value": str(14 * compute)},
                             "memory": {"value": memory},
                             **{
-                                f"memorySlice{s}": {"value": "1"} for s in range(start, start + memory_slices)
+                                f"memory-slice-{s}": {"value": "1"} for s in range(start, start + memory_slices)
                             },
                         },
                     }
