@@ -471,3 +471,162 @@ def test_the_fake_api_server_answers_kais_calls_as_the_real_one(real_side, fake_
     assert outcomes["watch events from a compacted resourceVersion"] == ("error", 410, "Expired")
     assert outcomes["list events with a continue token from before the compaction"] == ("error", 410, "Expired")
     assert real_events[RES_CLAIMS][0] == ("ADDED", "gpu") and real_events[RES_CLAIMS][-1] == ("DELETED", "gpu")
+
+
+# -- validation of the DRA objects kai reads and the claim statuses it writes ----------------------
+
+
+def _claim_obj(name: str, ns: str, *requests: dict, **devices) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"devices": {"requests": list(requests), **devices}}}
+
+
+def _slice_obj(name: str, driver: str, node: str | None, devices: list, **spec) -> dict:
+    body = {"driver": driver, "pool": {"name": node or "pool", "generation": 1, "resourceSliceCount": 1},
+            "devices": devices, **spec}
+    if node:
+        body["nodeName"] = node
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": name}, "spec": body}
+
+
+def validation_cases(ns: str, sfx: str) -> list[tuple[str, dict]]:
+    """(what, object): objects to create, valid or not."""
+    cls = f"conformance-{sfx}.example.com"
+    ex = {"deviceClassName": cls}
+    one = {"name": "gpu", "exactly": ex}
+    node = f"conformance-node-{sfx}"
+    drv = f"gpu.conformance-{sfx}.example.com"
+    dev = {"name": "gpu-0", "attributes": {"model": {"string": "a100"}}, "capacity": {"memory": {"value": "80Gi"}}}
+    return [
+        ("a DeviceClass", {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": cls},
+                           "spec": {"selectors": [{"cel": {"expression": f"device.driver == '{drv}'"}}]}}),
+        ("a DeviceClass with 33 selectors", {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                                             "metadata": {"name": f"many-{cls}"},
+                                             "spec": {"selectors": [{"cel": {"expression": "true"}}] * 33}}),
+        ("a claim", _claim_obj("ok", ns, one)),
+        ("a claim: a request with exactly and firstAvailable", _claim_obj(
+            "both", ns, {"name": "gpu", "exactly": ex, "firstAvailable": [{"name": "a", **ex}]})),
+        ("a claim: a request with neither", _claim_obj("neither", ns, {"name": "gpu"})),
+        ("a claim: count 0", _claim_obj("zero", ns, {"name": "gpu", "exactly": {**ex, "count": 0}})),
+        ("a claim: allocationMode Some", _claim_obj("mode", ns, {"name": "gpu", "exactly": {
+            **ex, "allocationMode": "Some"}})),
+        ("a claim: All with a count", _claim_obj("all-count", ns, {"name": "gpu", "exactly": {
+            **ex, "allocationMode": "All", "count": 2}})),
+        ("a claim: a CEL syntax error", _claim_obj("cel", ns, {"name": "gpu", "exactly": {
+            **ex, "selectors": [{"cel": {"expression": "device.driver =="}}]}})),
+        ("a claim: 33 requests", _claim_obj("many", ns, *({"name": f"r{i}", "exactly": ex} for i in range(33)))),
+        ("a claim: duplicate request names", _claim_obj("dup", ns, one, one)),
+        ("a claim: a constraint on an unknown request", _claim_obj(
+            "constraint", ns, one, constraints=[{"requests": ["nope"], "matchAttribute": "model"}])),
+        ("a claim: a constraint naming no attribute", _claim_obj(
+            "no-attr", ns, one, constraints=[{"requests": ["gpu"]}])),
+        ("a claim: 9 subrequests", _claim_obj("subs", ns, {"name": "gpu", "firstAvailable": [
+            {"name": f"s{i}", **ex} for i in range(9)]})),
+        ("a claim: a subrequest with an invalid name", _claim_obj("subname", ns, {"name": "gpu", "firstAvailable": [
+            {"name": "Bad_Sub", **ex}]})),
+        ("a claim: an invalid class name", _claim_obj("class", ns, {"name": "gpu", "exactly": {
+            "deviceClassName": "Bad_Class"}})),
+        ("a claim: a toleration with a bad effect", _claim_obj("tol", ns, {"name": "gpu", "exactly": {
+            **ex, "tolerations": [{"key": "k", "operator": "Exists", "effect": "Bogus"}]}})),
+        ("a claim: an Exists toleration with a value", _claim_obj("tolv", ns, {"name": "gpu", "exactly": {
+            **ex, "tolerations": [{"key": "k", "operator": "Exists", "value": "v", "effect": "NoSchedule"}]}})),
+        ("a claim: a config for an unknown request", _claim_obj("cfg", ns, one, config=[
+            {"requests": ["nope"], "opaque": {"driver": drv, "parameters": {"a": 1}}}])),
+        ("a claim: a config with an invalid driver", _claim_obj("cfgdrv", ns, one, config=[
+            {"opaque": {"driver": "Bad_Driver", "parameters": {"a": 1}}}])),
+        ("a slice", _slice_obj(f"{node}-ok", drv, node, [dev])),
+        ("a slice with no node scope", _slice_obj(f"{node}-noscope", drv, None, [dev])),
+        ("a slice with two node scopes", _slice_obj(f"{node}-twoscopes", drv, node, [dev], allNodes=True)),
+        ("a slice with 129 devices", _slice_obj(f"{node}-many", drv, node, [{"name": f"d{i}"} for i in range(129)])),
+        ("a slice: an invalid device name", _slice_obj(f"{node}-devname", drv, node, [{"name": "GPU_0"}])),
+        ("a slice: an invalid attribute name", _slice_obj(f"{node}-attr", drv, node, [
+            {"name": "gpu-0", "attributes": {"Bad Name": {"string": "x"}}}])),
+        ("a slice: an attribute with two values", _slice_obj(f"{node}-attr2", drv, node, [
+            {"name": "gpu-0", "attributes": {"model": {"string": "x", "int": 1}}}])),
+        ("a slice: an attribute of no type", _slice_obj(f"{node}-attr0", drv, node, [
+            {"name": "gpu-0", "attributes": {"model": {}}}])),
+        ("a slice: a taint with a bad effect", _slice_obj(f"{node}-taint", drv, node, [
+            {"name": "gpu-0", "taints": [{"key": "k", "effect": "Bogus"}]}])),
+        ("a slice: an invalid driver", _slice_obj(f"{node}-drv", "Bad_Driver", node, [dev])),
+        ("a slice: duplicate device names", _slice_obj(f"{node}-dupdev", drv, node, [dev, dev])),
+    ]
+
+
+def status_cases(claim: dict, pod: dict, node: str, drv: str) -> list[tuple[str, dict]]:
+    """(what, status): statuses written to ``claim`` (allocated and reserved for ``pod`` by the first)."""
+    alloc = _allocation(node, drv)
+    consumer = _consumer(pod)
+
+    def results(**changes) -> dict:
+        a = json.loads(json.dumps(alloc))
+        a["devices"]["results"][0].update(changes)
+        return a
+
+    other_selector = json.loads(json.dumps(alloc))
+    other_selector["nodeSelector"]["nodeSelectorTerms"][0]["matchFields"][0]["operator"] = "Bogus"
+    return [
+        ("results for an unknown request", {"allocation": results(request="nope"), "reservedFor": [consumer]}),
+        ("results with an invalid driver", {"allocation": results(driver="Bad_Driver"), "reservedFor": [consumer]}),
+        ("results with an invalid pool", {"allocation": results(pool="Bad Pool"), "reservedFor": [consumer]}),
+        ("results with an invalid device", {"allocation": results(device="GPU_0"), "reservedFor": [consumer]}),
+        ("results with adminAccess the request did not ask for", {"allocation": results(adminAccess=True),
+                                                                  "reservedFor": [consumer]}),
+        ("a node selector with a bad operator", {"allocation": other_selector, "reservedFor": [consumer]}),
+        ("33 results", {"allocation": {**alloc, "devices": {"results": [
+            {"request": "gpu", "driver": drv, "pool": node, "device": f"gpu-{i}"} for i in range(33)]}},
+            "reservedFor": [consumer]}),
+        ("a reservation without a uid", {"allocation": alloc, "reservedFor": [{"resource": "pods", "name": "p1"}]}),
+        ("a reservation twice", {"allocation": alloc, "reservedFor": [consumer, consumer]}),
+        ("the allocation and a reservation", {"allocation": alloc, "reservedFor": [consumer]}),
+        ("another allocation once allocated", {"allocation": results(device="gpu-1"), "reservedFor": [consumer]}),
+        ("no allocation while reserved", {"reservedFor": [consumer]}),
+        ("released", {}),
+    ]
+
+
+def run_validation(side: Side) -> list[tuple]:
+    st, ns, sfx = side.store, side.ns, side.suffix
+    out = []
+    made: list[tuple[str, str]] = []
+
+    def outcome(call):
+        try:
+            obj = call()
+            return ("ok",) if obj is not None else ("ok", None)
+        except ApiError as exc:
+            return ("error", exc.code, exc.reason)
+
+    try:
+        for what, obj in validation_cases(ns, sfx):
+            result = outcome(lambda obj=obj: st.create(obj))
+            out.append((what, result))
+            if result[0] == "ok" and obj["kind"] in ("DeviceClass", "ResourceSlice"):
+                made.append((f"{obj['kind'].lower()}es.resource.k8s.io" if obj["kind"] == "DeviceClass"
+                             else "resourceslices.resource.k8s.io", obj["metadata"]["name"]))
+        pod = st.create(_pod("p1", ns))
+        claim = st.get(RES_CLAIMS, "ok", ns)
+        node, drv = f"conformance-node-{sfx}", f"gpu.conformance-{sfx}.example.com"
+        for what, status in status_cases(claim, pod, node, drv):
+            claim = st.get(RES_CLAIMS, "ok", ns)
+            if what != "another allocation once allocated" and (claim.get("status") or {}).get("allocation"):
+                claim = st.update_status({**claim, "status": {}})  # each case from a free claim
+            out.append((f"claim status: {what}", outcome(
+                lambda claim=claim, status=status: st.update_status({**claim, "status": status}))))
+    finally:
+        for resource, name in made:
+            try:
+                st.delete(resource, name)
+            except ApiError:
+                pass
+    return out
+
+
+def test_the_fake_validates_dra_objects_and_claim_statuses_as_the_real_one(real_side, fake_side):
+    real = json.loads(json.dumps(run_validation(real_side)).replace(real_side.suffix, "<sfx>"))
+    fake = json.loads(json.dumps(run_validation(fake_side)).replace(fake_side.suffix, "<sfx>"))
+    assert [r[0] for r in real] == [f[0] for f in fake]
+    differences = [f"{r[0]}: real {r[1]}, fake {f[1]}" for r, f in zip(real, fake, strict=True) if r != f]
+    assert not differences, f"{len(differences)} differences:\n" + "\n".join(differences)
+    outcomes = dict(real)
+    assert outcomes["a claim"] == outcomes["a slice"] == outcomes["claim status: released"] == ["ok"]
+    assert outcomes["a claim: 33 requests"] == ["error", 422, "Invalid"]

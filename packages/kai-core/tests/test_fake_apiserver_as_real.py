@@ -166,3 +166,60 @@ def test_counter_sets_and_counters_are_named_by_dns_labels(fake_apiserver):
                                                             "counters": {"memory-slice-0": {"value": "1"}}}]}]}}
     with pytest.raises(Invalid, match=r"spec.devices\[0\].consumesCounters\[0\].counterSet"):
         store.create(devices)
+
+
+def claim_with(*requests, **devices) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "c", "namespace": "default"},
+            "spec": {"devices": {"requests": list(requests), **devices}}}
+
+
+GPU_REQUEST = {"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com"}}
+
+
+def test_a_count_of_0_is_go_unset_and_defaulted_to_1(fake_apiserver):
+    created = fake_apiserver.store.create(claim_with({"name": "gpu", "exactly": {"deviceClassName": "g", "count": 0}}))
+    assert created["spec"]["devices"]["requests"][0]["exactly"] == {
+        "deviceClassName": "g", "allocationMode": "ExactCount", "count": 1}
+
+
+@pytest.mark.parametrize("request_, devices, problem", [
+    ({**GPU_REQUEST, "exactly": {**GPU_REQUEST["exactly"], "tolerations": [{"key": "k", "operator": "Exists",
+                                                                            "effect": "Bogus"}]}}, {},
+     r"tolerations\[0\].effect: Unsupported value: 'Bogus'"),
+    ({**GPU_REQUEST, "exactly": {**GPU_REQUEST["exactly"], "tolerations": [{"key": "k", "operator": "Exists",
+                                                                            "value": "v"}]}}, {},
+     r"tolerations\[0\].value: Invalid value: 'v': must be empty for operator `Exists`"),
+    (GPU_REQUEST, {"constraints": [{"requests": ["gpu"]}]},
+     r'constraints\[0\]: Required value: exactly one of "matchAttribute" or "distinctAttribute"'),
+    (GPU_REQUEST, {"config": [{"requests": ["nope"], "opaque": {"driver": "d.example.com", "parameters": {}}}]},
+     r"config\[0\].requests: Invalid value: 'nope': must be the name of a request"),
+])
+def test_device_requests_are_validated_as_the_api_server_does(fake_apiserver, request_, devices, problem):
+    with pytest.raises(Invalid, match=problem):
+        fake_apiserver.store.create(claim_with(request_, **devices))
+
+
+def _status(store, status: dict):
+    claim = store.get("resourceclaims.resource.k8s.io", "c", "default")
+    return store.update_status({**claim, "status": status})
+
+
+RESULT = {"request": "gpu", "driver": "d.example.com", "pool": "n1", "device": "gpu-0"}
+
+
+@pytest.mark.parametrize("allocation, problem", [
+    ({"devices": {"results": [{**RESULT, "request": "nope"}]}}, r"results\[0\].request: Invalid value: 'nope'"),
+    ({"devices": {"results": [{**RESULT, "driver": "Bad_Driver"}]}}, r"results\[0\].driver"),
+    ({"devices": {"results": [RESULT]}, "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+        {"key": "metadata.name", "operator": "Bogus", "values": ["n1"]}]}]}},
+     r"nodeSelector.nodeSelectorTerms\[0\].matchFields\[0\].operator: Invalid value: 'Bogus'"),
+    ({"devices": {"results": [{**RESULT, "adminAccess": True}]}},
+     r"results\[0\].adminAccess: Forbidden: admin access to devices requires"),
+])
+def test_claim_statuses_are_validated_as_the_api_server_does(fake_apiserver, allocation, problem):
+    store = fake_apiserver.store
+    store.create(claim_with(GPU_REQUEST))
+    with pytest.raises(Invalid, match=problem):
+        _status(store, {"allocation": allocation})
+    assert _status(store, {"allocation": {"devices": {"results": [RESULT]}}})["status"]["allocation"]

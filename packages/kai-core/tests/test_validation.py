@@ -224,7 +224,7 @@ def test_a_request_needs_exactly_one_of_exactly_or_first_available(store):
     ("request_", "problem"),
     [
         (exact(deviceClassName=""), "spec.devices.requests[0].exactly.deviceClassName: required"),
-        (exact(count=0), "spec.devices.requests[0].exactly.count: must be a positive integer, got 0"),
+        (exact(count=-1), "spec.devices.requests[0].exactly.count: must be a positive integer, got -1"),
         (exact(allocationMode="Some"), "allocationMode: unsupported value 'Some'"),
         (exact(allocationMode="All", count=2), "count: must not be set when allocationMode is All"),
         (exact(selectors=[{"cel": {}}]), "selectors[0].cel.expression: a CEL expression is required"),

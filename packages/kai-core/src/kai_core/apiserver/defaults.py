@@ -190,6 +190,8 @@ def _resource_slice(obj: dict) -> None:
 
 
 def _exact_request(r: dict) -> None:
+    if r.get("count") == 0 and type(r.get("count")) is int:
+        del r["count"]  # 0 is Go's unset int64: defaulted like a missing count
     r.setdefault("allocationMode", "ExactCount")
     if r["allocationMode"] == "ExactCount":
         r.setdefault("count", 1)

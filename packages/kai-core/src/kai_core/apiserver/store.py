@@ -456,6 +456,28 @@ class EmbeddedStore(Store):
                 f"the `{ADMIN_ACCESS_LABEL}: true` label on the containing namespace"
             )
 
+    def _check_admin_access_status(self, new: dict, old: dict) -> None:
+        """As the API server refuses a claim status granting ``adminAccess`` in a namespace without
+        the admin-access label (unless the allocation already granted it)."""
+        def admin(claim: dict) -> int | None:
+            alloc = (claim.get("status") or {}).get("allocation") if isinstance(claim.get("status"), dict) else None
+            devices = alloc.get("devices") if isinstance(alloc, dict) else None
+            results = devices.get("results") if isinstance(devices, dict) else None
+            return next((i for i, r in enumerate(results if isinstance(results, list) else [])
+                         if isinstance(r, dict) and r.get("adminAccess") is True), None)
+
+        i = admin(new)
+        if i is None or admin(old) is not None:
+            return
+        md = new["metadata"]
+        ns_obj = self._objects.get("namespaces", {}).get(("", md.get("namespace")))
+        if ((ns_obj or {}).get("metadata", {}).get("labels") or {}).get(ADMIN_ACCESS_LABEL) != "true":
+            raise Invalid(
+                f'ResourceClaim.resource.k8s.io "{md.get("name")}" is invalid: '
+                f"status.allocation.devices.results[{i}].adminAccess: Forbidden: admin access to devices requires "
+                f"the `{ADMIN_ACCESS_LABEL}: true` label on the containing namespace"
+            )
+
     def _write_new(self, obj: dict, restore: bool) -> dict:
         kind = self.kinds.for_object(obj)
         obj = _convert(kind, obj)
@@ -569,6 +591,8 @@ class EmbeddedStore(Store):
                         new.pop("status", None)
             new["metadata"]["resourceVersion"] = cur_md["resourceVersion"]
             new = self._default_and_validate(kind, new, old=current)
+            if status_only and kind.resource == "resourceclaims.resource.k8s.io":
+                self._check_admin_access_status(new, current)
             new_md = new["metadata"]
             if cur_md.get("deletionTimestamp"):
                 added = set(new_md.get("finalizers") or []) - set(cur_md.get("finalizers") or [])

@@ -619,6 +619,8 @@ def _exact_problems(sub, spath: str, exprs: list) -> list[str]:
     tolerations = _list_problem(f"{spath}.tolerations", sub.get("tolerations"), TOLERATIONS_MAX)
     if tolerations:
         problems.append(tolerations)
+    elif sub.get("tolerations"):
+        problems += _device_toleration_problems(sub["tolerations"], f"{spath}.tolerations")
     more, found = _selector_exprs(sub.get("selectors"), f"{spath}.selectors")
     exprs += found
     return problems + more
@@ -684,8 +686,69 @@ def _claim_spec_problems(spec, path: str) -> list[str]:
                 problems.append(
                     f"{path}.devices.constraints[{i}].requests: {_r(r)} is not a request of this claim"
                 )
+        if isinstance(cons, dict) and not cons.get("matchAttribute") and not cons.get("distinctAttribute"):
+            problems.append(f'{path}.devices.constraints[{i}]: Required value: exactly one of "matchAttribute" or '
+                            '"distinctAttribute" is required')
     problems += _opaque_config_problems(devices.get("config"), f"{path}.devices.config", CONFIG_MAX)
+    configs = devices.get("config")
+    refs = request_names(spec)
+    for i, cfg in enumerate(configs if isinstance(configs, list) else []):
+        reqs = cfg.get("requests") if isinstance(cfg, dict) else None
+        for r in reqs if isinstance(reqs, list) else []:
+            if r not in refs:
+                problems.append(f"{path}.devices.config[{i}].requests: Invalid value: {_r(r)}: must be the name of "
+                                "a request in the claim or the name of a request and a subrequest separated by '/'")
     return problems + _cel_problems(exprs)
+
+
+def request_names(spec) -> set[str]:
+    """The names a claim's config, constraints and allocation results may refer to: each request's
+    name, and ``request/subrequest`` for each of its firstAvailable entries."""
+    devices = spec.get("devices") if isinstance(spec, dict) else None
+    requests = devices.get("requests") if isinstance(devices, dict) else None
+    names: set[str] = set()
+    for req in requests if isinstance(requests, list) else []:
+        if not isinstance(req, dict) or not isinstance(req.get("name"), str):
+            continue
+        names.add(req["name"])
+        first = req.get("firstAvailable")
+        for sub in first if isinstance(first, list) else []:
+            if isinstance(sub, dict) and isinstance(sub.get("name"), str):
+                names.add(f"{req['name']}/{sub['name']}")
+    return names
+
+
+_DEVICE_TAINT_EFFECTS = ("NoSchedule", "NoExecute", "None")
+
+
+def _device_toleration_problems(tolerations: list, path: str) -> list[str]:
+    """A device request's tolerations, as the API server checks them (operator Equal by default)."""
+    problems = []
+    for i, tol in enumerate(tolerations):
+        tpath = f"{path}[{i}]"
+        if not isinstance(tol, dict):
+            problems.append(f"{tpath}: must be a mapping (key, operator, value, effect), got {_r(tol)}")
+            continue
+        key, op, value, effect = tol.get("key"), tol.get("operator") or "Equal", tol.get("value"), tol.get("effect")
+        if key:
+            problem = _qualified_name_problem(key, f"{tpath}.key:")
+            if problem:
+                problems.append(problem)
+        if op == "Exists":
+            if value:
+                problems.append(f"{tpath}.value: Invalid value: {_r(value)}: must be empty for operator `Exists`")
+        elif op == "Equal":
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{tpath}.value: must be a string, got {_r(value)}")
+            elif value and (len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
+                problems.append(f"{tpath}.value: Invalid value: {_r(value)}: a label value of at most 63 characters "
+                                "of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
+        else:
+            problems.append(f'{tpath}.operator: Unsupported value: {_r(op)}: supported values: "Equal", "Exists"')
+        if effect not in (None, "", *_DEVICE_TAINT_EFFECTS):
+            problems.append(f"{tpath}.effect: Unsupported value: {_r(effect)}: supported values: "
+                            + ", ".join(f'"{e}"' for e in _DEVICE_TAINT_EFFECTS))
+    return problems
 
 
 def validate_resource_claim(obj: dict) -> None:
@@ -695,11 +758,79 @@ def validate_resource_claim(obj: dict) -> None:
         if not isinstance(status, dict):
             problems.append("status: must be a mapping")
         else:
-            problems += _claim_status_problems(status)
+            problems += _claim_status_problems(status, request_names(obj.get("spec")))
     _fail(obj, problems)
 
 
-def _claim_status_problems(status: dict) -> list[str]:
+def _result_problems(res, path: str, names: set[str]) -> list[str]:
+    """One allocation result: it names a request of the claim, a driver, a pool and a device."""
+    if not isinstance(res, dict):
+        return [f"{path}: must be a mapping"]
+    problems = []
+    if res.get("request") not in names:
+        problems.append(f"{path}.request: Invalid value: {_r(res.get('request'))}: must be the name of a request in "
+                        "the claim or the name of a request and a subrequest separated by '/'")
+    for problem in (_dns_problem(f"{path}.driver", res.get("driver"), DRIVER_NAME_MAX, _DNS_SUBDOMAIN, "subdomain"),
+                    _pool_name_problem(f"{path}.pool", res.get("pool")),
+                    _label_problem(f"{path}.device", res.get("device"))):
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+
+
+def node_selector_problems(selector, path: str) -> list[str]:
+    """A NodeSelector as the API server validates it: at least one term; label requirements with a
+    known operator and the values it takes; field requirements on metadata.name only, In or NotIn
+    one value."""
+    if not isinstance(selector, dict):
+        return [f"{path}: must be a mapping"]
+    terms = selector.get("nodeSelectorTerms")
+    if not isinstance(terms, list) or not terms:
+        return [f"{path}.nodeSelectorTerms: Required value: must have at least one node selector term"]
+    problems = []
+    for i, term in enumerate(terms):
+        tpath = f"{path}.nodeSelectorTerms[{i}]"
+        if not isinstance(term, dict):
+            problems.append(f"{tpath}: must be a mapping")
+            continue
+        for kind in ("matchExpressions", "matchFields"):
+            reqs = term.get(kind)
+            for j, req in enumerate(reqs if isinstance(reqs, list) else []):
+                rpath = f"{tpath}.{kind}[{j}]"
+                if not isinstance(req, dict):
+                    problems.append(f"{rpath}: must be a mapping")
+                    continue
+                op, values, key = req.get("operator"), req.get("values") or [], req.get("key")
+                if kind == "matchFields":
+                    if op not in ("In", "NotIn"):
+                        problems.append(f"{rpath}.operator: Invalid value: {_r(op)}: not a valid selector operator")
+                    elif len(values) != 1:
+                        problems.append(f"{rpath}.values: Required value: must be only one value when `operator` is "
+                                        "'In' or 'NotIn' for node field selector")
+                    if key != "metadata.name":
+                        problems.append(f"{rpath}.key: Invalid value: {_r(key)}: not a valid field selector key")
+                    continue
+                if op not in _SELECTOR_OPERATORS:
+                    problems.append(f"{rpath}.operator: Invalid value: {_r(op)}: not a valid selector operator")
+                elif op in ("In", "NotIn") and not values:
+                    problems.append(f"{rpath}.values: Required value: must be specified when `operator` is 'In' or "
+                                    "'NotIn'")
+                elif op in ("Exists", "DoesNotExist") and values:
+                    problems.append(f"{rpath}.values: Forbidden: may not be specified when `operator` is 'Exists' "
+                                    "or 'DoesNotExist'")
+                elif op in ("Gt", "Lt") and len(values) != 1:
+                    problems.append(f"{rpath}.values: Required value: must be specified single value when "
+                                    "`operator` is 'Lt' or 'Gt'")
+                problem = _qualified_name_problem(key, f"{rpath}.key:")
+                if problem:
+                    problems.append(problem)
+    return problems
+
+
+def _claim_status_problems(status: dict, names: set[str]) -> list[str]:
     problems = []
     allocation = status.get("allocation")
     if allocation is not None:
@@ -712,6 +843,11 @@ def _claim_status_problems(status: dict) -> list[str]:
                 problems.append("status.allocation.devices.results: must be a list")
             elif _too_many("status.allocation.devices.results", results, ALLOCATION_RESULTS_MAX):
                 problems.append(_too_many("status.allocation.devices.results", results, ALLOCATION_RESULTS_MAX))
+            else:
+                for i, res in enumerate(results or []):
+                    problems += _result_problems(res, f"status.allocation.devices.results[{i}]", names)
+            if allocation.get("nodeSelector") is not None:
+                problems += node_selector_problems(allocation["nodeSelector"], "status.allocation.nodeSelector")
     reserved = status.get("reservedFor")
     if reserved is not None:
         if not isinstance(reserved, list):
