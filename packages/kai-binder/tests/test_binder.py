@@ -402,7 +402,120 @@ def test_recommended_options_bind_the_seed_like_pod_and_report(rig):
     # claims, bind, condition, event, and the status last
     assert [w[:2] for w in r.faulty.log[-6:]] == [
         ("update", "ResourceClaim"), ("update_status", "ResourceClaim"), ("bind", "Pod"),
-        ("update_status", "Pod"), ("create", "Event"), ("update_status", "BindRequest")]
+        ("patch", "pods"), ("create", "Event"), ("update_status", "BindRequest")]
+
+
+class CountingStore:
+    """Records every API call the binder makes (``(verb, resource or kind, subresource)``) and the
+    patches it sends, then passes the call on."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str, str]] = []
+        self.patches: list[tuple[dict, bool]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get(self, resource, name, namespace=None):
+        self.calls.append(("get", resource, ""))
+        return self.inner.get(resource, name, namespace)
+
+    def list(self, resource, *args, **kw):
+        self.calls.append(("list", resource, ""))
+        return self.inner.list(resource, *args, **kw)
+
+    def create(self, obj):
+        self.calls.append(("create", obj["kind"], ""))
+        return self.inner.create(obj)
+
+    def update(self, obj):
+        self.calls.append(("update", obj["kind"], ""))
+        return self.inner.update(obj)
+
+    def update_status(self, obj):
+        self.calls.append(("update", obj["kind"], "status"))
+        return self.inner.update_status(obj)
+
+    def patch(self, resource, name, namespace, patch, subresource=None, *, strategic=False):
+        self.calls.append(("patch", resource, subresource or ""))
+        self.patches.append((patch, strategic))
+        return self.inner.patch(resource, name, namespace, patch, subresource, strategic=strategic)
+
+    def bind(self, namespace, pod_name, node_name, pod_uid=None):
+        self.calls.append(("create", "Pod", "binding"))
+        return self.inner.bind(namespace, pod_name, node_name, pod_uid)
+
+
+def test_pod_bound_is_one_strategic_patch_without_reading_the_pod_again(rig):
+    """KAI's way: the condition is a strategic merge patch of pods/status (conditions merge by
+    type), so the binder neither reads the pod again nor retries on 409. A DRA pod costs (on a
+    store without watch caches): the pod, node and claim read, the claim's two writes, the binding,
+    the condition, the Event, the BindRequest's status."""
+    r = rig(pods=[rig.pod("p", claims=1)], **RECOMMENDED_OPTIONS)
+    counting = CountingStore(r.faulty.inner)
+    r.faulty.inner = counting
+    r.schedule()
+    uid = r.get_pod("p")["metadata"]["uid"]
+    counting.calls.clear()
+    assert r.bind().succeeded == 1
+    assert counting.calls == [
+        ("list", RES_BIND_REQUESTS, ""), ("get", RES_PODS, ""), ("get", RES_NODES, ""), ("get", RES_CLAIMS, ""),
+        ("update", "ResourceClaim", ""), ("update", "ResourceClaim", "status"), ("create", "Pod", "binding"),
+        ("patch", RES_PODS, "status"), ("create", "Event", ""), ("update", "BindRequest", "status")]
+    [(patch, strategic)] = counting.patches
+    assert strategic
+    [cond] = patch["status"]["conditions"]
+    assert patch == {"metadata": {"uid": uid}, "status": {"conditions": [cond]}}
+    assert cond["lastProbeTime"] is None and cond["lastTransitionTime"]
+    assert {k: cond[k] for k in ("type", "status", "reason", "message")} == {
+        "type": "PodBound", "status": "True", "reason": "Bound", "message": "Pod bound successfully to node n1"}
+    conditions = r.get_pod("p")["status"]["conditions"]
+    assert {c["type"] for c in conditions} == {"PodScheduled", "PodBound"}  # the binding's condition kept
+
+
+def test_pod_bound_keeps_its_transition_time_and_is_not_written_again(rig):
+    r = rig(pods=[rig.pod("p")], backoff_limit=3, report=True)
+    counting = CountingStore(r.faulty.inner)
+    r.faulty.inner = counting
+    r.schedule()
+    r.faulty.refuse_binds = True
+    r.bind()
+    first = r.condition("p")
+    assert (first["status"], first["reason"]) == ("False", "BindingError")
+    # the same failure again: the pod read at the start shows the condition already, no write
+    counting.patches.clear()
+    r.clock.advance_to(r.binder.next_due())
+    r.bind()
+    assert counting.patches == [] and r.condition("p") == first
+    assert len(r.events("p")) == 2  # every failed attempt still has its Event
+    # the same status with another message keeps its lastTransitionTime
+    pod = r.get_pod("p")
+    cond = {**{k: first[k] for k in ("type", "status", "reason")}, "message": "another failure"}
+    assert r.binder._set_pod_condition(pod, "default", "p", cond) == pod["metadata"]["uid"]
+    first.pop("lastProbeTime")  # a null in a strategic merge patch removes the field (the API shows null)
+    assert {k: v for k, v in r.condition("p").items() if k != "lastProbeTime"} == {
+        **first, "message": "another failure"}
+    # a new status is a transition; the condition of the pod held is what counts, no read
+    old = {**first, "lastTransitionTime": "2020-01-01T00:00:00Z"}
+    pod["status"]["conditions"] = [c if c["type"] != "PodBound" else old for c in pod["status"]["conditions"]]
+    r.binder._set_pod_condition(pod, "default", "p", {**cond, "status": "True"})
+    assert r.condition("p")["status"] == "True"
+    assert r.condition("p")["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    counting.calls.clear()
+    r.binder._set_pod_condition(pod, "default", "p", {**cond, "message": "same status"})
+    assert r.condition("p")["lastTransitionTime"] == "2020-01-01T00:00:00Z"  # kept from the pod held
+    assert counting.calls == [("patch", RES_PODS, "status")]
+
+
+def test_pod_bound_is_not_written_on_a_new_pod_of_the_same_name(rig):
+    r = rig(pods=[rig.pod("p")], report=True)
+    old = r.get_pod("p")
+    r.store.delete(RES_PODS, "p", "default")
+    r.add(rig.pod("p"))
+    cond = {"type": "PodBound", "status": "True", "reason": "Bound", "message": "m"}
+    assert r.binder._set_pod_condition(old, "default", "p", cond) is None
+    assert r.condition("p") is None
 
 
 # -- plugins -------------------------------------------------------------------------------------------

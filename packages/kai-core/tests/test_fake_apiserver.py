@@ -318,7 +318,7 @@ def test_merge_json_and_strategic_patches(cluster_server):
     status, body = raw(api, "PATCH", path, body=[{"op": "test", "path": "/data/x", "value": "9"}],
                        content_type="application/json-patch+json")
     assert status == 422
-    # the typed client sends a dict patch as a strategic merge patch: applied as a merge patch
+    # the typed client sends a dict patch as a strategic merge patch: maps merge as in a merge patch
     client.CoreV1Api(api).patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"l": "v"}}})
     assert server.store.get("configmaps", "a", "default")["metadata"]["labels"] == {"l": "v"}
     # a stale resourceVersion in a merge patch is a precondition
@@ -333,6 +333,31 @@ def test_merge_json_and_strategic_patches(cluster_server):
                        body={"spec": {"selectedNode": "n2"}},
                        content_type="application/strategic-merge-patch+json")
     assert status == 415 and body["reason"] == "UnsupportedMediaType"
+
+
+def test_strategic_merge_patch_merges_pod_conditions_by_type(cluster_server):
+    """As kube-apiserver does (and KAI's binder relies on): a strategic merge patch of a pod's
+    status adds or updates the conditions it names and keeps the others; a merge patch replaces
+    the list."""
+    server, api = cluster_server
+    server.store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                         "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}})
+    server.store.patch("pods", "p", "default", {"status": {"conditions": [
+        {"type": "PodScheduled", "status": "True"}]}}, "status")
+    path = "/api/v1/namespaces/default/pods/p/status"
+    bound = {"type": "PodBound", "status": "True", "reason": "Bound", "message": "m"}
+    status, body = raw(api, "PATCH", path, body={"status": {"conditions": [bound]}},
+                       content_type="application/strategic-merge-patch+json")
+    assert status == 200 and body["status"]["conditions"] == [{"type": "PodScheduled", "status": "True"}, bound]
+    status, body = raw(api, "PATCH", path, body={"status": {"conditions": [{"type": "PodBound", "status": "False"}]}},
+                       content_type="application/strategic-merge-patch+json")
+    assert body["status"]["conditions"] == [{"type": "PodScheduled", "status": "True"}, {**bound, "status": "False"}]
+    status, body = raw(api, "PATCH", path, body={"status": {"conditions": [bound]}},
+                       content_type="application/merge-patch+json")
+    assert body["status"]["conditions"] == [bound]
+    status, body = raw(api, "PATCH", path, body={"status": {"conditions": [{"type": "X", "$patch": "delete"}]}},
+                       content_type="application/strategic-merge-patch+json")
+    assert status == 415 and "directives" in body["message"]
 
 
 def test_delete_with_preconditions(fake_apiserver, api):

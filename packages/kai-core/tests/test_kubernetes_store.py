@@ -11,7 +11,15 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
-from kai_core.api.errors import AlreadyExists, ApiError, Conflict, Gone, Invalid, NotFound  # noqa: E402
+from kai_core.api.errors import (  # noqa: E402
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Gone,
+    Invalid,
+    NotFound,
+    UnsupportedMediaType,
+)
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_PODS  # noqa: E402
 from kai_core.client.store import (  # noqa: E402
     KubeconfigError,
@@ -143,6 +151,31 @@ def test_status_subresource_and_merge_patch(store):
         store.patch(RES_PODS, "p", "default", {"metadata": {"resourceVersion": "1", "labels": {"c": "d"}}})
     with pytest.raises(NotFound):
         store.update_status(configmap("cm"))  # configmaps have no status subresource
+
+
+def test_strategic_merge_patch_over_http(store, server):
+    store.create(pod("p"))
+    store.patch(RES_PODS, "p", "default", {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}},
+                "status")
+    bound = {"type": "PodBound", "status": "True", "reason": "Bound"}
+    out = store.patch(RES_PODS, "p", "default", {"status": {"conditions": [bound]}}, "status", strategic=True)
+    assert out["status"]["conditions"] == [{"type": "PodScheduled", "status": "True"}, bound]
+    assert out["kind"] == "Pod"
+    assert [r.call for r in server.requests if r.verb == "patch"] == ["patch pods/status", "patch pods/status"]
+
+
+def test_strategic_merge_patch_of_a_custom_resource_is_refused_unsent():
+    cluster = EmbeddedCluster(build_plugin_manager(load_external=False))
+    with FakeApiServer(cluster.store) as server:
+        st = make_store(server)
+        try:
+            with pytest.raises(UnsupportedMediaType) as exc:
+                st.patch(RES_BIND_REQUESTS, "b1", "default", {"status": {"phase": "Succeeded"}}, "status",
+                         strategic=True)
+        finally:
+            st.close()
+    assert exc.value.code == 415 and 'BindRequest "b1"' in exc.value.message
+    assert not [r for r in server.requests if r.resource == RES_BIND_REQUESTS]
 
 
 def test_custom_resources_and_dra_kinds_over_http():

@@ -25,6 +25,7 @@ from kai_core.api.errors import (
     MethodNotAllowed,
     NotFound,
     UnknownKind,
+    UnsupportedMediaType,
 )
 from kai_core.api.features import FeatureGates
 from kai_core.api.store import Store
@@ -425,6 +426,75 @@ def test_merge_patch_cannot_rename_or_move_an_object(store):
         "configmaps", "cm", None, {"metadata": {"name": "other", "namespace": "kube-system"}}
     )
     assert patched["metadata"]["name"] == "cm" and patched["metadata"]["namespace"] == "default"
+
+
+def _cond(type_: str, status: str = "True", **fields) -> dict:
+    return {"type": type_, "status": status, **fields}
+
+
+def test_strategic_merge_patch_merges_conditions_by_type(store):
+    store.create(pod())
+    store.patch("pods", "p", None, {"status": {"conditions": [
+        _cond("PodScheduled"), _cond("Ready", "False", reason="NotYet", lastProbeTime="t0")]}}, "status")
+    patched = store.patch("pods", "p", None, {"status": {"conditions": [
+        _cond("PodBound", reason="Bound", lastProbeTime=None)]}}, "status", strategic=True)
+    # a new type is appended as given (a null included), the others are kept in their order
+    assert [c["type"] for c in patched["status"]["conditions"]] == ["PodScheduled", "Ready", "PodBound"]
+    assert patched["status"]["conditions"][2] == _cond("PodBound", reason="Bound", lastProbeTime=None)
+    # the same type: the fields named replace its own in place, a null removes one, the rest stay
+    patched = store.patch("pods", "p", None, {"status": {"conditions": [
+        _cond("Ready", reason=None, lastProbeTime=None, message="up")]}}, "status", strategic=True)
+    assert patched["status"]["conditions"][1] == _cond("Ready", message="up")
+    assert [c["type"] for c in patched["status"]["conditions"]] == ["PodScheduled", "Ready", "PodBound"]
+    # the same patch as a JSON merge patch replaces the list whole
+    patched = store.patch("pods", "p", None, {"status": {"conditions": [_cond("Ready")]}}, "status")
+    assert patched["status"]["conditions"] == [_cond("Ready")]
+
+
+def test_strategic_merge_patch_of_node_conditions_and_other_fields(store):
+    store.create(node(conditions=[_cond("Ready"), _cond("MemoryPressure", "False")],
+                      addresses=[{"type": "InternalIP", "address": "10.0.0.1"}], phase="Running"))
+    patched = store.patch("nodes", "n1", None, {"status": {
+        "conditions": [_cond("MemoryPressure")],
+        "addresses": [{"type": "Hostname", "address": "n1"}],  # no merge key kept for it: replaced
+        "phase": None,  # null deletes
+    }}, "status", strategic=True)
+    assert patched["status"]["conditions"] == [_cond("Ready"), _cond("MemoryPressure")]
+    assert patched["status"]["addresses"] == [{"type": "Hostname", "address": "n1"}]
+    assert "phase" not in patched["status"]
+    # a list outside the table is replaced, as by a merge patch; maps merge
+    store.create(pod())
+    store.patch("pods", "p", None, {"metadata": {"finalizers": ["example.com/a"], "labels": {"a": "1"}}})
+    patched = store.patch("pods", "p", None, {"metadata": {"finalizers": ["example.com/b"], "labels": {"b": "2"}}},
+                          strategic=True)
+    assert patched["metadata"]["finalizers"] == ["example.com/b"]
+    assert patched["metadata"]["labels"] == {"a": "1", "b": "2"}
+
+
+def test_strategic_merge_patch_refuses_what_it_cannot_do(cluster, store):
+    store.create(pod())
+    with pytest.raises(BadRequest, match="merge key 'type'"):
+        store.patch("pods", "p", None, {"status": {"conditions": [{"status": "True"}]}}, "status", strategic=True)
+    with pytest.raises(BadRequest, match=r"\$patch"):
+        store.patch("pods", "p", None, {"status": {"conditions": [{"type": "X", "$patch": "delete"}]}},
+                    "status", strategic=True)
+    # custom resources take no strategic merge patch (the API server answers 415)
+    p = cluster.store.create(pod())
+    cluster.store.create(bind_request(p))
+    with pytest.raises(UnsupportedMediaType) as exc:
+        cluster.store.patch(BR, "p-br", None, {"status": {"phase": "Succeeded"}}, "status", strategic=True)
+    assert exc.value.code == 415 and "BindRequest default/p-br" in exc.value.message
+    assert not (cluster.store.get(BR, "p-br").get("status") or {}).get("phase")
+
+
+def test_strategic_merge_patch_uid_is_a_precondition(store):
+    created = store.create(pod())
+    cond = {"status": {"conditions": [_cond("PodBound")]}}
+    with pytest.raises(Conflict, match="UID in precondition"):
+        store.patch("pods", "p", None, {"metadata": {"uid": "another"}, **cond}, "status", strategic=True)
+    patched = store.patch("pods", "p", None, {"metadata": {"uid": created["metadata"]["uid"]}, **cond}, "status",
+                          strategic=True)
+    assert patched["status"]["conditions"] == [_cond("PodBound")]
 
 
 # ---------------------------------------------------------------------------------------------

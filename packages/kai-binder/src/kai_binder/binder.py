@@ -4,8 +4,9 @@
 checks of :mod:`kai_binder.verify` (next paragraph); the
 binder plugins' ``kai_binder_pre_bind`` (the built-in DRA claim step first, see
 :mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition; ``kai_binder_post_bind``;
-then, with ``report``, the pod's ``PodBound`` condition and an Event; last the BindRequest's
-``status.phase: Succeeded``. An attempt that fails runs ``kai_binder_rollback`` of every plugin in
+then, with ``report``, the pod's ``PodBound`` condition (one strategic merge patch of
+``pods/status``, compared first with the pod already read, never read again) and an Event; last
+the BindRequest's ``status.phase: Succeeded``. An attempt that fails runs ``kai_binder_rollback`` of every plugin in
 reverse order, reports ``PodBound=False`` / ``BindingError`` with the reason, and ends ``Failed``
 with that reason (the API's own message for an API error).
 
@@ -65,7 +66,7 @@ from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
-from kai_core.api.objects import clone, now_rfc3339
+from kai_core.api.objects import now_rfc3339
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
 from kai_core.client.store import TokenBucket
 from kai_core.framework.plugins import KaiPluginManager
@@ -146,9 +147,9 @@ class RateLimitedStore:
         self.limiter.acquire()
         return self._store.update_status(obj)
 
-    def patch(self, resource, name, namespace, patch, subresource=None):
+    def patch(self, resource, name, namespace, patch, subresource=None, *, strategic=False):
         self.limiter.acquire()
-        return self._store.patch(resource, name, namespace, patch, subresource)
+        return self._store.patch(resource, name, namespace, patch, subresource, strategic=strategic)
 
     def delete(self, resource, name, namespace=None):
         self.limiter.acquire()
@@ -431,7 +432,7 @@ class Binder:
             return self._refuse_unverified(br, exc)
         bound = (pod.get("spec") or {}).get("nodeName")
         if bound == node:
-            return self._succeed(br, pod, node, fresh=True)
+            return self._succeed(br, pod, node)
         if bound:
             return self._refuse(br, pod, node,
                                 f"pod {_pod_ref(ns, pod_name)} is already bound to node {bound}")
@@ -460,7 +461,7 @@ class Binder:
             return self._after_bind_error(br, pod, node, exc)
         log.info("pod %s bound to node %s", _pod_ref(ns, pod_name), node)
         self.hooks.post_bind(br, pod, node)
-        return self._succeed(br, pod, node, fresh=False)
+        return self._succeed(br, pod, node)
 
     def _after_bind_error(self, br: dict, pod: dict, node: str, exc: BaseException) -> tuple[str, str]:
         """The binding call failed: read the pod back, since a timeout or a 409 may hide a bind
@@ -482,18 +483,20 @@ class Binder:
             log.info("pod %s bound to node %s (the binding call failed but went through)",
                      _pod_ref(ns, name), node)
             self.hooks.post_bind(br, current, node)
-            return self._succeed(br, current, node, fresh=True)
+            return self._succeed(br, current, node)
         if bound:
             return self._refuse(br, current, node, f"{what}; the pod is bound to node {bound}")
         return self._fail(br, current, node, what)
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _succeed(self, br: dict, pod: dict, node: str, fresh: bool) -> tuple[str, str]:
+    def _succeed(self, br: dict, pod: dict, node: str) -> tuple[str, str]:
+        """``pod`` is the pod as last read (before the bind, or read back after it): what the
+        PodBound condition is compared with, no read again."""
         self.verifier.mark_written(_key(br))
         if self.report:
             md = pod["metadata"]
-            self._report(br, pod if fresh else None, md["namespace"], md["name"], node, None)
+            self._report(br, pod, md["namespace"], md["name"], node, None)
         return self._finish(br, "Succeeded", "")
 
     def _fail(self, br: dict, pod: dict, node: str, reason: str, pod_exists: bool = True) -> tuple[str, str]:
@@ -597,7 +600,7 @@ class Binder:
 
     # -- reporting -----------------------------------------------------------------------------
 
-    def _report(self, br: dict, pod: dict | None, ns: str, name: str, node: str, reason: str | None) -> None:
+    def _report(self, br: dict, pod: dict, ns: str, name: str, node: str, reason: str | None) -> None:
         """PodBound condition and an Event: True/Bound after a bind, False/BindingError with the
         reason after a failed attempt. Best effort: an API error here is logged, never fatal."""
         if reason is None:
@@ -614,36 +617,35 @@ class Binder:
         if uid is not None:
             self._record_event(ev_name, ns, name, uid, ev_type, why, message)
 
-    def _set_pod_condition(self, pod: dict | None, ns: str, name: str, cond: dict) -> str | None:
-        """Write ``cond`` unless the pod already has it; returns the pod's uid (None if gone)."""
-        for _ in range(CONFLICT_RETRIES):
-            try:
-                if pod is None:
-                    pod = self.api.get(RES_PODS, name, ns)
-                current = [c for c in (pod.get("status") or {}).get("conditions") or []
-                           if c.get("type") == POD_BOUND_CONDITION]
-                if current and all(current[0].get(k) == v for k, v in cond.items()):
-                    return pod["metadata"].get("uid")
-                new = clone(pod)
-                st = new.setdefault("status", {})
-                conds = [c for c in st.get("conditions") or [] if c.get("type") != POD_BOUND_CONDITION]
-                changed = not current or current[0].get("status") != cond["status"]
-                ts = now_rfc3339() if changed else current[0].get("lastTransitionTime") or now_rfc3339()
-                conds.append({**cond, "lastProbeTime": None, "lastTransitionTime": ts})
-                st["conditions"] = conds
-                self.api.update_status(new)
-                return pod["metadata"].get("uid")
-            except Conflict:
-                pod = None
-            except NotFound:
-                return None
-            except (ApiError, OSError) as exc:
-                log.warning("cannot set the %s condition of pod %s: %s", POD_BOUND_CONDITION,
-                            _pod_ref(ns, name), describe_api_error(exc))
-                return pod["metadata"].get("uid") if pod else None
-        log.warning("cannot set the %s condition of pod %s: it kept changing", POD_BOUND_CONDITION,
-                    _pod_ref(ns, name))
-        return pod["metadata"].get("uid") if pod else None
+    def _set_pod_condition(self, pod: dict, ns: str, name: str, cond: dict) -> str | None:
+        """Write ``cond`` unless ``pod`` (as this attempt last read it) already has it; returns the
+        pod's uid, None when the pod is gone or was replaced.
+
+        One strategic merge patch of ``pods/status`` holding just this condition, as KAI's binder
+        sends: conditions merge by ``type``, so there is no read first and no 409 to retry, and the
+        other conditions (the kubelet's, PodScheduled) are left as they are. Its
+        ``lastTransitionTime`` is kept when the status does not change. The pod's uid in the patch
+        is a precondition: a new pod of the same name is refused the patch (409 here, or 422 from
+        an API server that reports the uid as immutable) and gets nothing."""
+        uid = pod["metadata"].get("uid")
+        held = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                     if c.get("type") == POD_BOUND_CONDITION), None)
+        if held is not None and all(held.get(k) == v for k, v in cond.items()):
+            return uid
+        same = held is not None and held.get("status") == cond["status"]
+        ts = (held or {}).get("lastTransitionTime") if same else None
+        patch: dict = {"status": {"conditions": [
+            {**cond, "lastProbeTime": None, "lastTransitionTime": ts or now_rfc3339()}]}}
+        if uid:
+            patch["metadata"] = {"uid": uid}
+        try:
+            self.api.patch(RES_PODS, name, ns, patch, "status", strategic=True)
+        except (NotFound, Conflict):
+            return None
+        except (ApiError, OSError) as exc:
+            log.warning("cannot set the %s condition of pod %s: %s", POD_BOUND_CONDITION,
+                        _pod_ref(ns, name), describe_api_error(exc))
+        return uid
 
     def _record_event(self, ev_name: str, ns: str, pod_name: str, uid: str, type_: str, reason: str,
                       message: str) -> None:

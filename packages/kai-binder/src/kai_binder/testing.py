@@ -105,9 +105,10 @@ class FaultyStore:
     def update_status(self, obj):
         return self._write(self._what("update_status", obj), self.inner.update_status, obj)
 
-    def patch(self, resource, name, namespace, patch, subresource=None):
-        return self._write(("patch", resource, namespace or "", name), self.inner.patch, resource, name,
-                           namespace, patch, subresource)
+    def patch(self, resource, name, namespace, patch, subresource=None, *, strategic=False):
+        return self._write(("patch", resource, namespace or "", name),
+                           lambda: self.inner.patch(resource, name, namespace, patch, subresource,
+                                                    strategic=strategic))
 
     def delete(self, resource, name, namespace=None):
         return self._write(("delete", resource, namespace or "", name), self.inner.delete, resource, name,

@@ -85,6 +85,14 @@ class Invalid(ApiError):
     reason = "Invalid"
 
 
+class UnsupportedMediaType(ApiError):
+    """The request body is in a format the resource does not take, e.g. a strategic merge patch of
+    a custom resource (the API server knows no merge keys for CRD kinds)."""
+
+    code = 415
+    reason = "UnsupportedMediaType"
+
+
 class UnknownKind(ApiError):
     """No one serves this kind: neither Kubernetes built-ins we model, nor a CRD, nor a plugin."""
 

@@ -43,6 +43,8 @@ class ResourceKind:
     convert_from: dict[str, Callable[[dict], dict]] = field(default_factory=dict)
     validate_update: UpdateValidator | None = None
     field_selectors: tuple[str, ...] = ()
+    #: served from a CustomResourceDefinition: the API server refuses strategic merge patches of it
+    custom: bool = False
 
     def selectable_fields(self) -> tuple[str, ...]:
         """Every field path a field selector may name for this kind."""

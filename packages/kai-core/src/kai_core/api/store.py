@@ -81,9 +81,22 @@ class Store(ABC):
 
     @abstractmethod
     def patch(
-        self, resource: str, name: str, namespace: str | None, patch: dict, subresource: str | None = None
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None,
+        patch: dict,
+        subresource: str | None = None,
+        *,
+        strategic: bool = False,
     ) -> dict:
-        """JSON merge patch (RFC 7386) of the object or of its ``status`` subresource."""
+        """JSON merge patch (RFC 7386) of the object or of its ``status`` subresource.
+
+        ``strategic``: a strategic merge patch instead, where a list the Kubernetes types tag with a
+        merge key (a pod's or node's ``status.conditions``, by ``type``) merges item by item, so a
+        writer can set one condition without reading the others first. Built-in kinds only: a
+        custom resource raises UnsupportedMediaType (415), as on the API server.
+        """
 
     @abstractmethod
     def delete(self, resource: str, name: str, namespace: str | None = None) -> None:

@@ -3,8 +3,9 @@
 What it does as the API server does: uids, ``generateName``, a resourceVersion on every write (a
 write that changes nothing is not a write: no new resourceVersion, no event), 409 on a stale update
 or a duplicate create, 404s, the status subresource (``update`` keeps the status, ``update_status``
-keeps everything else), ``generation`` bumped on spec changes, JSON merge patch, watch events with
-410 once history is compacted, label and field selectors, finalizers and ``deletionTimestamp``,
+keeps everything else), ``generation`` bumped on spec changes, JSON merge patch, strategic merge
+patch (conditions merged by ``type``, see :data:`STRATEGIC_MERGE_KEYS`), watch events with 410
+once history is compacted, label and field selectors, finalizers and ``deletionTimestamp``,
 ownerReference garbage collection (background), namespace lifecycle (``Terminating`` while its
 contents go), pods/binding, API defaulting (``schedulerName: default-scheduler``, DRA
 ``allocationMode``/``count``, quantities as canonical strings), and validation (kinds nobody serves,
@@ -40,6 +41,7 @@ from kai_core.api.errors import (
     MethodNotAllowed,
     NotFound,
     UnknownKind,
+    UnsupportedMediaType,
 )
 from kai_core.api.eventlog import EventLog
 from kai_core.api.kinds import KindRegistry, ResourceKind
@@ -90,6 +92,69 @@ def merge_patch(target, patch):
         else:
             result[k] = merge_patch(result.get(k), v)
     return result
+
+
+#: The lists a strategic merge patch merges item by item, by the merge key their Kubernetes type
+#: tags (``patchStrategy:"merge" patchMergeKey:...`` in k8s.io/api): (kind, field path) -> key. Only
+#: the lists kai patches are here; any other list is replaced whole, as by a JSON merge patch.
+STRATEGIC_MERGE_KEYS: dict[tuple[str, str], str] = {
+    ("Pod", "status.conditions"): "type",  # core/v1 PodStatus.Conditions
+    ("Node", "status.conditions"): "type",  # core/v1 NodeStatus.Conditions
+}
+
+
+def strategic_merge_patch(target, patch, kind: str, path: str = ""):
+    """A strategic merge patch of an object of ``kind`` (``path``: where ``patch`` sits in it);
+    returns a new value. Maps merge as in a JSON merge patch (``None`` removes a key); a list with
+    a merge key in :data:`STRATEGIC_MERGE_KEYS` merges item by item: a patch item replaces the
+    fields it names of the item with the same key (kept in place) or is appended. Directives
+    (``$patch`` and the like) are refused with BadRequest: not implemented."""
+    _refuse_directives(patch, path or kind)
+    return _strategic(target, patch, kind, path)
+
+
+def _strategic(target, patch, kind: str, path: str):
+    if not isinstance(patch, dict):
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        at = f"{path}.{k}" if path else k
+        key = STRATEGIC_MERGE_KEYS.get((kind, at))
+        if v is None:
+            result.pop(k, None)
+        elif key is not None and isinstance(v, list):
+            result[k] = _merge_list(result.get(k), v, key, kind, at)
+        else:
+            result[k] = _strategic(result.get(k), v, kind, at)
+    return result
+
+
+def _merge_list(current, items: list, key: str, kind: str, path: str) -> list:
+    """The items of ``current`` with each of ``items`` merged into the one with the same ``key``
+    value, or appended (in the patch's order) when there is none: the API server's order when the
+    patch carries no ``$setElementOrder``."""
+    out = [clone(c) for c in current] if isinstance(current, list) else []
+    for item in items:
+        if not isinstance(item, dict) or item.get(key) is None:
+            raise BadRequest(
+                f"{kind} {path}: every item of a strategic merge patch needs its merge key {key!r}, got {item!r}")
+        at = next((i for i, c in enumerate(out) if isinstance(c, dict) and c.get(key) == item[key]), None)
+        if at is None:
+            out.append(clone(item))  # as given, nulls included: the API server appends it whole
+        else:
+            out[at] = _strategic(out[at], item, kind, path)
+    return out
+
+
+def _refuse_directives(patch, where: str) -> None:
+    if isinstance(patch, dict):
+        for k, v in patch.items():
+            if isinstance(k, str) and k.startswith("$"):
+                raise BadRequest(f"{where}: the strategic merge patch directive {k!r} is not implemented")
+            _refuse_directives(v, f"{where}.{k}")
+    elif isinstance(patch, list):
+        for v in patch:
+            _refuse_directives(v, where)
 
 
 def _ref(kind: ResourceKind, name: str, namespace: str | None = None) -> str:
@@ -180,6 +245,7 @@ class EmbeddedStore(Store):
                 convert_from={v: _same_shape for v in validator.versions if v != validator.version},
                 validate_update=transition_rule_validator(immutable_paths(validator.schema)),
                 field_selectors=fields,
+                custom=True,
             )
             if owner is not None and owner != kind.resource:
                 self.kinds.remove(owner)
@@ -302,15 +368,33 @@ class EmbeddedStore(Store):
         return clone(self._write_existing(_copy_in(obj), status_only=True))
 
     def patch(
-        self, resource: str, name: str, namespace: str | None, patch: dict, subresource: str | None = None
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None,
+        patch: dict,
+        subresource: str | None = None,
+        *,
+        strategic: bool = False,
     ) -> dict:
+        """A JSON merge patch, or with ``strategic`` a strategic merge patch
+        (:func:`strategic_merge_patch`; custom resources refuse it with 415, as the API server
+        does). ``metadata.uid`` and ``metadata.resourceVersion`` in the patch are preconditions."""
         if not isinstance(patch, dict):
             raise BadRequest("a merge patch must be a JSON object")
         if subresource not in (None, "status"):
             raise NotFound(f"the server could not find the requested resource ({resource}/{subresource})")
         with self._lock:
+            kind = self.kinds.get(resource)
+            if strategic and (kind.custom or kind.resource in self._crd_kinds.values()):
+                raise UnsupportedMediaType(
+                    f'{_ref(kind, name, namespace or "default")}: a strategic merge patch of a custom resource is not '
+                    "supported; send a JSON merge patch")
             current = self.get(resource, name, namespace)
-            merged = merge_patch(current, patch)
+            if strategic:
+                merged = strategic_merge_patch(current, patch, current["kind"])
+            else:
+                merged = merge_patch(current, patch)
             if not isinstance(merged.get("metadata"), dict):
                 raise Invalid(f'{resource} "{name}": metadata cannot be removed by a patch')
             merged["apiVersion"], merged["kind"] = current["apiVersion"], current["kind"]

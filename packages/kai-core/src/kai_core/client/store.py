@@ -57,6 +57,7 @@ from kai_core.api.errors import (
     MethodNotAllowed,
     NotFound,
     OutcomeUnknown,
+    UnsupportedMediaType,
     redact_credentials,
 )
 from kai_core.api.eventlog import EventLog
@@ -73,9 +74,11 @@ _ERRORS: dict[int, type[ApiError]] = {
     405: MethodNotAllowed,
     409: Conflict,
     410: Gone,
+    415: UnsupportedMediaType,
     422: Invalid,
 }
 _MERGE_PATCH = "application/merge-patch+json"
+_STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 _Key = tuple[str, str]
 
 
@@ -149,6 +152,7 @@ def kind_from_crd(crd: Mapping) -> ResourceKind:
             has_status="status" in (storage.get("subresources") or {}),
             short_names=tuple(names.get("shortNames") or ()),
             singular=names.get("singular") or names["kind"].lower(),
+            custom=True,
         )
     except (KeyError, TypeError, StopIteration, AttributeError) as exc:
         raise ValueError(
@@ -941,17 +945,33 @@ class KubernetesStore(Store):
         return out
 
     def patch(
-        self, resource: str, name: str, namespace: str | None, patch: dict, subresource: str | None = None
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None,
+        patch: dict,
+        subresource: str | None = None,
+        *,
+        strategic: bool = False,
     ) -> dict:
+        """A JSON merge patch, or with ``strategic`` a strategic merge patch (lists the Kubernetes
+        types tag with a merge key, such as a pod's conditions, merge item by item). A strategic
+        merge patch of a custom resource is refused here, unsent: the API server answers 415."""
         kind = self.kinds.get(resource)
         if not isinstance(patch, dict):
             raise BadRequest("a merge patch must be a JSON object")
         if subresource not in (None, "status"):
             raise NotFound(f"the server could not find the requested resource ({resource}/{subresource})")
+        if strategic and kind.custom:
+            raise UnsupportedMediaType(
+                f'patch {kind.kind} "{name}": a strategic merge patch of a custom resource is refused by the '
+                "API server; send a JSON merge patch")
         ns = (namespace or "default") if kind.namespaced else None
         path = self._path(kind, ns, name, subresource)
-        out = self._wrote(kind, ns, name, lambda: self._request("PATCH", path, body=patch, content_type=_MERGE_PATCH,
-                                                                 what=f"patch {kind.kind} {name}"))
+        ctype = _STRATEGIC_PATCH if strategic else _MERGE_PATCH
+        what = f"patch {kind.kind} {name}" + ("/status" if subresource else "")
+        out = self._wrote(kind, ns, name, lambda: self._request("PATCH", path, body=patch, content_type=ctype,
+                                                                 what=what))
         out = self._fill_type(kind, out)
         self._write_through(kind, clone(out))
         return out

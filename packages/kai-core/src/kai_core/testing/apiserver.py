@@ -26,9 +26,11 @@ Every request is recorded in :attr:`FakeApiServer.requests` with its RBAC-style 
 count API calls.
 
 What it leaves out: authentication and authorization (any credentials are accepted), server-side
-apply, strategic merge patch directives (a strategic merge patch of a built-in kind is applied as a
-JSON merge patch; ``$patch`` and similar keys are refused), ``deletecollection``, protobuf, Table
-output, OpenAPI documents, and API versions other than the one each kind is stored in.
+apply, most of strategic merge patch (a strategic merge patch of a built-in kind merges the lists
+of :data:`kai_core.apiserver.store.STRATEGIC_MERGE_KEYS` by key, pod and node conditions by
+``type``, and replaces any other list; ``$patch`` and similar keys are refused),
+``deletecollection``, protobuf, Table output, OpenAPI documents, and API versions other than the
+one each kind is stored in.
 """
 
 from __future__ import annotations
@@ -50,7 +52,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kai_core.api.errors import ApiError, BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound
+from kai_core.api.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    UnsupportedMediaType,
+)
 from kai_core.api.kinds import ResourceKind, builtin_kinds
 from kai_core.api.objects import clone, parse_field_selector, parse_label_selector
 from kai_core.apiserver.store import CRD_RESOURCE, EmbeddedStore
@@ -90,11 +101,6 @@ _RETURN_DELETED_OBJECT = frozenset({
 })
 #: The marker object :meth:`FakeApiServer.compact` writes to move the resourceVersion on.
 COMPACTION_MARKER = ("kube-system", "kai-fake-apiserver-compaction")
-
-
-class UnsupportedMediaType(ApiError):
-    code = 415
-    reason = "UnsupportedMediaType"
 
 
 class _Timeout(ApiError):
@@ -890,10 +896,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest("a merge patch must be a JSON object")
             if ctype == _STRATEGIC_PATCH and _has_directive(body):
                 raise UnsupportedMediaType(
-                    "the fake API server applies a strategic merge patch as a JSON merge patch and does not "
-                    f"implement its directives ({', '.join(_STRATEGIC_DIRECTIVES)})"
+                    "the fake API server does not implement the directives of a strategic merge patch "
+                    f"({', '.join(_STRATEGIC_DIRECTIVES)})"
                 )
-            return self._reply(200, store.patch(kind.resource, route.name, route.namespace, body, sub))
+            return self._reply(200, store.patch(kind.resource, route.name, route.namespace, body, sub,
+                                                strategic=ctype == _STRATEGIC_PATCH))
         if ctype == _JSON_PATCH:
             if not isinstance(body, list):
                 raise BadRequest("a JSON patch must be a list of operations")
