@@ -567,3 +567,49 @@ def test_an_unschedulable_pod_is_told_about_its_own_claim(world) -> None:
     assert w.message("p3") == (
         f"0/3 nodes are available: 3 cannot allocate all claims: claim default/{own} request dev: "
         "needs 1 device of DeviceClass gpu.example.com, 0 free (1 match, 1 in use).")
+
+
+# -- 6. what the API server adds to every pod --------------------------------------------------
+
+
+def with_token_volume(obj: dict, suffix: str, prefix: str = "kube-api-access-") -> dict:
+    """``obj`` as the API server's ServiceAccount admission leaves it: a projected token volume of a
+    generated name, mounted in the container."""
+    name = prefix + suffix
+    obj["spec"]["volumes"] = [{"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}]
+    obj["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": name, "readOnly": True, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    return obj
+
+
+def test_pods_differing_only_in_the_token_volume_name_share_a_shape(world) -> None:
+    log = FilterLog()
+    pods = [with_token_volume(pod(world, f"p{i}", labels={"app": "web"}), suffix)
+            for i, suffix in enumerate(("x7k2q", "b9zlm", "qq4rt"))]
+    w = world_with(world, *(world.node(f"n{i:02}", cpu="8") for i in range(10)), *pods, plugins={"log": log})
+    assert w.cycle().scheduled == 3
+    nodes = [f"n{i:02}" for i in range(10)]
+    assert log.seen == [("p0", nodes), ("p1", ["n00"]), ("p2", ["n00"])]
+
+
+def test_other_volume_names_still_tell_pods_apart(world) -> None:
+    log = FilterLog()
+    pods = [with_token_volume(pod(world, f"p{i}", labels={"app": "web"}), suffix, prefix="data-")
+            for i, suffix in enumerate(("a", "b"))]
+    w = world_with(world, *(world.node(f"n{i:02}", cpu="8") for i in range(4)), *pods, plugins={"log": log})
+    assert w.cycle().scheduled == 2
+    assert [len(nodes) for _, nodes in log.seen] == [4, 4]  # two shapes: each asks about every node
+
+
+def test_the_token_volume_is_left_as_it_is_in_the_pod(world) -> None:
+    from kai_core.scheduler.equivalence import _without_token_volume_name
+
+    obj = with_token_volume(pod(world, "p0"), "x7k2q")
+    spec = obj["spec"]
+    before = repr(spec)
+    out = _without_token_volume_name(spec)
+    assert repr(spec) == before  # a copy was changed, not the pod
+    assert out["volumes"][0]["name"] == "kube-api-access-"
+    assert out["containers"][0]["volumeMounts"][0]["name"] == "kube-api-access-"

@@ -9,7 +9,11 @@ about the nodes changed since (``Snapshot.node_changes``): the first pod of a sh
 over every node, the next ones a pass over one or two.
 
 What makes two pods the same shape (:func:`pod_shape`): namespace, labels, annotations, owner
-references and the whole spec, with each ResourceClaim replaced by its spec. Pods whose claims are
+references and the whole spec, with each ResourceClaim replaced by its spec, and the name of the
+ServiceAccount token volume left out: the API server's ServiceAccount admission gives every pod
+its own ``kube-api-access-<5 random characters>`` projected volume (and a mount of it in every
+container), which no scheduling decision reads, and without this no two pods of a real cluster
+would ever share a shape. Pods whose claims are
 shared (not made for the pod from a template) get no shape: whether such a claim is already
 allocated can change with any decision, so they are decided the plain way.
 
@@ -51,11 +55,48 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
         claim_specs.append(claim.get("spec"))
     try:
         return json.dumps(
-            [ns, md.get("labels"), md.get("annotations"), md.get("ownerReferences"), pod.get("spec"),
-             claim_specs],
+            [ns, md.get("labels"), md.get("annotations"), md.get("ownerReferences"),
+             _without_token_volume_name(pod.get("spec")), claim_specs],
             sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):  # not JSON (a test's odd object): decide it on its own
         return None
+
+
+#: the prefix of the projected volume the ServiceAccount admission plugin adds to every pod
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+
+
+def _without_token_volume_name(spec):
+    """``spec`` with the ServiceAccount token volume's generated name replaced by its prefix, in
+    ``volumes`` and in every container's ``volumeMounts`` (a copy: ``spec`` is left as it is). Only
+    a projected volume of that prefix counts; any other volume keeps its name."""
+    if not isinstance(spec, dict):
+        return spec
+    volumes = spec.get("volumes")
+    if not isinstance(volumes, list):
+        return spec
+    generated = {v["name"] for v in volumes
+                 if isinstance(v, dict) and isinstance(v.get("name"), str)
+                 and v["name"].startswith(TOKEN_VOLUME_PREFIX) and "projected" in v}
+    if len(generated) != 1:  # none, or several: nothing is known to be the admission's
+        return spec
+    (name,) = generated
+
+    def renamed(item):
+        if isinstance(item, dict) and item.get("name") == name:
+            return {**item, "name": TOKEN_VOLUME_PREFIX}
+        return item
+
+    out = {**spec, "volumes": [renamed(v) for v in volumes]}
+    for field_name in ("initContainers", "containers", "ephemeralContainers"):
+        containers = spec.get(field_name)
+        if not isinstance(containers, list):
+            continue
+        out[field_name] = [
+            {**c, "volumeMounts": [renamed(m) for m in c["volumeMounts"]]}
+            if isinstance(c, dict) and isinstance(c.get("volumeMounts"), list) else c
+            for c in containers]
+    return out
 
 
 def claim_refs(pod: dict, snapshot: Snapshot) -> list[str]:
