@@ -31,11 +31,13 @@ What it prints, per scheduler, and the ratio kai/kube-scheduler:
   (when a watch in this process saw ``spec.nodeName`` set), not creationTimestamp's 1 s steps;
 * API writes per pod by the scheduler's own identities (kai: scheduler + binder), counted in the
   API server's audit log (create, update, patch, delete), and all their calls per pod (gets and
-  lists too, watches aside; also printed by call), and
-  every client's writes per pod from the API server's ``apiserver_request_total`` (scraped as the
-  admin before and after: the controllers' and this process's writes included);
+  lists too, watches aside; also printed by call); and every client's writes per pod from the API
+  server's ``apiserver_request_total`` (scraped as the admin before and after: the controllers'
+  writes included, this process's pod creations not);
 * CPU seconds (user + system, from ``/proc``) of the scheduler's processes in that window (kai:
-  scheduler + binder; kube-scheduler: its process), and of kube-apiserver for context.
+  scheduler + binder; kube-scheduler: its process), and of kube-apiserver for context;
+* how busy the machine was in the window, and how much of that was processes outside the run
+  (other work on the machine: noise in every figure above).
 
 Fairness: every scheduler identity is in ``system:masters`` (exempt from API Priority and
 Fairness, like this process), the controller manager's client gets ``--kcm-qps`` (its default 20

@@ -559,6 +559,8 @@ class Binder:
                         br = current
                         continue
                     br = current
+                    # read, not written here: no event of ours tells the checks of this pass
+                    self.verifier.observe(RES_BIND_REQUESTS, br)
                 except Conflict:
                     try:
                         br = self.api.get(RES_BIND_REQUESTS, name, ns)
@@ -573,7 +575,8 @@ class Binder:
                 except (ApiError, OSError) as exc:
                     raise _Deferred(f"cannot write the status of {_br_ref(br)} ({phase}): "
                                     f"{describe_api_error(exc)}") from None
-                self.verifier.observe(RES_BIND_REQUESTS, br)  # the next check of this pass knows it
+                # a write answered needs no observe: its event is in the store's log at once (the
+                # embedded store's own, a Kubernetes store's write-through), and every check syncs
                 if phase == "Failed":
                     log.warning("%s failed (attempt %d): %s", _br_ref(br), max(attempts, 1), reason)
             retry = phase == "Failed" and is_count(limit) and attempts < limit

@@ -55,10 +55,13 @@ def _older(new: dict, cur: dict | None) -> bool:
     """Whether ``new`` is not newer than ``cur`` (the same or an older resourceVersion)."""
     if cur is None:
         return False
-    if new is cur or new["metadata"].get("resourceVersion") == cur["metadata"].get("resourceVersion"):
+    a, b = new["metadata"].get("resourceVersion"), cur["metadata"].get("resourceVersion")
+    if a == b:
         return True
-    a, b = _rv(new), _rv(cur)
-    return a is not None and b is not None and a <= b
+    # inline, not _rv(): called for every event the index applies
+    if isinstance(a, str) and isinstance(b, str) and a.isdigit() and b.isdigit():
+        return int(a) <= int(b)
+    return False
 
 
 def _newer(a: dict, b: dict) -> bool:

@@ -462,8 +462,8 @@ class Verifier:
                 self._settle(fetch=True, keys=[k for k in self._holds if k in self._settling or k not in live])
 
     def observe(self, resource: str, obj: dict) -> None:
-        """An object this binder just wrote (a BindRequest's status): in the index at once, so the
-        next check of this pass knows it even before the index syncs again."""
+        """An object the binder read back after a write whose reply was lost (a BindRequest's
+        status): in the index at once, as no event of its own write may come."""
         with self.index.lock:
             self.index.observe(resource, obj)
 
