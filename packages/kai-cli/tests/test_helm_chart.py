@@ -704,7 +704,7 @@ def test_rbac_allows_every_request_of_the_seed_scenario(chart, flags):
         assert {"create pods/binding in default", "update resourceclaims/status.resource.k8s.io in default",
                 "update bindrequests/status.scheduling.run.ai in default"} <= bound
         # what the binder reports (PodBound condition, an Event) and checks (the node) is covered too
-        assert {"update pods/status in default", "create events in default", "get nodes"} <= bound
+        assert {"patch pods/status in default", "create events in default", "get nodes"} <= bound
     else:
         assert not calls.node
         assert {"update pods/status in default", "create events in default"} <= sched
@@ -796,7 +796,7 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
     assert f"update leases.coordination.k8s.io in {NAMESPACE}" in calls["scheduler"]
     assert "create pods/binding in default" in calls["binder"]
     # the node check reads the binder's watch of the nodes (kai-cli run binder reads them from its cache)
-    assert {"update pods/status in default", "create events in default", "list nodes", "watch nodes"} <= calls["binder"]
+    assert {"patch pods/status in default", "create events in default", "list nodes", "watch nodes"} <= calls["binder"]
     for component, server in servers.items():
         denied = check_allowed(rbac, f"{RELEASE}-{component}", server.requests)
         assert not denied, f"the chart does not allow the {component} to: {', '.join(map(str, denied))}"
