@@ -354,6 +354,27 @@ def test_a_device_of_an_in_flight_bind_request_is_not_handed_out_twice(world):
     assert w.placed()["second"] == "n1"
 
 
+def test_a_bound_pod_holds_its_devices_while_the_cache_does_not_show_its_claim_allocated(world):
+    """The pods' watch may bring the binding before the claims' watch brings the allocation the
+    binder wrote first (seen on the real control plane, test/e2e/test_red_team.py): the bound pod's
+    BindRequest still holds the device."""
+    w = dra_world(world)
+    w.add(fpga_pod(world, "first"), fpga_pod(world, "second"))
+    w.cycle()
+    [br] = w.bind_requests()
+    w.store.bind("default", "first", br["spec"]["selectedNode"])  # bound; its claim not allocated yet
+    w.set_br_status(br, phase="Succeeded")
+    w.cycle()
+    assert set(w.placed()) == {"first"}
+    assert "0 free" in w.message("second")
+
+    done = w.get_pod("first")
+    done["status"]["phase"] = "Succeeded"
+    w.store.update_status(done)
+    w.cycle()  # a finished pod holds nothing
+    assert w.placed()["second"] == "n1"
+
+
 def test_a_shared_claim_is_allocated_once_and_reused(world):
     w = dra_world(world, nodes=2)
     w.add({

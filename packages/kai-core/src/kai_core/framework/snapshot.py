@@ -142,7 +142,8 @@ class Snapshot:
     def _count_pods(self) -> None:
         """Count every active pod on its node: bound pods by ``spec.nodeName`` (summed as they
         came, in the cache's :class:`~kai_core.framework.cache.PodIndex`), unbound ones by their live
-        BindRequest's ``selectedNode`` (and that request's claim allocations)."""
+        BindRequest's ``selectedNode`` (and that request's claim allocations); a bound pod's
+        request's claim allocations too, while the cache does not show them on the claims yet."""
         brs_by_pod: dict[tuple[str, str], dict] = {}
         for br in self.bind_requests.values():
             if failed_for_good(br):
@@ -165,6 +166,25 @@ class Snapshot:
             node = self.node_by_name.get(node_name)
             if node is not None:
                 _add(node, self.requests_of(pod))
+        # A bound pod whose claims the cache shows unallocated: the pods' watch brought the binding
+        # before the claims' watch brought the allocation the binder wrote first. Its BindRequest's
+        # allocations still hold the devices, or the next pod is given them (and the binder refuses
+        # that request: a failed attempt, a pod scheduled again).
+        for key, br in brs_by_pod.items():
+            entries = (br.get("spec") or {}).get("resourceClaimAllocations")
+            if not entries or not isinstance(entries, list) or key in self.in_flight:
+                continue
+            pod = self.pods.get(key)
+            spec = (pod or {}).get("spec")
+            if not isinstance(spec, dict) or not spec.get("nodeName") or not is_active_pod(pod) \
+                    or not _owned_by(br, pod):
+                continue
+            for entry in entries:
+                if not isinstance(entry, dict):
+                    continue
+                claim_key = self._claim_key_for(pod, entry.get("name"))
+                if claim_key and claim_key in self.claims and not self._stored_allocation(claim_key):
+                    self.assumed_allocations[claim_key] = entry.get("allocation") or {}
 
     def _stored_allocation(self, claim_key) -> dict | None:
         return _allocation((self.claims.get(claim_key) or {}).get("status"))
