@@ -8,7 +8,8 @@ It serves an embedded cluster (``--nodes`` nodes, ``--pods`` plain pods of ``kai
 through the fake API server in this process, starts ``kai-cli run scheduler`` and ``kai-cli run
 binder`` with their default flags (as a user would, through a kubeconfig), and waits until every
 pod is bound. Then it sends SIGTERM to both and prints, per process: the CPU seconds it used
-(user + system, from the kernel's accounting at exit) and how long it took to exit after SIGTERM.
+(user + system, from the kernel's accounting at exit) and how long it took to exit after SIGTERM;
+and the API calls per bound pod, by call (both processes', from the fake API server's record).
 With ``--sigterm-at F`` the SIGTERM goes out once a fraction F of the pods is bound instead (the
 stop under load). The fake API server, in this process, is not counted.
 """
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -116,6 +118,9 @@ def main() -> int:
     for which, (exit_after, usage, code) in results.items():
         cpu = usage.ru_utime + usage.ru_stime if usage is not None else float("nan")
         print(f"{which:<10} {cpu:>7.1f} {exit_after:>21.2f} {code!s:>9}")
+    calls = Counter(r.call for r in server.requests if r.verb and r.verb != "watch")
+    per_pod = ", ".join(f"{c} {n / max(n_bound, 1):.2f}" for c, n in calls.most_common())
+    print(f"API calls per bound pod (scheduler and binder together, watches aside): {per_pod}")
     print(f"logs in {tmp}")
     return 0 if n_bound >= target else 1
 

@@ -4,12 +4,15 @@ told the truth."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, event_name
 from kai_binder.claims import FINALIZER, FINALIZER_OWNER_ANNOTATION, MAX_RESERVED_FOR
 from kai_binder.testing import invariant_violations
-from kai_core.api.errors import ApiError, Conflict
+from kai_binder.verify import get_fresh, read_pod
+from kai_core.api.errors import ApiError, Conflict, NotFound
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS
 from kai_core.framework.hookspecs import hookimpl
 
@@ -417,9 +420,9 @@ class CountingStore:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def get(self, resource, name, namespace=None):
-        self.calls.append(("get", resource, ""))
-        return self.inner.get(resource, name, namespace)
+    def get(self, resource, name, namespace=None, *, fresh=False):
+        self.calls.append(("get", resource, "fresh" if fresh else ""))
+        return self.inner.get(resource, name, namespace, fresh=fresh)
 
     def list(self, resource, *args, **kw):
         self.calls.append(("list", resource, ""))
@@ -679,3 +682,80 @@ def test_conflict_on_bind_with_pod_bound_elsewhere_is_refused_without_rollback(r
     result = r.bind()
     assert result.failed == 1 and "the pod is bound to node n1-other" in result.reasons[0]
     assert r.claim("shared")["status"]["reservedFor"][0]["name"] == "p1"  # whoever bound it may need it
+
+
+# -- pods read from a watch cache --------------------------------------------------------------------
+
+
+class LaggingPodCache:
+    """A store that answers pod reads from a copy of the pods taken at :meth:`freeze`, as a
+    Kubernetes store reading pods from its watch cache (``cached_reads``) may lag the server;
+    ``fresh`` reads, and everything else, go to the store."""
+
+    cached_reads = frozenset({RES_PODS})
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.snapshot: dict[tuple[str, str], dict] = {}
+        self.reads: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def freeze(self) -> None:
+        self.snapshot = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in self.inner.list(RES_PODS)[0]}
+
+    def get(self, resource, name, namespace=None, *, fresh=False):
+        if resource != RES_PODS:
+            return self.inner.get(resource, name, namespace)
+        self.reads.append((name, "fresh" if fresh else "cache"))
+        if fresh:
+            return self.inner.get(resource, name, namespace)
+        pod = self.snapshot.get((namespace or "default", name))
+        if pod is None:
+            raise NotFound(f'pods "{name}" not found')
+        return copy.deepcopy(pod)
+
+
+def test_a_pod_read_from_a_lagging_cache_is_read_again_before_any_refusal(rig):
+    """KAI's binder reads pods from its informer; ours too when the store keeps them, but a copy
+    that would fail or refuse the request (not there yet, being deleted, ...) is read again from
+    the server first, and so is the pod after a binding refused with 409."""
+    r = rig(nodes=("n1",), devices=2, pods=[rig.pod("p1"), rig.pod("p2"), rig.pod("p3")], report=True)
+    lagging = LaggingPodCache(r.faulty)
+    lagging.freeze()
+    r.add(rig.pod("p4"))  # not in the cache yet
+    lagging.snapshot[("default", "p2")] = {**lagging.snapshot[("default", "p2")]}
+    lagging.snapshot[("default", "p2")]["metadata"] = {
+        **lagging.snapshot[("default", "p2")]["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    r.schedule()
+    r.store.bind("default", "p3", "n1")  # bound behind the cache's back: the binding will get 409
+    r.faulty = lagging
+    r.new_binder()
+    result = r.bind()
+    assert (result.succeeded, result.failed) == (4, 0), result.reasons
+    assert all(r.node_of(p) == "n1" for p in ("p1", "p2", "p3", "p4"))
+    assert sorted(lagging.reads) == [
+        ("p1", "cache"),  # fine as cached: one read, no request
+        ("p2", "cache"), ("p2", "fresh"),  # "being deleted" only in the cache
+        ("p3", "cache"), ("p3", "fresh"),  # the binding's 409, read back from the server
+        ("p4", "cache"), ("p4", "fresh")]  # not in the cache yet
+
+
+
+def test_read_pod_asks_the_server_only_about_doubtful_copies(rig):
+    """What the attempt and the checks (another BindRequest's pod) read pods with."""
+    r = rig(pods=[rig.pod("p1")])
+    lagging = LaggingPodCache(r.store)
+    lagging.freeze()
+    r.add(rig.pod("p2"))
+    assert read_pod(lagging, "default", "p1", lambda p: p is None)["metadata"]["name"] == "p1"
+    assert read_pod(lagging, "default", "p2", lambda p: p is None)["metadata"]["name"] == "p2"
+    with pytest.raises(NotFound):
+        read_pod(lagging, "default", "p3", lambda p: p is None)
+    assert lagging.reads == [("p1", "cache"), ("p2", "cache"), ("p2", "fresh"), ("p3", "cache"), ("p3", "fresh")]
+    assert get_fresh(lagging, RES_PODS, "p1", "default")["metadata"]["name"] == "p1"
+    assert lagging.reads[-1] == ("p1", "fresh")
+    # a store without a watch cache is read once, whatever the answer (and never asked for fresh=)
+    with pytest.raises(NotFound):
+        read_pod(r.store, "default", "p3", lambda p: True)

@@ -62,6 +62,18 @@ def test_gets_come_from_the_cache_once_listed_and_misses_ask_the_server(server, 
     assert server.calls() == ["get configmaps"]
 
 
+def test_a_fresh_get_asks_the_server_even_for_a_cached_kind(server, store):
+    """What the binder reads a pod with before failing a request on a cached copy."""
+    store.create(claim("a"))
+    store.read_from_cache(CLAIMS)
+    wait_for(lambda: store.reflector_stats()[CLAIMS]["synced"], "the claims to be listed")
+    server.clear_requests()
+    store.get(CLAIMS, "a", "default")
+    assert server.calls() == []
+    assert store.get(CLAIMS, "a", "default", fresh=True)["metadata"]["name"] == "a"
+    assert server.calls() == [f"get {CLAIMS}"]
+
+
 def test_a_stale_copy_costs_a_conflict_and_one_fresh_read_never_a_lost_update(server, store):
     store.create(claim("a"))
     store.read_from_cache(CLAIMS)

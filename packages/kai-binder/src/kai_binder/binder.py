@@ -1,7 +1,9 @@
 """The binder: carries out the scheduler's decisions, one BindRequest at a time.
 
-**One attempt** (:meth:`Binder.reconcile`): read the pod (and, with ``check_node``, the node); the
-checks of :mod:`kai_binder.verify` (next paragraph); the
+**One attempt** (:meth:`Binder.reconcile`): read the pod (and, with ``check_node``, the node;
+from the store's watch cache where it keeps them, a pod that would fail or refuse the request read
+again from the server first, see :func:`kai_binder.verify.read_pod`); the checks of
+:mod:`kai_binder.verify` (next paragraph); the
 binder plugins' ``kai_binder_pre_bind`` (the built-in DRA claim step first, see
 :mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition; ``kai_binder_post_bind``;
 then, with ``report``, the pod's ``PodBound`` condition (one strategic merge patch of
@@ -61,7 +63,7 @@ from dataclasses import dataclass, field
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
 from kai_binder.index import BinderIndex
-from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier
+from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier, get_fresh, read_pod
 from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
@@ -127,9 +129,9 @@ class RateLimitedStore:
     def __getattr__(self, name: str):
         return getattr(self._store, name)
 
-    def get(self, resource, name, namespace=None):
+    def get(self, resource, name, namespace=None, *, fresh=False):
         self.limiter.acquire()
-        return self._store.get(resource, name, namespace)
+        return self._store.get(resource, name, namespace, fresh=fresh)
 
     def list(self, resource, namespace=None, label_selector=None, field_selector=None):
         self.limiter.acquire()
@@ -412,7 +414,7 @@ class Binder:
         pod_name, node = spec["podName"], spec["selectedNode"]
         owner_uid = _owner_uid(br)
         try:
-            pod = self.api.get(RES_PODS, pod_name, ns)
+            pod = read_pod(self.api, ns, pod_name, lambda p: self._would_refuse(p, owner_uid, node))
         except NotFound:
             return self._fail(br, _stub(ns, pod_name, owner_uid), node,
                               f'pod "{_pod_ref(ns, pod_name)}" not found', pod_exists=False)
@@ -463,6 +465,18 @@ class Binder:
         self.hooks.post_bind(br, pod, node)
         return self._succeed(br, pod, node)
 
+    def _would_refuse(self, pod: dict | None, owner_uid: str | None, node: str) -> bool:
+        """Whether the attempt would end at once with this copy of the pod (None: not found) other
+        than in success: then a copy from a watch cache is read again from the server."""
+        if pod is None or (owner_uid and pod["metadata"].get("uid") != owner_uid):
+            return True
+        try:
+            self.verifier.check_scheduler(pod)
+        except VerificationFailed:
+            return True
+        bound = (pod.get("spec") or {}).get("nodeName")
+        return (bool(bound) and bound != node) or (not bound and bool(pod["metadata"].get("deletionTimestamp")))
+
     def _after_bind_error(self, br: dict, pod: dict, node: str, exc: BaseException) -> tuple[str, str]:
         """The binding call failed: read the pod back, since a timeout or a 409 may hide a bind
         that went through, and only then decide."""
@@ -470,7 +484,7 @@ class Binder:
         ns, name = md["namespace"], md["name"]
         what = f"binding pod {_pod_ref(ns, name)} to node {node}: {describe_api_error(exc)}"
         try:
-            current = self.api.get(RES_PODS, name, ns)
+            current = get_fresh(self.api, RES_PODS, name, ns)  # a watch cache may not show it yet
         except NotFound:
             return self._fail(br, _stub(ns, name, md.get("uid")), node, what, pod_exists=False)
         except (ApiError, OSError) as exc2:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kai_binder.claims import ClaimBindError, describe_api_error
@@ -131,6 +131,32 @@ class _Namespaces(Mapping):
 
     def __len__(self) -> int:
         return sum(1 for v in self._seen.values() if v is not None)
+
+
+def read_pod(api, namespace: str, name: str, doubtful: Callable[[dict | None], bool]) -> dict:
+    """The pod, from ``api``'s watch cache where it reads pods from one (as KAI's binder reads
+    them from its informer); read again from the API server when the cached copy (None: not
+    found) is ``doubtful``, a copy on which a decision against the pod would be made: a cache may
+    be behind (a pod just created, replaced or bound), the server is not. NotFound when gone."""
+    cached = RES_PODS in getattr(api, "cached_reads", ())
+    try:
+        pod = api.get(RES_PODS, name, namespace)
+    except NotFound:
+        if not cached:
+            raise
+        pod = None
+    if cached and doubtful(pod):
+        return api.get(RES_PODS, name, namespace, fresh=True)
+    return pod
+
+
+def get_fresh(api, resource: str, name: str, namespace: str | None = None) -> dict:
+    """``api.get`` answered by the API server itself: with ``fresh=True`` for a store that reads
+    this kind from a watch cache; a store without one has nothing to bypass (and need not take the
+    keyword)."""
+    if resource in getattr(api, "cached_reads", ()):
+        return api.get(resource, name, namespace, fresh=True)
+    return api.get(resource, name, namespace)
 
 
 class Verifier:
@@ -358,16 +384,20 @@ class Verifier:
 
     def _resolve(self, br_key: _Key, br: dict, pod_claim: str) -> _Key | None:
         pod_name = (br.get("spec") or {}).get("podName")
-        try:
-            pod = self.api.get(RES_PODS, pod_name, br_key[0])
+        owners = [o.get("uid") for o in br["metadata"].get("ownerReferences") or []
+                  if isinstance(o, dict) and o.get("kind") == "Pod"]
+
+        def stale(pod: dict | None) -> bool:
+            return pod is None or bool(owners and pod["metadata"].get("uid") not in owners)
+
+        try:  # the request is only counted stale on the API server's word, not a cache's
+            pod = read_pod(self.api, br_key[0], pod_name, stale)
         except NotFound:
             return None
         except (ApiError, OSError) as exc:
             raise VerificationFailed(f'cannot read the pod of BindRequest "{br_key[0]}/{br_key[1]}": '
                                      f"{describe_api_error(exc)}", retry=True) from None
-        owners = [o.get("uid") for o in br["metadata"].get("ownerReferences") or []
-                  if isinstance(o, dict) and o.get("kind") == "Pod"]
-        if owners and pod["metadata"].get("uid") not in owners:
+        if stale(pod):
             return None
         name = claim_name_for(pod, pod_claim)
         return (br_key[0], name) if name else (br_key[0], f"<unresolved claim {pod_claim} of pod {pod_name}>")

@@ -565,9 +565,10 @@ class BinderComponent(Component):
         from kai_binder.binder import Binder
 
         if hasattr(self.store, "read_from_cache"):
-            # BindRequests, nodes and claims read from the watch cache, as KAI's binder reads them
-            # from its informers: no list of every BindRequest per pass, no GET of the node, nor of
-            # a DRA pod's claim (the binder's writes are conditional on the resourceVersion read)
+            # BindRequests, nodes, pods and claims read from the watch cache, as KAI's binder reads
+            # them from its informers: no list of every BindRequest per pass, no GET of the pod, the
+            # node, nor a DRA pod's claim (the binder's writes are conditional on the resourceVersion
+            # read or the pod's uid, and a pod that would fail a request is read again first)
             self.store.read_from_cache(*binder_cached_reads(self.features.dra))
         self.binder = Binder(self.store, self.pm, self.features, **self.binder_options())
         reconcile = self.binder.reconcile
@@ -605,12 +606,14 @@ class BinderComponent(Component):
 
 
 def binder_cached_reads(dra: bool) -> list[str]:
-    """The kinds ``kai-cli run binder`` reads from its watch cache (it watches them for its
-    checks, and the chart's RBAC lets it list and watch them): BindRequests, Nodes (the node
-    check), and ResourceClaims with DRA on."""
-    from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES
+    """The kinds ``kai-cli run binder`` reads from its watch cache (the chart's RBAC lets it list
+    and watch them): BindRequests, Nodes (the node check) and ResourceClaims with DRA on, which
+    it watches for its checks anyway; and Pods, as KAI's binder reads them from its informer (a
+    copy that would fail or refuse an attempt is read again from the server first, see
+    :func:`kai_binder.verify.read_pod`)."""
+    from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS
 
-    return [RES_BIND_REQUESTS, RES_NODES, *([RES_CLAIMS] if dra else [])]
+    return [RES_BIND_REQUESTS, RES_NODES, RES_PODS, *([RES_CLAIMS] if dra else [])]
 
 
 def supported_binder_kwargs(wanted: dict) -> tuple[dict, list[str]]:

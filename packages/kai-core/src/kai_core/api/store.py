@@ -51,8 +51,11 @@ class Store(ABC):
     kinds: KindRegistry
 
     @abstractmethod
-    def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
-        """The object, or NotFound."""
+    def get(self, resource: str, name: str, namespace: str | None = None, *, fresh: bool = False) -> dict:
+        """The object, or NotFound. ``fresh``: from the API server itself even where this store
+        answers reads from a watch cache (:meth:`KubernetesStore.read_from_cache
+        <kai_core.client.store.KubernetesStore.read_from_cache>`), for a decision a cache that is
+        behind must not make."""
 
     @abstractmethod
     def list(

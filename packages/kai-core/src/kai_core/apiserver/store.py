@@ -260,7 +260,8 @@ class EmbeddedStore(Store):
         """The store's current resourceVersion (that of the latest write)."""
         return self._events.resource_version
 
-    def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
+    def get(self, resource: str, name: str, namespace: str | None = None, *, fresh: bool = False) -> dict:
+        """The object (a copy), or NotFound; always fresh: there is no cache to be behind."""
         kind = self.kinds.get(resource)
         with self._lock:
             obj = self._objects.get(kind.resource, {}).get(self._key(kind, name, namespace))

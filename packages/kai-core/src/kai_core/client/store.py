@@ -861,11 +861,13 @@ class KubernetesStore(Store):
 
     # -- the Store interface -------------------------------------------------------------------
 
-    def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
+    def get(self, resource: str, name: str, namespace: str | None = None, *, fresh: bool = False) -> dict:
+        """From the watch cache for a kind of :meth:`read_from_cache` (unless ``fresh``), else from
+        the server."""
         kind = self.kinds.get(resource)
         ns = (namespace or "default") if kind.namespaced else None
         key = (kind.resource, ns or "", name)
-        if kind.resource in self.cached_reads and key not in self._read_fresh:
+        if not fresh and kind.resource in self.cached_reads and key not in self._read_fresh:
             refl = self._reflectors.get(kind.resource)
             if refl is not None and refl.synced.is_set():
                 with self._lock:
