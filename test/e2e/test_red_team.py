@@ -404,8 +404,11 @@ def test_cut_replies_every_connection_cut_every_1_5s_still_binds_300_pods_once(
     stats = dict(proxy.stats)
     unknown = {name: log_count(c, "may have been applied") for name, c in components.items()}
     caught = log_count(components["binder"], "verification failed")
+    userless = [{k: e.get(k) for k in ("verb", "requestURI", "user", "responseStatus", "userAgent")}
+                for e in controlplane.audit_events(kai.audit_start)[0] if not (e.get("user") or {}).get("username")]
     print(f"cut replies: 300 pods bound in {took:.1f}s; proxy {stats}; writes of unknown outcome {unknown}; "
-          f"BindRequests the binder refused (a device already allocated): {caught}")
+          f"BindRequests the binder refused (a device already allocated): {caught}; audit events naming no "
+          f"user: {len(userless)} {userless[:3]}")
     assert stats["periodic cuts"] >= 10, stats
     assert stats["requests in flight cut"] + stats.get("replies cut before their first byte", 0) \
         + stats.get("replies cut in their first bytes", 0) >= 20, stats
