@@ -5,6 +5,8 @@ told the truth."""
 from __future__ import annotations
 
 import copy
+import threading
+import time
 
 import pytest
 
@@ -454,7 +456,8 @@ def test_pod_bound_is_one_strategic_patch_without_reading_the_pod_again(rig):
     """KAI's way: the condition is a strategic merge patch of pods/status (conditions merge by
     type), so the binder neither reads the pod again nor retries on 409. A DRA pod costs (on a
     store without watch caches): the pod, node and claim read, the claim's two writes, the binding,
-    the condition, the Event, the BindRequest's status."""
+    the condition, the Event, the BindRequest's status. The BindRequests are not listed by an API
+    call: the embedded store's own objects are read (only the due ones are copied)."""
     r = rig(pods=[rig.pod("p", claims=1)], **RECOMMENDED_OPTIONS)
     counting = CountingStore(r.faulty.inner)
     r.faulty.inner = counting
@@ -463,7 +466,7 @@ def test_pod_bound_is_one_strategic_patch_without_reading_the_pod_again(rig):
     counting.calls.clear()
     assert r.bind().succeeded == 1
     assert counting.calls == [
-        ("list", RES_BIND_REQUESTS, ""), ("get", RES_PODS, ""), ("get", RES_NODES, ""), ("get", RES_CLAIMS, ""),
+        ("get", RES_PODS, ""), ("get", RES_NODES, ""), ("get", RES_CLAIMS, ""),
         ("update", "ResourceClaim", ""), ("update", "ResourceClaim", "status"), ("create", "Pod", "binding"),
         ("patch", RES_PODS, "status"), ("create", "Event", ""), ("update", "BindRequest", "status")]
     [(patch, strategic)] = counting.patches
@@ -631,9 +634,10 @@ def test_every_api_call_takes_a_token(rig):
     r.schedule()
     assert r.bind().succeeded == 4
     limiter = r.binder.limiter
-    # list + per pod: get pod, bind, status = 13 calls; 3 from the burst, 10 waited for at 2/s
-    assert limiter.acquired == 13 and limiter.waited == 10
-    assert limiter.waited_seconds == pytest.approx(5.0)
+    # per pod: get pod, bind, status = 12 calls (the BindRequests are the embedded store's own
+    # objects, read without an API call); 3 from the burst, 9 waited for at 2/s
+    assert limiter.acquired == 12 and limiter.waited == 9
+    assert limiter.waited_seconds == pytest.approx(4.5)
 
 
 def test_bind_requests_in_a_final_phase_are_left_alone(rig):
@@ -759,3 +763,96 @@ def test_read_pod_asks_the_server_only_about_doubtful_copies(rig):
     # a store without a watch cache is read once, whatever the answer (and never asked for fresh=)
     with pytest.raises(NotFound):
         read_pod(r.store, "default", "p3", lambda p: True)
+# -- dispatch: the long-running binder's work queue ------------------------------------------------------
+
+
+class Gate:
+    """A pre-bind hook that holds the attempts of the pods named in ``held`` until ``release``."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.open = threading.Event()
+        self.waiting = threading.Event()
+
+    @hookimpl
+    def kai_binder_pre_bind(self, pod):
+        if pod["metadata"]["name"] in self.held:
+            self.waiting.set()
+            assert self.open.wait(10), "the gate was never opened"
+
+
+def wait_until(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_dispatch_does_not_wait_for_the_slowest_attempt(rig):
+    gate = Gate({"slow"})
+    r = rig(pods=[rig.pod("slow")], workers=2)
+    r.pm.register(gate, name="gate")
+    r.schedule()
+    assert r.binder.dispatch() == 1  # returns at once, the attempt held in the hook
+    assert gate.waiting.wait(10)
+    # a pod scheduled while that attempt is still under way is bound by the other worker
+    r.add(rig.pod("fast"))
+    r.schedule()
+    assert r.binder.dispatch() == 1
+    wait_until(lambda: r.node_of("fast") == "n1")
+    assert r.node_of("slow") is None and r.binder.in_progress() == 1
+    assert r.binder.dispatch() == 0  # the held pod is not queued a second time
+    gate.open.set()
+    wait_until(lambda: r.binder.in_progress() == 0)
+    r.binder.close()
+    assert r.node_of("slow") == "n1"
+    assert [b["status"]["phase"] for b in r.brs()] == ["Succeeded", "Succeeded"]
+    assert [w[0] for w in r.faulty.log].count("bind") == 2
+    assert invariant_violations(r.store) == []
+
+
+def test_dispatch_skips_a_request_carried_out_while_it_waited_in_the_queue(rig):
+    gate = Gate({"a"})
+    r = rig(pods=[rig.pod("a"), rig.pod("b")], workers=1)
+    r.pm.register(gate, name="gate")
+    r.schedule()
+    assert r.binder.dispatch() == 2  # one worker: "b" waits behind "a" in the queue
+    assert gate.waiting.wait(10)
+    [b_br] = [b for b in r.brs() if b["spec"]["podName"] == "b"]
+    r.store.delete(RES_BIND_REQUESTS, b_br["metadata"]["name"], "default")
+    gate.open.set()
+    wait_until(lambda: r.binder.in_progress() == 0)
+    r.binder.close()
+    assert r.node_of("a") == "n1" and r.node_of("b") is None  # its request went: nothing done for it
+    assert [w[3] for w in r.faulty.log if w[0] == "bind"] == ["a"]
+
+
+def test_dispatch_raises_what_stopped_a_worker(rig):
+    class Stop(BaseException):
+        pass
+
+    r = rig(pods=[rig.pod("p")], workers=2)
+    r.schedule()
+
+    def stopped(br):
+        raise Stop()
+
+    r.binder.reconcile = stopped
+    assert r.binder.dispatch() == 1
+    wait_until(lambda: r.binder.in_progress() == 0)
+    with pytest.raises(Stop):
+        r.binder.dispatch()
+    r.binder.close()
+
+
+def test_dispatch_binds_many_pods_once_each_on_a_pool(rig):
+    pods = [rig.pod(f"p{i}", claims=1) for i in range(8)]
+    r = rig(nodes=("n1", "n2", "n3", "n4"), pods=pods, workers=4)
+    assert r.schedule().scheduled == 8
+    assert r.binder.dispatch() == 8
+    wait_until(lambda: r.binder.in_progress() == 0)
+    assert r.binder.dispatch() == 0  # every request is Succeeded now
+    r.binder.close()
+    binds = [w for w in r.faulty.log if w[0] == "bind"]
+    assert sorted(w[3] for w in binds) == sorted(f"p{i}" for i in range(8))
+    assert invariant_violations(r.store) == []

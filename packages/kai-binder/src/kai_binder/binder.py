@@ -41,9 +41,13 @@ left as it is and attempted again later, with a per-request exponential delay; n
 and nothing is reported, since nothing is known.
 
 **Concurrency.** :meth:`Binder.run_once` lists the BindRequests and works through those that are
-due on a pool of ``workers`` threads, never two attempts for the same pod at once. Every API call
-takes a token from a client-side token bucket (``qps``, ``burst``; KAI's 50 and 300; ``qps=0``
-turns it off).
+due on a pool of ``workers`` threads, never two attempts for the same pod at once, and returns
+when they are all done: a pass, what an embedded run and the tests step through.
+:meth:`Binder.dispatch` is the long-running process's way, as KAI's workqueue: it queues the
+requests due now on the same pool and returns at once, so a request written while others are
+being carried out starts as soon as a worker is free, not after the slowest attempt of a pass.
+Every API call takes a token from a client-side token bucket (``qps``, ``burst``; KAI's 50 and
+300; ``qps=0`` turns it off).
 
 **Waiting without blocking.** ``run_once`` never sleeps for a backoff: it only works on what is
 due and :meth:`Binder.next_due` says when the next delayed retry is, on the binder's ``clock``. An
@@ -68,7 +72,7 @@ from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
-from kai_core.api.objects import now_rfc3339
+from kai_core.api.objects import clone, now_rfc3339
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_NODES, RES_PODS
 from kai_core.client.store import TokenBucket
 from kai_core.framework.plugins import KaiPluginManager
@@ -293,6 +297,11 @@ class Binder:
         self._uncertain: dict[_Key, int] = {}
         self._busy: set[tuple[str, str]] = set()
         self._pool: ThreadPoolExecutor | None = None
+        #: dispatch(): pod -> the attempt key queued or running for it on the pool
+        self._queued: dict[tuple[str, str], _Key] = {}
+        #: dispatch(): an exception that ended a worker (not an Exception: a stop, a crash), raised
+        #: by the next dispatch() in the caller's thread
+        self._crash: BaseException | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -303,36 +312,12 @@ class Binder:
         (a crash, KeyboardInterrupt) still propagates, after the other workers finished.
         """
         result = BinderResult()
-        try:
-            items, _ = self.api.list(RES_BIND_REQUESTS)
-        except (ApiError, OSError) as exc:
-            log.warning("cannot list BindRequests: %s", describe_api_error(exc))
+        selected = self._select()
+        if selected is None:
             return result
-        now = self.clock()
-        due: list[dict] = []
-        live: set[_Key] = set()
-        pods: set[tuple[str, str]] = set()
-        items = sorted(items, key=lambda b: (str(b["metadata"].get("creationTimestamp") or ""), _key(b)))
-        with self._lock:
-            for br in items:
-                if not is_actionable(br):
-                    continue
-                key = _key(br)
-                live.add(key)
-                if self._not_before.get(key, now) > now:
-                    continue
-                pod_key = (key[0], str((br.get("spec") or {}).get("podName")))
-                if pod_key in pods or pod_key in self._busy:
-                    self._not_before[key] = now  # due, but its pod has an attempt in progress
-                    continue
-                pods.add(pod_key)
-                due.append(br)
-            for stale in [k for k in self._not_before if k not in live]:
-                del self._not_before[stale]
-            for stale in [k for k in self._uncertain if k not in live]:
-                del self._uncertain[stale]
+        due, live = selected
         self.verifier.start_pass(live)
-        for phase, reason in self._run_all(due):
+        for phase, reason in self._run_all([clone(br) for br in due]):
             if phase == "Succeeded":
                 result.succeeded += 1
             elif phase == "Failed":
@@ -342,6 +327,113 @@ class Binder:
                 result.deferred += 1
         return result
 
+    def dispatch(self) -> int:
+        """Queue an attempt, on the pool of ``workers`` threads, for every BindRequest due now whose
+        pod has none queued or running, and return without waiting (the number queued). For a
+        long-running binder (``kai-cli run binder``): call it whenever the BindRequests may have
+        changed; :meth:`close` waits for the attempts under way. An exception that ended a worker
+        and is not an ``Exception`` (a stop raised by a wrapped ``reconcile``) is raised here, by
+        the next call."""
+        self._raise_crash()
+        with self._lock:
+            running = dict(self._queued)
+        selected = self._select(running)
+        if selected is None:
+            return 0
+        due, live = selected
+        # the attempts under way stay live whatever the list shows: their devices are held
+        self.verifier.start_pass(live | set(running.values()))
+        if not due:
+            return 0
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kai-binder")
+        for br in due:
+            key = _key(br)
+            pod_key = (key[0], str((br.get("spec") or {}).get("podName")))
+            with self._lock:
+                self._queued[pod_key] = key
+            future = self._pool.submit(self._dispatched, clone(br))
+            future.add_done_callback(lambda f, pod_key=pod_key: self._dispatch_done(pod_key, f))
+        return len(due)
+
+    def in_progress(self) -> int:
+        """Attempts queued by :meth:`dispatch` and not finished yet."""
+        with self._lock:
+            return len(self._queued)
+
+    def _dispatched(self, br: dict) -> tuple[str, str]:
+        """A worker's attempt at a queued request: read again first (it may have been carried out,
+        deleted or replaced while it waited in the queue)."""
+        md = br["metadata"]
+        try:
+            current = self.api.get(RES_BIND_REQUESTS, md["name"], md.get("namespace"))
+        except NotFound:
+            return PENDING, "gone"
+        except (ApiError, OSError):
+            current = br  # the attempt reads what it needs itself, and writes only on its resourceVersion
+        if not is_actionable(current) or current["metadata"].get("uid") != md.get("uid"):
+            return PENDING, "no longer actionable"
+        return self._reconcile_isolated(current)
+
+    def _dispatch_done(self, pod_key: tuple[str, str], future) -> None:
+        with self._lock:
+            self._queued.pop(pod_key, None)
+        exc = future.exception() if not future.cancelled() else None
+        if exc is not None and self._crash is None:
+            self._crash = exc
+
+    def _raise_crash(self) -> None:
+        with self._lock:
+            crash, self._crash = self._crash, None
+        if crash is not None:
+            raise crash
+
+    def _select(self, running: dict[tuple[str, str], _Key] | None = None
+                ) -> tuple[list[dict], set[_Key]] | None:
+        """The BindRequests due now, oldest first, at most one per pod and none for a pod in
+        ``running``, and the keys of every live (actionable) request; None when they cannot be
+        listed. The requests are the store's own objects (not copies): callers copy what they
+        hand on."""
+        try:
+            items, _ = self._list_bind_requests()
+        except (ApiError, OSError) as exc:
+            log.warning("cannot list BindRequests: %s", describe_api_error(exc))
+            return None
+        now = self.clock()
+        due: list[dict] = []
+        live: set[_Key] = set()
+        pods: set[tuple[str, str]] = set(running or ())
+        actionable = sorted((b for b in items if is_actionable(b)),
+                            key=lambda b: (str(b["metadata"].get("creationTimestamp") or ""), _key(b)))
+        with self._lock:
+            for br in actionable:
+                key = _key(br)
+                live.add(key)
+                if self._not_before.get(key, now) > now:
+                    continue
+                pod_key = (key[0], str((br.get("spec") or {}).get("podName")))
+                if pod_key in pods or pod_key in self._busy:
+                    if running is None or running.get(pod_key) != key:
+                        self._not_before[key] = now  # due, but its pod has an attempt in progress
+                    continue
+                pods.add(pod_key)
+                due.append(br)
+            for stale in [k for k in self._not_before if k not in live]:
+                del self._not_before[stale]
+            for stale in [k for k in self._uncertain if k not in live]:
+                del self._uncertain[stale]
+        return due, live
+
+    def _list_bind_requests(self) -> tuple[list[dict], str]:
+        """Every BindRequest, without copying them where the store can: an embedded store's own
+        objects, or the watch cache of a Kubernetes store that reads BindRequests from it (a
+        Kubernetes store that does not lists them from the server, as a pass always did)."""
+        cached = getattr(self.store, "cached_reads", None)
+        list_refs = getattr(self.store, "list_refs", None)
+        if list_refs is not None and (cached is None or RES_BIND_REQUESTS in cached):
+            return list_refs(RES_BIND_REQUESTS)
+        return self.api.list(RES_BIND_REQUESTS)
+
     def next_due(self) -> float | None:
         """When (on the binder's ``clock``) the earliest delayed attempt becomes due, or None when
         no attempt is waiting. New BindRequests are not counted: the next ``run_once`` sees them."""
@@ -349,9 +441,11 @@ class Binder:
             return min(self._not_before.values(), default=None)
 
     def close(self) -> None:
-        """Stop the worker threads (idle ones; call between rounds)."""
+        """Stop the worker threads: attempts under way finish (each is idempotent and short),
+        attempts queued by :meth:`dispatch` and not started are dropped (their requests stay as
+        they are, for the next run or leader)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def _run_all(self, due: list[dict]) -> list[tuple[str, str]]:

@@ -590,7 +590,9 @@ class BinderComponent(Component):
         self.binder.reconcile = timed_reconcile  # run_once (and workers) call self.reconcile
 
     def _pass(self) -> None:
-        self.binder.run_once()
+        # queue what is due and return: attempts run on the worker pool while the loop watches for
+        # more (KAI's workqueue), instead of each pass waiting for its slowest attempt
+        self.binder.dispatch()
 
     def _next_due(self) -> float | None:
         # delayed retries of failed attempts, on the binder's clock (time.monotonic, as the loop's)
