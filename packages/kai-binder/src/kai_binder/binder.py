@@ -66,9 +66,9 @@ from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
-from kai_binder.index import BinderIndex
+from kai_binder.index import BinderIndex, is_actionable  # noqa: F401 (is_actionable: its old home)
 from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier, get_fresh, read_pod
-from kai_core.api.bindrequest import failed_attempts, failed_for_good, is_count
+from kai_core.api.bindrequest import failed_attempts, is_count
 from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
@@ -164,16 +164,6 @@ class RateLimitedStore:
     def bind(self, namespace, pod_name, node_name, pod_uid=None):
         self.limiter.acquire()
         return self._store.bind(namespace, pod_name, node_name, pod_uid)
-
-
-def is_actionable(br: dict) -> bool:
-    """Whether the binder still has work on a BindRequest: not being deleted, not ``Succeeded``,
-    and not ``Failed`` with no retries left (KAI's rule)."""
-    if br["metadata"].get("deletionTimestamp"):
-        return False
-    if (br.get("status") or {}).get("phase") == "Succeeded":
-        return False
-    return not failed_for_good(br)
 
 
 def _failed_attempts(status: dict) -> int:
@@ -312,10 +302,12 @@ class Binder:
         (a crash, KeyboardInterrupt) still propagates, after the other workers finished.
         """
         result = BinderResult()
-        selected = self._select()
-        if selected is None:
+        try:
+            items, _ = self._list_bind_requests()
+        except (ApiError, OSError) as exc:
+            log.warning("cannot list BindRequests: %s", describe_api_error(exc))
             return result
-        due, live = selected
+        due, live = self._select(items)
         self.verifier.start_pass(live)
         for phase, reason in self._run_all([clone(br) for br in due]):
             if phase == "Succeeded":
@@ -337,10 +329,15 @@ class Binder:
         self._raise_crash()
         with self._lock:
             running = dict(self._queued)
-        selected = self._select(running)
-        if selected is None:
+        index = self.index
+        try:
+            with index.lock:  # the requests still to carry out, as the index follows them
+                index.sync()
+                items = list(index.actionable.values())
+        except (ApiError, OSError) as exc:
+            log.warning("cannot read the BindRequests: %s", describe_api_error(exc))
             return 0
-        due, live = selected
+        due, live = self._select(items, running)
         # the attempts under way stay live whatever the list shows: their devices are held
         self.verifier.start_pass(live | set(running.values()))
         if not due:
@@ -388,17 +385,11 @@ class Binder:
         if crash is not None:
             raise crash
 
-    def _select(self, running: dict[tuple[str, str], _Key] | None = None
-                ) -> tuple[list[dict], set[_Key]] | None:
-        """The BindRequests due now, oldest first, at most one per pod and none for a pod in
-        ``running``, and the keys of every live (actionable) request; None when they cannot be
-        listed. The requests are the store's own objects (not copies): callers copy what they
-        hand on."""
-        try:
-            items, _ = self._list_bind_requests()
-        except (ApiError, OSError) as exc:
-            log.warning("cannot list BindRequests: %s", describe_api_error(exc))
-            return None
+    def _select(self, items: list[dict], running: dict[tuple[str, str], _Key] | None = None
+                ) -> tuple[list[dict], set[_Key]]:
+        """Of ``items``, the BindRequests due now, oldest first, at most one per pod and none for a
+        pod in ``running``; and the keys of every live (actionable) request. ``items`` may be a
+        store's own objects (not copies): callers copy what they hand on."""
         now = self.clock()
         due: list[dict] = []
         live: set[_Key] = set()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from kai_core.api.bindrequest import failed_for_good
 from kai_core.api.errors import Gone
 from kai_core.api.resources import (
     RES_BIND_REQUESTS,
@@ -83,6 +84,16 @@ def _put(bucket: dict, key, obj: dict, deleted: bool) -> bool:
         return False
     bucket[key] = obj
     return True
+
+
+def is_actionable(br: dict) -> bool:
+    """Whether the binder still has work on a BindRequest: not being deleted, not ``Succeeded``,
+    and not ``Failed`` with no retries left (KAI's rule)."""
+    if br["metadata"].get("deletionTimestamp"):
+        return False
+    if (br.get("status") or {}).get("phase") == "Succeeded":
+        return False
+    return not failed_for_good(br)
 
 
 def holds_devices(br: dict) -> bool:
@@ -151,6 +162,9 @@ class BinderIndex:
         self.claim_devs: dict[_Key, tuple[DeviceId, ...]] = {}
         self.dev_claims: dict[DeviceId, set[_Key]] = {}
         self.brs: dict[_Key, dict] = {}
+        #: the BindRequests the binder still has work on (:func:`is_actionable`): what a dispatch
+        #: looks through, instead of every request ever written
+        self.actionable: dict[_Key, dict] = {}
         #: live BindRequest -> (device, pod claim name); device -> {BindRequest: pod claim name}
         self.br_devs: dict[_Key, list[tuple[DeviceId, str]]] = {}
         self.dev_brs: dict[DeviceId, dict[_Key, str]] = {}
@@ -264,6 +278,10 @@ class BinderIndex:
     def _put_br(self, key: _Key, obj: dict, deleted: bool) -> None:
         if _put(self.brs, key, obj, deleted):
             self._set_br_holds(key, obj if not deleted and holds_devices(obj) else None)
+            if not deleted and is_actionable(obj):
+                self.actionable[key] = obj
+            else:
+                self.actionable.pop(key, None)
 
     def _set_br_holds(self, key: _Key, br: dict | None) -> None:
         old = self.br_devs.pop(key, None)
