@@ -330,16 +330,19 @@ class Binder:
         with self._lock:
             running = dict(self._queued)
         index = self.index
+        queued = {key[:2] for key in running.values()}
         try:
             with index.lock:  # the requests still to carry out, as the index follows them
                 index.sync()
-                items = list(index.actionable.values())
+                # those queued already are left out before anything is computed for them: with a
+                # backlog of thousands, every call would otherwise go through them all again
+                items = [br for name, br in index.actionable.items() if name not in queued]
         except (ApiError, OSError) as exc:
             log.warning("cannot read the BindRequests: %s", describe_api_error(exc))
             return 0
-        due, live = self._select(items, running)
-        # the attempts under way stay live whatever the list shows: their devices are held
-        self.verifier.start_pass(live | set(running.values()))
+        # the attempts queued or under way stay live whatever the index shows: their devices are held
+        due, live = self._select(items, running, live=set(running.values()))
+        self.verifier.start_pass(live)
         if not due:
             return 0
         if self._pool is None:
@@ -385,14 +388,15 @@ class Binder:
         if crash is not None:
             raise crash
 
-    def _select(self, items: list[dict], running: dict[tuple[str, str], _Key] | None = None
-                ) -> tuple[list[dict], set[_Key]]:
+    def _select(self, items: list[dict], running: dict[tuple[str, str], _Key] | None = None,
+                live: set[_Key] | None = None) -> tuple[list[dict], set[_Key]]:
         """Of ``items``, the BindRequests due now, oldest first, at most one per pod and none for a
-        pod in ``running``; and the keys of every live (actionable) request. ``items`` may be a
-        store's own objects (not copies): callers copy what they hand on."""
+        pod in ``running``; and the keys of every live (actionable) request: those of ``items`` and
+        ``live``. ``items`` may be a store's own objects (not copies): callers copy what they hand
+        on."""
         now = self.clock()
         due: list[dict] = []
-        live: set[_Key] = set()
+        live = set() if live is None else live
         pods: set[tuple[str, str]] = set(running or ())
         actionable = sorted((b for b in items if is_actionable(b)),
                             key=lambda b: (str(b["metadata"].get("creationTimestamp") or ""), _key(b)))
