@@ -255,6 +255,27 @@ def test_a_claim_status_with_duplicate_reservations_is_refused(store):
         store.update_status(c)
 
 
+def test_a_claim_status_write_validates_the_status_not_the_stored_spec(store, monkeypatch):
+    """As the API server's status strategy: the spec of a status write is the stored one (checked
+    when it was written, immutable), so only the status is validated; a whole-object write checks
+    the spec again."""
+    from kai_core.apiserver import validation
+
+    c = store.create(claim(exact()))
+    monkeypatch.setattr(validation, "_claim_spec_problems", lambda spec, path: ["spec: checked again"])
+    c["status"] = {"allocation": {"devices": {"results": [
+        {"request": "gpu", "driver": "d", "pool": "p", "device": "g"}]}}}
+    c = store.update_status(c)
+    assert c["status"]["allocation"]["devices"]["results"][0]["device"] == "g"
+    c["status"]["allocation"]["devices"]["results"][0]["request"] = "nic"
+    with pytest.raises(Invalid, match="nic"):  # the status is still checked against the spec's requests
+        store.update_status(c)
+    c = store.get(CLAIMS, "c")
+    c["metadata"]["labels"] = {"a": "b"}
+    with pytest.raises(Invalid, match="spec: checked again"):
+        store.update(c)
+
+
 def test_a_claim_being_deleted_cannot_be_allocated(store):
     c = claim(exact())
     c["metadata"]["finalizers"] = ["example.com/hold"]

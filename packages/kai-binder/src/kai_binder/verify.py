@@ -459,9 +459,10 @@ class Verifier:
             if hold is None:
                 self._settling.pop(key, None)
                 continue
-            if not self._shown(hold) and fetch and not self._fetch(hold):
+            shown = self._shown(hold)
+            if not shown and fetch and not self._fetch(hold):
                 continue
-            if fetch or self._shown(hold):
+            if fetch or shown:
                 self._drop(key)
 
     def _fetch(self, hold: Hold) -> bool:

@@ -42,6 +42,9 @@ class ResourceKind:
     #: Older API versions accepted on input and converted to ``version``.
     convert_from: dict[str, Callable[[dict], dict]] = field(default_factory=dict)
     validate_update: UpdateValidator | None = None
+    #: what a write of the status subresource checks instead of ``validate`` (the API server's
+    #: status strategy validates the status only); None: ``validate``
+    validate_status: Validator | None = None
     field_selectors: tuple[str, ...] = ()
     #: served from a CustomResourceDefinition: the API server refuses strategic merge patches of it
     custom: bool = False

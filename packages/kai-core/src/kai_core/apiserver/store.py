@@ -675,7 +675,7 @@ class EmbeddedStore(Store):
                     else:
                         new.pop("status", None)
             new["metadata"]["resourceVersion"] = cur_md["resourceVersion"]
-            new = self._default_and_validate(kind, new, old=current)
+            new = self._default_and_validate(kind, new, old=current, status_only=status_only)
             if status_only and kind.resource == "resourceclaims.resource.k8s.io":
                 self._check_admin_access_status(new, current)
             new_md = new["metadata"]
@@ -701,16 +701,18 @@ class EmbeddedStore(Store):
             self._store(kind, key, new, "MODIFIED")
             return new
 
-    def _default_and_validate(self, kind: ResourceKind, obj: dict, old: dict | None) -> dict:
-        """API defaulting then validation; an object of an unexpected shape is refused by name,
-        never with a traceback."""
+    def _default_and_validate(self, kind: ResourceKind, obj: dict, old: dict | None,
+                              status_only: bool = False) -> dict:
+        """API defaulting then validation (of the status alone for a status write of a kind that
+        says how); an object of an unexpected shape is refused by name, never with a traceback."""
         try:
             obj = _defaults.apply(kind, obj)
             if kind.defaults is not None:
                 obj = kind.defaults(obj)
             validate_metadata(kind, obj)
-            if kind.validate is not None:
-                kind.validate(obj)
+            validate = kind.validate_status if status_only and kind.validate_status is not None else kind.validate
+            if validate is not None:
+                validate(obj)
             if old is not None and kind.validate_update is not None:
                 kind.validate_update(old, obj)
         except ApiError:

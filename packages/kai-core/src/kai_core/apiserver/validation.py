@@ -753,13 +753,23 @@ def _device_toleration_problems(tolerations: list, path: str) -> list[str]:
 
 def validate_resource_claim(obj: dict) -> None:
     problems = _claim_spec_problems(obj.get("spec"), "spec")
-    status = obj.get("status")
-    if status is not None:
-        if not isinstance(status, dict):
-            problems.append("status: must be a mapping")
-        else:
-            problems += _claim_status_problems(status, request_names(obj.get("spec")))
+    problems += _claim_status_field_problems(obj)
     _fail(obj, problems)
+
+
+def validate_resource_claim_status(obj: dict) -> None:
+    """A write of the status subresource: as the API server's status strategy, only the status is
+    validated (the spec is the stored one, checked when it was written, and immutable)."""
+    _fail(obj, _claim_status_field_problems(obj))
+
+
+def _claim_status_field_problems(obj: dict) -> list[str]:
+    status = obj.get("status")
+    if status is None:
+        return []
+    if not isinstance(status, dict):
+        return ["status: must be a mapping"]
+    return _claim_status_problems(status, request_names(obj.get("spec")))
 
 
 def _result_problems(res, path: str, names: set[str]) -> list[str]:
@@ -1209,6 +1219,11 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict], None]] = {
     ("resource.k8s.io", "ResourceClaim"): validate_resource_claim,
     ("resource.k8s.io", "ResourceClaimTemplate"): validate_resource_claim_template,
     ("resource.k8s.io", "ResourceSlice"): validate_resource_slice,
+}
+
+#: validators of a write of the status subresource, where it checks less than a whole write
+STATUS_VALIDATORS: dict[tuple[str, str], Callable[[dict], None]] = {
+    ("resource.k8s.io", "ResourceClaim"): validate_resource_claim_status,
 }
 
 UPDATE_VALIDATORS: dict[tuple[str, str], Callable[[dict, dict], None]] = {

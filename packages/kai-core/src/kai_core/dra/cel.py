@@ -490,7 +490,7 @@ def _scan(expression: str) -> tuple[frozenset[str], bool, list[str]]:
 # ------------------------------------------------------------------------------------ device input
 
 
-def _attribute_value(value: Any, where: str) -> Any:
+def _attribute_value(value: Any, where: str | _Where) -> Any:
     """Convert one API-shaped attribute (``{"int": 3}``, ``{"version": "1.2.3"}``...) to its CEL value."""
     if isinstance(value, Mapping):
         if len(value) != 1:
@@ -525,7 +525,7 @@ def _attribute_value(value: Any, where: str) -> Any:
     raise ValueError(f"{where}: expected an attribute like {{'string': 'gpu'}}, got {short_repr(value)}")
 
 
-def _capacity_value(value: Any, where: str) -> int:
+def _capacity_value(value: Any, where: str | _Where) -> int:
     """Convert one API-shaped capacity (``{"value": "80Gi"}`` or a bare quantity) to its CEL value."""
     raw = value.get("value") if isinstance(value, Mapping) else value
     if raw is None:
@@ -538,7 +538,7 @@ def _capacity_value(value: Any, where: str) -> int:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _split_name(name: Any, driver: str, where: str) -> tuple[str, str]:
+def _split_name(name: Any, driver: str, where: str | _Where) -> tuple[str, str]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: a name must be a non-empty string, got {name!r}")
     domain, sep, ident = name.partition("/")
@@ -611,6 +611,22 @@ class DeviceEnv:
         )
 
 
+class _Where:
+    """Where a device field is, for an error message: built only when a message is (an f-string
+    calls ``__format__``), since the fields of thousands of devices are read with no error at all."""
+
+    __slots__ = ("driver", "field", "name")
+
+    def __init__(self, driver: str, field: str, name: object) -> None:
+        self.driver, self.field, self.name = driver, field, name
+
+    def __str__(self) -> str:
+        return f"device of driver {short_repr(self.driver)}: {self.field} {short_repr(self.name)}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 def device_env(
     driver: str,
     attributes: dict | None,
@@ -629,12 +645,12 @@ def device_env(
         raise ValueError(f"device driver must be a non-empty string, got {driver!r}")
     attrs: dict[str, dict[str, Any]] = {}
     for name, value in (attributes or {}).items():
-        where = f"device of driver {short_repr(driver)}: attribute {short_repr(name)}"
+        where = _Where(driver, "attribute", name)
         domain, ident = _split_name(name, driver, where)
         attrs.setdefault(domain, {})[ident] = _attribute_value(value, where)
     caps: dict[str, dict[str, int]] = {}
     for name, value in (capacity or {}).items():
-        where = f"device of driver {short_repr(driver)}: capacity {short_repr(name)}"
+        where = _Where(driver, "capacity", name)
         domain, ident = _split_name(name, driver, where)
         caps.setdefault(domain, {})[ident] = _capacity_value(value, where)
     return DeviceEnv(driver, attrs, caps, bool(allow_multiple_allocations))
