@@ -65,11 +65,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
+from kai_binder.events import EventRecorder
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
 from kai_binder.index import BinderIndex, is_actionable  # noqa: F401 (is_actionable: its old home)
 from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier, get_fresh, read_pod
 from kai_core.api.bindrequest import failed_attempts, is_count
-from kai_core.api.errors import AlreadyExists, ApiError, Conflict, NotFound, OutcomeUnknown
+from kai_core.api.errors import ApiError, Conflict, NotFound, OutcomeUnknown
 from kai_core.api.events import pod_event
 from kai_core.api.features import FeatureGates
 from kai_core.api.objects import clone, now_rfc3339
@@ -287,6 +288,9 @@ class Binder:
         self._uncertain: dict[_Key, int] = {}
         self._busy: set[tuple[str, str]] = set()
         self._pool: ThreadPoolExecutor | None = None
+        #: Events: written in the attempt by run_once(), queued off the workers' path by dispatch()
+        self.events = EventRecorder(self.api)
+        self._dispatching = False
         #: dispatch(): pod -> the attempt key queued or running for it on the pool
         self._queued: dict[tuple[str, str], _Key] = {}
         #: dispatch(): an exception that ended a worker (not an Exception: a stop, a crash), raised
@@ -327,6 +331,7 @@ class Binder:
         and is not an ``Exception`` (a stop raised by a wrapped ``reconcile``) is raised here, by
         the next call."""
         self._raise_crash()
+        self._dispatching = True
         with self._lock:
             running = dict(self._queued)
         index = self.index
@@ -438,10 +443,11 @@ class Binder:
     def close(self) -> None:
         """Stop the worker threads: attempts under way finish (each is idempotent and short),
         attempts queued by :meth:`dispatch` and not started are dropped (their requests stay as
-        they are, for the next run or leader)."""
+        they are, for the next run or leader); queued Events are written for up to 2 s."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self.events.close()
 
     def _run_all(self, due: list[dict]) -> list[tuple[str, str]]:
         if self.workers == 1 or len(due) <= 1:
@@ -757,9 +763,7 @@ class Binder:
                       message: str) -> None:
         event = pod_event({"name": pod_name, "namespace": ns, "uid": uid}, type_, reason, message, COMPONENT,
                           name=ev_name)
-        try:
-            self.api.create(event)
-        except AlreadyExists:
-            pass  # reported before this binder was restarted
-        except (ApiError, OSError) as exc:
-            log.warning("cannot record event for pod %s: %s", _pod_ref(ns, pod_name), describe_api_error(exc))
+        if self._dispatching:  # a report: the worker goes on, as with client-go's event recorder
+            self.events.record(event)
+        else:
+            self.events.write(event)
