@@ -24,35 +24,41 @@ log = logging.getLogger("kai.binder")
 
 #: Events waiting to be written; past this, new ones are dropped (client-go keeps 1,000 too)
 QUEUE_SIZE = 1000
+#: threads writing them: one API call at a time each (one alone falls behind a busy binder's workers)
+WRITERS = 4
 
 
 class EventRecorder:
-    """Creates Events through ``api`` on a thread of its own, started with the first Event."""
+    """Creates Events through ``api`` on ``writers`` threads of its own, started with the first
+    Event (in the order queued, each thread one at a time; several threads may overlap)."""
 
-    def __init__(self, api, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, api, queue_size: int = QUEUE_SIZE, writers: int = WRITERS) -> None:
         self.api = api
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
+        self._writers = writers
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         #: Events dropped because the queue was full
         self.dropped = 0
 
     def record(self, event: dict) -> None:
-        """Queue ``event`` to be created; never blocks (a full queue drops it, with a warning)."""
+        """Queue ``event`` to be created; never blocks (a full queue drops it, with a warning: the
+        first drop and then one in a hundred, not one per Event)."""
         self._start()
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self.dropped += 1
-            md = event.get("involvedObject") or {}
-            log.warning("event queue full (%d): dropped the event for pod %s/%s", self._queue.maxsize,
-                        md.get("namespace"), md.get("name"))
+            with self._lock:
+                self.dropped += 1
+                dropped = self.dropped
+            if dropped % 100 == 1:
+                md = event.get("involvedObject") or {}
+                log.warning("event queue full (%d): dropped the event for pod %s/%s (%d dropped so far)",
+                            self._queue.maxsize, md.get("namespace"), md.get("name"), dropped)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued Event was written (or given up on); False when ``timeout``
         seconds passed first."""
-        if self._thread is None:
-            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
@@ -63,27 +69,31 @@ class EventRecorder:
         return True
 
     def close(self, timeout: float = 2.0) -> None:
-        """Write what is queued (for at most ``timeout`` seconds), then stop the thread."""
+        """Write what is queued (for at most ``timeout`` seconds), then stop the threads."""
         with self._lock:
-            thread = self._thread
-            if thread is None:
-                return
-            if not self.flush(timeout):
-                log.warning("stopping with %d event(s) not written", self._queue.qsize())
-            self._thread = None
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            return  # the thread is a daemon: it ends with the process
-        thread.join(timeout)
+            threads, self._threads = self._threads, []
+        if not threads:
+            return
+        deadline = time.monotonic() + timeout
+        if not self.flush(timeout):
+            log.warning("stopping with %d event(s) not written", self._queue.qsize())
+        for _ in threads:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                return  # the threads are daemons: they end with the process
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="kai-binder-events", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [threading.Thread(target=self._run, name=f"kai-binder-events-{i}", daemon=True)
+                                 for i in range(self._writers)]
+                for t in self._threads:
+                    t.start()
 
     def _run(self) -> None:
         while True:
