@@ -108,3 +108,8 @@ def test_a_dispatched_attempt_does_not_wait_for_its_event(rig):
     r.binder.close()
     [ev] = [e for e in r.store.list("events")[0] if e["involvedObject"]["name"] == "p"]
     assert ev["reason"] == "Bound"
+    conditions = {c["type"]: c["status"] for c in r.get_pod("p")["status"]["conditions"]}
+    assert conditions["PodBound"] == "True"
+    # KAI's order: the request's status, then the pod's condition and Event
+    writes = [(w[0], w[1]) for w in r.faulty.log]
+    assert writes.index(("update_status", "BindRequest")) < writes.index(("patch", "pods"))

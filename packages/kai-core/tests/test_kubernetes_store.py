@@ -164,6 +164,20 @@ def test_strategic_merge_patch_over_http(store, server):
     assert [r.call for r in server.requests if r.verb == "patch"] == ["patch pods/status", "patch pods/status"]
 
 
+def test_reports_take_from_the_events_token_bucket(store, server):
+    """for_reports(): a component's reports (the binder's PodBound condition and Events) do not use
+    up the token bucket of the work itself, as client-go's event recorder has a client of its own."""
+    store.create(pod("p"))
+    work, events = store.limiter.acquired, store.event_limiter.acquired
+    bound = {"type": "PodBound", "status": "True", "reason": "Bound"}
+    out = store.for_reports().patch(RES_PODS, "p", "default", {"status": {"conditions": [bound]}}, "status",
+                                    strategic=True)
+    assert out["status"]["conditions"] == [bound]
+    assert (store.limiter.acquired, store.event_limiter.acquired) == (work, events + 1)
+    store.patch(RES_PODS, "p", "default", {"metadata": {"labels": {"a": "b"}}})
+    assert (store.limiter.acquired, store.event_limiter.acquired) == (work + 1, events + 1)
+
+
 def test_strategic_merge_patch_of_a_custom_resource_is_refused_unsent():
     cluster = EmbeddedCluster(build_plugin_manager(load_external=False))
     with FakeApiServer(cluster.store) as server:

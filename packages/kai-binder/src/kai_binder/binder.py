@@ -288,8 +288,11 @@ class Binder:
         self._uncertain: dict[_Key, int] = {}
         self._busy: set[tuple[str, str]] = set()
         self._pool: ThreadPoolExecutor | None = None
-        #: Events: written in the attempt by run_once(), queued off the workers' path by dispatch()
-        self.events = EventRecorder(self.api)
+        #: reports (PodBound, Events): written in the attempt by run_once(); queued off the workers'
+        #: path by dispatch(), after the request's status, on the store's reporting client if it has one
+        reporting = getattr(self.api, "for_reports", None)
+        self.reports_api = reporting() if reporting is not None else self.api
+        self.events = EventRecorder(self.reports_api)
         self._dispatching = False
         #: dispatch(): pod -> the attempt key queued or running for it on the pool
         self._queued: dict[tuple[str, str], _Key] = {}
@@ -603,15 +606,30 @@ class Binder:
         """``pod`` is the pod as last read (before the bind, or read back after it): what the
         PodBound condition is compared with, no read again."""
         self.verifier.mark_written(_key(br))
+        if self.report and self._dispatching:
+            return self._finish_then_report(br, pod, node, "Succeeded", "")
         if self.report:
             md = pod["metadata"]
             self._report(br, pod, md["namespace"], md["name"], node, None)
         return self._finish(br, "Succeeded", "")
 
+    def _finish_then_report(self, br: dict, pod: dict, node: str, phase: str, reason: str) -> tuple[str, str]:
+        """A long-running binder's way, as KAI's: the request's status first, then the pod's
+        PodBound condition and Event queued as one report, off the worker's path (see
+        :mod:`kai_binder.events`)."""
+        outcome = self._finish(br, phase, reason)
+        md = pod["metadata"]
+        ns, name = md["namespace"], md["name"]
+        self.events.submit(lambda: self._report(br, pod, ns, name, node, reason or None, api=self.reports_api),
+                           f"the PodBound condition and event for pod {ns}/{name}")
+        return outcome
+
     def _fail(self, br: dict, pod: dict, node: str, reason: str, pod_exists: bool = True) -> tuple[str, str]:
         """Roll back, report, and end the attempt ``Failed`` with ``reason``."""
         if pod["metadata"].get("uid") and not self.hooks.rollback(br, pod, node):
             raise _Deferred(f"{reason}; the rollback could not finish and will be tried again")
+        if self.report and pod_exists and self._dispatching:
+            return self._finish_then_report(br, pod, node, "Failed", reason)
         if self.report and pod_exists:
             md = pod["metadata"]
             self._report(br, pod, md["namespace"], md["name"], node, reason)
@@ -712,9 +730,12 @@ class Binder:
 
     # -- reporting -----------------------------------------------------------------------------
 
-    def _report(self, br: dict, pod: dict, ns: str, name: str, node: str, reason: str | None) -> None:
+    def _report(self, br: dict, pod: dict, ns: str, name: str, node: str, reason: str | None,
+                api=None) -> None:
         """PodBound condition and an Event: True/Bound after a bind, False/BindingError with the
-        reason after a failed attempt. Best effort: an API error here is logged, never fatal."""
+        reason after a failed attempt (``br`` as it was before this attempt's status). Best effort:
+        an API error here is logged, never fatal. ``api``: the store to write through (the
+        binder's own by default)."""
         if reason is None:
             status, why, ev_type = "True", REASON_BOUND, "Normal"
             message = f"Pod bound successfully to node {node}"
@@ -725,11 +746,11 @@ class Binder:
             attempt = _failed_attempts(br.get("status") or {}) + 1
             ev_name = event_name(name, br, f"failed-{attempt}")
         cond = {"type": POD_BOUND_CONDITION, "status": status, "reason": why, "message": message}
-        uid = self._set_pod_condition(pod, ns, name, cond)
+        uid = self._set_pod_condition(pod, ns, name, cond, api)
         if uid is not None:
             self._record_event(ev_name, ns, name, uid, ev_type, why, message)
 
-    def _set_pod_condition(self, pod: dict, ns: str, name: str, cond: dict) -> str | None:
+    def _set_pod_condition(self, pod: dict, ns: str, name: str, cond: dict, api=None) -> str | None:
         """Write ``cond`` unless ``pod`` (as this attempt last read it) already has it; returns the
         pod's uid, None when the pod is gone or was replaced.
 
@@ -751,7 +772,7 @@ class Binder:
         if uid:
             patch["metadata"] = {"uid": uid}
         try:
-            self.api.patch(RES_PODS, name, ns, patch, "status", strategic=True)
+            (api or self.api).patch(RES_PODS, name, ns, patch, "status", strategic=True)
         except (NotFound, Conflict):
             return None
         except (ApiError, OSError) as exc:
@@ -763,7 +784,4 @@ class Binder:
                       message: str) -> None:
         event = pod_event({"name": pod_name, "namespace": ns, "uid": uid}, type_, reason, message, COMPONENT,
                           name=ev_name)
-        if self._dispatching:  # a report: the worker goes on, as with client-go's event recorder
-            self.events.record(event)
-        else:
-            self.events.write(event)
+        self.events.write(event)  # a long-running binder is on a report thread here already

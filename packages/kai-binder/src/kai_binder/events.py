@@ -1,13 +1,14 @@
-"""Events written off the workers' path, as client-go's event broadcaster (which KAI's binder
-records through) writes them: :meth:`EventRecorder.record` queues an Event and returns, and one
-thread creates the queued Events. An Event is a report, not part of carrying out a BindRequest, so
-a worker does not wait for its API call, and an Event that cannot be written is logged and
-dropped, never retried by the attempt.
+"""Reports written off the workers' path, as client-go's event broadcaster (which KAI's binder
+records through) writes Events: :meth:`EventRecorder.record` queues an Event (and
+:meth:`EventRecorder.submit` any report: the binder's PodBound condition and Event) and returns,
+and a few threads carry out what is queued. A report is not part of carrying out a BindRequest
+(KAI writes the pod's condition and Event after the request's status), so a worker does not wait
+for its API calls, and a report that cannot be written is logged and dropped, never retried.
 
-A binder stepping through passes (:meth:`kai_binder.binder.Binder.run_once`) writes its Events in
-the attempt (:meth:`write`), so what it reports is there when the pass returns; a long-running
-binder (:meth:`~kai_binder.binder.Binder.dispatch`) queues them (:meth:`record`), and :meth:`close`
-writes what is left (for a bounded time) when it stops.
+A binder stepping through passes (:meth:`kai_binder.binder.Binder.run_once`) writes its reports in
+the attempt (:meth:`EventRecorder.write`), so what it reports is there when the pass returns; a
+long-running binder (:meth:`~kai_binder.binder.Binder.dispatch`) queues them, and
+:meth:`EventRecorder.close` writes what is left (for a bounded time) when it stops.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from kai_binder.claims import describe_api_error
 from kai_core.api.errors import AlreadyExists, ApiError
@@ -34,7 +36,7 @@ class EventRecorder:
 
     def __init__(self, api, queue_size: int = QUEUE_SIZE, writers: int = WRITERS) -> None:
         self.api = api
-        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=queue_size)
         self._writers = writers
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -44,17 +46,22 @@ class EventRecorder:
     def record(self, event: dict) -> None:
         """Queue ``event`` to be created; never blocks (a full queue drops it, with a warning: the
         first drop and then one in a hundred, not one per Event)."""
+        md = event.get("involvedObject") or {}
+        self.submit(lambda: self.write(event), f"the event for pod {md.get('namespace')}/{md.get('name')}")
+
+    def submit(self, report: Callable[[], None], what: str) -> None:
+        """Queue ``report()`` (a report's API calls, which handle their own errors) like an Event;
+        ``what`` names it in the warning when the queue is full."""
         self._start()
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(report)
         except queue.Full:
             with self._lock:
                 self.dropped += 1
                 dropped = self.dropped
             if dropped % 100 == 1:
-                md = event.get("involvedObject") or {}
-                log.warning("event queue full (%d): dropped the event for pod %s/%s (%d dropped so far)",
-                            self._queue.maxsize, md.get("namespace"), md.get("name"), dropped)
+                log.warning("event queue full (%d): dropped %s (%d dropped so far)",
+                            self._queue.maxsize, what, dropped)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued Event was written (or given up on); False when ``timeout``
@@ -97,11 +104,13 @@ class EventRecorder:
 
     def _run(self) -> None:
         while True:
-            event = self._queue.get()
+            report = self._queue.get()
             try:
-                if event is None:
+                if report is None:
                     return
-                self.write(event)
+                report()
+            except Exception:  # a bug in one report must not end the thread: later ones would pile up
+                log.exception("cannot write a report")
             finally:
                 self._queue.task_done()
 
@@ -115,5 +124,3 @@ class EventRecorder:
             md = event.get("involvedObject") or {}
             log.warning("cannot record event for pod %s/%s: %s", md.get("namespace"), md.get("name"),
                         describe_api_error(exc))
-        except Exception:  # a bug here must not end the thread: later Events would pile up unwritten
-            log.exception("cannot record an event")

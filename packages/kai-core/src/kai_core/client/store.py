@@ -464,6 +464,25 @@ def _release(resp) -> None:
         pass
 
 
+class ReportingStore:
+    """:meth:`KubernetesStore.for_reports`: ``patch`` and ``create`` on the store's Events' token
+    bucket; everything else as the store does it."""
+
+    def __init__(self, store: KubernetesStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def patch(self, resource: str, name: str, namespace: str | None, patch: dict, subresource: str | None = None,
+              *, strategic: bool = False) -> dict:
+        return self._store.patch(resource, name, namespace, patch, subresource, strategic=strategic,
+                                 limiter=self._store.event_limiter)
+
+    def create(self, obj: dict) -> dict:
+        return self._store.create(obj)  # an Event takes from the Events' bucket already
+
+
 class KubernetesStore(Store):
     """The store on a real (or fake) API server. Build it from a ``kubernetes.client.Configuration``
     (:meth:`from_kubeconfig`, :meth:`in_cluster` do that for you).
@@ -924,6 +943,12 @@ class KubernetesStore(Store):
         self._write_through(kind, clone(out))
         return out
 
+    def for_reports(self) -> ReportingStore:
+        """This store as a component's reports use it (the binder's PodBound condition and Events):
+        their calls take from the Events' token bucket, not from the one the work itself uses, as
+        client-go's event recorder has a client of its own."""
+        return ReportingStore(self)
+
     def update(self, obj: dict) -> dict:
         return self._put(obj, None)
 
@@ -955,10 +980,13 @@ class KubernetesStore(Store):
         subresource: str | None = None,
         *,
         strategic: bool = False,
+        limiter: TokenBucket | None = None,
     ) -> dict:
         """A JSON merge patch, or with ``strategic`` a strategic merge patch (lists the Kubernetes
         types tag with a merge key, such as a pod's conditions, merge item by item). A strategic
-        merge patch of a custom resource is refused here, unsent: the API server answers 415."""
+        merge patch of a custom resource is refused here, unsent: the API server answers 415.
+        ``limiter``: the token bucket the call takes from (the store's own by default; see
+        :meth:`for_reports`)."""
         kind = self.kinds.get(resource)
         if not isinstance(patch, dict):
             raise BadRequest("a merge patch must be a JSON object")
@@ -973,7 +1001,7 @@ class KubernetesStore(Store):
         ctype = _STRATEGIC_PATCH if strategic else _MERGE_PATCH
         what = f"patch {kind.kind} {name}" + ("/status" if subresource else "")
         out = self._wrote(kind, ns, name, lambda: self._request("PATCH", path, body=patch, content_type=ctype,
-                                                                 what=what))
+                                                                 what=what, limiter=limiter))
         out = self._fill_type(kind, out)
         self._write_through(kind, clone(out))
         return out
