@@ -39,7 +39,11 @@ What it prints, per scheduler, and the ratio kai/kube-scheduler:
 * how busy the machine was in the window, and how much of that was processes outside the run
   (other work on the machine: noise in every figure above).
 
-Fairness: every scheduler identity is in ``system:masters`` (exempt from API Priority and
+Fairness: each client has the same token bucket for its work and one for its reports, as
+kube-scheduler has a clientset and an event client (each with ``clientConnection.qps/burst``): kai's
+scheduler and binder each take their calls from ``--qps``/``--burst``, and their Events (the binder:
+also the pod's PodBound condition, written after the BindRequest's status) from a second bucket of
+the same size. Every scheduler identity is in ``system:masters`` (exempt from API Priority and
 Fairness, like this process), the controller manager's client gets ``--kcm-qps`` (its default 20
 would make the resourceclaim controller the bottleneck for both), and the machine runs everything:
 etcd, the API server, the controllers, this process and the scheduler share its cores. Numbers are
