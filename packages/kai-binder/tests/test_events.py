@@ -113,3 +113,23 @@ def test_a_dispatched_attempt_does_not_wait_for_its_event(rig):
     # KAI's order: the request's status, then the pod's condition and Event
     writes = [(w[0], w[1]) for w in r.faulty.log]
     assert writes.index(("update_status", "BindRequest")) < writes.index(("patch", "pods"))
+
+
+def test_a_report_that_must_not_be_lost_waits_for_room():
+    api = SlowApi()
+    rec = EventRecorder(api, queue_size=1, writers=1)
+    done = []
+
+    def submitter():
+        for i in range(3):  # one held by the thread, one queued, the third waits for room
+            rec.submit(lambda i=i: api.create(event(f"r{i}")), f"report {i}")
+        done.append(True)
+
+    t = threading.Thread(target=submitter)
+    t.start()
+    time.sleep(0.2)
+    assert done == [] and rec.dropped == 0  # waiting, not dropped
+    api.gate.set()
+    t.join(10)
+    rec.close()
+    assert done == [True] and api.created == ["r0", "r1", "r2"]

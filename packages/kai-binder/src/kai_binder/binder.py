@@ -292,7 +292,8 @@ class Binder:
         #: path by dispatch(), after the request's status, on the store's reporting client if it has one
         reporting = getattr(self.api, "for_reports", None)
         self.reports_api = reporting() if reporting is not None else self.api
-        self.events = EventRecorder(self.reports_api)
+        # a report thread per worker: each report is two API calls in a row (condition, Event)
+        self.events = EventRecorder(self.reports_api, writers=max(workers, 1))
         self._dispatching = False
         #: dispatch(): pod -> the attempt key queued or running for it on the pool
         self._queued: dict[tuple[str, str], _Key] = {}

@@ -47,14 +47,20 @@ class EventRecorder:
         """Queue ``event`` to be created; never blocks (a full queue drops it, with a warning: the
         first drop and then one in a hundred, not one per Event)."""
         md = event.get("involvedObject") or {}
-        self.submit(lambda: self.write(event), f"the event for pod {md.get('namespace')}/{md.get('name')}")
+        self.submit(lambda: self.write(event), f"the event for pod {md.get('namespace')}/{md.get('name')}",
+                    wait=False)
 
-    def submit(self, report: Callable[[], None], what: str) -> None:
-        """Queue ``report()`` (a report's API calls, which handle their own errors) like an Event;
-        ``what`` names it in the warning when the queue is full."""
+    def submit(self, report: Callable[[], None], what: str, wait: bool = True) -> None:
+        """Queue ``report()`` (a report's API calls, which handle their own errors). When the queue
+        is full, ``wait`` makes the caller wait for room (a report that must not be lost, such as a
+        pod's condition: the workers then go no faster than their reports are written); without
+        it the report is dropped with a warning, as client-go drops Events (``what`` names it)."""
         self._start()
         try:
-            self._queue.put_nowait(report)
+            if wait:
+                self._queue.put(report)
+            else:
+                self._queue.put_nowait(report)
         except queue.Full:
             with self._lock:
                 self.dropped += 1
