@@ -91,7 +91,8 @@ def is_actionable(br: dict) -> bool:
     and not ``Failed`` with no retries left (KAI's rule)."""
     if br["metadata"].get("deletionTimestamp"):
         return False
-    if (br.get("status") or {}).get("phase") == "Succeeded":
+    status = br.get("status")
+    if isinstance(status, dict) and status.get("phase") == "Succeeded":
         return False
     return not failed_for_good(br)
 

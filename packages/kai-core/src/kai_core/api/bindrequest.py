@@ -99,7 +99,8 @@ def is_count(value: object) -> bool:
 
 def failed_attempts(br: dict) -> int:
     """``status.failedAttempts``, 0 when absent or malformed."""
-    n = (br.get("status") or {}).get("failedAttempts")
+    status = br.get("status")
+    n = status.get("failedAttempts") if isinstance(status, dict) else None
     return n if is_count(n) else 0
 
 
@@ -107,8 +108,9 @@ def failed_for_good(br: dict) -> bool:
     """A Failed BindRequest with no retries left (KAI's rule: a Failed request is tried again while
     ``failedAttempts < backoffLimit``; without a valid ``backoffLimit``, never). The scheduler deletes
     it and schedules the pod again; the binder leaves it alone."""
-    status = br.get("status") or {}
-    if status.get("phase") != "Failed":
-        return False
-    limit = (br.get("spec") or {}).get("backoffLimit")
+    status = br.get("status")
+    if not isinstance(status, dict) or status.get("phase") != "Failed":
+        return False  # a malformed status is no verdict (the schema refuses one; a store may not)
+    spec = br.get("spec")
+    limit = spec.get("backoffLimit") if isinstance(spec, dict) else None
     return not is_count(limit) or failed_attempts(br) >= limit
