@@ -395,9 +395,8 @@ def run() -> None:
                    "between cycles when nothing changes.")
 @click.option("--backoff-limit", default=None, type=click.IntRange(min=0),
               help="spec.backoffLimit written into each BindRequest: the binder's attempts before the "
-                   "pod is scheduled again. Default 3 against a cluster and with --cluster; the "
-                   "built-in demo leaves it unset (one attempt, as KAI's own scheduler does), so its "
-                   "BindRequest is the one in KAI's DRA guide.")
+                   "pod is scheduled again. Unset by default, as KAI's own scheduler leaves it: one "
+                   "attempt, then the pod is scheduled again.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
@@ -417,10 +416,6 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
-    if backoff_limit is None and (real or cluster_path is not None):
-        from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
-
-        backoff_limit = DEFAULT_BACKOFF_LIMIT  # the demo keeps KAI's unset limit: see --help
     if real:
         from kai_cli.kube import SchedulerComponent
 
