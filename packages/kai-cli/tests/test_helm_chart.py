@@ -344,7 +344,7 @@ def test_the_crds_are_valid_kubernetes(chart):
         obj = yaml.safe_load(crd["data"])
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         names.append(obj["metadata"]["name"])
-    assert names == ["bindrequests.scheduling.run.ai", "podgroups.scheduling.run.ai"]
+    assert names == ["bindrequests.scheduling.run.ai", "podgroups.scheduling.run.ai", "queues.scheduling.run.ai"]
 
 
 def test_lint_is_clean():
@@ -414,7 +414,8 @@ def test_helm_package_ships_the_crd(tmp_path):
     assert "kai-scheduler/values.schema.json" in names
     with helm.Chart.load(archive) as packaged:
         assert [c["name"] for c in packaged.crds] == ["crds/scheduling.run.ai_bindrequests.yaml",
-                                                      "crds/scheduling.run.ai_podgroups.yaml"]
+                                                      "crds/scheduling.run.ai_podgroups.yaml",
+                                                      "crds/scheduling.run.ai_queues.yaml"]
         assert render(packaged, SEED_FLAGS) == render_dir(SEED_FLAGS)
 
 
@@ -775,12 +776,11 @@ def test_the_deployments_command_lines_run_the_seed_within_their_rbac(chart, tmp
             node = cluster.store.get(RES_PODS, "gpu-imex-pod", "default")["spec"].get("nodeName", "")
             time.sleep(0.05)
         assert node, "the seed's pod was not bound: " + (tmp_path / "scheduler.log").read_text()[-3000:]
-        # the chart sets no --backoff-limit: the scheduler's command line default is written
+        # the chart sets no --backoff-limit: none is written, as KAI's scheduler writes none
         from kai_core.api.resources import RES_BIND_REQUESTS
-        from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
         [br] = cluster.store.list(RES_BIND_REQUESTS)[0]
-        assert br["spec"]["backoffLimit"] == DEFAULT_BACKOFF_LIMIT
+        assert "backoffLimit" not in br["spec"]
     finally:
         for p in procs.values():
             p.terminate()  # SIGTERM, as the kubelet does: each releases its Lease

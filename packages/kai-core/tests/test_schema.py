@@ -525,7 +525,8 @@ def test_packaged_crds_are_found_and_load() -> None:
     assert builtin_crd_paths("json") == []  # a package without a crds folder
 
 
-@pytest.mark.parametrize("name", ["scheduling.run.ai_bindrequests.yaml", "scheduling.run.ai_podgroups.yaml"])
+@pytest.mark.parametrize("name", ["scheduling.run.ai_bindrequests.yaml", "scheduling.run.ai_podgroups.yaml",
+                                  "scheduling.run.ai_queues.yaml"])
 def test_deploy_copy_is_identical_to_the_package_copy(name: str) -> None:
     package, deploy = PACKAGE_CRD.parent / name, DEPLOY_CRD.parent / name
     assert deploy.read_bytes() == package.read_bytes(), (
