@@ -10,6 +10,7 @@ stopping the scheduler; its traceback is logged once.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 import traceback
@@ -26,6 +27,10 @@ from kai_core.framework.status import SUCCESS, Status
 log = logging.getLogger("kai.plugins")
 
 ENTRY_POINT_GROUP = "kai_scheduler.plugins"
+
+#: hook families whose specs another component adds after the scheduler's plugins are loaded
+#: (kai-binder's ``kai_binder_*``): their names are checked when those specs arrive
+LATER_HOOK_FAMILIES = ("kai_binder_",)
 
 #: plugin object attribute: True (answers for a node depend only on that node), False (they do
 #: not), absent (filters and allocators are assumed node-local, scores are not)
@@ -64,6 +69,16 @@ class PluginError(Exception):
         self.original = exc
 
 
+class PluginRefused(ValueError):
+    """A plugin whose hooks kai cannot use as written (a hook name that is not a hook, another
+    project's marker, a wrapper); ``str()`` names the plugin, ``problem`` is the rest."""
+
+    def __init__(self, plugin: str, problem: str) -> None:
+        super().__init__(f"plugin {plugin!r}: {problem}")
+        self.plugin = plugin
+        self.problem = problem
+
+
 class KaiPluginManager(pluggy.PluginManager):
     """pluggy's manager plus load-error bookkeeping and per-plugin error isolation."""
 
@@ -75,19 +90,74 @@ class KaiPluginManager(pluggy.PluginManager):
         self._logged: set[tuple[str, str, str]] = set()
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
-        """pluggy's ``register``, refusing hook wrappers: kai calls every implementation on its own
-        to isolate failures, so a wrapper would never wrap anything. Raises ValueError naming the
-        plugin and the hook."""
+        """pluggy's ``register``, refusing (:class:`PluginRefused`, naming the plugin and the hook)
+        what would otherwise be silently ignored: a hook implementation whose name is not a hook
+        (with the closest real name suggested), a ``kai_*`` function marked by another project's
+        ``HookimplMarker`` or a hook-named function not marked at all, and hook wrappers (kai calls
+        every implementation on its own to isolate failures, so a wrapper would wrap nothing)."""
+        label = name or self.get_canonical_name(plugin)
+        problem = self.hook_name_problem(plugin)
+        if problem:
+            raise PluginRefused(label, problem)
         registered = super().register(plugin, name=name)
         for caller in self.get_hookcallers(plugin) or []:
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
                     self.unregister(plugin)
-                    raise ValueError(
-                        f"plugin {registered!r}: {caller.name} is a hook wrapper; kai does not support "
-                        "wrappers (implement the hook as a plain function)"
-                    )
+                    raise PluginRefused(
+                        str(registered), f"{caller.name} is a hook wrapper; kai does not support "
+                        "wrappers (implement the hook as a plain function)")
         return registered
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """pluggy's ``add_hookspecs``; then plugins already registered are checked again, since
+        their hooks of a family added later (:data:`LATER_HOOK_FAMILIES`) are now known or not: a
+        plugin with a misspelt one is unregistered and recorded in ``load_errors``."""
+        super().add_hookspecs(module_or_class)
+        for name, plugin in list(self.list_name_plugin()):
+            problem = self.hook_name_problem(plugin) if plugin is not None else None
+            if problem:
+                self.unregister(plugin)
+                dist, version = self._dists.pop(name, ("?", "?"))
+                self._load_failed(name, dist, version, f"plugin {name!r} refused: {problem}")
+
+    def hook_names(self) -> list[str]:
+        """The names of every hook that has a spec."""
+        return sorted(n for n, caller in vars(self.hook).items()
+                      if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
+
+    def hook_name_problem(self, plugin: object) -> str | None:
+        """Why ``plugin``'s hook functions would not run as its author meant, or None: a marked
+        function whose name is not a hook, a ``kai_*`` function carrying another project's
+        marker, or a function named exactly like a hook without any marker."""
+        known = self.hook_names()
+        for attr in sorted(dir(plugin)):
+            if not attr.startswith("kai_"):
+                continue
+            if self.parse_hookimpl_opts(plugin, attr) is not None:
+                if attr in known or any(attr.startswith(f) and not any(k.startswith(f) for k in known)
+                                        for f in LATER_HOOK_FAMILIES):
+                    continue
+                close = difflib.get_close_matches(attr, known, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                return f"{attr} is not a kai hook{hint}; it would never be called"
+            value = getattr(plugin, attr, None)
+            if not callable(value):
+                continue
+            func = getattr(value, "__func__", value)
+            markers = sorted(k[:-len("_impl")] for k, v in (getattr(func, "__dict__", None) or {}).items()
+                             if k.endswith("_impl") and isinstance(v, dict))
+            if markers:
+                return (f"{attr} is marked by pluggy.HookimplMarker({markers[0]!r}), not kai's "
+                        f"({PROJECT!r}): use kai_core.framework.hookspecs.hookimpl")
+            if attr in known:
+                return (f"{attr} is not marked @hookimpl (kai_core.framework.hookspecs.hookimpl), "
+                        "so it would never be called")
+        return None
+
+    def _load_failed(self, name: str, dist: str, version: str, msg: str) -> None:
+        log.error("%s", msg)
+        self.load_errors.append(PluginInfo(name, dist, version, error=msg))
 
     def register_builtin(self, plugin: object, name: str, distribution: str = "kai-core") -> None:
         """Register one of our own plugins (no entry point), recording its distribution for ``info``."""
@@ -110,13 +180,30 @@ class KaiPluginManager(pluggy.PluginManager):
             version = ep.dist.version if ep.dist else "?"
             try:
                 self.register(ep.load(), name=ep.name)
+            except PluginRefused as exc:
+                self._load_failed(ep.name, dist, version, f"plugin {ep.name!r} ({ep.value}) refused: {exc.problem}")
+                continue
             except (Exception, SystemExit) as exc:  # any import or registration failure is the plugin's
-                msg = f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
-                log.error("%s", msg)
+                self._load_failed(ep.name, dist, version,
+                                  f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
                 log.debug("%s", traceback.format_exc())
-                self.load_errors.append(PluginInfo(ep.name, dist, version, error=msg))
                 continue
             self._dists[ep.name] = (dist, version)
+
+    def missing(self, required: Iterable[str]) -> str | None:
+        """Why the plugins named in ``required`` are not all loaded (the first one missing: its
+        load error, or that it is not installed), or None when they are."""
+        for name in required:
+            if self.has_plugin(name) and self.get_plugin(name) is not None:
+                continue
+            failed = next((e.error for e in self.load_errors if e.name == name), None)
+            if failed:
+                return f"required plugin {name!r} is not loaded: {failed}"
+            if self.is_blocked(name):
+                return f"required plugin {name!r} is blocked"
+            loaded = ", ".join(sorted(n for n, p in self.list_name_plugin() if p is not None))
+            return f"required plugin {name!r} is not installed (loaded: {loaded})"
+        return None
 
     def info(self) -> list[PluginInfo]:
         """Every registered plugin (name order) with its distribution, version and hooks, then the
