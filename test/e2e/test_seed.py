@@ -11,21 +11,17 @@ import re
 
 import yaml
 
-from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
-
 SEED_DOMAIN_UID = "83479f70-e292-43d6-aa67-dd4ba8adab8f"
 CD = ("resource.nvidia.com/v1beta1", "ComputeDomain")
 
 
 def seed_bind_request(shared_dir, node: str, domain_uid: str) -> dict:
     """The seed's BindRequest with this run's node and ComputeDomain uid. The chart sets no
-    --backoff-limit, so kai-cli's default against a cluster is written: the one field the seed's
-    (KAI's own scheduler leaves it unset) does not have."""
+    --backoff-limit, so none is written, as in the seed's (KAI's own scheduler leaves it unset)."""
     text = (shared_dir / "seed" / "dra.md").read_text()
     text = re.search(r"(apiVersion: scheduling\.run\.ai/v1alpha2.*?)```", text, re.S).group(1)
     want = yaml.safe_load(text.replace("NODE_NAME", node).replace(SEED_DOMAIN_UID, domain_uid))
     assert "backoffLimit" not in want["spec"]
-    want["spec"]["backoffLimit"] = DEFAULT_BACKOFF_LIMIT
     return want
 
 

@@ -1,6 +1,7 @@
 """The robust binder as kai-cli runs it: recommended options everywhere (parallel workers, the pods'
-PodBound condition and Events, the node check), no second rate limit behind the API client's, a
-BindRequest backoffLimit of 3 except in the seed demo, and ``--until-idle`` runs that wait out
+PodBound condition and Events, the node check), no second rate limit behind the API client's, no
+BindRequest backoffLimit unless ``--backoff-limit`` sets one (KAI's scheduler never does), and
+``--until-idle`` runs that wait out
 retries on a simulated clock: a binding refused a few times ends Failed with the reason, the pod
 is scheduled again and bound, and the run still ends at once, without sleeping."""
 
@@ -19,7 +20,6 @@ from click.testing import CliRunner
 from kai_cli.main import cli
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
 from kai_core.framework.hookspecs import hookimpl
-from kai_core.scheduler.cycle import DEFAULT_BACKOFF_LIMIT
 
 CLUSTER = """
 apiVersion: v1
@@ -36,6 +36,8 @@ spec:
   schedulerName: kai-scheduler
   containers: [{name: c, image: busybox:1, resources: {requests: {cpu: "1"}}}]
 """
+#: the --backoff-limit of the tests that retry a BindRequest
+LIMIT = 3
 SUMMARY = re.compile(r"pods bound: (\d+), pending: (\d+), unschedulable: (\d+), [\d.]+s, [\d.]+ pods/s "
                      r"\((\d+) rounds\)")
 
@@ -110,8 +112,8 @@ def summary_numbers(output: str) -> tuple[int, int, int, int]:
 def test_refused_bindings_fail_with_the_reason_then_the_pod_is_rescheduled_and_bound(scenario, cluster_file,
                                                                                      no_real_sleep):
     # 3 attempts per BindRequest: the first two requests fail for good, the third binds
-    device = RefusingDevice(2 * DEFAULT_BACKOFF_LIMIT)
-    sc = scenario(cluster_file, gates="", backoff_limit=DEFAULT_BACKOFF_LIMIT,
+    device = RefusingDevice(2 * LIMIT)
+    sc = scenario(cluster_file, gates="", backoff_limit=LIMIT,
                   plugins={"refusing-device": device})
     seen: dict[str, dict] = {}  # BindRequest uid -> its last status, round after round
 
@@ -123,24 +125,24 @@ def test_refused_bindings_fail_with_the_reason_then_the_pod_is_rescheduled_and_b
     assert (summary.bound, summary.pending, summary.unschedulable) == (1, 0, 0)
     assert summary.rounds < 60 and not summary.gave_up  # it ended by itself
     assert summary.skipped > 0 and sc.clock.now() == summary.skipped  # the retry waits were simulated
-    assert device.attempts == 2 * DEFAULT_BACKOFF_LIMIT + 1
+    assert device.attempts == 2 * LIMIT + 1
 
     # each refused request ended Failed with the plugin's reason, all its attempts used
     failed = [st for st in seen.values() if st.get("phase") == "Failed"]
     assert len(failed) == 2 and len(seen) == 3
     for st in failed:
-        assert st["failedAttempts"] == DEFAULT_BACKOFF_LIMIT
+        assert st["failedAttempts"] == LIMIT
         assert "plugin 'refusing-device' failed in kai_binder_pre_bind" in st["reason"]
         assert "device for p1 not ready" in st["reason"]
     # the scheduler deleted them and decided again; the last one was carried out
     [br] = sc.list(RES_BIND_REQUESTS)
-    assert br["status"] == {"phase": "Succeeded"} and br["spec"]["backoffLimit"] == DEFAULT_BACKOFF_LIMIT
+    assert br["status"] == {"phase": "Succeeded"} and br["spec"]["backoffLimit"] == LIMIT
     pod = sc.get(RES_PODS, "p1")
     assert pod["spec"]["nodeName"] == "n1"
     [cond] = [c for c in pod["status"]["conditions"] if c["type"] == "PodBound"]
     assert (cond["status"], cond["reason"]) == ("True", "Bound")
     reasons = Counter(e["reason"] for e in sc.list(RES_EVENTS) if e["involvedObject"]["name"] == "p1")
-    assert reasons == {"BindingError": 2 * DEFAULT_BACKOFF_LIMIT, "Bound": 1}
+    assert reasons == {"BindingError": 2 * LIMIT, "Bound": 1}
 
 
 def test_a_binding_that_never_succeeds_ends_the_run_naming_the_pod(scenario, cluster_file, no_real_sleep):
@@ -171,9 +173,10 @@ def test_without_until_idle_the_loop_runs_on_real_time_until_stopped(scenario, c
 def test_cli_until_idle_retries_a_refused_binding_and_saves_the_pods_story(tmp_path, cluster_file, with_plugin,
                                                                            no_real_sleep):
     # the first request fails for good (3 attempts), the second fails once and then binds
-    with_plugin(RefusingDevice(DEFAULT_BACKOFF_LIMIT + 1))
+    with_plugin(RefusingDevice(LIMIT + 1))
     state = tmp_path / "state.yaml"
-    r = invoke("run", "scheduler", "--cluster", str(cluster_file), "--until-idle", "--save", str(state))
+    r = invoke("run", "scheduler", "--cluster", str(cluster_file), "--until-idle", "--save", str(state),
+               "--backoff-limit", str(LIMIT))
     assert r.exit_code == 0, (r.output, r.stderr)
     assert "pod default/p1: bound to n1 (BindRequest" in r.output and "Succeeded)" in r.output
     bound, pending, unschedulable, _rounds = summary_numbers(r.output)
@@ -189,14 +192,14 @@ def test_cli_until_idle_retries_a_refused_binding_and_saves_the_pods_story(tmp_p
     r = invoke("get", "events", "--cluster", str(state), "-o", "yaml")
     events = [e for e in yaml.safe_load_all(r.output) if e and e["involvedObject"]["name"] == "p1"]
     failures = sorted((e for e in events if e["reason"] == "BindingError"), key=lambda e: e["message"])
-    assert len(failures) == DEFAULT_BACKOFF_LIMIT + 1
+    assert len(failures) == LIMIT + 1
     assert all(e["type"] == "Warning" and "Failed to bind pod default/p1 to node n1" in e["message"]
                and "not ready (attempt" in e["message"] for e in failures)
     [ok] = [e for e in events if e["reason"] == "Bound"]
     assert ok["type"] == "Normal" and ok["source"] == {"component": "kai-binder"}
     r = invoke("get", "br", "--cluster", str(state), "-o", "yaml")
     [br] = [b for b in yaml.safe_load_all(r.output) if b]
-    assert br["spec"]["backoffLimit"] == DEFAULT_BACKOFF_LIMIT
+    assert br["spec"]["backoffLimit"] == LIMIT
     assert br["status"]["phase"] == "Succeeded" and br["status"]["failedAttempts"] == 1
 
 
@@ -211,15 +214,14 @@ def test_cli_until_idle_gives_up_on_a_binding_that_never_succeeds(cluster_file, 
     assert warning.endswith("pods still not bound: default/p1")
 
 
-def test_backoff_limit_defaults_to_3_with_a_cluster_and_can_be_set(tmp_path, cluster_file):
-    for extra, want in (([], DEFAULT_BACKOFF_LIMIT), (["--backoff-limit", "0"], 0),
-                        (["--backoff-limit", "7"], 7)):
+def test_backoff_limit_is_unset_by_default_as_kai_leaves_it_and_can_be_set(tmp_path, cluster_file):
+    for extra, want in (([], None), (["--backoff-limit", "0"], 0), (["--backoff-limit", "7"], 7)):
         state = tmp_path / "state.yaml"
         r = invoke("run", "scheduler", "--cluster", str(cluster_file), "--until-idle", "--no-binder",
                    "--save", str(state), *extra)
         assert r.exit_code == 0, r.output
         [br] = [d for d in yaml.safe_load_all(state.read_text()) if d and d["kind"] == "BindRequest"]
-        assert br["spec"]["backoffLimit"] == want, extra
+        assert br["spec"].get("backoffLimit") == want, extra
 
 
 def test_the_demo_still_prints_the_seeds_bind_request(shared_dir):
@@ -245,8 +247,8 @@ def test_the_demo_still_prints_the_seeds_bind_request(shared_dir):
 def test_help_documents_the_defaults():
     r = invoke("run", "scheduler", "--help")
     text = " ".join(r.output.split())
-    assert f"Default {DEFAULT_BACKOFF_LIMIT} against a cluster and with --cluster" in text
-    assert "the built-in demo leaves it unset" in text
+    assert "Unset by default, as KAI's own scheduler leaves it: one attempt, then the pod is scheduled again" \
+        in text
     r = invoke("run", "binder", "--help")
     assert re.search(r"--workers INTEGER RANGE\s+BindRequests carried out in parallel.\s+\[default: 10;",
                      r.output), r.output
@@ -256,9 +258,9 @@ def test_run_binder_on_a_saved_state_retries_on_the_simulated_clock(tmp_path, cl
                                                                      no_real_sleep):
     decided = tmp_path / "decided.yaml"
     r = invoke("run", "scheduler", "--cluster", str(cluster_file), "--until-idle", "--no-binder",
-               "--save", str(decided))
+               "--save", str(decided), "--backoff-limit", str(LIMIT))
     assert r.exit_code == 0
-    with_plugin(RefusingDevice(DEFAULT_BACKOFF_LIMIT - 1))  # the last attempt the request has succeeds
+    with_plugin(RefusingDevice(LIMIT - 1))  # the last attempt the request has succeeds
     r = invoke("run", "binder", "--cluster", str(decided))
     assert r.exit_code == 0, r.output
     assert "(pod p1 -> n1): Succeeded" in r.output

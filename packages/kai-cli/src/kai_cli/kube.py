@@ -440,8 +440,8 @@ class Component:
 
 class SchedulerComponent(Component):
     """``kai-cli run scheduler`` against a cluster. ``backoff_limit`` is written into each
-    BindRequest (None: left unset, as KAI does; the CLI passes ``DEFAULT_BACKOFF_LIMIT`` unless told
-    otherwise). Pods backing off after failed bindings wake a pass when they are due."""
+    BindRequest (None, the default: left unset, as KAI does; ``--backoff-limit N`` sets it). Pods
+    backing off after failed bindings wake a pass when they are due."""
 
     name = "scheduler"
     lease_default = "kai-scheduler"

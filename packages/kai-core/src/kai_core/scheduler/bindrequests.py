@@ -21,6 +21,11 @@ trips out of the cycle; ``writers=1`` (the default) writes each request in the c
 
 **Housekeeping**: BindRequests that failed for good (:func:`kai_core.api.bindrequest.failed_for_good`)
 or whose node is gone are deleted, so their pods are scheduled again in the same cycle. A request
+``Failed`` with retries left whose status has not changed for ``stuck_after`` seconds counts as
+failed for good too: a binder that retries writes each failed attempt (ours counts
+``failedAttempts``; KAI's and ours wait at most 60 s between attempts), but KAI's binder writes its
+status only when the phase changes, so under a ``backoffLimit`` it leaves ``failedAttempts: 1``
+forever while it retries; KAI's own scheduler, which never sets ``backoffLimit``, never meets this. A request
 whose node is gone but whose pod still holds claim reservations is left to the binder, which rolls
 them back and fails it. Succeeded ones stay until their pod goes (ownerReference GC).
 
@@ -39,7 +44,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from kai_core.api.bindrequest import build_bind_request, failed_for_good
+from kai_core.api.bindrequest import build_bind_request, failed_attempts, failed_for_good
 from kai_core.api.errors import ApiError, NotFound, OutcomeUnknown
 from kai_core.api.objects import ref
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS, is_active_pod
@@ -51,6 +56,11 @@ from kai_core.framework.status import SUCCESS, Status
 from kai_core.scheduler.decide import Decision
 
 log = logging.getLogger("kai.scheduler")
+
+
+#: seconds a Failed BindRequest with retries left may keep the same status before it counts as failed
+#: for good: twice the longest wait between two attempts (KAI's binder and ours cap it at 60 s)
+STUCK_AFTER = 120.0
 
 
 class Written(enum.Enum):
@@ -74,7 +84,8 @@ class BindRequests:
 
     def __init__(self, store: Store, pm: KaiPluginManager, backoff_limit: int | None, *,
                  may_write: Callable[[], str | None] | None = None, grace: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic, writers: int = 1) -> None:
+                 clock: Callable[[], float] = time.monotonic, writers: int = 1,
+                 stuck_after: float = STUCK_AFTER) -> None:
         if not isinstance(writers, int) or isinstance(writers, bool) or writers < 1:
             raise ValueError(f"BindRequests: writers must be a positive integer, got {writers!r}")
         self.store = store
@@ -87,6 +98,10 @@ class BindRequests:
         self.writers = writers
         #: (namespace, name) -> (BindRequest, when written) for writes whose outcome is unknown
         self.unconfirmed: dict[tuple[str, str], tuple[dict, float]] = {}
+        self.stuck_after = stuck_after
+        #: (namespace, name) -> (resourceVersion and failedAttempts, when first seen so) of the
+        #: Failed BindRequests with retries left
+        self._failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._queued: list[tuple[dict, Future]] = []
         self._stopped: str | None = None
@@ -199,8 +214,23 @@ class BindRequests:
         return [br for br, _ in self.unconfirmed.values()]
 
     def next_check(self) -> float | None:
-        """When (on ``clock``) the earliest unconfirmed write may be read back, or None."""
-        return min((t + self.grace for _, t in self.unconfirmed.values()), default=None)
+        """When (on ``clock``) the earliest unconfirmed write may be read back, or a Failed request
+        with retries left would count as failed for good if its status stays as it is; None for
+        neither."""
+        due = [t + self.grace for _, t in self.unconfirmed.values()]
+        due += [t + self.stuck_after for _, t in self._failed_since.values()]
+        return min(due, default=None)
+
+    def _stuck(self, key: tuple[str, str], br: dict, now: float, seen: dict) -> bool:
+        """Whether a Failed request with retries left kept the same status for ``stuck_after``
+        seconds (see the module docstring); records it in ``seen`` (the next ``_failed_since``)."""
+        if (br.get("status") or {}).get("phase") != "Failed":
+            return False
+        mark = (br["metadata"].get("resourceVersion"), failed_attempts(br))
+        since = self._failed_since.get(key)
+        when = since[1] if since is not None and since[0] == mark else now
+        seen[key] = (mark, when)
+        return now - when >= self.stuck_after
 
     def clean_up(self, cache: Cache, on_failed: Callable[[str], None]) -> bool:
         """Delete BindRequests that failed for good or whose node is gone (see the module
@@ -209,14 +239,17 @@ class BindRequests:
         nodes = cache.objects.get(RES_NODES, {})
         deleted = False
         reserved: set[str] | None = None
+        now = self.clock()
+        failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
         for br in list(cache.objects.get(RES_BIND_REQUESTS, {}).values()):
             spec = br.get("spec") or {}
+            md = br["metadata"]
             phase = (br.get("status") or {}).get("phase")
             node_gone = ("", spec.get("selectedNode", "")) not in nodes and phase != "Succeeded"
             failed = failed_for_good(br)
-            if not (failed or node_gone):
+            stuck = not failed and self._stuck((md.get("namespace", ""), md["name"]), br, now, failed_since)
+            if not (failed or stuck or node_gone):
                 continue
-            md = br["metadata"]
             uid = _pod_uid_of(cache, br)
             if node_gone and phase != "Failed":
                 if reserved is None:
@@ -227,6 +260,9 @@ class BindRequests:
                              spec.get("podName"))
                     continue
             why = "its node is gone" if node_gone else f"it failed: {(br.get('status') or {}).get('reason')}"
+            if stuck and not node_gone:
+                why += (f"; {failed_attempts(br)} of {spec.get('backoffLimit')} attempts recorded and no "
+                        f"change for {self.stuck_after:.0f}s")
             try:
                 self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
             except NotFound:
@@ -236,10 +272,12 @@ class BindRequests:
                             getattr(exc, "message", exc))
                 continue
             deleted = True
-            if failed and not node_gone and uid:
+            failed_since.pop((md.get("namespace", ""), md["name"]), None)
+            if (failed or stuck) and not node_gone and uid:
                 on_failed(uid)
             log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
                      md["namespace"], md["name"], why, spec.get("podName"))
+        self._failed_since = failed_since
         return deleted
 
 

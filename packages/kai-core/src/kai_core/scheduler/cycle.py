@@ -64,8 +64,8 @@ __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "Cycl
 log = logging.getLogger("kai.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "kai-scheduler"
-#: what a command line should pass as ``backoff_limit`` by default (3 attempts per BindRequest).
-#: SchedulerConfig itself keeps None, KAI's behaviour (no ``spec.backoffLimit``: one attempt).
+#: the ``backoff_limit`` kai-cli wrote by default before it left ``spec.backoffLimit`` unset, as
+#: KAI's scheduler does (kept for plugins that import it; nothing passes it by default any more).
 DEFAULT_BACKOFF_LIMIT = 3
 
 
@@ -79,7 +79,7 @@ class SchedulerConfig:
     #: plugin name -> weight of its scores (default 1)
     score_weights: dict[str, float] = field(default_factory=dict)
     #: written into each BindRequest's spec.backoffLimit (None: not set, as KAI does; the binder
-    #: then makes one attempt). See DEFAULT_BACKOFF_LIMIT.
+    #: then makes one attempt; ``kai-cli run scheduler --backoff-limit N`` sets it).
     backoff_limit: int | None = None
     #: seconds a pod waits after its second failed binding, doubling with each further one
     pod_initial_backoff: float = 1.0
