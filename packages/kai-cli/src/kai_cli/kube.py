@@ -447,10 +447,12 @@ class SchedulerComponent(Component):
     lease_default = "kai-scheduler"
 
     def __init__(self, opts: ClusterOptions, features: FeatureGates, pm: KaiPluginManager, *,
-                 scheduler_name: str = "kai-scheduler", backoff_limit: int | None = None, **kw) -> None:
+                 scheduler_name: str = "kai-scheduler", backoff_limit: int | None = None,
+                 score_weights: dict[str, float] | None = None, **kw) -> None:
         super().__init__(opts, features, pm, **kw)
         self.scheduler_name = scheduler_name
         self.backoff_limit = backoff_limit
+        self.score_weights = dict(score_weights or {})
         self.lease_default = scheduler_name
         self.scheduler = None
         self.last_result = None
@@ -479,7 +481,7 @@ class SchedulerComponent(Component):
         from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit,
-                                 bind_request_writers=BIND_REQUEST_WRITERS)
+                                 score_weights=self.score_weights, bind_request_writers=BIND_REQUEST_WRITERS)
         self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched),
                                    may_write=self._write_fence)
         # each write is fenced again when it is sent: BindRequests queued for the writer threads may

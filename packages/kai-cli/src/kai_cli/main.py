@@ -397,11 +397,17 @@ def run() -> None:
               help="spec.backoffLimit written into each BindRequest: the binder's attempts before the "
                    "pod is scheduled again. Unset by default, as KAI's own scheduler leaves it: one "
                    "attempt, then the pod is scheduled again.")
+@click.option("--require-plugin", "require_plugins", multiple=True, metavar="NAME",
+              help="Refuse to start unless this plugin is loaded (repeat for several); a plugin that "
+                   "failed to load otherwise leaves the scheduler running without it.")
+@click.option("--score-weight", "score_weights", multiple=True, metavar="PLUGIN=N",
+              help="Multiply this plugin's node scores by N (a number >= 0; default 1; repeat for "
+                   "several plugins).")
 @_cluster_options
 @click.pass_context
 @friendly_errors
 def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, save_path, no_binder,
-                  period, backoff_limit, **cluster) -> None:
+                  period, backoff_limit, require_plugins=(), score_weights=(), **cluster) -> None:
     """Run the scheduler.
 
     Against a cluster (--kubeconfig FILE or --in-cluster) it runs alone; the binder is a separate
@@ -416,11 +422,16 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
+    pm = _plugin_manager()
+    missing = pm.missing(require_plugins)
+    if missing:
+        raise CliError(f"--require-plugin: {missing}")
+    weights = _score_weights(score_weights, pm)
     if real:
         from kai_cli.kube import SchedulerComponent
 
         component = SchedulerComponent(
-            _cluster_opts(cluster, period), gates, _plugin_manager(), scheduler_name=scheduler_name,
+            _cluster_opts(cluster, period), gates, pm, scheduler_name=scheduler_name, score_weights=weights,
             backoff_limit=backoff_limit, announce=lambda line: click.echo(f"kai-cli: {line}"))
         if not gates.dra:
             click.echo("kai-cli: DynamicResourceAllocation is off: pods with resource claims stay pending "
@@ -430,9 +441,34 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
         _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
-                                backoff_limit)
+                                backoff_limit, pm=pm, score_weights=weights)
     finally:
         restore_logging()
+
+
+def _score_weights(given: tuple[str, ...], pm) -> dict[str, float]:
+    """``--score-weight PLUGIN=N`` values as ``{plugin: weight}``; a malformed one, a plugin that is
+    not loaded or one that does not score nodes is a one-line error."""
+    import math
+
+    scorers = sorted({impl.plugin_name for impl in pm.implementations("kai_score_nodes")})
+    weights: dict[str, float] = {}
+    for value in given:
+        name, sep, number = value.partition("=")
+        name = name.strip()
+        try:
+            weight = float(number)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name or not math.isfinite(weight) or weight < 0:
+            raise CliError(f"--score-weight {value!r}: expected PLUGIN=N with N a number >= 0 (e.g. "
+                           "kai-core.binpack=2)")
+        if name not in scorers:
+            known = "is not loaded" if pm.get_plugin(name) is None else "does not score nodes (kai_score_nodes)"
+            raise CliError(f"--score-weight {value!r}: plugin {name!r} {known}; plugins that score nodes: "
+                           f"{', '.join(scorers) or 'none'}")
+        weights[name] = weight
+    return weights
 
 
 def _embedded_logging(log_format: str):
@@ -445,14 +481,14 @@ def _embedded_logging(log_format: str):
 
 
 def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
-                            backoff_limit) -> None:
+                            backoff_limit, pm=None, score_weights=None) -> None:
     from kai_binder.binder import Binder
     from kai_cli.runner import embedded_clock, run_embedded
     from kai_core.apiserver.manifests import dump_objects
     from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
     demo = cluster_path is None
-    pm = _plugin_manager()
+    pm = pm if pm is not None else _plugin_manager()
     if demo:
         from kai_dra_nvidia.demo import demo_manifests_path
 
@@ -469,7 +505,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
 
     tune_gc()
     clock = embedded_clock() if until_idle else None
-    config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit)
+    config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit,
+                             score_weights=dict(score_weights or {}))
     scheduler = Scheduler(cluster.store, pm, config, **({"clock": clock.now} if clock else {}))
     binder = None
     stop = threading.Event()
@@ -676,9 +713,11 @@ def plugins() -> None:
 
 
 @plugins.command("list")
+@click.pass_context
 @friendly_errors
-def plugins_list() -> None:
-    """Name, distribution and version, and hooks implemented, of every plugin."""
+def plugins_list(ctx) -> None:
+    """Name, distribution and version, and hooks implemented, of every plugin. Exits 1 when a
+    plugin failed to load, naming each on stderr."""
     pm = _plugin_manager()
     rows = [("NAME", "DISTRIBUTION", "VERSION", "HOOKS")]
     for info in pm.info():
@@ -687,6 +726,10 @@ def plugins_list() -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         click.echo("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    for err in pm.load_errors:
+        click.echo(f"kai-cli: {err.error}", err=True)
+    if pm.load_errors:
+        ctx.exit(EXIT_FAILURE)
 
 
 # -- validate ------------------------------------------------------------------------------------
