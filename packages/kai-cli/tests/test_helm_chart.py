@@ -206,6 +206,29 @@ def test_args_parse_with_the_installed_cli(chart):
             assert ctx.params, f"kai-cli run {component} parsed nothing from {args}"
 
 
+def test_required_plugins_and_score_weights_reach_the_scheduler(chart):
+    """``scheduler.requirePlugins`` and ``scheduler.scoreWeights`` become the scheduler's
+    --require-plugin and --score-weight flags (before additionalArgs), which the installed kai-cli
+    parses; the binder gets neither."""
+    from kai_cli.main import cli
+
+    values = {"scheduler": {"requirePlugins": ["dra-nvidia", "fpga-example"],
+                            "scoreWeights": {"kai-core.binpack": 2, "dra-nvidia": 0.5},
+                            "additionalArgs": [GATE]}}
+    objects = render(chart, values=values)
+    args = container(objects, "scheduler")["args"]
+    assert args[-6:] == ["--scheduler-name=kai-scheduler", "--require-plugin=dra-nvidia",
+                         "--require-plugin=fpga-example", "--score-weight=dra-nvidia=0.5",
+                         "--score-weight=kai-core.binpack=2", GATE]
+    assert not any(a.startswith(("--require-plugin", "--score-weight")) for a in container(objects, "binder")["args"])
+    cmd = cli.commands["run"].commands["scheduler"]
+    with cmd.make_context("scheduler", list(args[2:])) as ctx:
+        assert ctx.params["require_plugins"] == ("dra-nvidia", "fpga-example")
+        assert ctx.params["score_weights"] == ("dra-nvidia=0.5", "kai-core.binpack=2")
+    default_args = container(render(chart), "scheduler")["args"]
+    assert not any(a.startswith(("--require-plugin", "--score-weight")) for a in default_args)
+
+
 def test_probes_ports_and_security(chart):
     objects = render(chart)
     for component in ("scheduler", "binder"):
@@ -320,7 +343,8 @@ FULL_VALUES = {
                       {"weight": 100, "podAffinityTerm": {
                           "topologyKey": "kubernetes.io/hostname",
                           "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "scheduler"}}}}]}},
-                  "priorityClassName": "system-cluster-critical"},
+                  "priorityClassName": "system-cluster-critical",
+                  "requirePlugins": ["dra-nvidia"], "scoreWeights": {"kai-core.binpack": 2}},
     "binder": {"leaderElection": False, "workers": 4},
 }
 
@@ -374,6 +398,10 @@ def test_lint_is_clean():
     ({"bindAddress": {"metrics": "", "health": "[::1]"}}, "/bindAddress/health"),
     ({"bindAddress": {"metrics": "", "health": "", "probes": ""}}, "/bindAddress"),
     ({"metricsEnabled": "no"}, "/metricsEnabled"),
+    ({"scheduler": {"requirePlugins": "dra-nvidia"}}, "/scheduler/requirePlugins"),
+    ({"scheduler": {"requirePlugins": [""]}}, "/scheduler/requirePlugins/0"),
+    ({"scheduler": {"scoreWeights": {"kai-core.binpack": -1}}}, "/scheduler/scoreWeights/kai-core.binpack"),
+    ({"scheduler": {"scoreWeights": {"kai-core.binpack": "heavy"}}}, "/scheduler/scoreWeights/kai-core.binpack"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_schema_rejects_bad_values(chart, values, where):
     merged = chart.merge_values(values)
