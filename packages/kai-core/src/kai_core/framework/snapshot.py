@@ -135,6 +135,10 @@ class Snapshot:
         self.node_changes: list[str] = []
         #: bumped when a decision takes or frees a device reaching more than one node
         self.shared_changes = 0
+        #: every assume() as ``(1, pod, node)`` and unassume() as ``(-1, pod, node)``, in the order of
+        #: :attr:`node_changes`: views of which pod is where (host ports, pod affinity, topology
+        #: spread) replay the entries past the position they last read
+        self.pod_changes: list[tuple[int, dict, str]] = []
         self._count_pods()
 
     # -- building ------------------------------------------------------------------------------
@@ -315,6 +319,7 @@ class Snapshot:
                         self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
         self._add_consumer(pod)
+        self.pod_changes.append((1, pod, node_name))
         self._changed(node_name, allocation)
 
     def _add_consumer(self, pod: dict, add: bool = True) -> None:
@@ -347,6 +352,7 @@ class Snapshot:
                         self._release_devices(self._in_use, alloc)
         self.in_flight.pop(_key(pod), None)
         self._add_consumer(pod, add=False)
+        self.pod_changes.append((-1, pod, node_name))
         self._changed(node_name, allocation)
 
     def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:

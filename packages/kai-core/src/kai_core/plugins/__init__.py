@@ -1,8 +1,9 @@
 """kai-core's built-in plugins, each small and doing one thing, registered like any other plugin.
 
 Their filters run first (``tryfirst``), in the order kube-scheduler's run: node readiness and
-cordon, taints, node affinity, resources; each filter sees only the nodes that passed the ones
-before it, so a node's reason in the pod's message is the first check it failed.
+cordon (NodeUnschedulable), node name, taints, node affinity, host ports, resources; each filter
+sees only the nodes that passed the ones before it, so a node's reason in the pod's message is the
+first check it failed.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kai_core.framework.plugins import ENTRY_POINT_GROUP, KaiPluginManager, PluginError  # noqa: F401 (their old home)
-from kai_core.plugins import binpack, dra, gang, node_affinity, node_ready, resources_fit, taints
+from kai_core.plugins import binpack, dra, gang, node_affinity, node_name, node_ports, node_ready, resources_fit, taints
 
 #: plugin name -> module, in the order their filters are called
 BUILTINS = {
     "kai-core.node-ready": node_ready,
+    "kai-core.node-name": node_name,
     "kai-core.taints": taints,
     "kai-core.node-affinity": node_affinity,
+    "kai-core.node-ports": node_ports,
     "kai-core.resources-fit": resources_fit,
     "kai-core.dra": dra,
     "kai-core.binpack": binpack,
