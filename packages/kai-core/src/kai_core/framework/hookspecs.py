@@ -119,8 +119,10 @@ class SchedulerSpecs:
     @hookspec
     def kai_score_nodes(self, pod, nodes, snapshot):
         """Called once per pod with the feasible nodes (not called when only one is feasible).
-        Return ``{node_name: score}`` with numeric scores in 0..100 (missing nodes score 0).
+        Return ``{node_name: score}`` with numeric scores in 0..100 (missing nodes score 0); a
+        score outside 0..100 (or NaN) is a bad result: the pod gets an error naming the plugin.
         Scores of all plugins are multiplied by the plugin's weight (config ``score_weights``,
+        ``kai-cli run scheduler --score-weight PLUGIN=N``, chart value ``scheduler.scoreWeights``;
         default 1) and summed; the highest total wins, ties go to the node name that sorts
         first. A plugin whose score for a node depends only on the pod and that node sets
         ``KAI_NODE_LOCAL = True`` on its plugin object: it is then asked only about nodes changed

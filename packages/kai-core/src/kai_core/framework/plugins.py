@@ -32,6 +32,9 @@ ENTRY_POINT_GROUP = "kai_scheduler.plugins"
 #: (kai-binder's ``kai_binder_*``): their names are checked when those specs arrive
 LATER_HOOK_FAMILIES = ("kai_binder_",)
 
+#: the highest score ``kai_score_nodes`` may give a node (the lowest is 0)
+MAX_NODE_SCORE = 100
+
 #: plugin object attribute: True (answers for a node depend only on that node), False (they do
 #: not), absent (filters and allocators are assumed node-local, scores are not)
 NODE_LOCAL_ATTRIBUTE = "KAI_NODE_LOCAL"
@@ -504,6 +507,10 @@ class KaiPluginManager(pluggy.PluginManager):
             weight = weights.get(plugin, 1.0)
             try:
                 for name, score in res.items():
+                    # a score out of range would outweigh every other plugin (NaN fails too)
+                    if not 0 <= score <= MAX_NODE_SCORE:
+                        return local_sums, others, self._bad(
+                            plugin, hook, f"node {name}: score {score!r} is outside 0..{MAX_NODE_SCORE}")
                     if name in among:
                         into[name] = into.get(name, 0.0) + weight * score
             except TypeError:
