@@ -1,0 +1,194 @@
+"""The queue tree the scheduler works with, read from KAI's Queue objects (``scheduling.run.ai/v2``).
+
+What a Queue means follows KAI's scheduler (``pkg/scheduler/api/queue_info``, ``cache/cluster_info/
+queue.go``, the proportion plugin), not only its documentation:
+
+* an unset priority is 100; an unset quota, over-quota weight or limit is 0 (KAI's docs once called
+  the unset quota "-1"; its code reads 0). Quota -1 is the whole of the parent's share, limit -1 is
+  no limit;
+* quotas and limits are in GPU devices, CPU millicores and memory megabytes; memory is turned into
+  bytes here (any negative memory amount becomes -1, as KAI clamps it);
+* a queue whose parent does not exist is left out together with its whole subtree. A queue on a
+  parent cycle never reaches the top either, and is left out the same way (KAI keeps it but never
+  gives it a share);
+* only leaf queues hold workloads. A pod names its queue with its PodGroup's ``spec.queue`` or the
+  label ``kai.scheduler/queue``; one that names none goes to ``default-queue``.
+
+KAI's Helm chart creates ``default-queue`` under ``default-parent-queue`` (quota 0, over-quota
+weight 1, limit -1 for every resource). kai has no chart-installed queues on the embedded cluster, so
+when those two queues are missing they are assumed here with the chart's terms: a cluster without
+any Queue puts every workload in one queue that may use the whole cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kai_core.framework.fairshare import UNLIMITED, Claimant, divide_tree
+
+__all__ = [
+    "DEFAULT_PARENT_QUEUE",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "QUEUE_LABEL",
+    "RESOURCES",
+    "Queue",
+    "QueueError",
+    "QueueTree",
+    "ResourceTerms",
+    "build_tree",
+    "fair_shares",
+    "queue_from_object",
+]
+
+QUEUE_LABEL = "kai.scheduler/queue"
+DEFAULT_QUEUE = "default-queue"
+DEFAULT_PARENT_QUEUE = "default-parent-queue"
+DEFAULT_PRIORITY = 100
+#: the resources queues divide, in KAI's order
+RESOURCES = ("gpu", "cpu", "memory")
+_BYTES_PER_MB = 1_000_000
+
+
+class QueueError(ValueError):
+    """A Queue object that cannot be read (a field of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class ResourceTerms:
+    """Quota (deserved), over-quota weight and limit of one resource, in the scheduler's units."""
+
+    quota: float = 0.0
+    over_quota_weight: float = 0.0
+    limit: float = 0.0
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    parent: str = ""
+    priority: int = DEFAULT_PRIORITY
+    #: ``gpu`` in devices, ``cpu`` in millicores, ``memory`` in bytes
+    resources: Mapping[str, ResourceTerms] = field(default_factory=dict)
+    display_name: str = ""
+    created: str = ""
+    preempt_min_runtime: str | None = None
+    reclaim_min_runtime: str | None = None
+
+    def terms(self, resource: str) -> ResourceTerms:
+        return self.resources.get(resource, ResourceTerms())
+
+
+def _number(value: object, where: str, name: str) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise QueueError(f"queue {name}: {where} must be a number, not {value!r}")
+    return float(value)
+
+
+def queue_from_object(obj: Mapping) -> Queue:
+    """The scheduler's view of a Queue object; :class:`QueueError` names a field of the wrong type."""
+    md = obj.get("metadata") or {}
+    name = md.get("name") or ""
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise QueueError(f"queue {name}: spec must be an object")
+    priority = spec.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise QueueError(f"queue {name}: spec.priority must be an integer, not {priority!r}")
+    resources = {}
+    for resource in RESOURCES:
+        raw = (spec.get("resources") or {}).get(resource) or {}
+        where = f"spec.resources.{resource}"
+        quota, weight, limit = (_number(raw.get(k), f"{where}.{k}", name)
+                                for k in ("quota", "overQuotaWeight", "limit"))
+        if resource == "memory":
+            quota, limit = (max(UNLIMITED, v * _BYTES_PER_MB) for v in (quota, limit))
+        resources[resource] = ResourceTerms(quota, weight, limit)
+    return Queue(name=name, parent=spec.get("parentQueue") or "",
+                 priority=DEFAULT_PRIORITY if priority is None else priority, resources=resources,
+                 display_name=spec.get("displayName") or "", created=md.get("creationTimestamp") or "",
+                 preempt_min_runtime=spec.get("preemptMinRuntime"), reclaim_min_runtime=spec.get("reclaimMinRuntime"))
+
+
+def _chart_default(name: str, parent: str) -> Queue:
+    terms = ResourceTerms(quota=0.0, over_quota_weight=1.0, limit=UNLIMITED)
+    return Queue(name=name, parent=parent, resources=dict.fromkeys(RESOURCES, terms))
+
+
+@dataclass(frozen=True)
+class QueueTree:
+    """Queues by name that reach the top, and each one's children (``""`` is the root)."""
+
+    queues: Mapping[str, Queue]
+    children: Mapping[str, tuple[str, ...]]
+    #: queues left out, with the reason (a missing parent, or a parent cycle)
+    left_out: Mapping[str, str] = field(default_factory=dict)
+
+    def is_leaf(self, name: str) -> bool:
+        return name in self.queues and not self.children.get(name)
+
+    def ancestry(self, name: str) -> list[str]:
+        """``name`` and its ancestors up to its top-level queue."""
+        chain = []
+        while name:
+            chain.append(name)
+            name = self.queues[name].parent
+        return chain
+
+
+def build_tree(queues: Iterable[Queue]) -> QueueTree:
+    """The tree of ``queues``, with KAI's chart defaults when ``default-queue`` is missing."""
+    by_name = {q.name: q for q in queues}
+    if DEFAULT_QUEUE not in by_name:
+        by_name[DEFAULT_QUEUE] = _chart_default(DEFAULT_QUEUE, DEFAULT_PARENT_QUEUE)
+        by_name.setdefault(DEFAULT_PARENT_QUEUE, _chart_default(DEFAULT_PARENT_QUEUE, ""))
+    children: dict[str, list[str]] = {}
+    for q in by_name.values():
+        children.setdefault(q.parent, []).append(q.name)
+    reached: dict[str, Queue] = {}
+    level = [""]
+    while level:
+        nxt = []
+        for parent in level:
+            for name in sorted(children.get(parent, ())):
+                reached[name] = by_name[name]
+                nxt.append(name)
+        level = nxt
+    left_out = {}
+    for name, q in by_name.items():
+        if name not in reached:
+            left_out[name] = (f"its parent queue {q.parent} does not exist" if q.parent not in by_name
+                              else f"its parent queue {q.parent} is not in the tree (missing or a cycle above it)")
+    kept_children = {p: tuple(sorted(c for c in cs if c in reached)) for p, cs in children.items()
+                     if p == "" or p in reached}
+    return QueueTree(queues=reached, children={p: c for p, c in kept_children.items() if c}, left_out=left_out)
+
+
+def fair_shares(tree: QueueTree, total: Mapping[str, float],
+                requested: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """``{queue: {resource: fair share}}`` for every queue of ``tree``.
+
+    ``total`` is what the cluster has of each resource; ``requested[queue][resource]`` is what the
+    workloads of that queue ask for, running and pending (queues not named ask for nothing). A
+    queue's request counts for its ancestors too, as in KAI.
+    """
+    subtree: dict[str, dict[str, float]] = {name: dict.fromkeys(RESOURCES, 0.0) for name in tree.queues}
+    for name, amounts in requested.items():
+        if name not in tree.queues:
+            continue
+        for up in tree.ancestry(name):
+            for resource in RESOURCES:
+                subtree[up][resource] += amounts.get(resource, 0.0)
+    terms = {
+        resource: {
+            name: Claimant(name=name, deserved=q.terms(resource).quota, limit=q.terms(resource).limit,
+                           weight=q.terms(resource).over_quota_weight, request=subtree[name][resource],
+                           priority=q.priority, created=q.created)
+            for name, q in tree.queues.items()
+        }
+        for resource in RESOURCES
+    }
+    return divide_tree({r: total.get(r, 0.0) for r in RESOURCES}, tree.children, terms)
