@@ -22,6 +22,9 @@ RES_DEVICE_CLASSES = "deviceclasses.resource.k8s.io"
 #: KAI's PodGroup kind
 RES_POD_GROUPS = "podgroups.scheduling.run.ai"
 POD_GROUP_API_VERSION = "scheduling.run.ai/v2alpha2"
+#: KAI's Queue kind (cluster-scoped)
+RES_QUEUES = "queues.scheduling.run.ai"
+QUEUE_API_VERSION = "scheduling.run.ai/v2"
 
 #: KAI's BindRequest reports whole GPUs of this extended resource in ``spec.receivedGPU``; it is
 #: part of KAI's API contract (the BindRequest CRD), not of any device driver.

@@ -39,6 +39,8 @@ __all__ = [
     "ResourceTerms",
     "build_tree",
     "fair_shares",
+    "pod_queue",
+    "why_not_schedulable",
     "queue_from_object",
 ]
 
@@ -192,3 +194,25 @@ def fair_shares(tree: QueueTree, total: Mapping[str, float],
         for resource in RESOURCES
     }
     return divide_tree({r: total.get(r, 0.0) for r in RESOURCES}, tree.children, terms)
+
+
+def pod_queue(pod: Mapping, pod_group: Mapping | None) -> str:
+    """The queue a pod's workload is in: its PodGroup's ``spec.queue``, else its label
+    ``kai.scheduler/queue``, else ``default-queue`` (what KAI's pod-grouper writes into the group)."""
+    spec = (pod_group or {}).get("spec")
+    if isinstance(spec, Mapping) and isinstance(spec.get("queue"), str) and spec["queue"]:
+        return spec["queue"]
+    label = ((pod.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
+    return label if isinstance(label, str) and label else DEFAULT_QUEUE
+
+
+def why_not_schedulable(tree: QueueTree, queue: str) -> str | None:
+    """Why workloads of ``queue`` cannot be scheduled (KAI skips them), or None when they can."""
+    if queue in tree.left_out:
+        return f"queue '{queue}' is left out of scheduling: {tree.left_out[queue]}"
+    if queue not in tree.queues:
+        return f"Queue '{queue}' does not exist"
+    if not tree.is_leaf(queue):
+        children = ", ".join(tree.children[queue])
+        return f"queue '{queue}' is not a leaf queue (its children: {children}); only leaf queues hold workloads"
+    return None

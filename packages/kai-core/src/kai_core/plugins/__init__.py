@@ -11,10 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kai_core.framework.plugins import ENTRY_POINT_GROUP, KaiPluginManager, PluginError  # noqa: F401 (their old home)
-from kai_core.plugins import binpack, dra, gang, node_affinity, node_name, node_ports, node_ready, resources_fit, taints
+from kai_core.plugins import (
+    binpack,
+    dra,
+    gang,
+    node_affinity,
+    node_name,
+    node_ports,
+    node_ready,
+    queues,
+    resources_fit,
+    taints,
+)
 
 #: plugin name -> module, in the order their filters are called
 BUILTINS = {
+    "kai-core.queues": queues,
     "kai-core.node-ready": node_ready,
     "kai-core.node-name": node_name,
     "kai-core.taints": taints,

@@ -45,6 +45,7 @@ from kai_core.api.resources import (
     RES_NODES,
     RES_POD_GROUPS,
     RES_PODS,
+    RES_QUEUES,
     RES_SLICES,
 )
 from kai_core.api.store import Store
@@ -127,6 +128,8 @@ def default_resources(store: Store, pm: KaiPluginManager, dra: bool) -> list[str
         return kinds is None or resource in kinds
 
     res = watched_resources(dra, pod_groups=served(RES_POD_GROUPS))
+    if served(RES_QUEUES):  # KAI's queues; a real cluster's caller passes its resources itself
+        res.append(RES_QUEUES)
     return res + [r for r in pm.resource_names() if served(r) and r not in res]
 
 

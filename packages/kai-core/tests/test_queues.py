@@ -1,0 +1,112 @@
+"""KAI's queues in the scheduler: the queue tree read from Queue objects (kai_core.framework.queues),
+a pod's queue, and pods whose queue cannot hold workloads staying pending with the reason
+(kai_core.plugins.queues)."""
+
+from __future__ import annotations
+
+from kai_core.framework.queues import (
+    DEFAULT_PARENT_QUEUE,
+    DEFAULT_QUEUE,
+    build_tree,
+    pod_queue,
+    queue_from_object,
+    why_not_schedulable,
+)
+
+
+def queue(name: str, parent: str = "", gpu_quota: float = 0, **spec) -> dict:
+    if parent:
+        spec["parentQueue"] = parent
+    return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": name},
+            "spec": {"resources": {"gpu": {"quota": gpu_quota, "overQuotaWeight": 1, "limit": -1}}, **spec}}
+
+
+def tree_of(*objs: dict):
+    return build_tree(queue_from_object(o) for o in objs)
+
+
+# -- the tree ---------------------------------------------------------------------------------------
+
+
+def test_kais_chart_default_queues_are_assumed_when_missing():
+    tree = tree_of(queue("research"), queue("team-a", "research"))
+    assert tree.children[""] == (DEFAULT_PARENT_QUEUE, "research")
+    assert tree.children[DEFAULT_PARENT_QUEUE] == (DEFAULT_QUEUE,)
+    default = tree.queues[DEFAULT_QUEUE].terms("gpu")
+    assert (default.quota, default.over_quota_weight, default.limit) == (0, 1, -1)
+    assert why_not_schedulable(tree, DEFAULT_QUEUE) is None
+
+
+def test_a_default_queue_the_user_made_is_kept_as_it_is():
+    tree = tree_of(queue(DEFAULT_QUEUE, gpu_quota=2))
+    assert DEFAULT_PARENT_QUEUE not in tree.queues
+    assert tree.queues[DEFAULT_QUEUE].terms("gpu").quota == 2 and tree.queues[DEFAULT_QUEUE].parent == ""
+
+
+def test_queues_under_a_missing_parent_or_on_a_cycle_are_left_out_with_their_subtree():
+    tree = tree_of(queue("orphan", "gone"), queue("kid", "orphan"), queue("x", "y"), queue("y", "x"),
+                   queue("ok"))
+    assert set(tree.queues) == {"ok", DEFAULT_QUEUE, DEFAULT_PARENT_QUEUE}
+    assert tree.left_out["orphan"] == "its parent queue gone does not exist"
+    assert "orphan is not in the tree" in tree.left_out["kid"]
+    assert why_not_schedulable(tree, "kid").startswith("queue 'kid' is left out of scheduling")
+    assert "x" in tree.left_out and "y" in tree.left_out
+
+
+def test_only_leaf_queues_hold_workloads():
+    tree = tree_of(queue("research"), queue("team-a", "research"))
+    assert why_not_schedulable(tree, "team-a") is None
+    assert why_not_schedulable(tree, "research") == (
+        "queue 'research' is not a leaf queue (its children: team-a); only leaf queues hold workloads")
+    assert why_not_schedulable(tree, "ghost") == "Queue 'ghost' does not exist"
+
+
+def test_a_pods_queue_comes_from_its_podgroup_then_its_label_then_the_default():
+    labelled = {"metadata": {"labels": {"kai.scheduler/queue": "team-a"}}}
+    assert pod_queue(labelled, {"spec": {"queue": "team-b", "minMember": 2}}) == "team-b"
+    assert pod_queue(labelled, {"spec": {"minMember": 2}}) == "team-a"
+    assert pod_queue(labelled, None) == "team-a"
+    assert pod_queue({"metadata": {}}, None) == DEFAULT_QUEUE
+
+
+# -- in the scheduler ---------------------------------------------------------------------------------
+
+
+def labelled(world, name: str, queue_name: str, **kw) -> dict:
+    return world.pod(name, meta={"labels": {"kai.scheduler/queue": queue_name}}, **kw)
+
+
+def test_without_queues_every_pod_runs_in_the_default_queue(world):
+    w = world(world.node("n1"), world.pod("a"), labelled(world, "b", DEFAULT_QUEUE))
+    w.cycle()
+    assert w.placed() == {"a": "n1", "b": "n1"}
+
+
+def test_a_pod_naming_a_queue_that_does_not_exist_waits_until_it_is_created(world):
+    w = world(world.node("n1"), labelled(world, "a", "team-a"), world.pod("b"))
+    w.cycle()
+    assert w.placed() == {"b": "n1"}
+    assert w.condition("a")["reason"] == "Unschedulable"
+    assert "Queue 'team-a' does not exist" in w.message("a")
+    w.add(queue("team-a"))
+    w.cycle()
+    assert w.placed() == {"a": "n1", "b": "n1"}
+
+
+def test_a_podgroups_queue_is_the_one_that_counts(world):
+    group = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+             "metadata": {"name": "pg", "namespace": "default"}, "spec": {"minMember": 1, "queue": "ghost"}}
+    pod = labelled(world, "a", DEFAULT_QUEUE)
+    pod["metadata"]["annotations"] = {"pod-group-name": "pg"}
+    w = world(world.node("n1"), group, pod)
+    w.cycle()
+    assert w.placed() == {}
+    assert "Queue 'ghost' does not exist" in w.message("a")
+
+
+def test_a_pod_in_a_parent_queue_waits_with_the_reason(world):
+    w = world(world.node("n1"), queue("research"), queue("team-a", "research"),
+              labelled(world, "a", "research"), labelled(world, "b", "team-a"))
+    w.cycle()
+    assert w.placed() == {"b": "n1"}
+    assert "queue 'research' is not a leaf queue" in w.message("a")
