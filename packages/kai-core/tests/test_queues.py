@@ -4,6 +4,8 @@ a pod's queue, and pods whose queue cannot hold workloads staying pending with t
 
 from __future__ import annotations
 
+import pytest
+
 from kai_core.framework.queues import (
     DEFAULT_PARENT_QUEUE,
     DEFAULT_QUEUE,
@@ -110,3 +112,82 @@ def test_a_pod_in_a_parent_queue_waits_with_the_reason(world):
     w.cycle()
     assert w.placed() == {"b": "n1"}
     assert "queue 'research' is not a leaf queue" in w.message("a")
+
+
+# -- usage and status -------------------------------------------------------------------------------
+
+
+def claim(name: str, *devices: tuple[str, str], pool: str = "n1") -> dict:
+    results = [{"request": "gpu", "driver": driver, "pool": pool, "device": dev} for driver, dev in devices]
+    return {"metadata": {"name": name, "namespace": "default"},
+            "status": {"allocation": {"devices": {"results": results}}}}
+
+
+def gpu_slice(*devices: dict) -> dict:
+    return {"spec": {"driver": "gpu.nvidia.com", "pool": {"name": "n1"}, "devices": list(devices)}}
+
+
+def device(name: str, kind: str, uuid: str, memory: str, **attrs: str) -> dict:
+    attributes = {"type": {"string": kind}, "uuid": {"string": uuid}, **{k: {"string": v} for k, v in attrs.items()}}
+    return {"name": name, "attributes": attributes, "capacity": {"memory": {"value": memory}}}
+
+
+def with_claims(pod: dict, *names: str, node: str | None = "n1") -> dict:
+    pod["spec"]["resourceClaims"] = [{"name": f"c{i}", "resourceClaimName": n} for i, n in enumerate(names)]
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def test_usage_counts_what_pods_hold_and_ask_for_up_the_tree(world):
+    from kai_core.framework.queue_usage import queue_usage
+
+    tree = tree_of(queue("research"), queue("team-a", "research"), queue("team-b", "research"))
+    bound = world.pod("a", "500m", "1Gi", nodeName="n1", limits={"nvidia.com/gpu": "2"})
+    pending = world.pod("b", "2", "1G")
+    done = world.pod("c", "8", nodeName="n1", status={"phase": "Succeeded"})
+    usage = queue_usage(tree, [(bound, "team-a"), (pending, "team-b"), (done, "team-b"), (world.pod("d"), "ghost")],
+                        {}, [])
+    assert usage["team-a"].allocated == {"gpu": 2, "cpu": 500, "memory": 2**30}
+    assert usage["team-b"].allocated == {"gpu": 0, "cpu": 0, "memory": 0}
+    assert usage["team-b"].requested == {"gpu": 0, "cpu": 2000, "memory": 1e9}
+    assert usage["research"].requested == {"gpu": 2, "cpu": 2500, "memory": 2**30 + 1e9}
+    assert usage["research"].allocated == usage["team-a"].allocated
+
+
+def test_dra_gpus_count_what_was_allocated_a_shared_claim_once_and_mig_as_a_fraction(world):
+    from kai_core.framework.queue_usage import queue_usage
+
+    tree = tree_of(queue("team-a"), queue("team-b"))
+    slices = [gpu_slice(device("gpu-0", "gpu", "GPU-0", "80Gi"), device("gpu-1", "gpu", "GPU-1", "80Gi"),
+                        device("gpu-1-mig-1g10gb-19-0", "mig", "MIG-A", "10Gi", parentUUID="GPU-1",
+                               profile="1g.10gb"),
+                        device("gpu-2-mig-3g40gb-9-0", "mig", "MIG-B", "40Gi", parentUUID="GPU-9",
+                               profile="3g.40gb"))]
+    claims = {("default", "shared"): claim("shared", ("gpu.nvidia.com", "gpu-0")),
+              ("default", "mig"): claim("mig", ("gpu.nvidia.com", "gpu-1-mig-1g10gb-19-0"),
+                                        ("gpu.nvidia.com", "gpu-2-mig-3g40gb-9-0")),
+              ("default", "nic"): claim("nic", ("rdma.example.com", "nic-0"))}
+    pods = [(with_claims(world.pod("a"), "shared"), "team-a"), (with_claims(world.pod("b"), "shared"), "team-a"),
+            (with_claims(world.pod("c"), "mig", "nic"), "team-b"),
+            (with_claims(world.pod("d"), "shared", node=None), "team-b")]
+    usage = queue_usage(tree, pods, claims, slices)
+    assert usage["team-a"].allocated["gpu"] == 1  # two pods, one claim, one GPU
+    assert usage["team-b"].allocated["gpu"] == pytest.approx(1 / 8 + 3 / 7)  # memory share; profile when no parent
+    assert usage["team-b"].requested["gpu"] == pytest.approx(1 / 8 + 3 / 7)  # the pending pod adds no DRA GPU
+
+
+def test_queue_status_is_written_back_on_the_embedded_cluster(world):
+    from kai_core.api.resources import RES_QUEUES
+
+    w = world(world.node("n1"), queue("research"), queue("team-a", "research"),
+              labelled(world, "a", "team-a", nodeName="n1", limits={"nvidia.com/gpu": "1"}),
+              labelled(world, "b", "team-a"), world.pod("other", scheduler="default-scheduler", nodeName="n1"))
+    w.cluster.reconcile_controllers()
+    team = w.store.get(RES_QUEUES, "team-a")["status"]
+    parent = w.store.get(RES_QUEUES, "research")["status"]
+    assert team == {"allocated": {"nvidia.com/gpu": "1", "cpu": "1"}, "requested": {"nvidia.com/gpu": "1", "cpu": "2"}}
+    assert parent == {**team, "childQueues": ["team-a"]}
+    version = w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"]
+    w.cluster.reconcile_controllers()
+    assert w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"] == version  # nothing changed, no write

@@ -6,15 +6,25 @@ that does not exist (``QueueDoesNotExist: Queue 'x' does not exist``), of a queu
 parent is missing, and of a queue that is not a leaf; here such a pod stays pending with that reason
 in its ``PodScheduled`` condition. When the scheduler does not watch Queues (their CRD is not served)
 queues are not checked at all. The queue tree is read once per cycle.
+
+On the embedded cluster, :class:`QueueStatusController` plays KAI's queue controller: it writes each
+Queue's ``status.allocated``, ``status.requested`` (:mod:`kai_core.framework.queue_usage`) and
+``status.childQueues``. Against a real cluster nothing writes Queue status yet.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
+from fractions import Fraction
 
-from kai_core.api.resources import RES_QUEUES
+from kai_core.api.errors import ApiError
+from kai_core.api.objects import clone
+from kai_core.api.quantity import format_quantity
+from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, queue_usage
 from kai_core.framework.queues import (
     QueueError,
     QueueTree,
@@ -24,28 +34,38 @@ from kai_core.framework.queues import (
     why_not_schedulable,
 )
 
+log = logging.getLogger("kai.controllers.queues")
+
 _trees: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tree(objs) -> QueueTree:
+    queues = []
+    for obj in objs:
+        try:
+            queues.append(queue_from_object(obj))
+        except QueueError:
+            continue  # the CRD's schema refuses such a Queue; a store that does not validate must not stop us
+    return build_tree(queues)
 
 
 def queue_tree(snapshot) -> QueueTree:
     """The queue tree of this cycle's snapshot (Queues that cannot be read are left out)."""
     tree = _trees.get(snapshot)
     if tree is None:
-        queues = []
-        for obj in snapshot.objects(RES_QUEUES).values():
-            try:
-                queues.append(queue_from_object(obj))
-            except QueueError:
-                continue  # the CRD's schema refuses such a Queue; a store that does not validate must not stop us
-        tree = _trees[snapshot] = build_tree(queues)
+        tree = _trees[snapshot] = _tree(snapshot.objects(RES_QUEUES).values())
     return tree
 
 
-def queue_of(pod: dict, snapshot) -> str:
+def _queue_in(pod: dict, pod_groups) -> str:
     md = pod.get("metadata") or {}
     group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
-    pod_group = snapshot.pod_groups.get((md.get("namespace", ""), group)) if group else None
+    pod_group = pod_groups.get((md.get("namespace", ""), group)) if group else None
     return pod_queue(pod, pod_group)
+
+
+def queue_of(pod: dict, snapshot) -> str:
+    return _queue_in(pod, snapshot.pod_groups)
 
 
 @hookimpl(tryfirst=True)
@@ -53,3 +73,73 @@ def kai_pre_filter(pod, snapshot):
     if not snapshot.watches(RES_QUEUES):
         return None
     return why_not_schedulable(queue_tree(snapshot), queue_of(pod, snapshot))
+
+
+def _quantities(amounts: dict[str, float]) -> dict[str, str]:
+    """Kubernetes quantities by resource name, as KAI's queue controller writes them."""
+    exact = {GPU_RESOURCE: Fraction(amounts["gpu"]).limit_denominator(1000),
+             "cpu": Fraction(round(amounts["cpu"]), 1000), "memory": Fraction(round(amounts["memory"]))}
+    return {name: format_quantity(value) for name, value in exact.items() if value}
+
+
+class QueueStatusController:
+    """KAI's queue controller on the embedded cluster: usage and children of every Queue, written
+    only when they change. Pods of other schedulers are not counted."""
+
+    name = "queue-status"
+
+    def __init__(self, scheduler_name: str = "kai-scheduler") -> None:
+        self.scheduler_name = scheduler_name
+
+    def reconcile(self, store) -> None:
+        queues, _ = store.list(RES_QUEUES)
+        if not queues:
+            return
+        tree = _tree(queues)
+        pods, _ = store.list(RES_PODS)
+        groups, claims = _by_key(_listed(store, RES_POD_GROUPS)), _by_key(_listed(store, RES_CLAIMS))
+        ours = [(p, _queue_in(p, groups)) for p in pods
+                if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
+        usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES))
+        for obj in queues:
+            name = obj["metadata"]["name"]
+            self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
+
+    @staticmethod
+    def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> None:
+        status = dict(obj.get("status") or {})
+        for key, amounts in (("allocated", usage.allocated if usage else None),
+                             ("requested", usage.requested if usage else None)):
+            written = _quantities(amounts) if amounts else {}
+            if written:
+                status[key] = written
+            else:
+                status.pop(key, None)
+        if children:
+            status["childQueues"] = children
+        else:
+            status.pop("childQueues", None)
+        if status == (obj.get("status") or {}):
+            return
+        new = clone(obj)
+        new["status"] = status
+        try:
+            store.update_status(new)
+        except ApiError as exc:  # changed meanwhile, or gone: the next round reads it again
+            log.debug("queue %s: status not written: %s", obj["metadata"]["name"], exc)
+
+
+def _by_key(objs: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+
+
+def _listed(store, resource: str) -> list[dict]:
+    try:
+        return store.list(resource)[0]
+    except ApiError:  # a kind this cluster does not serve (DRA off)
+        return []
+
+
+@hookimpl
+def kai_embedded_controllers(store):
+    return [QueueStatusController()]

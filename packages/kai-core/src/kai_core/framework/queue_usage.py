@@ -1,0 +1,136 @@
+"""What each queue's workloads hold and ask for: GPUs, CPU and memory, as KAI's PodGroup and queue
+controllers sum them into ``status.allocated`` and ``status.requested`` of a Queue.
+
+- A pod asks for its effective requests (containers, init containers, overhead) while it is active
+  (not finished); it holds them once it is bound to a node. A queue's amounts include its children's.
+- GPUs are the extended resource ``nvidia.com/gpu`` plus GPUs allocated through DRA claims. Unlike
+  KAI (which guesses from the request: a device class whose name contains "gpu", ``All`` as 1,
+  ``firstAvailable`` as 0), the devices actually allocated are counted: a bound pod's claims'
+  ``status.allocation`` results. A claim shared by several pods counts once, for the first of its
+  pods (by namespace and name). A device counts by :func:`gpu_worth`: a device of a driver whose
+  name contains "gpu" is one GPU, a MIG device the fraction of its parent GPU's memory it has.
+  A pending pod's DRA GPUs are not in ``requested`` yet (its allocation is not known before it is
+  placed).
+
+The counting rule is a plain function here; a hook through which a device plugin says what its
+devices are worth is left for later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from kai_core.api.claims import claim_name_for
+from kai_core.api.quantity import QuantityError, parse_quantity
+from kai_core.api.resources import is_active_pod, pod_requests
+from kai_core.framework.queues import RESOURCES, QueueTree
+
+__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "gpu_worth", "queue_usage"]
+
+GPU_RESOURCE = "nvidia.com/gpu"
+#: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
+_MIG_SLICES = 7
+_PROFILE = re.compile(r"^(\d+)g\.")
+
+
+class DeviceIndex:
+    """The devices of ResourceSlices by (driver, pool, name), and full GPUs by uuid."""
+
+    def __init__(self, slices: Iterable[Mapping]) -> None:
+        self.devices: dict[tuple[str, str, str], Mapping] = {}
+        self.by_uuid: dict[str, Mapping] = {}
+        for s in slices:
+            spec = s.get("spec") or {}
+            driver, pool = spec.get("driver", ""), (spec.get("pool") or {}).get("name", "")
+            for d in spec.get("devices") or []:
+                self.devices[(driver, pool, d.get("name", ""))] = d
+                uuid = _attribute(d, "uuid")
+                if uuid and _attribute(d, "type") != "mig":
+                    self.by_uuid[uuid] = d
+
+
+def _attribute(device: Mapping, name: str):
+    value = (device.get("attributes") or {}).get(name) or {}
+    return next(iter(value.values()), None) if isinstance(value, Mapping) else None
+
+
+def _memory(device: Mapping) -> float | None:
+    raw = ((device.get("capacity") or {}).get("memory") or {}).get("value")
+    try:
+        return float(parse_quantity(raw)) if raw is not None else None
+    except QuantityError:
+        return None
+
+
+def gpu_worth(driver: str, device: Mapping | None, index: DeviceIndex) -> float:
+    """How many GPUs one allocated device is: 0 unless its driver's name contains "gpu"; a MIG
+    device is its memory over its parent GPU's (or its profile's compute slices over 7 when the
+    parent is not published); any other device of such a driver is one GPU."""
+    if "gpu" not in driver:
+        return 0.0
+    if device is None or _attribute(device, "type") != "mig":
+        return 1.0
+    parent = index.by_uuid.get(_attribute(device, "parentUUID") or "")
+    mine, whole = _memory(device), _memory(parent) if parent else None
+    if mine and whole:
+        return min(1.0, mine / whole)
+    match = _PROFILE.match(str(_attribute(device, "profile") or ""))
+    return int(match.group(1)) / _MIG_SLICES if match else 1.0
+
+
+class QueueUsage:
+    """``allocated`` and ``requested`` of one queue: ``gpu`` in devices, ``cpu`` in millicores,
+    ``memory`` in bytes."""
+
+    def __init__(self) -> None:
+        self.allocated = dict.fromkeys(RESOURCES, 0.0)
+        self.requested = dict.fromkeys(RESOURCES, 0.0)
+
+    def add(self, amounts: Mapping[str, float], allocated: bool) -> None:
+        for r in RESOURCES:
+            self.requested[r] += amounts.get(r, 0.0)
+            if allocated:
+                self.allocated[r] += amounts.get(r, 0.0)
+
+
+def _amounts(pod: Mapping) -> dict[str, float]:
+    req = pod_requests(pod)  # milli-units
+    return {"gpu": req.get(GPU_RESOURCE, 0) / 1000, "cpu": float(req.get("cpu", 0)),
+            "memory": req.get("memory", 0) / 1000}
+
+
+def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: set, index: DeviceIndex) -> float:
+    total = 0.0
+    ns = pod["metadata"].get("namespace", "")
+    for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
+        name = claim_name_for(pod, entry.get("name"))
+        claim = claims.get((ns, name)) if name else None
+        if claim is None or (ns, name) in counted:
+            continue
+        counted.add((ns, name))
+        results = ((((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results")) or []
+        for r in results:
+            driver = r.get("driver", "")
+            total += gpu_worth(driver, index.devices.get((driver, r.get("pool", ""), r.get("device", ""))), index)
+    return total
+
+
+def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Mapping[tuple[str, str], Mapping],
+                slices: Iterable[Mapping]) -> dict[str, QueueUsage]:
+    """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
+    tree are not counted (KAI does not schedule them)."""
+    index = DeviceIndex(slices)
+    usage = {name: QueueUsage() for name in tree.queues}
+    counted: set = set()
+    ordered = sorted(pods, key=lambda e: (e[0]["metadata"].get("namespace", ""), e[0]["metadata"].get("name", "")))
+    for pod, queue in ordered:
+        if queue not in tree.queues or not is_active_pod(pod):
+            continue
+        amounts = _amounts(pod)
+        bound = bool((pod.get("spec") or {}).get("nodeName"))
+        if bound:
+            amounts["gpu"] += _dra_gpus(pod, claims, counted, index)
+        for up in tree.ancestry(queue):
+            usage[up].add(amounts, bound)
+    return usage
