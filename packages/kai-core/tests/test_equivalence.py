@@ -146,7 +146,7 @@ class SpreadScore(ScoreLog):
     def kai_score_nodes(self, pod, nodes):
         self.seen.append([n.name for n in nodes])
         fewest = min(n.pod_count for n in nodes)
-        return {n.name: 1000.0 if n.pod_count == fewest else 0.0 for n in nodes}
+        return {n.name: 100.0 if n.pod_count == fewest else 0.0 for n in nodes}
 
 
 # -- 1. the same decisions with and without the memo -------------------------------------------
@@ -170,6 +170,10 @@ def scenarios(draw) -> dict:
         "shared": draw(st.integers(0, 5)) == 0,
         "gang": draw(st.integers(0, 5)) == 0,
         "priority": draw(st.sampled_from([0, 0, 5])),
+        # inter-pod affinity toward the pods of shape ``target`` (its own shape, often)
+        "affinity": draw(st.sampled_from((None, None, None, *AFFINITIES))),
+        "target": draw(st.integers(0, 2)),
+        "ports": draw(st.integers(0, 3)) == 0,
     } for _ in range(draw(st.integers(1, 3)))]
     return {
         "nodes": nodes,
@@ -185,6 +189,23 @@ def scenarios(draw) -> dict:
     }
 
 
+#: pod affinity kinds a scenario's shape may have (see :func:`pod_affinity`)
+AFFINITIES = ("anti-host", "anti-zone", "together-zone", "prefer-away", "prefer-near")
+
+
+def pod_affinity(kind: str, target: str) -> dict:
+    """A ``spec.affinity`` of one kind toward the pods labelled ``app: <target>``."""
+    selector = {"matchLabels": {"app": target}}
+    key = "kubernetes.io/hostname" if kind == "anti-host" else "zone"
+    term = {"labelSelector": selector, "topologyKey": key}
+    if kind in ("anti-host", "anti-zone"):
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if kind == "together-zone":
+        return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    part = "podAntiAffinity" if kind == "prefer-away" else "podAffinity"
+    return {part: {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]}}
+
+
 def scenario_objects(world, s: dict) -> list[dict]:
     """The cluster and the pods of a scenario drawn by :func:`scenarios`."""
     objs: list[dict] = [
@@ -197,7 +218,7 @@ def scenario_objects(world, s: dict) -> list[dict]:
     ]
     for i, n in enumerate(s["nodes"]):
         name = f"n{i}"
-        objs.append(world.node(name, cpu=n["cpu"], labels={"zone": n["zone"]},
+        objs.append(world.node(name, cpu=n["cpu"], labels={"zone": n["zone"], "kubernetes.io/hostname": name},
                                taints=[TAINT] if n["tainted"] else None,
                                extra={"nvidia.com/gpu": str(n["gpus"])} if n["gpus"] else None))
         if n["dra"]:
@@ -215,11 +236,15 @@ def scenario_objects(world, s: dict) -> list[dict]:
             spec["nodeSelector"] = {"zone": shape["zone"]}
         if shape["tolerates"]:
             spec["tolerations"] = [TOLERATION]
+        if shape.get("affinity"):
+            spec["affinity"] = pod_affinity(shape["affinity"], f"shape-{shape['target'] % len(s['shapes'])}")
         p = pod(world, f"p{i}", shape["cpu"], templates=("gpus",) if shape["claim"] else (),
                 shared=("team",) if shape["shared"] else (), labels={"app": f"shape-{k}"},
                 annotations={"pod-group-name": "g"} if shape["gang"] else None, **spec)
         if shape["gpu"]:
             p["spec"]["containers"][0]["resources"]["limits"] = {"nvidia.com/gpu": str(shape["gpu"])}
+        if shape.get("ports"):
+            p["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80}]
         objs.append(p)
     return objs
 
@@ -300,6 +325,39 @@ def test_a_scenario_with_every_feature_decides_alike(world) -> None:
     w_plain.cycle()
     assert outcome(w_memo) == outcome(w_plain)
     assert len(w_memo.bind_requests()) >= 4
+
+
+def test_a_scenario_with_pod_affinity_and_host_ports_decides_alike(world) -> None:
+    """Plain pods of one shape around a pod whose required zone anti-affinity repels them (placed
+    between them in the cycle), pods wanting to share a zone, and host ports."""
+    plain = {"cpu": "1", "gpu": 0, "zone": None, "tolerates": False, "claim": False, "shared": False,
+             "gang": False, "priority": 0}
+    s = {
+        "nodes": [{"cpu": "1", "gpus": 0, "zone": "a", "tainted": False, "dra": []},
+                  {"cpu": "1", "gpus": 0, "zone": "b", "tainted": False, "dra": []},
+                  {"cpu": "2", "gpus": 0, "zone": "b", "tainted": False, "dra": []},
+                  {"cpu": "4", "gpus": 0, "zone": "c", "tainted": False, "dra": []}],
+        "shapes": [plain, {**plain, "affinity": "anti-zone", "target": 0},
+                   {**plain, "affinity": "together-zone", "target": 2, "ports": True},
+                   {**plain, "affinity": "prefer-away", "target": 0}],
+        "pods": [0, 1, 0, 0, 2, 2, 3, 0],
+        "everywhere": [], "min_memory": "20Gi", "count": 1, "gang_min": 1, "spread": False,
+    }
+    objs = scenario_objects(world, s)
+    w_memo = world_with(world, *objs)
+    w_plain = world_with(world, *objs, plugins={"memo-off": MemoOff()})
+    w_memo.cycle()
+    w_plain.cycle()
+    assert outcome(w_memo) == outcome(w_plain)
+    placed = w_memo.placed()
+    assert placed["p1"] == "n1"  # the zone without shape 0's p0
+    assert placed["p2"] == "n3" and placed["p3"] == "n3"  # zone b repels them, though n2 was never touched
+    # p4 starts its group in zone c; p5 must join it there, where p4 holds the host port
+    assert placed["p4"] == "n3" and "p5" not in placed
+    assert w_memo.message("p5") == (
+        "0/4 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, "
+        "1 node(s) didn't match pod affinity rules, 2 Insufficient cpu.")
+    assert placed["p6"] == "n2"  # preferring zones without shape 0's pods
 
 
 # -- 2. how many nodes the filters are asked about ---------------------------------------------

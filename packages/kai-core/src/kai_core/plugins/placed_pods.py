@@ -55,6 +55,8 @@ class PlacedPods:
         self.by_node: dict[str, dict[PodKey, dict]] = {}
         #: optional indexes: name -> (key function of a pod giving index keys, {index key: {pod key: pod}})
         self._indexes: dict[str, tuple[Callable[[dict], Iterable], dict]] = {}
+        #: plugins' per-cycle memos (parsed terms of placed pods, ...), by the plugin's own keys
+        self.cache: dict = {}
         known = snapshot.node_by_name
         for key, pod in snapshot.pods.items():
             spec = pod.get("spec")

@@ -24,6 +24,14 @@ sets ``KAI_NODE_LOCAL = False`` on its plugin object (module or instance), which
 Scores are often relative to the other nodes, so ``kai_score_nodes`` answers are reused only from
 plugins that declare ``KAI_NODE_LOCAL = True``. Devices reaching several nodes (``allNodes`` or
 node-selector slices) are not node-local: placing a pod that uses one refreshes every memo.
+
+The built-in pod predicates that look at other pods keep this contract as follows. Host ports
+depend only on the node's pods. Pods with required inter-pod affinity or anti-affinity, or
+``DoNotSchedule`` topology spread constraints, get no shape (decided on their own, every node
+asked). A plain pod's answers depend on other nodes only through placed pods' required
+anti-affinity (symmetry): placing or taking back such a pod makes every memo ask about every node
+again (:meth:`ShapeMemo.stale_nodes`). Scores of those plugins are not node-local, so they are
+asked afresh each time.
 """
 
 from __future__ import annotations
@@ -36,12 +44,17 @@ from dataclasses import dataclass, field
 from kai_core.api.claims import claim_name_for
 from kai_core.dra.claims import ClaimAllocation
 from kai_core.framework.plugins import declares_node_local  # noqa: F401 (re-exported for callers)
+from kai_core.framework.pod_constraints import has_required_anti_affinity, has_required_terms
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 
 
 def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
     """A key equal for pods the filters, the allocator and node-local scores cannot tell apart;
-    None for a pod that must be decided on its own (a shared claim, or a claim not created yet)."""
+    None for a pod that must be decided on its own (a shared claim, or a claim not created yet; or
+    required inter-pod affinity terms or topology spread constraints, whose answers for a node
+    depend on the pods of other nodes)."""
+    if depends_on_other_nodes(pod):
+        return None
     md = pod.get("metadata") or {}
     ns = md.get("namespace", "")
     claim_specs = []
@@ -60,6 +73,17 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
             sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):  # not JSON (a test's odd object): decide it on its own
         return None
+
+
+def depends_on_other_nodes(pod: dict) -> bool:
+    """Whether the built-in filters' answers for this pod on a node depend on pods of other nodes."""
+    return has_required_terms(pod)
+
+
+def changes_other_nodes(pod: dict) -> bool:
+    """Whether placing this pod may change the built-in filters' answers for other pods on nodes
+    other than its own."""
+    return has_required_anti_affinity(pod)
 
 
 #: the prefix of the projected volume the ServiceAccount admission plugin adds to every pod
@@ -155,7 +179,11 @@ class ShapeMemo:
     _feasible: list[NodeInfo] | None = None
 
     def stale_nodes(self, snapshot: Snapshot) -> set[str]:
-        """Names of the nodes changed since the memo was last brought up to date."""
+        """Names of the nodes changed since the memo was last brought up to date: every node when a
+        pod placed or taken back since has required anti-affinity (it may repel this shape from
+        every node of its topology domain)."""
+        if any(changes_other_nodes(pod) for _sign, pod, _node in snapshot.pod_changes[self.seen:]):
+            return set(snapshot.node_by_name)
         return set(snapshot.node_changes[self.seen:])
 
     def forget(self, names: set[str]) -> None:
