@@ -250,8 +250,35 @@ def test_help_documents_the_defaults():
     assert "Unset by default, as KAI's own scheduler leaves it: one attempt, then the pod is scheduled again" \
         in text
     r = invoke("run", "binder", "--help")
-    assert re.search(r"--workers INTEGER RANGE\s+BindRequests carried out in parallel.\s+\[default: 10;",
-                     r.output), r.output
+    text = " ".join(r.output.split())
+    assert "BindRequests carried out in parallel (default: 10 against a cluster, 1 in embedded mode" in text, text
+
+
+@pytest.mark.parametrize("command", [["scheduler", "--until-idle"], ["binder"]])
+def test_embedded_binder_runs_the_shipped_options_on_one_worker(monkeypatch, tmp_path, cluster_file, command):
+    """In-process, worker threads only compete for the interpreter: one worker, everything else as
+    against a cluster (PodBound, Events, the node check); --workers still wins."""
+    from kai_binder.binder import Binder
+
+    built = []
+    real_init = Binder.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append((self.workers, self.report, self.check_node))
+
+    monkeypatch.setattr(Binder, "__init__", init)
+    path = cluster_file
+    if command[0] == "binder":
+        path = tmp_path / "decided.yaml"
+        assert invoke("run", "scheduler", "--cluster", str(cluster_file), "--until-idle", "--no-binder",
+                      "--save", str(path)).exit_code == 0
+    r = invoke("run", *command, "--cluster", str(path))
+    assert r.exit_code == 0, r.output
+    assert built == [(1, True, True)]
+    built.clear()
+    r = invoke("run", *command, "--cluster", str(path), *(["--workers", "3"] if command[0] == "binder" else []))
+    assert built == [(3 if command[0] == "binder" else 1, True, True)]
 
 
 def test_run_binder_on_a_saved_state_retries_on_the_simulated_clock(tmp_path, cluster_file, with_plugin,

@@ -336,18 +336,10 @@ def _on_signals(handler, signals=(signal.SIGTERM, signal.SIGINT)):
 
 
 def _binder_options(workers: int | None = None, **overrides) -> dict:
-    """What every binder kai-cli builds runs with: the binder's :data:`RECOMMENDED_OPTIONS` (10
-    workers, the PodBound condition and Events, the node check), ``workers`` when given, and no
-    rate limit of its own (``qps=0``): against a cluster the API client already limits every
-    request to --qps/--burst, and the embedded cluster has no API server to protect. ``overrides``
-    win (an embedded ``run binder --qps`` still limits)."""
-    from kai_binder.binder import RECOMMENDED_OPTIONS
+    """See :func:`kai_cli.runner.binder_options`."""
+    from kai_cli.runner import binder_options
 
-    options = {**RECOMMENDED_OPTIONS, "qps": 0}
-    if workers is not None:
-        options["workers"] = workers
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    return options
+    return binder_options(workers, **overrides)
 
 
 def _run_component(component, log_format: str) -> None:
@@ -482,10 +474,9 @@ def _embedded_logging(log_format: str):
 
 def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
                             backoff_limit, pm=None, score_weights=None) -> None:
-    from kai_binder.binder import Binder
-    from kai_cli.runner import embedded_clock, run_embedded
+    from kai_cli.runner import binder_options, embedded_components, run_embedded
     from kai_core.apiserver.manifests import dump_objects
-    from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
+    from kai_core.scheduler.cycle import SchedulerConfig
 
     demo = cluster_path is None
     pm = pm if pm is not None else _plugin_manager()
@@ -504,17 +495,13 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     from kai_core.runtime import tune_gc
 
     tune_gc()
-    clock = embedded_clock() if until_idle else None
     config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit,
                              score_weights=dict(score_weights or {}))
-    scheduler = Scheduler(cluster.store, pm, config, **({"clock": clock.now} if clock else {}))
-    binder = None
+    binder_kwargs = None if no_binder else binder_options(embedded=True, scheduler_names=[scheduler_name])
+    scheduler, binder, clock = embedded_components(cluster, pm, gates, config, until_idle=until_idle,
+                                                   binder=binder_kwargs)
     stop = threading.Event()
     try:
-        if not no_binder:
-            timing = {"clock": clock.now, "sleep": clock.sleep} if clock else {}
-            binder = Binder(cluster.store, pm, gates, **_binder_options(scheduler_names=[scheduler_name]),
-                            **timing)
         with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
             summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period,
                                    clock=clock, stop=stop)
@@ -537,8 +524,9 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
 @click.option("--feature-gates", default="", help="e.g. DynamicResourceAllocation=true (off by default).")
 @click.option("--period", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Against a cluster, the longest wait between two passes over BindRequests.")
-@click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True,
-              help="BindRequests carried out in parallel.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="BindRequests carried out in parallel (default: 10 against a cluster, 1 in embedded mode, "
+                   "where threads only compete for the interpreter).")
 @click.option("--scheduler-name", "scheduler_names", multiple=True,
               help="Carry out BindRequests only for pods whose spec.schedulerName is this (repeat it, or "
                    "give a comma-separated list, for several schedulers). Default: kai-scheduler.")
@@ -576,7 +564,7 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, sch
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
         _run_embedded_binder(gates, cluster_path, save_path,
-                             _binder_options(workers, qps=cluster["qps"], burst=cluster["burst"],
+                             _binder_options(workers, embedded=True, qps=cluster["qps"], burst=cluster["burst"],
                                              scheduler_names=names))
     finally:
         restore_logging()
