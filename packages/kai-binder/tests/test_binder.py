@@ -447,9 +447,9 @@ class CountingStore:
         self.patches.append((patch, strategic))
         return self.inner.patch(resource, name, namespace, patch, subresource, strategic=strategic)
 
-    def bind(self, namespace, pod_name, node_name, pod_uid=None):
+    def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
         self.calls.append(("create", "Pod", "binding"))
-        return self.inner.bind(namespace, pod_name, node_name, pod_uid)
+        return self.inner.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations)
 
 
 def test_pod_bound_is_one_strategic_patch_without_reading_the_pod_again(rig):
@@ -678,8 +678,8 @@ def test_conflict_on_bind_with_pod_bound_elsewhere_is_refused_without_rollback(r
     r.schedule()
     real_bind = r.faulty.inner.bind
 
-    def bind_elsewhere(namespace, pod_name, node_name, pod_uid=None):
-        real_bind(namespace, pod_name, "n1-other", pod_uid)
+    def bind_elsewhere(namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
+        real_bind(namespace, pod_name, "n1-other", pod_uid, annotations=annotations)
         raise Conflict(f'pod {pod_name} is already assigned to node "n1-other"')
 
     monkeypatch.setattr(r.faulty.inner, "bind", bind_elsewhere)

@@ -5,22 +5,27 @@ from the store's watch cache where it keeps them, a pod that would fail or refus
 again from the server first, see :func:`kai_binder.verify.read_pod`); the checks of
 :mod:`kai_binder.verify` (next paragraph); the
 binder plugins' ``kai_binder_pre_bind`` (the built-in DRA claim step first, see
-:mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition; ``kai_binder_post_bind``;
+:mod:`kai_binder.dra`); ``pods/binding`` with the pod's uid as precondition, carrying the pod
+annotations KAI's binder writes (:func:`kai_binder.contract.pod_annotations`, merged by the API
+server in the same write); ``kai_binder_post_bind``;
 then, with ``report``, the pod's ``PodBound`` condition (one strategic merge patch of
 ``pods/status``, compared first with the pod already read, never read again) and an Event; last
 the BindRequest's ``status.phase: Succeeded``. An attempt that fails runs ``kai_binder_rollback`` of every plugin in
 reverse order, reports ``PodBound=False`` / ``BindingError`` with the reason, and ends ``Failed``
 with that reason (the API's own message for an API error).
 
-**Checks before any write.** A BindRequest is carried out only if it is one the scheduler could
-have written: its pod belongs to a scheduler this binder serves (``scheduler_names``), no other
-live BindRequest is there for the pod, the node exists and, with DRA, every allocation is one the
-allocator could have given the claim on that node from devices nobody else holds (see
-:mod:`kai_binder.verify`; the checks read a :class:`kai_binder.index.BinderIndex` kept from the
-store's events, so they cost no API call). A failed check ends the attempt ``Failed`` with
-``verification failed: <the check>`` and writes nothing else: no rollback (nothing was written),
-no condition or Event on the pod (it may not be ours). A check that may pass later (a lost race)
-counts as one failed attempt; one that cannot sets ``failedAttempts`` to ``backoffLimit``.
+**Checks before any write.** A BindRequest asking for something this binder cannot carry out
+(:func:`kai_binder.contract.unsupported`: GPU sharing, an unknown ``receivedResourceType``) ends
+``Failed`` with the field named and no retry left, before the pod is read. It is carried out only
+if it is one the scheduler could have written: its pod belongs to a scheduler this binder serves
+(``scheduler_names``), no other live BindRequest is there for the pod, the node exists and, with
+DRA, every allocation is one the allocator could have given the claim on that node from devices
+nobody else holds (see :mod:`kai_binder.verify`; the checks read a
+:class:`kai_binder.index.BinderIndex` kept from the store's events, so they cost no API call). A
+failed check ends the attempt ``Failed`` with ``verification failed: <the check>`` and writes
+nothing else: no rollback (nothing was written), no condition or Event on the pod (it may not be
+ours). A check that may pass later (a lost race) counts as one failed attempt; one that cannot sets
+``failedAttempts`` to ``backoffLimit``.
 
 **Retries** follow KAI: a failed attempt increments ``status.failedAttempts`` while it is below
 ``spec.backoffLimit``, and the request is tried again after ``base_delay * 2**(failedAttempts-1)``
@@ -65,6 +70,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kai_binder.claims import describe_api_error, is_transient
+from kai_binder.contract import pod_annotations, unsupported
 from kai_binder.events import EventRecorder
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
 from kai_binder.index import BinderIndex, is_actionable  # noqa: F401 (is_actionable: its old home)
@@ -162,9 +168,9 @@ class RateLimitedStore:
         self.limiter.acquire()
         return self._store.delete(resource, name, namespace)
 
-    def bind(self, namespace, pod_name, node_name, pod_uid=None):
+    def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
         self.limiter.acquire()
-        return self._store.bind(namespace, pod_name, node_name, pod_uid)
+        return self._store.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations)
 
 
 def _failed_attempts(status: dict) -> int:
@@ -510,6 +516,9 @@ class Binder:
         problem = _spec_problem(spec)
         if problem:
             return self._finish(br, "Failed", f"{_br_ref(br)}: {problem}")
+        problem = unsupported(spec)
+        if problem:  # no retry can carry it out: nothing is written, the scheduler decides again
+            return self._finish(br, "Failed", f"{_br_ref(br)}: {problem}", give_up=True)
         pod_name, node = spec["podName"], spec["selectedNode"]
         owner_uid = _owner_uid(br)
         try:
@@ -557,7 +566,8 @@ class Binder:
         if not status.ok:
             return self._fail(br, pod, node, status.message)
         try:
-            self.api.bind(ns, pod_name, node, uid)
+            # KAI's pod annotations go in the binding itself: merged in the write that binds
+            self.api.bind(ns, pod_name, node, uid, annotations=pod_annotations(spec))
         except (ApiError, OSError) as exc:
             return self._after_bind_error(br, pod, node, exc)
         log.info("pod %s bound to node %s", _pod_ref(ns, pod_name), node)

@@ -114,11 +114,11 @@ class FaultyStore:
         return self._write(("delete", resource, namespace or "", name), self.inner.delete, resource, name,
                            namespace)
 
-    def bind(self, namespace, pod_name, node_name, pod_uid=None):
+    def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
         if self.refuse_binds:  # not counted: such a bind never reaches the server's state
             raise Conflict(f'pods/binding "{pod_name}" refused by the test')
-        return self._write(("bind", "Pod", namespace or "", pod_name), self.inner.bind, namespace, pod_name,
-                           node_name, pod_uid)
+        return self._write(("bind", "Pod", namespace or "", pod_name),
+                           lambda: self.inner.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations))
 
 
 def settle(cluster, scheduler, binder, clock, max_rounds: int = 300) -> int:

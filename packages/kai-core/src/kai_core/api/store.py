@@ -106,9 +106,11 @@ class Store(ABC):
         """Delete (or mark deleting while finalizers remain); dependents are garbage-collected."""
 
     @abstractmethod
-    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None) -> None:
+    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None, *,
+             annotations: dict[str, str] | None = None) -> None:
         """Create the pods/binding subresource: NotFound without the pod, Conflict if it is already
-        bound, being deleted, or its uid is not ``pod_uid``."""
+        bound, being deleted, or its uid is not ``pod_uid``. ``annotations`` (the Binding's) are
+        merged into the pod's in the same write, as the API server does."""
 
     @abstractmethod
     def watch(

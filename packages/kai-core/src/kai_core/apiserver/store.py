@@ -441,7 +441,8 @@ class EmbeddedStore(Store):
                 self._delete_custom_resources(name)
             self._finish_deletion(kind, key)
 
-    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None) -> None:
+    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None, *,
+             annotations: dict[str, str] | None = None) -> None:
         if not isinstance(node_name, str) or not node_name:
             raise Invalid(f'Binding "{pod_name}" is invalid: target.name: Required value')
         with self._lock:
@@ -468,6 +469,8 @@ class EmbeddedStore(Store):
                 raise Conflict(f"pod {pod_name} has non-empty .spec.schedulingGates and cannot be bound")
             new = clone(pod)
             new["spec"]["nodeName"] = node_name
+            if annotations:
+                new["metadata"]["annotations"] = {**(new["metadata"].get("annotations") or {}), **annotations}
             status = new.get("status")
             if not isinstance(status, dict):
                 status = new["status"] = {}

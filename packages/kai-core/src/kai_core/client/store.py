@@ -1017,16 +1017,19 @@ class KubernetesStore(Store):
             gone = not out["metadata"].get("deletionTimestamp")
             self._write_through(kind, out, deleted=gone)
 
-    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None) -> None:
-        """POST pods/binding. The reply is a ``Status`` (201), judged by its HTTP status: the
-        generated ``create_namespaced_pod_binding`` would try to parse it as a ``V1Binding`` and
-        fail after the bind succeeded."""
+    def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None, *,
+             annotations: dict[str, str] | None = None) -> None:
+        """POST pods/binding (the server merges its ``annotations`` into the pod's). The reply is a
+        ``Status`` (201), judged by its HTTP status: the generated ``create_namespaced_pod_binding``
+        would try to parse it as a ``V1Binding`` and fail after the bind succeeded."""
         if not isinstance(node_name, str) or not node_name:
             raise Invalid(f'Binding "{pod_name}" is invalid: target.name: Required value')
         ns = namespace or "default"
         md: dict = {"name": pod_name, "namespace": ns}
         if pod_uid:
             md["uid"] = pod_uid
+        if annotations:
+            md["annotations"] = dict(annotations)
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": md,
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
         path = self._path(self.kinds.get("pods"), ns, pod_name, "binding")

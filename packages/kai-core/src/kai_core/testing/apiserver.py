@@ -882,7 +882,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": "target.name: Required value", "code": 500}
             return self._reply(500, body)
-        self.fake.store.bind(route.namespace or "default", route.name, node, md.get("uid"))
+        annotations = md.get("annotations")
+        if annotations is not None and not (isinstance(annotations, dict)
+                                            and all(isinstance(v, str) for v in annotations.values())):
+            raise BadRequest("metadata.annotations of a Binding must map strings to strings")
+        self.fake.store.bind(route.namespace or "default", route.name, node, md.get("uid"),
+                             annotations=annotations or None)
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
         return self._reply(201, status)
 
