@@ -574,7 +574,7 @@ class PreferByPod:
     @hookimpl
     def kai_score_nodes(self, pod, nodes):
         want = "n1" if pod["metadata"]["name"] == "a" else "n2"
-        return {n.name: 1000.0 if n.name == want else 0.0 for n in nodes}
+        return {n.name: 100.0 if n.name == want else 0.0 for n in nodes}
 
 
 def test_pods_sharing_a_claim_land_where_it_is_allocated(world) -> None:
