@@ -38,6 +38,8 @@ class ResourceKind:
     short_names: tuple[str, ...] = ()
     singular: str = ""
     validate: Validator | None = None
+    #: schema defaulting of a write: may change the object it is given (the store's own copy) and
+    #: returns the defaulted object
     defaults: Callable[[dict], dict] | None = None
     #: Older API versions accepted on input and converted to ``version``.
     convert_from: dict[str, Callable[[dict], dict]] = field(default_factory=dict)

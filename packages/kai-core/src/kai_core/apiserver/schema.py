@@ -825,10 +825,14 @@ class CrdValidator:
 
     def apply_defaults(self, obj: Any) -> Any:
         """Return a copy of ``obj`` with schema defaults filled in; see :func:`apply_defaults`."""
-        out = _json_copy(obj)
+        return self.apply_defaults_in_place(_json_copy(obj))
+
+    def apply_defaults_in_place(self, obj: Any) -> Any:
+        """Fill in ``obj``'s schema defaults in place and return it: for a caller that owns ``obj``
+        (the embedded store's copy of a request), where a copy would be thrown away."""
         if self._defaults is not None:
-            _apply(self._defaults, out)
-        return out
+            _apply(self._defaults, obj)
+        return obj
 
     def object_ref(self, obj: Any) -> str:
         """``"<Kind> <namespace>/<name>"`` (or ``"<Kind> <name>"``) for error messages."""

@@ -83,14 +83,20 @@ _SYSTEM_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGrac
 
 def merge_patch(target, patch):
     """RFC 7386 JSON merge patch; returns a new value (``None`` in the patch removes a key)."""
+    return _merge_into(clone(target), patch)
+
+
+def _merge_into(target, patch):
+    """``patch`` merged into ``target``, a copy the caller owns (changed in place where it is a
+    mapping): the target is copied once, not once per level."""
     if not isinstance(patch, dict):
         return clone(patch)
-    result = clone(target) if isinstance(target, dict) else {}
+    result = target if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
             result.pop(k, None)
         else:
-            result[k] = merge_patch(result.get(k), v)
+            result[k] = _merge_into(result.get(k), v)
     return result
 
 
@@ -110,13 +116,14 @@ def strategic_merge_patch(target, patch, kind: str, path: str = ""):
     fields it names of the item with the same key (kept in place) or is appended. Directives
     (``$patch`` and the like) are refused with BadRequest: not implemented."""
     _refuse_directives(patch, path or kind)
-    return _strategic(target, patch, kind, path)
+    return _strategic(clone(target), patch, kind, path)
 
 
 def _strategic(target, patch, kind: str, path: str):
+    """``patch`` merged into ``target``, a copy the caller owns (see :func:`_merge_into`)."""
     if not isinstance(patch, dict):
         return clone(patch)
-    result = clone(target) if isinstance(target, dict) else {}
+    result = target if isinstance(target, dict) else {}
     for k, v in patch.items():
         at = f"{path}.{k}" if path else k
         key = STRATEGIC_MERGE_KEYS.get((kind, at))
@@ -133,7 +140,7 @@ def _merge_list(current, items: list, key: str, kind: str, path: str) -> list:
     """The items of ``current`` with each of ``items`` merged into the one with the same ``key``
     value, or appended (in the patch's order) when there is none: the API server's order when the
     patch carries no ``$setElementOrder``."""
-    out = [clone(c) for c in current] if isinstance(current, list) else []
+    out = current if isinstance(current, list) else []  # the caller's copy
     for item in items:
         if not isinstance(item, dict) or item.get(key) is None:
             raise BadRequest(
@@ -241,7 +248,7 @@ class EmbeddedStore(Store):
                 short_names=tuple(validator.short_names),
                 singular=validator.singular,
                 validate=_crd_validate(validator),
-                defaults=validator.apply_defaults,
+                defaults=validator.apply_defaults_in_place,  # on the store's own copy
                 convert_from={v: _same_shape for v in validator.versions if v != validator.version},
                 validate_update=transition_rule_validator(immutable_paths(validator.schema)),
                 field_selectors=fields,
@@ -262,12 +269,15 @@ class EmbeddedStore(Store):
 
     def get(self, resource: str, name: str, namespace: str | None = None, *, fresh: bool = False) -> dict:
         """The object (a copy), or NotFound; always fresh: there is no cache to be behind."""
-        kind = self.kinds.get(resource)
+        return clone(self._stored(self.kinds.get(resource), name, namespace))
+
+    def _stored(self, kind: ResourceKind, name: str, namespace: str | None) -> dict:
+        """The store's own object (not a copy: never to be changed or handed out), or NotFound."""
         with self._lock:
             obj = self._objects.get(kind.resource, {}).get(self._key(kind, name, namespace))
         if obj is None:
             raise NotFound(f'{kind.resource} "{name}" not found')
-        return clone(obj)
+        return obj
 
     def list(
         self,
@@ -391,7 +401,7 @@ class EmbeddedStore(Store):
                 raise UnsupportedMediaType(
                     f'{_ref(kind, name, namespace or "default")}: a strategic merge patch of a custom resource is not '
                     "supported; send a JSON merge patch")
-            current = self.get(resource, name, namespace)
+            current = self._stored(kind, name, namespace)  # both merges below return a new object
             if strategic:
                 merged = strategic_merge_patch(current, patch, current["kind"])
             else:
