@@ -210,7 +210,7 @@ def test_custom_resources_and_dra_kinds_over_http():
             assert names(items) == ["gpu"] and items[0]["apiVersion"] == "resource.k8s.io/v1"
             groups = st.server_groups()
             assert groups[""] == ["v1"] and groups["resource.k8s.io"] == ["v1"]
-            assert groups["scheduling.run.ai"] == ["v1alpha2", "v2alpha2"]  # BindRequests, PodGroups
+            assert groups["scheduling.run.ai"] == ["v1alpha2", "v2alpha2", "v2"]  # BindRequests, PodGroups, Queues
         finally:
             st.close()
     assert {r.path for r in server.requests if r.resource == RES_BIND_REQUESTS} == {

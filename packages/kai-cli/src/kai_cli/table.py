@@ -38,6 +38,14 @@ def _claim_state(o: dict) -> str:
     return "pending"
 
 
+def _gpu_terms(key: str):
+    return lambda o: str((((o.get("spec") or {}).get("resources") or {}).get("gpu") or {}).get(key, 0))
+
+
+def _gpu_usage(key: str):
+    return lambda o: str(((o.get("status") or {}).get(key) or {}).get("nvidia.com/gpu", "0"))
+
+
 # kind -> [(header, getter, wide_only)]
 COLUMNS = {
     "Pod": [("STATUS", _pod_status, False), ("NODE", lambda o: o["spec"].get("nodeName") or "<none>", False)],
@@ -49,6 +57,10 @@ COLUMNS = {
                     ("PHASE", lambda o: (o.get("status") or {}).get("phase", ""), False),
                     ("REASON", lambda o: (o.get("status") or {}).get("reason", ""), True)],
     "ResourceClaim": [("STATE", _claim_state, False)],
+    "Queue": [("PARENT", lambda o: (o.get("spec") or {}).get("parentQueue") or "<none>", False),
+              ("PRIORITY", lambda o: str((o.get("spec") or {}).get("priority", 100)), True),
+              ("GPU-QUOTA", _gpu_terms("quota"), False), ("GPU-LIMIT", _gpu_terms("limit"), False),
+              ("GPU-ALLOCATED", _gpu_usage("allocated"), False), ("GPU-REQUESTED", _gpu_usage("requested"), False)],
     "ResourceSlice": [("NODE", lambda o: o["spec"].get("nodeName", ""), False),
                       ("DRIVER", lambda o: o["spec"].get("driver", ""), False),
                       ("POOL", lambda o: (o["spec"].get("pool") or {}).get("name", ""), False)],

@@ -1,0 +1,29 @@
+"""``kai-cli`` with KAI's queues: the README's example runs, a pod of an unknown queue stays pending
+with the reason, and ``get queues`` shows the tree with quota, limit and usage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from kai_cli.main import cli
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "queues" / "cluster.yaml"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_the_queues_example_runs_and_get_queues_shows_usage(tmp_path):
+    state = tmp_path / "state.yaml"
+    run = invoke("run", "scheduler", "--cluster", str(EXAMPLE), "--until-idle", "--save", str(state))
+    assert run.exit_code == 0, run.output
+    assert "pod default/lost: pending: Queue 'team-b' does not exist" in run.output
+    assert "pod default/train-0: bound to n1" in run.output
+    table = invoke("get", "queues", "--cluster", str(state), "-o", "wide").output.splitlines()
+    assert table[0].split() == ["NAME", "PARENT", "PRIORITY", "GPU-QUOTA", "GPU-LIMIT", "GPU-ALLOCATED",
+                                "GPU-REQUESTED", "AGE"]
+    assert [row.split()[:7] for row in table[1:]] == [["research", "<none>", "100", "2", "-1", "1", "1"],
+                                                     ["team-a", "research", "100", "1", "4", "1", "1"]]
