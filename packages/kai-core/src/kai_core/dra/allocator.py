@@ -37,6 +37,10 @@ upstream's walk, made bounded and less exponential:
   use and replayed for the next claim of that shape, with that claim's name, request names and
   configs; so a cycle searches once per (shape, node, change on the node), not once per (pod, node).
 
+Removing. A caller may take devices out of the pod's reach (``excluded``, from the
+``kai_filter_devices`` hook), each with a reason: they are never picked, and a request left short
+says how many were removed and why.
+
 Choosing. Among the devices that fit, a caller-supplied score per device (the ``kai_rank_devices``
 hook) wins; otherwise the default is *pack*: prefer devices whose counter sets are already partly
 consumed and pools that are already partly used, and small partitions over big ones, so whole GPUs and
@@ -71,11 +75,14 @@ __all__ = [
     "Device",
     "DeviceId",
     "DraInventory",
+    "RequestDevices",
     "Unallocatable",
     "allocate",
     "allocation_usable_on",
     "candidate_devices",
+    "class_drivers",
     "devices_of",
+    "request_candidates",
 ]
 
 # resourceapi.AllocationResultsMaxSize: the most devices one claim's allocation may hold.
@@ -507,8 +514,12 @@ class _Matching:
 
 def _match(alt: _Alt, device: Device) -> object:
     """True, False, or a :class:`_CelFailure` when a selector could not be evaluated on the device."""
+    return _match_selectors(alt.selectors, device)
+
+
+def _match_selectors(selectors: list[tuple[str, str, object]], device: Device) -> object:
     cache = device.cel
-    for owner, expression, selector in alt.selectors:
+    for owner, expression, selector in selectors:
         result = cache.get(expression)
         if result is None:
             try:
@@ -529,8 +540,9 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
     if hit is None:
         devices: list[Device] = []
         failures: list[tuple[Device, _CelFailure]] = []
+        selectors = alt.selectors
         for device in view.devices:
-            result = _match(alt, device)
+            result = _match_selectors(selectors, device)
             if result is True:
                 devices.append(device)
             elif result is not False:
@@ -561,6 +573,8 @@ class _Options:
     busy: int = 0
     tainted: int = 0
     taint_example: str = ""
+    removed: int = 0
+    removed_example: str = ""  # the first removed device's reason
     failure: str | None = None  # a CEL error on a usable device: allocation must stop if reached
     unusable: str | None = None  # why an All request cannot be served at all
 
@@ -584,6 +598,7 @@ class _Call:
         extra_busy: set[DeviceId],
         scores: Mapping[DeviceId, float] | None,
         budget: int,
+        excluded: Mapping[DeviceId, str] | None = None,
     ) -> None:
         self.claims = claims
         self.node = node
@@ -592,6 +607,7 @@ class _Call:
         self.in_use = in_use
         self.extra_busy = extra_busy
         self.scores = scores
+        self.excluded = excluded or None
         self.budget = budget
         self.limit = budget
         self.view = inventory.view(node)
@@ -634,14 +650,18 @@ class _Call:
             return options
         found = _matching(alt, self.view, self.node_name, self.inventory)
         admin = alt.admin
-        in_use, extra = self.in_use, self.extra_busy
-        if not (admin or extra or found.tainted):  # the usual case: only devices in use drop out
+        in_use, extra, excluded = self.in_use, self.extra_busy, self.excluded
+        if not (admin or extra or found.tainted or excluded):  # the usual case: only devices in use drop out
             candidates = [device for device in found.devices if device.id not in in_use]
             options = _Options(candidates, matching=len(found.devices), busy=len(found.devices) - len(candidates))
         else:
             candidates = []
             options = _Options(candidates, matching=len(found.devices))
             for device in found.devices:
+                if excluded and device.id in excluded:  # a plugin's verdict holds for admin access too
+                    options.removed += 1
+                    options.removed_example = options.removed_example or excluded[device.id]
+                    continue
                 if not admin and (device.id in in_use or (extra and device.id in extra)):
                     options.busy += 1
                     continue
@@ -653,7 +673,7 @@ class _Call:
                         continue
                 candidates.append(device)
         for device, failure in found.failures:
-            if admin or not self.busy(device.id):
+            if (admin or not self.busy(device.id)) and not (excluded and device.id in excluded):
                 options.failure = (
                     f"{failure.where} failed on device {device.id}: "
                     f"{_cel_detail(failure.expression, failure.error)}; "
@@ -667,7 +687,7 @@ class _Call:
                     f"{', '.join(self.view.unusable_pools)} reaching the node are incomplete or invalid, so "
                     "'all' is not known"
                 )
-            elif options.busy or options.tainted:
+            elif options.busy or options.tainted or options.removed:
                 options.unusable = (
                     f"asks for all {options.matching} devices of DeviceClass {alt.class_name}"
                     f"{self._why_not(options)}"
@@ -684,6 +704,8 @@ class _Call:
             parts.append(f"{options.busy} in use")
         if options.tainted:
             parts.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
+        if options.removed:
+            parts.append(f"{options.removed} removed by {options.removed_example}")
         return ", but " + " and ".join(parts) if parts else ""
 
     def rank(self, candidates: list[Device]) -> None:
@@ -1037,6 +1059,8 @@ def _explain(alt: _Alt, options: _Options, call: _Call) -> str:
     details = [f"{options.matching} match", f"{options.busy} in use"]
     if options.tainted:
         details.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
+    if options.removed:
+        details.append(f"{options.removed} removed by {options.removed_example}")
     free = len(options.candidates)
     return f"needs {_plural(alt.count, 'device')} of {what}, {free} free ({', '.join(details)})"
 
@@ -1301,6 +1325,7 @@ def allocate(
     max_device_checks: int = MAX_DEVICE_CHECKS,
     namespaces: Mapping[str, dict] | None = None,
     device_scores: Mapping[DeviceId, float] | None = None,
+    excluded: Mapping[DeviceId, str] | None = None,
 ) -> list[dict]:
     """Allocate every (unallocated) claim in ``claims`` together on ``node``.
 
@@ -1316,6 +1341,8 @@ def allocate(
     ``adminAccess`` requests through in namespaces labelled ``resource.kubernetes.io/admin-access=true``;
     without it they are refused. ``device_scores`` (from the ``kai_rank_devices`` hook) makes devices
     with higher scores preferred; unscored devices count as 0, and ties use the default pack order.
+    ``excluded`` (from the ``kai_filter_devices`` hook) maps devices that must not be picked to why
+    (e.g. ``"plugin 'rdma': link down"``); a request left short names the first such reason.
     """
     node_name = ((node or {}).get("metadata") or {}).get("name", "")
     prepared = [_prepared(claim, inventory) for claim in claims]
@@ -1342,13 +1369,13 @@ def allocate(
 
     fresh = [claim for claim in prepared if claim.existing is None]
     memo_key = None
-    if len(prepared) == 1 and fresh and device_scores is None:
+    if len(prepared) == 1 and fresh and device_scores is None and not excluded:
         memo_key = _outcome_key(fresh[0], node, inventory, in_use, max_device_checks)
         if memo_key is not None:
             outcome = inventory.outcome_cache.get(memo_key)
             if outcome is not None:
                 return [_replay(outcome, fresh[0])]
-    call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks)
+    call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks, excluded)
     if call.requests:
         try:
             try:
@@ -1472,3 +1499,67 @@ def candidate_devices(claims: list[dict], nodes: list[dict], inventory: DraInven
         for alt in alts:
             seen.update(dict.fromkeys(_matching(alt, view, name, inventory).devices))
     return list(seen)
+
+
+@dataclass(slots=True, eq=False)
+class RequestDevices:
+    """One request (or ``firstAvailable`` sub-request) of a claim, with the devices its selectors
+    match on the candidate nodes: what the ``kai_filter_devices`` hook is handed."""
+
+    #: the ResourceClaim object
+    claim: dict
+    #: the name results carry: ``request`` or ``request/subrequest``
+    request: str
+    #: the DeviceClass it names
+    device_class: str
+    devices: list[Device]
+
+
+def request_candidates(claims: list[dict], nodes: list[dict], inventory: DraInventory) -> list[RequestDevices]:
+    """For every request (and ``firstAvailable`` sub-request) of ``claims``, the devices its
+    selectors match on ``nodes`` (use and taints are not looked at), each device once, in node
+    order. Claims that cannot be prepared contribute nothing: :func:`allocate` reports them."""
+    out: list[RequestDevices] = []
+    views = [(inventory.view(node), ((node or {}).get("metadata") or {}).get("name", "")) for node in nodes]
+    for claim in claims:
+        try:
+            prepared = _prepared(claim, inventory)
+        except Unallocatable:
+            continue
+        for request in prepared.requests:
+            for alt in request.alts:
+                seen: dict[Device, None] = {}
+                for view, name in views:
+                    seen.update(dict.fromkeys(_matching(alt, view, name, inventory).devices))
+                out.append(RequestDevices(claim, alt.name, alt.class_name, list(seen)))
+    return out
+
+
+def class_drivers(class_name: str, inventory: DraInventory) -> frozenset[str]:
+    """The drivers of the devices (anywhere in the inventory) that DeviceClass ``class_name``'s
+    selectors select; empty for a missing class or one whose selectors do not compile. Kept for the
+    inventory's lifetime (one cycle)."""
+    key = ("class-drivers", class_name)
+    hit = inventory.match_cache.get(key)
+    if hit is not None:
+        assert isinstance(hit, frozenset)
+        return hit
+    device_class = inventory.device_class(class_name)
+    spec = (device_class or {}).get("spec") if isinstance(device_class, dict) else None
+    drivers: set[str] = set()
+    if isinstance(spec, dict):
+        try:
+            selectors = _compile_selectors(spec.get("selectors"), f"DeviceClass {class_name}",
+                                           f"DeviceClass {class_name}")
+        except Unallocatable:
+            selectors = None
+        if selectors is not None:
+            for pool in inventory.pools.values():
+                if pool.problem is not None or pool.key[0] in drivers:
+                    continue
+                if any(_match_selectors(selectors, device) is True
+                       for info in pool.slices for device in info.devices):
+                    drivers.add(pool.key[0])
+    found = inventory.match_cache[key] = frozenset(drivers)
+    return found
+

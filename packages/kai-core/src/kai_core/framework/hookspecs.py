@@ -101,8 +101,40 @@ class SchedulerSpecs:
         same reason a reason must not name the pod itself (naming the pod's own ResourceClaims is
         fine: the scheduler puts the next pod's claim names in their place)."""
 
+    @hookspec
+    def kai_check_configs(self, pod, configs, snapshot):
+        """Called once per pod with resource claims, after every ``kai_pre_filter`` let it through,
+        with ``configs``: the :class:`kai_core.dra.pod_devices.OpaqueConfig` entries addressed to
+        this plugin's drivers, which it names in ``KAI_DRIVERS`` (a tuple of driver names on the
+        plugin object; implementing this hook without it refuses the plugin at load). kai walks
+        the pod's claims, their requests and the DeviceClasses those name: a claim's own
+        ``spec.devices.config`` and its classes' ``spec.config`` both reach the driver. A plugin
+        with no config of its drivers in the pod is not called.
+
+        Return ``{config: problem}`` for the configs the driver would refuse (a problem is a str,
+        or a list of str joined with "; "; name the field: ``parameters.clockMHz 900 is out of
+        range (100..600)``), or None. The pod is then unschedulable whatever the nodes, with the
+        first problem in the order above worded by kai: ``pod claim "fpga" (ResourceClaim
+        "default/x"): spec.devices.config[0] (fpga.example.com FpgaConfig): <problem>``."""
+
+    @hookspec
+    def kai_filter_devices(self, pod, requests, snapshot):
+        """Called at most once per pod whose claims need new devices, before the allocator looks
+        at the nodes, with ``requests``: a :class:`kai_core.dra.allocator.RequestDevices` per
+        request (``firstAvailable`` sub-requests each on their own) of the pod's unallocated
+        claims, each with ``devices``: the :class:`kai_core.dra.inventory.Device` its selectors
+        match on the candidate nodes (devices in use and tainted ones included).
+
+        Return ``{DeviceId: reason}`` for the devices the pod must not get (``device.id`` keys;
+        for every request of the pod), or None. They are never allocated to it, and a request
+        left short says so in the pod's message: ``... 0 free (2 match, 0 in use, 2 removed by
+        plugin 'rdma': NIC link down)``, so keep a reason device- and node-independent. Several
+        plugins' removals add up (the first reason given for a device is kept). The answer for a
+        device must depend only on the pod and that device (answers are reused per pod shape as
+        ``kai_filter_nodes``'s are). When no plugin implements this hook, nothing is listed."""
+
     @hookspec(firstresult=True)
-    def kai_allocate_claims(self, pod, claims, nodes, snapshot, rank_devices):
+    def kai_allocate_claims(self, pod, claims, nodes, snapshot, rank_devices, filter_devices):
         """Called once per pod that has resource claims, over the nodes that passed every filter.
         ``claims`` is the list of :class:`kai_core.dra.claims.PodClaim` of the pod (already allocated
         ones included, marked). Return ``{node_name: ClaimAllocation | str}``: for a node where the
@@ -114,7 +146,12 @@ class SchedulerSpecs:
         ``rank_devices`` is None when no plugin implements ``kai_rank_devices``; otherwise an
         allocator calls it at most once per pod, as ``rank_devices(claim_objects, list_devices)``
         (``list_devices()`` returns the candidate devices), and gets ``{DeviceId: score}``, None, or
-        a :class:`kai_core.framework.status.Status` error to give every node as the reason."""
+        a :class:`kai_core.framework.status.Status` error to give every node as the reason.
+        ``filter_devices`` is the same for ``kai_filter_devices``: None, or
+        ``filter_devices(claim_objects, list_requests)`` (``list_requests()`` returns the
+        :class:`kai_core.dra.allocator.RequestDevices`) giving ``{DeviceId: reason}`` (reasons
+        naming the plugin), None or an error Status; call it before ``rank_devices`` and leave
+        the removed devices out of the list handed to it."""
 
     @hookspec
     def kai_score_nodes(self, pod, nodes, snapshot):
@@ -140,7 +177,7 @@ class SchedulerSpecs:
     def kai_cli_commands(self, cli):
         """Called when ``kai-cli`` starts. Add click commands to the ``cli`` group."""
 
-    @hookspec(firstresult=True)
+    @hookspec
     def kai_rank_devices(self, pod, claims, devices, snapshot):
         """Called at most once per pod whose claims need new devices, before the structured
         allocator looks at the nodes, with ``devices``: every :class:`kai_core.dra.inventory.Device`
@@ -148,5 +185,7 @@ class SchedulerSpecs:
         the candidate nodes, chosen by selectors only (devices in use and tainted ones included).
         Return ``{DeviceId: score}`` (``device.id`` keys, numbers, higher preferred; missing
         devices score 0) to steer which devices the allocator picks among those that fit, or None
-        to keep its default (pack: partly used counter sets and pools first, whole GPUs last). The
-        first non-None answer wins. Scores never make a device fit that does not."""
+        to keep its default (pack: partly used counter sets and pools first, whole GPUs last).
+        Every plugin is asked, and the answers are summed by device, so a MIG plugin's and a NIC
+        plugin's rankings both count. Devices removed by ``kai_filter_devices`` are not listed.
+        Scores never make a device fit that does not."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from kai_core.dra.claims import ClaimAllocation, PodClaim
+from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
+from kai_core.dra.pod_devices import OpaqueConfig, opaque_configs
 from kai_core.framework.gang import GroupSpec, NodeSubset
 from kai_core.framework.hookspecs import PROJECT, SchedulerSpecs
 from kai_core.framework.status import SUCCESS, Status
@@ -38,6 +39,19 @@ MAX_NODE_SCORE = 100
 #: plugin object attribute: True (answers for a node depend only on that node), False (they do
 #: not), absent (filters and allocators are assumed node-local, scores are not)
 NODE_LOCAL_ATTRIBUTE = "KAI_NODE_LOCAL"
+
+
+#: plugin object attribute: the drivers whose opaque configs ``kai_check_configs`` is handed
+DRIVERS_ATTRIBUTE = "KAI_DRIVERS"
+
+
+def declared_drivers(plugin: object) -> tuple[str, ...]:
+    """The driver names a plugin object declares in :data:`DRIVERS_ATTRIBUTE` (empty: none, or
+    not a list of non-empty strings)."""
+    value = getattr(plugin, DRIVERS_ATTRIBUTE, None)
+    if isinstance(value, list | tuple | frozenset | set) and value and all(isinstance(d, str) and d for d in value):
+        return tuple(value)
+    return ()
 
 
 def declares_node_local(plugin: object) -> bool | None:
@@ -156,6 +170,9 @@ class KaiPluginManager(pluggy.PluginManager):
             if attr in known:
                 return (f"{attr} is not marked @hookimpl (kai_core.framework.hookspecs.hookimpl), "
                         "so it would never be called")
+        if self.parse_hookimpl_opts(plugin, "kai_check_configs") is not None and not declared_drivers(plugin):
+            return (f"kai_check_configs needs {DRIVERS_ATTRIBUTE} (a tuple of the driver names whose "
+                    "opaque configs it checks) on the plugin")
         return None
 
     def _load_failed(self, name: str, dist: str, version: str, msg: str) -> None:
@@ -326,7 +343,7 @@ class KaiPluginManager(pluggy.PluginManager):
         when a plugin implementing one of them sets ``KAI_NODE_LOCAL = False``."""
         return not any(
             declares_node_local(impl.plugin) is False
-            for hook in ("kai_filter_nodes", "kai_allocate_claims", "kai_rank_devices")
+            for hook in ("kai_filter_nodes", "kai_allocate_claims", "kai_rank_devices", "kai_filter_devices")
             for impl in self.implementations(hook))
 
     def pod_groups(self, pods: Callable[[], list[dict]], snapshot: object) -> list[tuple[str, GroupSpec]]:
@@ -371,7 +388,8 @@ class KaiPluginManager(pluggy.PluginManager):
         return proposals, SUCCESS
 
     def pre_filter(self, pod: dict, snapshot: object) -> Status:
-        """``kai_pre_filter``: the first reason given (unresolvable), a failure (error), or success."""
+        """``kai_pre_filter``: the first reason given (unresolvable), a failure (error); then
+        ``kai_check_configs`` (:meth:`check_configs`); or success."""
         hook = "kai_pre_filter"
         for plugin, res in self.call_each(hook, pod=pod, snapshot=snapshot):
             if isinstance(res, PluginError):
@@ -379,7 +397,47 @@ class KaiPluginManager(pluggy.PluginManager):
             if not isinstance(res, str):
                 return self._bad(plugin, hook, f"expected None or a reason (str), got {type(res).__name__}")
             return Status.unresolvable(res, plugin)
-        return SUCCESS
+        return self.check_configs(pod, snapshot)
+
+    def check_configs(self, pod: dict, snapshot) -> Status:
+        """``kai_check_configs``: each implementing plugin gets the opaque configs of the pod's
+        claims addressed to its drivers (``KAI_DRIVERS``); the first problem, in walk order, makes
+        the pod unresolvable with kai's wording. Nothing is walked when no plugin implements it,
+        the pod has no claims, DRA is off or the claims cannot be resolved yet (the core says so)."""
+        hook = "kai_check_configs"
+        impls = self.implementations(hook)
+        if not impls or not (pod.get("spec") or {}).get("resourceClaims") or not snapshot.features.dra:
+            return SUCCESS
+        claims, reason = pod_claims(pod, snapshot)
+        if reason:
+            return SUCCESS
+        configs = opaque_configs(claims, snapshot.dra)
+        problems: dict[int, tuple[str, str]] = {}  # position in configs -> (plugin, problem)
+        for impl in impls:
+            drivers = declared_drivers(impl.plugin)
+            mine = [c for c in configs if c.driver in drivers]
+            if not mine:
+                continue
+            plugin = impl.plugin_name
+            res = self.call_impl(impl, hook, {"pod": pod, "configs": mine, "snapshot": snapshot})
+            if res is None:
+                continue
+            if isinstance(res, PluginError):
+                return Status.error(str(res), plugin)
+            if not isinstance(res, Mapping):
+                return self._bad(plugin, hook, f"expected a dict {{config: problem}}, got {type(res).__name__}")
+            for config, problem in res.items():
+                if isinstance(problem, list | tuple) and problem and all(isinstance(p, str) for p in problem):
+                    problem = "; ".join(problem)
+                if not isinstance(config, OpaqueConfig) or not any(config is c for c in mine):
+                    return self._bad(plugin, hook, f"expected keys among the configs it was given, got {config!r:.200}")
+                if not isinstance(problem, str) or not problem:
+                    return self._bad(plugin, hook, f"{config.where}: expected a problem (str), got {problem!r:.200}")
+                problems.setdefault(next(i for i, c in enumerate(configs) if c is config), (plugin, problem))
+        if not problems:
+            return SUCCESS
+        plugin, problem = problems[min(problems)]
+        return Status.unresolvable(configs[min(problems)].describe(problem), plugin)
 
     def filter_nodes(self, pod: dict, nodes: list, snapshot: object, rejected: dict
                      ) -> tuple[list, Status]:
@@ -420,7 +478,8 @@ class KaiPluginManager(pluggy.PluginManager):
         the claims fit; other nodes go into ``rejected`` with the plugin's reason."""
         hook = "kai_allocate_claims"
         answer = self.call_first(hook, pod=pod, claims=claims, nodes=nodes, snapshot=snapshot,
-                                 rank_devices=self._device_ranker(pod, snapshot))
+                                 rank_devices=self._device_ranker(pod, snapshot),
+                                 filter_devices=self._device_filter(pod, snapshot))
         if answer is None:
             return {}, Status.unresolvable("no plugin can allocate this pod's resource claims")
         plugin, res = answer
@@ -457,23 +516,55 @@ class KaiPluginManager(pluggy.PluginManager):
 
     def rank_devices(self, pod: dict, claims: list[dict], devices: Callable[[], list], snapshot: object
                      ) -> dict | Status | None:
-        """``kai_rank_devices`` (first answer wins): ``{DeviceId: score}``, None (no ranking; nobody
-        implements it or nobody answered), or an error Status naming the plugin. ``devices`` is
-        called only when some plugin implements the hook."""
+        """``kai_rank_devices``, every plugin's scores summed by device: ``{DeviceId: score}``, None
+        (no ranking; nobody implements it or nobody answered), or an error Status naming the
+        plugin. ``devices`` is called only when some plugin implements the hook."""
         hook = "kai_rank_devices"
         if not claims or not self.hook.kai_rank_devices.get_hookimpls():
             return None
-        answer = self.call_first(hook, pod=pod, claims=claims, devices=devices(), snapshot=snapshot)
-        if answer is None:
+        total: dict | None = None
+        for plugin, scores in self.call_each(hook, pod=pod, claims=claims, devices=devices(), snapshot=snapshot):
+            if isinstance(scores, PluginError):
+                return Status.error(str(scores), plugin)
+            if not isinstance(scores, Mapping) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values()):
+                return Status.error(f"plugin {plugin!r} answered {hook} with {type(scores).__name__}, not a "
+                                    "mapping of device ids to numbers", plugin)
+            if total is None:
+                total = dict(scores)
+                continue
+            for device, score in scores.items():
+                total[device] = total.get(device, 0) + score
+        return total
+
+    def _device_filter(self, pod: dict, snapshot: object) -> DeviceFilter | None:
+        """What ``kai_allocate_claims`` receives as ``filter_devices``: None when no plugin filters
+        devices (so nobody lists them), else a function calling :meth:`filter_devices` for ``pod``."""
+        if not self.hook.kai_filter_devices.get_hookimpls():
             return None
-        plugin, scores = answer
-        if isinstance(scores, PluginError):
-            return Status.error(str(scores), plugin)
-        if not isinstance(scores, Mapping) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values()):
-            return Status.error(f"plugin {plugin!r} answered {hook} with {type(scores).__name__}, not a mapping "
-                                "of device ids to numbers", plugin)
-        return dict(scores)
+
+        def filter_(claims: list[dict], requests: Callable[[], list]) -> dict | Status | None:
+            return self.filter_devices(pod, claims, requests, snapshot)
+
+        return filter_
+
+    def filter_devices(self, pod: dict, claims: list[dict], requests: Callable[[], list], snapshot: object
+                       ) -> dict | Status | None:
+        """``kai_filter_devices``: ``{DeviceId: "plugin 'p': reason"}`` for every device some plugin
+        removed (the first plugin's reason kept), None when none did, or an error Status naming the
+        plugin. ``requests`` is called only when some plugin implements the hook."""
+        hook = "kai_filter_devices"
+        if not claims or not self.hook.kai_filter_devices.get_hookimpls():
+            return None
+        removed: dict = {}
+        for plugin, res in self.call_each(hook, pod=pod, requests=requests(), snapshot=snapshot):
+            if isinstance(res, PluginError):
+                return Status.error(str(res), plugin)
+            if not isinstance(res, Mapping) or not all(isinstance(r, str) and r for r in res.values()):
+                return self._bad(plugin, hook, f"expected a dict {{device id: reason}}, got {res!r:.200}")
+            for device, reason in res.items():
+                removed.setdefault(device, f"plugin {plugin!r}: {reason}")
+        return removed or None
 
     def score_nodes(self, pod: dict, snapshot: object, weights: Mapping[str, float], *,
                     local_nodes: Mapping[str, object], nodes: list, among: Container[str]
@@ -540,3 +631,6 @@ def _version(dist: str) -> str:
 #: what ``kai_allocate_claims`` receives as ``rank_devices``: called with the claims to allocate and a
 #: function listing the candidate devices; answers scores, None (no ranking) or an error Status
 DeviceRanker = Callable[[list[dict], Callable[[], list]], "dict | Status | None"]
+#: what ``kai_allocate_claims`` receives as ``filter_devices``: called with the claims to allocate and
+#: a function listing their requests' candidates; answers removals, None (none) or an error Status
+DeviceFilter = Callable[[list[dict], Callable[[], list]], "dict | Status | None"]

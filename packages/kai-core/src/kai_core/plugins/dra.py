@@ -16,7 +16,13 @@ import re
 
 from kai_core.api.features import dra_disabled_message
 from kai_core.api.nodeaffinity import NodeSelectorError
-from kai_core.dra.allocator import Unallocatable, allocate, allocation_usable_on, candidate_devices
+from kai_core.dra.allocator import (
+    Unallocatable,
+    allocate,
+    allocation_usable_on,
+    candidate_devices,
+    request_candidates,
+)
 from kai_core.dra.claims import ClaimAllocation, pod_claims
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.status import Status
@@ -43,14 +49,23 @@ def node_independent(reason: str, node_name: str) -> str:
 
 
 @hookimpl(trylast=True)
-def kai_allocate_claims(pod, claims, nodes, snapshot, rank_devices):
+def kai_allocate_claims(pod, claims, nodes, snapshot, rank_devices, filter_devices):
     to_allocate = [pc.claim for pc in claims if pc.allocation is None]
     out: dict[str, ClaimAllocation | str] = {}
-    scores = None
+    scores = excluded = None
+    if to_allocate and filter_devices is not None:
+        # one kai_filter_devices call per pod, over every request's candidate devices
+        excluded = filter_devices(
+            to_allocate, lambda: request_candidates(to_allocate, [n.obj for n in nodes], snapshot.dra))
+        if isinstance(excluded, Status):
+            return dict.fromkeys((n.name for n in nodes), excluded.message)
     if to_allocate and rank_devices is not None:
-        # one kai_rank_devices call per pod, over every candidate device
-        scores = rank_devices(
-            to_allocate, lambda: candidate_devices(to_allocate, [n.obj for n in nodes], snapshot.dra))
+        # one kai_rank_devices call per pod, over every candidate device the filters left
+        def devices() -> list:
+            found = candidate_devices(to_allocate, [n.obj for n in nodes], snapshot.dra)
+            return [d for d in found if d.id not in excluded] if excluded else found
+
+        scores = rank_devices(to_allocate, devices)
         if isinstance(scores, Status):
             return dict.fromkeys((n.name for n in nodes), scores.message)
     for node in nodes:
@@ -72,7 +87,8 @@ def kai_allocate_claims(pod, claims, nodes, snapshot, rank_devices):
             continue
         try:
             new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use,
-                           namespaces=snapshot.namespaces, device_scores=scores) if to_allocate else []
+                           namespaces=snapshot.namespaces, device_scores=scores,
+                           excluded=excluded) if to_allocate else []
         except Unallocatable as exc:
             out[node.name] = node_independent(exc.reason, node.name)
             continue
