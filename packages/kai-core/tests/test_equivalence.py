@@ -174,6 +174,7 @@ def scenarios(draw) -> dict:
         "affinity": draw(st.sampled_from((None, None, None, *AFFINITIES))),
         "target": draw(st.integers(0, 2)),
         "ports": draw(st.integers(0, 3)) == 0,
+        "topology_spread": draw(st.sampled_from((None, None, "hard-zone", "hard-host", "soft-zone"))),
     } for _ in range(draw(st.integers(1, 3)))]
     return {
         "nodes": nodes,
@@ -236,6 +237,12 @@ def scenario_objects(world, s: dict) -> list[dict]:
             spec["nodeSelector"] = {"zone": shape["zone"]}
         if shape["tolerates"]:
             spec["tolerations"] = [TOLERATION]
+        if shape.get("topology_spread"):
+            how, key = shape["topology_spread"].split("-")
+            spec["topologySpreadConstraints"] = [{
+                "maxSkew": 1, "topologyKey": "zone" if key == "zone" else "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule" if how == "hard" else "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app": f"shape-{k}"}}}]
         if shape.get("affinity"):
             spec["affinity"] = pod_affinity(shape["affinity"], f"shape-{shape['target'] % len(s['shapes'])}")
         p = pod(world, f"p{i}", shape["cpu"], templates=("gpus",) if shape["claim"] else (),
@@ -327,11 +334,28 @@ def test_a_scenario_with_every_feature_decides_alike(world) -> None:
     assert len(w_memo.bind_requests()) >= 4
 
 
+#: a shape of plain pods (1 cpu, nothing else) and the scenario fields of a cluster without DRA
+PLAIN_SHAPE = {"cpu": "1", "gpu": 0, "zone": None, "tolerates": False, "claim": False, "shared": False,
+               "gang": False, "priority": 0}
+NO_DRA = {"everywhere": [], "min_memory": "20Gi", "count": 1, "gang_min": 1, "spread": False}
+
+
+def decided_alike(world, s: dict):
+    """Run scenario ``s`` with the memo and without; assert the outcomes are equal; return the
+    World run with the memo."""
+    objs = scenario_objects(world, s)
+    w_memo = world_with(world, *objs)
+    w_plain = world_with(world, *objs, plugins={"memo-off": MemoOff()})
+    w_memo.cycle()
+    w_plain.cycle()
+    assert outcome(w_memo) == outcome(w_plain)
+    return w_memo
+
+
 def test_a_scenario_with_pod_affinity_and_host_ports_decides_alike(world) -> None:
     """Plain pods of one shape around a pod whose required zone anti-affinity repels them (placed
     between them in the cycle), pods wanting to share a zone, and host ports."""
-    plain = {"cpu": "1", "gpu": 0, "zone": None, "tolerates": False, "claim": False, "shared": False,
-             "gang": False, "priority": 0}
+    plain = PLAIN_SHAPE
     s = {
         "nodes": [{"cpu": "1", "gpus": 0, "zone": "a", "tainted": False, "dra": []},
                   {"cpu": "1", "gpus": 0, "zone": "b", "tainted": False, "dra": []},
@@ -341,14 +365,9 @@ def test_a_scenario_with_pod_affinity_and_host_ports_decides_alike(world) -> Non
                    {**plain, "affinity": "together-zone", "target": 2, "ports": True},
                    {**plain, "affinity": "prefer-away", "target": 0}],
         "pods": [0, 1, 0, 0, 2, 2, 3, 0],
-        "everywhere": [], "min_memory": "20Gi", "count": 1, "gang_min": 1, "spread": False,
+        **NO_DRA,
     }
-    objs = scenario_objects(world, s)
-    w_memo = world_with(world, *objs)
-    w_plain = world_with(world, *objs, plugins={"memo-off": MemoOff()})
-    w_memo.cycle()
-    w_plain.cycle()
-    assert outcome(w_memo) == outcome(w_plain)
+    w_memo = decided_alike(world, s)
     placed = w_memo.placed()
     assert placed["p1"] == "n1"  # the zone without shape 0's p0
     assert placed["p2"] == "n3" and placed["p3"] == "n3"  # zone b repels them, though n2 was never touched
@@ -358,6 +377,25 @@ def test_a_scenario_with_pod_affinity_and_host_ports_decides_alike(world) -> Non
         "0/4 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, "
         "1 node(s) didn't match pod affinity rules, 2 Insufficient cpu.")
     assert placed["p6"] == "n2"  # preferring zones without shape 0's pods
+
+
+def test_a_scenario_with_topology_spread_decides_alike(world) -> None:
+    """Pods spreading over zones (DoNotSchedule) and hostnames (ScheduleAnyway) among plain pods of
+    one shape that bin packing stacks."""
+    plain = PLAIN_SHAPE
+    s = {
+        "nodes": [{"cpu": "4", "gpus": 0, "zone": z, "tainted": False, "dra": []} for z in ("a", "a", "b", "c")],
+        "shapes": [plain, {**plain, "topology_spread": "hard-zone"}, {**plain, "topology_spread": "soft-host"}],
+        "pods": [1, 1, 0, 1, 2, 2, 1, 0, 2, 1],
+        **NO_DRA,
+    }
+    w_memo = decided_alike(world, s)
+    placed = w_memo.placed()
+    assert len(placed) == 10
+    zones = [s["nodes"][int(placed[f"p{i}"][1])]["zone"] for i, k in enumerate(s["pods"]) if k == 1]
+    assert sorted(zones.count(z) for z in "abc") == [1, 2, 2]
+    hosts = [placed[f"p{i}"] for i, k in enumerate(s["pods"]) if k == 2]
+    assert len(set(hosts)) == 3
 
 
 # -- 2. how many nodes the filters are asked about ---------------------------------------------

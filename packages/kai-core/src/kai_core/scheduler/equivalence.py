@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from kai_core.api.claims import claim_name_for
 from kai_core.dra.claims import ClaimAllocation
 from kai_core.framework.plugins import declares_node_local  # noqa: F401 (re-exported for callers)
-from kai_core.framework.pod_constraints import has_required_anti_affinity, has_required_terms
+from kai_core.framework.pod_constraints import has_hard_spread, has_required_anti_affinity, has_required_terms
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 
 
@@ -77,7 +77,7 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
 
 def depends_on_other_nodes(pod: dict) -> bool:
     """Whether the built-in filters' answers for this pod on a node depend on pods of other nodes."""
-    return has_required_terms(pod)
+    return has_required_terms(pod) or has_hard_spread(pod)
 
 
 def changes_other_nodes(pod: dict) -> bool:
