@@ -48,7 +48,8 @@ class WithoutCliques:
 
     kai_resource_kinds = staticmethod(plugin.kai_resource_kinds)
     kai_embedded_controllers = staticmethod(plugin.kai_embedded_controllers)
-    kai_pre_filter = staticmethod(plugin.kai_pre_filter)
+    KAI_DRIVERS = plugin.KAI_DRIVERS
+    kai_check_configs = staticmethod(plugin.kai_check_configs)
 
 
 def test_nvbandwidth_job_goes_to_two_nodes_of_one_clique(gb200, upstream_dir):

@@ -9,7 +9,7 @@ import pytest
 from kai_core.dra.testing import GPU, gpu_device, gpu_slice, mig_counter_slice, mig_devices
 from kai_core.plugins import build_plugin_manager
 from kai_dra_nvidia import plugin
-from kai_dra_nvidia.gpu import gpu_config_problem, gpu_parameters_problems
+from kai_dra_nvidia.gpu import gpu_config_problems, gpu_parameters_problems
 
 API = "resource.nvidia.com/v1beta1"
 
@@ -60,7 +60,7 @@ def nvidia_without(*hooks: str):
     impls = {name: staticmethod(getattr(plugin, name)) for name in dir(plugin)
              if name.startswith("kai_") and name not in hooks and hasattr(getattr(plugin, name), "kai_impl")}
     pm = build_plugin_manager(blocked=["dra-nvidia"])
-    pm.register(type("NvidiaWithout", (), impls)(), name="nvidia-partial")
+    pm.register(type("NvidiaWithout", (), {"KAI_DRIVERS": plugin.KAI_DRIVERS, **impls})(), name="nvidia-partial")
     return pm
 
 
@@ -240,11 +240,13 @@ def test_invalid_gpu_configs_say_what_is_wrong(value, problem):
 
 
 def test_a_config_of_the_wrong_kind_for_its_devices():
-    entry = [{"requests": ["gpu"], "opaque": {"driver": "gpu.nvidia.com", "parameters": params()}}]
-    assert gpu_config_problem(entry, "spec.devices.config", {"gpu": "gpu.nvidia.com"}) is None
-    assert gpu_config_problem(entry, "spec.devices.config", {"gpu": "mig.nvidia.com"}) == (
-        "spec.devices.config[0]: invalid gpu.nvidia.com config: a GpuConfig applies to gpu.nvidia.com devices "
-        "but request 'gpu' asks for mig.nvidia.com devices (use a MigDeviceConfig)")
+    assert gpu_config_problems(params(), {"gpu": "gpu.nvidia.com"}) == []
+    assert gpu_config_problems(params(), {"gpu": "mig.nvidia.com"}) == [
+        "a GpuConfig applies to gpu.nvidia.com devices but request 'gpu' asks for mig.nvidia.com devices "
+        "(use a MigDeviceConfig)"]
+    assert gpu_config_problems(params(), {"": "mig.nvidia.com"}) == [
+        "a GpuConfig applies to gpu.nvidia.com devices but the DeviceClass selects mig.nvidia.com devices "
+        "(use a MigDeviceConfig)"]
 
 
 def test_a_bad_gpu_config_keeps_the_pod_off_every_node(gb200):
@@ -256,7 +258,7 @@ def test_a_bad_gpu_config_keeps_the_pod_off_every_node(gb200):
     c.cycle()
     assert c.placed() == {}
     assert c.message("p") == (
-        'pod claim "gpu" (ResourceClaim "default/shared"): spec.devices.config[0]: invalid gpu.nvidia.com config: '
+        'pod claim "gpu" (ResourceClaim "default/shared"): spec.devices.config[0] (gpu.nvidia.com GpuConfig): '
         "parameters.sharing.mpsConfig.defaultActiveThreadPercentage -5 is not between 0 and 100")
 
 

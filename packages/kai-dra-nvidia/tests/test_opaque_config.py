@@ -1,4 +1,5 @@
-"""Validation of ``compute-domain.nvidia.com`` opaque configs, alone and as the plugin's pre-filter."""
+"""Validation of ``compute-domain.nvidia.com`` opaque configs, alone and as the plugin's
+``kai_check_configs`` (kai walks the claims and classes and words the pod's reason)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from kai_core.framework.cache import Cache
 from kai_core.framework.snapshot import Snapshot
 from kai_core.plugins import build_plugin_manager
 from kai_core.scheduler.cycle import Scheduler, SchedulerConfig, watched_resources
-from kai_dra_nvidia import plugin
-from kai_dra_nvidia.config import config_entries_problem, is_uuid, parameters_problems
+from kai_dra_nvidia.config import is_uuid, parameters_problems
 
 UID = "83479f70-e292-43d6-aa67-dd4ba8adab8f"
 API = "resource.nvidia.com/v1beta1"
@@ -96,20 +96,6 @@ def test_uuid_check():
     assert not is_uuid(None)
 
 
-def test_only_our_driver_is_checked():
-    configs = [
-        {"opaque": {"driver": "gpu.nvidia.com", "parameters": {"kind": "GpuConfig"}}},
-        {"requests": ["channel"], "opaque": {"driver": "compute-domain.nvidia.com", "parameters": channel()}},
-        {"opaque": {"driver": "compute-domain.nvidia.com", "parameters": channel(domainID="nope")}},
-    ]
-    assert config_entries_problem(configs[:2], "spec.devices.config") is None
-    assert config_entries_problem(configs, "spec.devices.config") == (
-        "spec.devices.config[2]: invalid compute-domain.nvidia.com config: "
-        "parameters.domainID 'nope' is not a UUID (it must be the uid of a ComputeDomain)"
-    )
-    assert config_entries_problem(None, "spec.config") is None
-
-
 # -- as the scheduler sees it -------------------------------------------------------------------
 
 
@@ -167,6 +153,11 @@ class World:
         cache.sync()
         return Snapshot(cache, "kai-scheduler", features)
 
+    def config_reason(self, pod: dict, gates: str = DRA_ON) -> str | None:
+        """The pod's reason from the config checks (``kai_check_configs``), or None."""
+        status = self.pm.check_configs(pod, self.snapshot(gates))
+        return None if status.ok else status.message
+
 
 @pytest.fixture
 def world() -> World:
@@ -177,24 +168,38 @@ def test_plugin_is_loaded_from_its_entry_point(world):
     assert world.pm.has_plugin("dra-nvidia")
     info = next(i for i in world.pm.info() if i.name == "dra-nvidia")
     assert info.distribution == "kai-dra-nvidia"
-    assert {"kai_pre_filter", "kai_resource_kinds", "kai_embedded_controllers"} <= set(info.hooks)
+    assert {"kai_check_configs", "kai_resource_kinds", "kai_embedded_controllers"} <= set(info.hooks)
 
 
 def test_valid_claim_passes(world):
     pod = world.pod("ok", claim_spec(channel()))
-    assert plugin.kai_pre_filter(pod, world.snapshot()) is None
+    assert world.config_reason(pod) is None
 
 
 def test_pod_without_claims_passes(world):
     pod = world.pod("plain", None)
-    assert plugin.kai_pre_filter(pod, world.snapshot()) is None
+    assert world.config_reason(pod) is None
+
+
+def test_only_our_drivers_configs_are_checked_and_the_first_bad_one_is_named(world):
+    spec = claim_spec(channel())
+    spec["devices"]["config"] += [
+        {"opaque": {"driver": "example.com", "parameters": {"anything": "goes"}}},
+        {"opaque": {"driver": "compute-domain.nvidia.com", "parameters": channel(domainID="nope")}},
+        {"opaque": {"driver": "gpu.nvidia.com", "parameters": {"kind": "GpuConfig"}}},
+    ]
+    assert world.config_reason(world.pod("mixed", spec)) == (
+        'pod claim "imex" (ResourceClaim "default/mixed-channel"): spec.devices.config[2] '
+        "(compute-domain.nvidia.com ComputeDomainChannelConfig): "
+        "parameters.domainID 'nope' is not a UUID (it must be the uid of a ComputeDomain)"
+    )
 
 
 def test_bad_claim_config_is_named_in_the_reason(world):
     pod = world.pod("bad", claim_spec(channel(domainID="imex-domain")))
-    assert plugin.kai_pre_filter(pod, world.snapshot()) == (
-        'pod claim "imex" (ResourceClaim "default/bad-channel"): spec.devices.config[0]: invalid '
-        "compute-domain.nvidia.com config: parameters.domainID 'imex-domain' is not a UUID "
+    assert world.config_reason(pod) == (
+        'pod claim "imex" (ResourceClaim "default/bad-channel"): spec.devices.config[0] '
+        "(compute-domain.nvidia.com ComputeDomainChannelConfig): parameters.domainID 'imex-domain' is not a UUID "
         "(it must be the uid of a ComputeDomain)"
     )
 
@@ -218,10 +223,10 @@ def test_bad_device_class_config_is_named_in_the_reason(world):
         }
     )
     pod = world.pod("cls", claim_spec(channel(), class_name="broken-channel"))
-    reason = plugin.kai_pre_filter(pod, world.snapshot())
+    reason = world.config_reason(pod)
     assert reason.startswith(
         'pod claim "imex" (ResourceClaim "default/cls-channel"): DeviceClass "broken-channel" '
-        '(used by request "channel"): spec.config[0]: invalid compute-domain.nvidia.com config'
+        '(used by request "channel"): spec.config[0] (compute-domain.nvidia.com ComputeDomainConfig): '
     )
     assert "parameters.kind 'ComputeDomainConfig'" in reason
 
@@ -238,9 +243,9 @@ def test_unresolved_claims_and_gate_off_are_left_to_the_core(world):
             },
         }
     )
-    assert plugin.kai_pre_filter(pod, world.snapshot()) is None
+    assert world.config_reason(pod) is None
     bad = world.pod("bad", claim_spec(channel(domainID="x")))
-    assert plugin.kai_pre_filter(bad, world.snapshot(gates="")) is None
+    assert world.config_reason(bad, gates="") is None
 
 
 def test_scheduler_reports_the_reason_on_the_pod(world):

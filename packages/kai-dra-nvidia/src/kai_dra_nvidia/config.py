@@ -17,7 +17,6 @@ what is wrong and where.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 DRIVER = "compute-domain.nvidia.com"
 API_VERSION = "resource.nvidia.com/v1beta1"
@@ -95,29 +94,6 @@ def parameters_problems(parameters: object) -> list[str]:
                 f"in {kind} (it has {', '.join(known)})"
             )
     return problems
-
-
-def config_entries_problem(configs: object, where: str) -> str | None:
-    """The first invalid ``compute-domain.nvidia.com`` entry of a ``config`` list, described, or None.
-
-    ``configs`` is a claim's ``spec.devices.config`` or a DeviceClass's ``spec.config``; entries for
-    other drivers are not looked at. ``where`` is the path of the list for the message (e.g.
-    ``"spec.devices.config"``).
-    """
-    for index, opaque in _our_entries(configs):
-        problems = parameters_problems(opaque.get("parameters"))
-        if problems:
-            return f"{where}[{index}]: invalid {DRIVER} config: " + "; ".join(problems)
-    return None
-
-
-def _our_entries(configs: object) -> Iterator[tuple[int, dict]]:
-    if not isinstance(configs, list):
-        return
-    for index, entry in enumerate(configs):
-        opaque = entry.get("opaque") if isinstance(entry, dict) else None
-        if isinstance(opaque, dict) and opaque.get("driver") == DRIVER:
-            yield index, opaque
 
 
 def type_name(value: object) -> str:

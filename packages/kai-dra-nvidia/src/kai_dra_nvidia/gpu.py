@@ -10,7 +10,7 @@ MPS, timeSlicingConfig: {interval: Default | Short | Medium | Long}, mpsConfig:
 defaultPerDevicePinnedMemoryLimit: {device: quantity}}}``; MIG devices take no
 ``timeSlicingConfig``, and each strategy only its own settings. The driver decodes strictly and
 refuses a bad config only when the node prepares the device, leaving the pod in
-``ContainerCreating``; :func:`gpu_config_problem` says what is wrong before the pod is placed.
+``ContainerCreating``; :func:`gpu_config_problems` says what is wrong before the pod is placed.
 (Whether a strategy is enabled is a feature gate of the driver's, which the scheduler cannot see.)
 
 **Devices.** :func:`rank_devices` (``kai_rank_devices``) makes the allocator carve MIG devices out
@@ -143,36 +143,22 @@ def gpu_parameters_problems(parameters: object) -> list[str]:
     return problems
 
 
-def gpu_config_problem(configs: object, where: str, request_classes: dict[str, str] | None = None) -> str | None:
-    """The first invalid ``gpu.nvidia.com`` entry of a claim's ``spec.devices.config`` or a
-    DeviceClass's ``spec.config``, described (``where`` is the list's path), or None.
-
-    With ``request_classes`` (a claim's request name -> DeviceClass name; for a DeviceClass's own
-    configs ``{"": its name}``), a config of the wrong kind for the devices its requests ask for (a
-    ``GpuConfig`` on ``mig.nvidia.com`` devices, a ``MigDeviceConfig`` on full GPUs) is a problem too.
-    """
-    if not isinstance(configs, list):
-        return None
-    for index, entry in enumerate(configs):
-        opaque = entry.get("opaque") if isinstance(entry, dict) else None
-        if not isinstance(opaque, dict) or opaque.get("driver") != GPU_DRIVER:
-            continue
-        params = opaque.get("parameters")
-        problems = gpu_parameters_problems(params)
-        if not problems and request_classes:
-            kind = params.get("kind")
-            wanted = _KIND_CLASS.get(kind)
-            names = entry.get("requests") or list(request_classes)
-            for name in names:
-                cls = request_classes.get(name)
-                if wanted and cls in _KIND_CLASS.values() and cls != wanted:
-                    right = next(k for k, c in _KIND_CLASS.items() if c == cls)
-                    who = f"request {name!r} asks for" if name else "the DeviceClass selects"
-                    problems.append(f"a {kind} applies to {wanted} devices but {who} {cls} devices (use a {right})")
-                    break
-        if problems:
-            return f"{where}[{index}]: invalid {GPU_DRIVER} config: " + "; ".join(problems)
-    return None
+def gpu_config_problems(parameters: object, request_classes: dict[str, str]) -> list[str]:
+    """What is wrong with one ``gpu.nvidia.com`` opaque config (empty: valid): its parameters, and
+    a kind wrong for the devices it applies to (a ``GpuConfig`` on ``mig.nvidia.com`` devices, a
+    ``MigDeviceConfig`` on full GPUs). ``request_classes`` maps the requests it applies to to their
+    DeviceClass (for a DeviceClass's own config: ``{"": its name}``)."""
+    problems = gpu_parameters_problems(parameters)
+    if problems or not isinstance(parameters, dict):
+        return problems
+    kind = parameters.get("kind")
+    wanted = _KIND_CLASS.get(kind)
+    for name, cls in request_classes.items():
+        if wanted and cls in _KIND_CLASS.values() and cls != wanted:
+            right = next(k for k, c in _KIND_CLASS.items() if c == cls)
+            who = f"request {name!r} asks for" if name else "the DeviceClass selects"
+            return [f"a {kind} applies to {wanted} devices but {who} {cls} devices (use a {right})"]
+    return []
 
 
 # -- devices ----------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ through the hooks of :mod:`kai_core.framework.hookspecs`.
 - ``kai_resource_kinds``: serves NVIDIA's ComputeDomain kind (``resource.nvidia.com/v1beta1``), which
   the scheduler then watches.
 - ``kai_embedded_controllers``: the ComputeDomain controller (:mod:`kai_dra_nvidia.computedomain`).
-- ``kai_pre_filter``: refuses a pod whose claims carry a malformed ``compute-domain.nvidia.com``
-  (:mod:`kai_dra_nvidia.config`) or ``gpu.nvidia.com`` (:mod:`kai_dra_nvidia.gpu`) opaque config,
-  before any node is tried.
+- ``kai_check_configs`` (``KAI_DRIVERS``): refuses a pod whose claims, or the DeviceClasses they
+  use, carry a malformed ``compute-domain.nvidia.com`` (:mod:`kai_dra_nvidia.config`) or
+  ``gpu.nvidia.com`` (:mod:`kai_dra_nvidia.gpu`) opaque config, before any node is tried.
 - ``kai_pod_groups``: the pods of one ComputeDomain form a gang (:mod:`kai_dra_nvidia.domains`).
 - ``kai_group_node_subsets``: a gang with domain pods goes inside one NVLink clique, best fit first.
 - ``kai_filter_nodes``: one ComputeDomain per node, one pod of a domain per node.
@@ -21,11 +21,11 @@ DynamicResourceAllocation gate off), so the plugin changes nothing for them.
 from __future__ import annotations
 
 from kai_core.api.objects import clone
-from kai_core.dra.claims import pod_claims
 from kai_core.framework.hookspecs import hookimpl
 from kai_dra_nvidia import domains, gpu
 from kai_dra_nvidia.computedomain import ComputeDomainController
-from kai_dra_nvidia.config import config_entries_problem
+from kai_dra_nvidia.config import DRIVER as CD_DRIVER
+from kai_dra_nvidia.config import parameters_problems
 from kai_dra_nvidia.data import compute_domain_crd
 
 
@@ -41,68 +41,25 @@ def kai_embedded_controllers(store) -> list:
     return [ComputeDomainController()]
 
 
+#: the drivers whose opaque configs kai hands to :func:`kai_check_configs`
+KAI_DRIVERS = (CD_DRIVER, gpu.GPU_DRIVER)
+
+
 @hookimpl
-def kai_pre_filter(pod: dict, snapshot) -> str | None:
-    """A reason naming the claim and the problem when one of the pod's claims, or a DeviceClass its
-    requests use, has an invalid ``compute-domain.nvidia.com`` config; None otherwise.
-
-    Claims that cannot be resolved yet (feature gate off, claim not created) are left to the core,
-    which reports them itself.
-    """
-    if not (pod.get("spec") or {}).get("resourceClaims"):
-        return None
-    if not snapshot.features.dra:
-        return None
-    claims, reason = pod_claims(pod, snapshot)
-    if reason:
-        return None
-    for pc in claims:
-        problem = claim_config_problem(pc.claim, snapshot)
-        if problem:
-            md = pc.claim["metadata"]
-            return (
-                f'pod claim "{pc.name}" (ResourceClaim "{md.get("namespace", "")}/{md["name"]}"): {problem}'
-            )
-    return None
-
-
-def claim_config_problem(claim: dict, snapshot) -> str | None:
-    """The first invalid ``compute-domain.nvidia.com`` or ``gpu.nvidia.com`` config of a
-    ResourceClaim, looking at the claim's own ``spec.devices.config`` and then at the configs of the
-    DeviceClasses its requests name; None when every such config is valid (or there is none)."""
-    devices = (claim.get("spec") or {}).get("devices") or {}
-    request_classes = {
-        r["name"]: r["exactly"].get("deviceClassName")
-        for r in devices.get("requests") or []
-        if isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("exactly"), dict)
-    }
-    problem = config_entries_problem(devices.get("config"), "spec.devices.config") or gpu.gpu_config_problem(
-        devices.get("config"), "spec.devices.config", request_classes
-    )
-    if problem:
-        return problem
-    seen: set[str] = set()
-    for request in devices.get("requests") or []:
-        if not isinstance(request, dict):
-            continue
-        subs = (
-            [request.get("exactly")] if request.get("exactly") else list(request.get("firstAvailable") or [])
-        )
-        for sub in subs:
-            class_name = sub.get("deviceClassName") if isinstance(sub, dict) else None
-            if not isinstance(class_name, str) or class_name in seen:
-                continue
-            seen.add(class_name)
-            device_class = snapshot.dra.device_class(class_name)
-            if device_class is None:
-                continue  # the allocator reports a missing class
-            configs = (device_class.get("spec") or {}).get("config")
-            problem = config_entries_problem(configs, "spec.config") or gpu.gpu_config_problem(
-                configs, "spec.config", {"": class_name}
-            )
-            if problem:
-                return f'DeviceClass "{class_name}" (used by request "{request.get("name")}"): {problem}'
-    return None
+def kai_check_configs(configs: list) -> dict | None:
+    """The problems of the ``compute-domain.nvidia.com`` (:mod:`kai_dra_nvidia.config`) and
+    ``gpu.nvidia.com`` (:mod:`kai_dra_nvidia.gpu`) opaque configs of a pod's claims and of the
+    DeviceClasses they use; kai words the pod's reason with the config's place."""
+    problems = {}
+    for config in configs:
+        if config.driver == CD_DRIVER:
+            found = parameters_problems(config.parameters)
+        else:  # a class's config applies to whatever the class selects; a claim's to its requests
+            found = gpu.gpu_config_problems(
+                config.parameters, {"": config.device_class} if config.device_class else config.requests)
+        if found:
+            problems[config] = found
+    return problems or None
 
 
 @hookimpl
