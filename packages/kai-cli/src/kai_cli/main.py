@@ -474,7 +474,7 @@ def _embedded_logging(log_format: str):
 
 def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
                             backoff_limit, pm=None, score_weights=None) -> None:
-    from kai_cli.runner import binder_options, embedded_components, run_embedded
+    from kai_cli.runner import binder_options, run_scheduler_embedded
     from kai_core.apiserver.manifests import dump_objects
     from kai_core.scheduler.cycle import SchedulerConfig
 
@@ -498,17 +498,13 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit,
                              score_weights=dict(score_weights or {}))
     binder_kwargs = None if no_binder else binder_options(embedded=True, scheduler_names=[scheduler_name])
-    scheduler, binder, clock = embedded_components(cluster, pm, gates, config, until_idle=until_idle,
-                                                   binder=binder_kwargs)
     stop = threading.Event()
-    try:
-        with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
-            summary = run_embedded(cluster, scheduler, binder, until_idle=until_idle, period=period,
-                                   clock=clock, stop=stop)
-    finally:
-        _close(binder)
+    with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
+        summary = run_scheduler_embedded(cluster, pm, gates, config, until_idle=until_idle, binder=binder_kwargs,
+                                         period=period, stop=stop)
     _print_result(cluster.store, scheduler_name, show_bind_requests=demo, dump=dump_objects)
     click.echo(summary.line())
+    click.echo(f"kai-cli: {summary.cost_line()}")
     if summary.gave_up:
         click.echo(f"kai-cli: warning: {summary.warning()}", err=True)
     if save_path:

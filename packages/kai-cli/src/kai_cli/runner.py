@@ -25,6 +25,8 @@ MAX_SKIPPED_SECONDS = 600.0
 MAX_NAMED_PODS = 10
 #: rounds in a row that write nothing although something is due now; then the run stops
 _MAX_STUCK_ROUNDS = 3
+#: the parts of a round, in order
+COMPONENTS = ("controllers", "scheduler", "binder")
 
 
 @dataclass
@@ -41,10 +43,20 @@ class RunSummary:
     skipped: float = 0.0
     gave_up: bool = False
     waiting: list[str] = field(default_factory=list)
+    #: per component (``controllers``, ``scheduler``, ``binder``): wall and CPU seconds of its calls
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def pods_per_second(self) -> float:
         return self.bound / self.seconds if self.seconds > 0 else 0.0
+
+    def cost_line(self) -> str:
+        """CPU seconds per 1,000 pods bound, per component (the embedded controllers stand in for
+        the API server's; every component's calls into the embedded store count as its own)."""
+        per = 1000 / self.bound if self.bound else 0.0
+        parts = ", ".join(f"{name} {self.cpu[name] * per:.2f}" for name in COMPONENTS if name in self.cpu)
+        return f"cpu seconds per 1,000 pods bound: {parts}" if self.bound else "cpu seconds: no pod bound"
 
     def line(self) -> str:
         return (
@@ -166,7 +178,19 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
     (real time) until interrupted, ``stop`` is set, or ``max_rounds`` rounds ran.
     """
     store = cluster.store
-    start = time.perf_counter()
+    wall = dict.fromkeys(COMPONENTS, 0.0)
+    cpu = dict.fromkeys(COMPONENTS, 0.0)
+    perf, process = time.perf_counter, time.process_time
+
+    def timed(component: str, call: Callable[[], object]) -> None:
+        w, c = perf(), process()  # process-wide CPU: a binder's worker threads count as the binder's
+        try:
+            call()
+        finally:
+            wall[component] += perf() - w
+            cpu[component] += process() - c
+
+    start = perf()
     rounds = 0
     skipped = 0.0
     gave_up = False
@@ -174,10 +198,10 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
     try:
         while (max_rounds is None or rounds < max_rounds) and not (stop is not None and stop.is_set()):
             before = store.resource_version
-            cluster.reconcile_controllers()
-            scheduler.run_cycle()
+            timed("controllers", cluster.reconcile_controllers)
+            timed("scheduler", scheduler.run_cycle)
             if binder is not None:
-                binder.run_once()
+                timed("binder", binder.run_once)
             rounds += 1
             if on_round is not None:
                 on_round(rounds)
@@ -212,5 +236,22 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
         pass
     seconds = time.perf_counter() - start
     bound, pending, unschedulable, waiting = _pod_counts(store, scheduler.config.scheduler_name)
+    if binder is None:
+        del wall["binder"], cpu["binder"]
     return RunSummary(bound, pending, unschedulable, seconds, rounds, skipped=skipped, gave_up=gave_up,
-                      waiting=waiting if gave_up else [])
+                      waiting=waiting if gave_up else [], wall=wall, cpu=cpu)
+
+
+def run_scheduler_embedded(cluster, pm, gates, config, *, until_idle: bool, binder: dict | None,
+                           period: float = 1.0, stop: threading.Event | None = None) -> RunSummary:
+    """What ``kai-cli run scheduler`` does with a loaded embedded ``cluster``: build the scheduler
+    and binder (:func:`embedded_components`), run them (:func:`run_embedded`), close the binder.
+    ``kai-cli bench``'s ``run-*`` scenarios call this too, so the two cannot drift apart."""
+    scheduler, binder_, clock = embedded_components(cluster, pm, gates, config, until_idle=until_idle,
+                                                    binder=binder)
+    try:
+        return run_embedded(cluster, scheduler, binder_, until_idle=until_idle, period=period, clock=clock,
+                            stop=stop)
+    finally:
+        if binder_ is not None:
+            binder_.close()
