@@ -15,17 +15,17 @@ reverse order, reports ``PodBound=False`` / ``BindingError`` with the reason, an
 with that reason (the API's own message for an API error).
 
 **Checks before any write.** A BindRequest asking for something this binder cannot carry out
-(:func:`kai_binder.contract.unsupported`: GPU sharing, an unknown ``receivedResourceType``) ends
-``Failed`` with the field named and no retry left, before the pod is read. It is carried out only
-if it is one the scheduler could have written: its pod belongs to a scheduler this binder serves
-(``scheduler_names``), no other live BindRequest is there for the pod, the node exists and, with
-DRA, every allocation is one the allocator could have given the claim on that node from devices
-nobody else holds (see :mod:`kai_binder.verify`; the checks read a
-:class:`kai_binder.index.BinderIndex` kept from the store's events, so they cost no API call). A
-failed check ends the attempt ``Failed`` with ``verification failed: <the check>`` and writes
-nothing else: no rollback (nothing was written), no condition or Event on the pod (it may not be
-ours). A check that may pass later (a lost race) counts as one failed attempt; one that cannot sets
-``failedAttempts`` to ``backoffLimit``.
+(:func:`kai_binder.contract.unsupported`: GPU sharing, an unknown ``receivedResourceType``, an
+extended-resource claim with DRA off) ends ``Failed`` with the field named and no retry left,
+before the pod is read. It is carried out only if it is one the scheduler could have written: its
+pod belongs to a scheduler this binder serves (``scheduler_names``), no other live BindRequest is
+there for the pod, the node exists and, with DRA, every allocation is one the allocator could have
+given the claim on that node from devices nobody else holds (see :mod:`kai_binder.verify`; the
+checks read a :class:`kai_binder.index.BinderIndex` kept from the store's events, so they cost no
+API call). A failed check ends the attempt ``Failed`` with ``verification failed: <the check>`` and
+writes nothing else: no rollback (nothing was written), no condition or Event on the pod (it may
+not be ours). A check that may pass later (a lost race) counts as one failed attempt; one that
+cannot sets ``failedAttempts`` to ``backoffLimit``.
 
 **Retries** follow KAI: a failed attempt increments ``status.failedAttempts`` while it is below
 ``spec.backoffLimit``, and the request is tried again after ``base_delay * 2**(failedAttempts-1)``
@@ -516,7 +516,7 @@ class Binder:
         problem = _spec_problem(spec)
         if problem:
             return self._finish(br, "Failed", f"{_br_ref(br)}: {problem}")
-        problem = unsupported(spec)
+        problem = unsupported(spec, self.features.dra)
         if problem:  # no retry can carry it out: nothing is written, the scheduler decides again
             return self._finish(br, "Failed", f"{_br_ref(br)}: {problem}", give_up=True)
         pod_name, node = spec["podName"], spec["selectedNode"]

@@ -7,7 +7,8 @@ never bound without something its BindRequest asked for:
 
 - ``podName``, ``selectedNode``, ``resourceClaimAllocations``, ``backoffLimit``: carried out by the
   binder (:mod:`kai_binder.binder`, :mod:`kai_binder.dra`);
-- ``extendedResourceClaimAllocation`` (DRA-backed extended resources, KEP-5004): refused;
+- ``extendedResourceClaimAllocation`` (DRA-backed extended resources, KEP-5004): carried out by
+  :mod:`kai_binder.extended`, with DRA on (refused with it off);
 - ``receivedResourceType``: ``Regular``, ``MigInstance`` and ``""`` need nothing but the pod
   annotation (KAI's binder too does nothing else for them: the kubelet's device plugin hands out the
   devices the pod's extended resources name). ``Fraction`` (GPU sharing: a reservation pod per shared
@@ -40,9 +41,9 @@ CARRIED_OUT_TYPES = ("", "Regular", "MigInstance")
 FRACTION = "Fraction"
 
 
-def unsupported(spec: dict) -> str | None:
+def unsupported(spec: dict, dra: bool = True) -> str | None:
     """What of ``spec`` (a BindRequest's) this binder cannot carry out, naming the field; None when
-    it can carry out all of it."""
+    it can carry out all of it. ``dra``: whether the binder's DynamicResourceAllocation gate is on."""
     kind = spec.get("receivedResourceType", "")
     if kind == FRACTION:
         return ("spec.receivedResourceType: Fraction (GPU sharing) is not supported by this binder; "
@@ -50,9 +51,9 @@ def unsupported(spec: dict) -> str | None:
     if kind not in CARRIED_OUT_TYPES:
         return (f"spec.receivedResourceType: {kind!r} is not supported by this binder "
                 f"(it carries out {', '.join(repr(t) for t in CARRIED_OUT_TYPES)})")
-    if spec.get("extendedResourceClaimAllocation") is not None:
-        return ("spec.extendedResourceClaimAllocation: extended resources backed by DRA are not "
-                "supported by this binder")
+    if spec.get("extendedResourceClaimAllocation") not in (None, {}) and not dra:
+        return ("spec.extendedResourceClaimAllocation: extended resources backed by DRA need the "
+                "DynamicResourceAllocation feature gate, which is off in this binder")
     return None
 
 

@@ -2,15 +2,18 @@
 
 Pre-bind: for each ``spec.resourceClaimAllocations`` entry of the BindRequest, in order, resolve
 the pod's claim (``resourceClaimName``, or ``status.resourceClaimStatuses`` for a template) and
-reserve it with :func:`kai_binder.claims.reserve_claim`. Rollback: release every such claim for the
-pod with :func:`kai_binder.claims.release_claim`, in reverse order; when the pod is gone (a stub
-with no spec) the claims are found by the pod's uid instead.
+reserve it with :func:`kai_binder.claims.reserve_claim`; then the special claim of
+``spec.extendedResourceClaimAllocation`` (:mod:`kai_binder.extended`). Rollback: remove the
+special claim, and release every other claim for the pod with :func:`kai_binder.claims.release_claim`,
+in reverse order; when the pod is gone (a stub with no spec) the claims are found by the pod's uid
+instead (the special claim among them: its owner, the pod, being gone, it is garbage-collected).
 """
 
 from __future__ import annotations
 
 import threading
 
+from kai_binder import extended
 from kai_binder.claims import ClaimBindError, check_allocation, claims_left_by, release_claim, reserve_claim
 from kai_core.api.claims import claim_name_for
 from kai_core.api.errors import ApiError
@@ -84,7 +87,8 @@ class DraClaimsPlugin:
     @hookimpl(tryfirst=True)
     def kai_binder_pre_bind(self, bind_request, pod, store, features: FeatureGates):
         entries = claim_entries(bind_request)
-        if not entries:
+        ext = extended.extended_of(bind_request)
+        if not entries and ext is None:
             return None
         if not features.dra:
             raise ClaimBindError(f"{_br_ref(bind_request)} has resource claim allocations but "
@@ -97,6 +101,11 @@ class DraClaimsPlugin:
                                      "(not in spec.resourceClaims, or not created from its template yet)")
             with claim_lock(ns, name):
                 reserve_claim(store, ns, name, allocation, pod)
+        if ext is not None:
+            name = extended.find_or_create(store, pod, ext)
+            with claim_lock(ns, name):
+                reserve_claim(store, ns, name, ext.allocation, pod)
+            extended.set_pod_status(store, pod, name, ext)
         return None
 
     @hookimpl(tryfirst=True)
@@ -105,13 +114,20 @@ class DraClaimsPlugin:
             return None  # with the gate off the binder never wrote a claim
         try:
             entries = claim_entries(bind_request)
+            ext = extended.extended_of(bind_request)
         except ClaimBindError:
             return None  # a malformed request never got as far as writing claims
-        if not entries:
+        if not entries and ext is None:
             return None
         md = pod["metadata"]
         ns = md.get("namespace") or "default"
+        errors = []
         if "spec" in pod:
+            if ext is not None:
+                try:
+                    extended.remove(store, pod, claim_lock)
+                except ClaimBindError as exc:
+                    errors.append(exc)
             names = [n for n in (claim_name_for(pod, pc) for pc, _ in entries) if n]
         else:
             try:
@@ -119,7 +135,6 @@ class DraClaimsPlugin:
             except (ApiError, OSError) as exc:
                 raise ClaimBindError(f"cannot list the ResourceClaims of namespace {ns}: {exc}",
                                      transient=True) from None
-        errors = []
         for name in reversed(names):
             try:
                 with claim_lock(ns, name):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from kai_binder.extended import EXTENDED_ENTRY
 from kai_core.api.bindrequest import failed_for_good
 from kai_core.api.errors import Gone
 from kai_core.api.resources import (
@@ -109,9 +110,14 @@ def holds_devices(br: dict) -> bool:
 
 def br_devices(br: dict) -> list[tuple[DeviceId, str]]:
     """``(device, the pod's claim name)`` of every exclusive device a BindRequest's
-    ``resourceClaimAllocations`` name; malformed entries name none."""
+    ``resourceClaimAllocations`` name, and its ``extendedResourceClaimAllocation`` (under the name
+    :data:`kai_binder.extended.EXTENDED_ENTRY`); malformed entries name none."""
     spec = br.get("spec")
     entries = spec.get("resourceClaimAllocations") if isinstance(spec, dict) else None
+    ext = spec.get("extendedResourceClaimAllocation") if isinstance(spec, dict) else None
+    if isinstance(ext, dict) and ext.get("allocation"):
+        entries = [*(entries if isinstance(entries, list) else []),
+                   {"name": EXTENDED_ENTRY, "allocation": ext["allocation"]}]
     out: list[tuple[DeviceId, str]] = []
     if not isinstance(entries, list):
         return out

@@ -8,7 +8,8 @@ the consistency invariants every run must end in.
   nothing is due, moving a :class:`~kai_binder.clock.ManualClock` over backoff waits.
 - :func:`invariant_violations` lists what is inconsistent in a store: claims allocated for
   nobody (or reserved for pods that are not bound or binding to a node their allocation allows),
-  a device in two claims, a bound pod whose claims are not reserved for it, an unbound pod
+  a device in two claims, a bound pod whose claims (its extended-resource claim too) are not
+  reserved for it, an unbound pod
   holding a reservation, a free claim kept by a finalizer for a live pod, a node over capacity.
 """
 
@@ -224,6 +225,10 @@ def invariant_violations(store, scheduler_names: Iterable[str] | None = None) ->
                 if cn is None or key not in reserved_by.get(md["uid"], set()):
                     problems.append(f"pod {pname}: bound to {node}, but its claim {rc.get('name')} "
                                     "is not reserved for it")
+            special = ((pod.get("status") or {}).get("extendedResourceClaimStatus") or {}).get("resourceClaimName")
+            if special and f'{md.get("namespace", "")}/{special}' not in reserved_by.get(md["uid"], set()):
+                problems.append(f"pod {pname}: bound to {node}, but its extended-resource claim {special} "
+                                "is not reserved for it")
         elif not node and md["uid"] not in binding and reserved_by.get(md["uid"]) and not _pod_done(pod):
             problems.append(f"pod {pname}: not bound, yet holds {sorted(reserved_by[md['uid']])}")
     for node, total in load.items():

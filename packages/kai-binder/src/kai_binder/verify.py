@@ -10,12 +10,16 @@ known to exist, to be the BindRequest's own (same uid) and not bound. It checks,
 4. with DRA on: ``resourceClaimAllocations`` names each of the pod's claims once and nothing else;
    each claim exists, is not being deleted, and (from a template) was created for this pod;
 5. a claim that is already allocated is allocated exactly as requested, usable on the node;
+   ``extendedResourceClaimAllocation`` matches the pod (:func:`kai_binder.extended.check_against_pod`)
+   and its claim (the pod's special claim if an earlier attempt made it, else the claim it is to
+   create, from its ``deviceRequests``) is checked as the pod's other claims are, here and below;
 6. every other claim's allocation is one the allocator could have given it on the node
    (:func:`kai_core.dra.verify.verify_allocations`: the devices exist in a current
    ResourceSlice whose pool serves the node, request names, counts, classes and CEL
    selectors, taints, constraints, admin access, configs, node selector, shared counters);
 7. none of those devices is used by another allocated claim, named by another live BindRequest
-   (for another claim), or being allocated by another attempt of this binder.
+   (for another claim; the special claim is never shared), or being allocated by another attempt of
+   this binder.
 
 Everything is read from a :class:`~kai_binder.index.BinderIndex` (the API only for what it has
 not seen yet, and to tell whether another BindRequest's pod shares the claim), so a check is one
@@ -43,6 +47,7 @@ from dataclasses import dataclass, field
 
 from kai_binder.claims import ClaimBindError, describe_api_error
 from kai_binder.dra import claim_entries
+from kai_binder.extended import EXTENDED_ENTRY, check_against_pod, extended_of, special_claim
 from kai_binder.index import BinderIndex
 from kai_core.api.claims import claim_name_for
 from kai_core.api.errors import ApiError, NotFound
@@ -220,6 +225,9 @@ class Verifier:
             except ClaimBindError as exc:
                 raise VerificationFailed(str(exc)) from None
             fresh = self._claims(pod, entries, node, node_name)
+            special = self._extended(br, pod, node, node_name)
+            if special is not None:
+                fresh.append(special)
             if not fresh:
                 return None
             pools: set[tuple[str, str]] = set()
@@ -238,9 +246,10 @@ class Verifier:
             except AllocationRefused as exc:
                 raise VerificationFailed(exc.reason, retry=exc.conflict) from None
             hold = Hold(own)
-            for (claim_key, allocation, _), devices in zip(fresh, exclusive, strict=True):
+            for (claim_key, allocation, claim), devices in zip(fresh, exclusive, strict=True):
+                shareable = special is None or claim is not special[2]  # the special claim is the pod's alone
                 for d in devices:
-                    self._check_free(d, claim_key, own, br_key, allocation)
+                    self._check_free(d, claim_key, own, br_key, allocation, shareable)
                 hold.claims[claim_key] = devices
             self._hold(hold)
             return hold
@@ -287,21 +296,33 @@ class Verifier:
                 owners = claim["metadata"].get("ownerReferences") or []
                 if not any(isinstance(o, dict) and o.get("uid") == uid and o.get("controller") for o in owners):
                     raise VerificationFailed(f"claim {ref} was not created for pod {ns}/{pod_name}")
-            status = claim.get("status")
-            existing = status.get("allocation") if isinstance(status, dict) else None
-            if existing:
-                if not same_allocation(existing, allocation):
-                    raise VerificationFailed(_differs(ref, existing, allocation), retry=True)
-                try:
-                    usable = allocation_usable_on(existing, node)
-                except NodeSelectorError as exc:
-                    raise VerificationFailed(f"claim {ref}: its allocation has an invalid nodeSelector: {exc}") \
-                        from None
-                if not usable:
-                    raise VerificationFailed(f"claim {ref} is allocated to devices node {node_name} cannot use")
-                continue
-            fresh.append((claim_key, allocation, claim))
+            if not _allocated_as(claim, ref, allocation, node, node_name):
+                fresh.append((claim_key, allocation, claim))
         return fresh
+
+    def _extended(self, br: dict, pod: dict, node: dict, node_name: str) -> tuple[_Key, dict, dict] | None:
+        """The BindRequest's extended-resource claim as ``(key, allocation, claim)`` when it is to
+        be allocated afresh; None when there is none, or the pod's special claim is allocated so
+        already (checked as for any claim). Before that, the request must match the pod
+        (:func:`kai_binder.extended.check_against_pod`)."""
+        try:
+            ext = extended_of(br)
+        except ClaimBindError as exc:
+            raise VerificationFailed(str(exc)) from None
+        if ext is None:
+            return None
+        problem = check_against_pod(pod, ext, self.index.classes)
+        if problem:
+            raise VerificationFailed(problem)
+        md = pod["metadata"]
+        ns = md["namespace"]
+        existing = special_claim((c for (cns, _), c in self.index.claims.items() if cns == ns), pod)
+        if existing is not None and _allocated_as(existing, f"{ns}/{existing['metadata']['name']}", ext.allocation,
+                                                  node, node_name):
+            return None
+        key = (ns, existing["metadata"]["name"] if existing is not None else f"{EXTENDED_ENTRY} of pod {md['name']}")
+        claim = {"metadata": {"namespace": ns, "name": key[1]}, "spec": {"devices": {"requests": ext.device_requests}}}
+        return key, ext.allocation, claim
 
     def _read_claim(self, ns: str, name: str) -> dict:
         try:
@@ -314,7 +335,11 @@ class Verifier:
         self.index.observe_claim((ns, name), claim)
         return claim
 
-    def _check_free(self, device: DeviceId, claim_key: _Key, own: tuple, br_key: _Key, allocation: dict) -> None:
+    def _check_free(self, device: DeviceId, claim_key: _Key, own: tuple, br_key: _Key, allocation: dict,
+                    shareable: bool = True) -> None:
+        """No one else holds ``device``: another claim, another attempt of this binder, or another
+        live BindRequest (one for the same claim aside, unless the claim is not ``shareable``: a
+        pod's special extended-resource claim; another BindRequest's special claim never is)."""
         ref = f"{claim_key[0]}/{claim_key[1]}"
         what = f"device {device} of claim {ref}"
         for other in sorted(self.index.dev_claims.get(device, ())):
@@ -332,6 +357,8 @@ class Verifier:
         for other_br, pod_claim in sorted(others.items()):
             if other_br == br_key:
                 continue
+            if not shareable or pod_claim == EXTENDED_ENTRY:
+                raise VerificationFailed(f'{what} is in BindRequest "{other_br[0]}/{other_br[1]}"', retry=True)
             # Pods sharing a claim carry the same allocation for it: taken as theirs, the same
             # claim (no API call, even for 256 of them). If it is another claim after all, the
             # first of the two to be carried out holds the device, and the other's check refuses it.
@@ -497,6 +524,24 @@ class Verifier:
         status): in the index at once, as no event of its own write may come."""
         with self.index.lock:
             self.index.observe(resource, obj)
+
+
+def _allocated_as(claim: dict, ref: str, allocation: dict, node: dict, node_name: str) -> bool:
+    """Whether ``claim`` is already allocated (False: to be allocated afresh); when it is, it must
+    be allocated exactly as ``allocation``, usable on the node (else VerificationFailed)."""
+    status = claim.get("status")
+    existing = status.get("allocation") if isinstance(status, dict) else None
+    if not existing:
+        return False
+    if not same_allocation(existing, allocation):
+        raise VerificationFailed(_differs(ref, existing, allocation), retry=True)
+    try:
+        usable = allocation_usable_on(existing, node)
+    except NodeSelectorError as exc:
+        raise VerificationFailed(f"claim {ref}: its allocation has an invalid nodeSelector: {exc}") from None
+    if not usable:
+        raise VerificationFailed(f"claim {ref} is allocated to devices node {node_name} cannot use")
+    return True
 
 
 def _fingerprint(allocation: dict) -> str:
