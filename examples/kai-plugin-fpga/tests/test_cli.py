@@ -20,7 +20,7 @@ def test_plugins_list_shows_the_installed_plugin_with_its_hooks():
     assert result.exit_code == 0, result.output
     row = next(line.split() for line in result.output.splitlines() if line.startswith("fpga-example "))
     assert row[:3] == ["fpga-example", "kai-plugin-fpga", "0.1.0"]
-    assert " ".join(row[3:]) == "kai_filter_nodes, kai_pre_filter, kai_score_nodes"
+    assert " ".join(row[3:]) == "kai_check_configs, kai_filter_nodes, kai_rank_devices, kai_score_nodes"
     assert "ERROR" not in result.output
 
 

@@ -32,16 +32,3 @@ def test_each_problem_names_the_field(change, problem):
 def test_parameters_that_are_not_an_object():
     assert config.parameters_problems(None) == [
         "parameters must be an object (apiVersion fpga.example.com/v1alpha1, kind FpgaConfig), got NoneType"]
-
-
-def test_config_list_skips_other_drivers_and_reports_the_first_bad_entry_of_ours():
-    entries = [
-        {"opaque": {"driver": "gpu.nvidia.com", "parameters": {"anything": 1}}},
-        {"opaque": {"driver": "fpga.example.com", "parameters": GOOD}},
-        {"opaque": {"driver": "fpga.example.com", "parameters": {**GOOD, "clockMHz": 0, "kind": "X"}}},
-    ]
-    assert config.config_list_problem(entries, "spec.config") == (
-        "spec.config[2] (fpga.example.com FpgaConfig): parameters.kind 'X' is not FpgaConfig; "
-        "parameters.clockMHz 0 is out of range (100..600)")
-    assert config.config_list_problem(entries[:2], "spec.config") is None
-    assert config.config_list_problem(None, "spec.config") is None

@@ -136,5 +136,19 @@ def test_invalid_device_class_config_is_reported_with_the_class(fpga_cluster, fp
                    fpga_pod("low-power", template="low"))
     assert cluster.run() == {"low-power": None}
     assert cluster.pending_message("low-power").endswith(
-        'DeviceClass "fpga-lowpower.example.com" (request "fpga"): spec.config[0] (fpga.example.com '
+        'DeviceClass "fpga-lowpower.example.com" (used by request "fpga"): spec.config[0] (fpga.example.com '
         "FpgaConfig): parameters.powerLimitWatts 10 is out of range (25..225)")
+
+
+def test_the_card_holding_the_bitstream_is_the_one_allocated(fpga_cluster, fpga_pod):
+    # fpga-node-b's bitstream moved to its second card: the node still wins on the score, and the
+    # device ranking makes the allocator take that card rather than the first
+    for make_pm, card in ((with_plugin, "fpga-node-b/fpga-1"), (without_plugin, "fpga-node-a/fpga-0")):
+        cluster = fpga_cluster(make_pm(), with_example_pods=False)
+        slice_ = cluster.store.get("resourceslices.resource.k8s.io", "fpga-node-b-fpga.example.com")
+        first, second = (d["attributes"] for d in slice_["spec"]["devices"])
+        first["loadedBitstream"], second["loadedBitstream"] = second["loadedBitstream"], first["loadedBitstream"]
+        cluster.store.update(slice_)
+        cluster.create(fpga_pod("h265", bitstream="h265-encoder-v2"))
+        cluster.run()
+        assert cluster.devices_of("h265") == [card]

@@ -55,20 +55,3 @@ def parameters_problems(parameters: object) -> list[str]:
         problems.append(f"unknown field(s) {', '.join('parameters.' + k for k in unknown)} "
                         f"(known: {', '.join(_FIELDS)})")
     return problems
-
-
-def config_list_problem(entries: object, where: str) -> str | None:
-    """The first ``fpga.example.com`` entry of a config list (a claim's ``spec.devices.config`` or
-    a class's ``spec.config``) that is invalid, described with its position (``where[i]``) and all
-    its problems; None when every entry of this driver is valid. Other drivers' entries are not
-    ours to judge and are skipped."""
-    if not isinstance(entries, list):
-        return None
-    for i, entry in enumerate(entries):
-        opaque = entry.get("opaque") if isinstance(entry, dict) else None
-        if not isinstance(opaque, dict) or opaque.get("driver") != DRIVER:
-            continue
-        problems = parameters_problems(opaque.get("parameters"))
-        if problems:
-            return f"{where}[{i}] ({DRIVER} {KIND}): {'; '.join(problems)}"
-    return None

@@ -6,19 +6,21 @@ loops over the nodes itself and returns one answer for all of them. Every hook f
 whether the pod concerns this plugin at all and returns None when it does not: a plugin that is
 installed but not used changes nothing.
 
-- :func:`kai_pre_filter`: refuses a pod whose claims (or their DeviceClasses) carry an invalid
-  ``fpga.example.com`` FpgaConfig, before any node is looked at.
+- :func:`kai_check_configs`: refuses a pod whose claims (or their DeviceClasses) carry an invalid
+  ``fpga.example.com`` FpgaConfig, before any node is looked at (kai finds the configs).
 - :func:`kai_filter_nodes`: refuses nodes whose cards run another shell than the one the pod's
   bitstream was built for (pod annotation and node label ``fpga.example.com/shell``).
 - :func:`kai_score_nodes`: prefers nodes where a free card already holds the pod's bitstream
   (pod annotation ``fpga.example.com/bitstream``, slice attribute ``loadedBitstream``), since
   programming a card takes minutes.
+- :func:`kai_rank_devices`: on the chosen node, prefers the card that holds it.
 """
 
 from __future__ import annotations
 
+from kai_core.dra.pod_devices import OpaqueConfig
 from kai_core.hookspecs import hookimpl
-from kai_core.snapshot import NodeInfo, Snapshot, claim_name_for
+from kai_core.snapshot import NodeInfo, Snapshot
 from kai_plugin_fpga import (
     BITSTREAM_ANNOTATION,
     DRIVER,
@@ -26,7 +28,7 @@ from kai_plugin_fpga import (
     SHELL_ANNOTATION,
     SHELL_LABEL,
 )
-from kai_plugin_fpga.config import config_list_problem
+from kai_plugin_fpga.config import parameters_problems
 
 #: score of a node with a free card holding the pod's bitstream (others get 0); scores are 0..100
 LOADED_SCORE = 100.0
@@ -38,48 +40,22 @@ def _annotations(pod: dict) -> dict:
     return (pod.get("metadata") or {}).get("annotations") or {}
 
 
+#: the drivers whose opaque configs kai hands to :func:`kai_check_configs`
+KAI_DRIVERS = (DRIVER,)
+
+
 @hookimpl
-def kai_pre_filter(pod: dict, snapshot: Snapshot) -> str | None:
-    """A reason naming the claim, the place and the problem when one of the pod's claims, or a
-    DeviceClass its requests use, has an invalid ``fpga.example.com`` config; None otherwise.
+def kai_check_configs(configs: list[OpaqueConfig]) -> dict[OpaqueConfig, list[str]] | None:
+    """The problems of each ``fpga.example.com`` config of the pod's claims and of the
+    DeviceClasses they use; None when all are valid.
 
-    Claims that do not exist yet are skipped: the core reports those itself.
+    kai walks the claims, their requests and their classes, hands over only this driver's configs,
+    and words the pod's reason with the config's place:
+    ``pod claim "fpga" (ResourceClaim "default/hot-fpga-x7k2q"): spec.devices.config[0]
+    (fpga.example.com FpgaConfig): parameters.clockMHz 900 is out of range (100..600)``.
     """
-    pod_claims = (pod.get("spec") or {}).get("resourceClaims") or []
-    if not pod_claims or not snapshot.features.dra:
-        return None
-    namespace = pod["metadata"].get("namespace", "")
-    for entry in pod_claims:
-        name = claim_name_for(pod, entry.get("name"))
-        claim = snapshot.claims.get((namespace, name)) if name else None
-        if claim is None:
-            continue
-        problem = _claim_problem(claim, snapshot)
-        if problem:
-            return f'pod claim "{entry.get("name")}" (ResourceClaim "{namespace}/{name}"): {problem}'
-    return None
-
-
-def _claim_problem(claim: dict, snapshot: Snapshot) -> str | None:
-    """The claim's own configs first, then those of each DeviceClass its requests name."""
-    devices = (claim.get("spec") or {}).get("devices") or {}
-    problem = config_list_problem(devices.get("config"), "spec.devices.config")
-    if problem:
-        return problem
-    for request in devices.get("requests") or []:
-        if not isinstance(request, dict):
-            continue
-        # a request is either "exactly" one kind of device or a "firstAvailable" list of choices
-        choices = [request["exactly"]] if request.get("exactly") else request.get("firstAvailable") or []
-        for choice in choices:
-            class_name = choice.get("deviceClassName") if isinstance(choice, dict) else None
-            device_class = snapshot.dra.device_class(class_name) if isinstance(class_name, str) else None
-            if device_class is None:
-                continue  # a missing class is reported by the allocator
-            problem = config_list_problem((device_class.get("spec") or {}).get("config"), "spec.config")
-            if problem:
-                return f'DeviceClass "{class_name}" (request "{request.get("name")}"): {problem}'
-    return None
+    problems = {config: parameters_problems(config.parameters) for config in configs}
+    return {config: found for config, found in problems.items() if found} or None
 
 
 @hookimpl
@@ -126,3 +102,16 @@ def kai_score_nodes(pod: dict, nodes: list[NodeInfo], snapshot: Snapshot) -> dic
                 scores[node.name] = LOADED_SCORE
                 break
     return scores
+
+
+@hookimpl
+def kai_rank_devices(pod: dict, devices: list) -> dict | None:
+    """``{card: 100}`` for the cards holding the pod's bitstream, so that the allocator takes one
+    of them on whichever node the pod goes to (others score 0); None for a pod without the
+    annotation. Rankings of other plugins are added to this one."""
+    wanted = _annotations(pod).get(BITSTREAM_ANNOTATION)
+    if not wanted:
+        return None
+    attribute = f"{DRIVER}/{LOADED_BITSTREAM_ATTRIBUTE}"
+    return {device.id: LOADED_SCORE for device in devices
+            if device.id.driver == DRIVER and device.attributes.get(attribute) == ("string", wanted)}
