@@ -19,14 +19,14 @@ devices are worth is left for later.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from kai_core.api.claims import claim_name_for
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import is_active_pod, pod_requests
 from kai_core.framework.queues import RESOURCES, QueueTree
 
-__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "gpu_worth", "queue_usage"]
+__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "gpu_worth", "pod_amounts", "queue_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -94,7 +94,8 @@ class QueueUsage:
                 self.allocated[r] += amounts.get(r, 0.0)
 
 
-def _amounts(pod: Mapping) -> dict[str, float]:
+def pod_amounts(pod: Mapping) -> dict[str, float]:
+    """What a pod asks for, DRA claims aside: ``gpu`` (nvidia.com/gpu), ``cpu`` (millicores), ``memory`` (bytes)."""
     req = pod_requests(pod)  # milli-units
     return {"gpu": req.get(GPU_RESOURCE, 0) / 1000, "cpu": float(req.get("cpu", 0)),
             "memory": req.get("memory", 0) / 1000}
@@ -117,9 +118,10 @@ def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: 
 
 
 def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Mapping[tuple[str, str], Mapping],
-                slices: Iterable[Mapping]) -> dict[str, QueueUsage]:
+                slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None) -> dict[str, QueueUsage]:
     """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
-    tree are not counted (KAI does not schedule them)."""
+    tree are not counted (KAI does not schedule them). ``bound`` says whether a pod holds its
+    resources (default: it has a node); the scheduler also counts pods whose binding is in flight."""
     index = DeviceIndex(slices)
     usage = {name: QueueUsage() for name in tree.queues}
     counted: set = set()
@@ -127,10 +129,10 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
     for pod, queue in ordered:
         if queue not in tree.queues or not is_active_pod(pod):
             continue
-        amounts = _amounts(pod)
-        bound = bool((pod.get("spec") or {}).get("nodeName"))
-        if bound:
+        amounts = pod_amounts(pod)
+        holds = bound(pod) if bound else bool((pod.get("spec") or {}).get("nodeName"))
+        if holds:
             amounts["gpu"] += _dra_gpus(pod, claims, counted, index)
         for up in tree.ancestry(queue):
-            usage[up].add(amounts, bound)
+            usage[up].add(amounts, holds)
     return usage

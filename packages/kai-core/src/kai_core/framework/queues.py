@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kai_core.framework.fairshare import UNLIMITED, Claimant, divide_tree
+from kai_core.framework.gang import POD_GROUP_ANNOTATION
 
 __all__ = [
     "DEFAULT_PARENT_QUEUE",
@@ -40,6 +41,8 @@ __all__ = [
     "build_tree",
     "fair_shares",
     "pod_queue",
+    "pod_queue_in",
+    "tree_from_objects",
     "why_not_schedulable",
     "queue_from_object",
 ]
@@ -204,6 +207,25 @@ def pod_queue(pod: Mapping, pod_group: Mapping | None) -> str:
         return spec["queue"]
     label = ((pod.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
     return label if isinstance(label, str) and label else DEFAULT_QUEUE
+
+
+def pod_queue_in(pod: Mapping, pod_groups: Mapping[tuple[str, str], Mapping]) -> str:
+    """:func:`pod_queue` with the pod's PodGroup (annotation ``pod-group-name``) looked up in ``pod_groups``."""
+    md = pod.get("metadata") or {}
+    group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
+    return pod_queue(pod, pod_groups.get((md.get("namespace", ""), group)) if group else None)
+
+
+def tree_from_objects(objs: Iterable[Mapping]) -> QueueTree:
+    """:func:`build_tree` of Queue objects; one that cannot be read is left out (the CRD's schema
+    refuses it; a store that does not validate must not stop the scheduler)."""
+    queues = []
+    for obj in objs:
+        try:
+            queues.append(queue_from_object(obj))
+        except QueueError:
+            continue
+    return build_tree(queues)
 
 
 def why_not_schedulable(tree: QueueTree, queue: str) -> str | None:

@@ -22,50 +22,25 @@ from kai_core.api.errors import ApiError
 from kai_core.api.objects import clone
 from kai_core.api.quantity import format_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
-from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, queue_usage
-from kai_core.framework.queues import (
-    QueueError,
-    QueueTree,
-    build_tree,
-    pod_queue,
-    queue_from_object,
-    why_not_schedulable,
-)
+from kai_core.framework.queues import QueueTree, pod_queue_in, tree_from_objects, why_not_schedulable
 
 log = logging.getLogger("kai.controllers.queues")
 
 _trees: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tree(objs) -> QueueTree:
-    queues = []
-    for obj in objs:
-        try:
-            queues.append(queue_from_object(obj))
-        except QueueError:
-            continue  # the CRD's schema refuses such a Queue; a store that does not validate must not stop us
-    return build_tree(queues)
-
-
 def queue_tree(snapshot) -> QueueTree:
     """The queue tree of this cycle's snapshot (Queues that cannot be read are left out)."""
     tree = _trees.get(snapshot)
     if tree is None:
-        tree = _trees[snapshot] = _tree(snapshot.objects(RES_QUEUES).values())
+        tree = _trees[snapshot] = tree_from_objects(snapshot.objects(RES_QUEUES).values())
     return tree
 
 
-def _queue_in(pod: dict, pod_groups) -> str:
-    md = pod.get("metadata") or {}
-    group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
-    pod_group = pod_groups.get((md.get("namespace", ""), group)) if group else None
-    return pod_queue(pod, pod_group)
-
-
 def queue_of(pod: dict, snapshot) -> str:
-    return _queue_in(pod, snapshot.pod_groups)
+    return pod_queue_in(pod, snapshot.pod_groups)
 
 
 @hookimpl(tryfirst=True)
@@ -95,10 +70,10 @@ class QueueStatusController:
         queues, _ = store.list(RES_QUEUES)
         if not queues:
             return
-        tree = _tree(queues)
+        tree = tree_from_objects(queues)
         pods, _ = store.list(RES_PODS)
         groups, claims = _by_key(_listed(store, RES_POD_GROUPS)), _by_key(_listed(store, RES_CLAIMS))
-        ours = [(p, _queue_in(p, groups)) for p in pods
+        ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
         usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES))
         for obj in queues:

@@ -7,7 +7,9 @@ One cycle (:meth:`Scheduler.run_cycle`):
    (their pods are scheduled again in this very cycle; :mod:`kai_core.scheduler.bindrequests`);
 2. build a :class:`~kai_core.framework.snapshot.Snapshot` (in-flight BindRequests counted as used);
 3. for each pending pod of this scheduler (``spec.schedulerName``), highest priority first, then
-   oldest, then by namespace and name, except pods backing off after failed bindings:
+   oldest, then by namespace and name, except pods backing off after failed bindings (with more
+   than one leaf Queue, queues take turns, the one furthest below its fair share first:
+   :mod:`kai_core.framework.queue_order`):
 
    - a member of a gang is placed with its whole gang (:mod:`kai_core.scheduler.gangs`);
    - any other pod is decided (:mod:`kai_core.scheduler.decide`: ``kai_pre_filter``,
@@ -52,6 +54,7 @@ from kai_core.api.store import Store
 from kai_core.framework.cache import Cache
 from kai_core.framework.gang import pod_key
 from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.queue_order import order_pending
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, WritesStopped, Written
 from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
@@ -178,6 +181,7 @@ class Scheduler:
                 result.backed_off += 1
             else:
                 ready.append(pod)
+        ready = order_pending(ready, snap)  # queues below their fair share first (KAI's allocate)
         gangs = find_gangs(self, snap, ready) if ready else {}
         try:
             self._place(ready, gangs, snap, result)

@@ -1,0 +1,180 @@
+"""The order in which a cycle tries pending pods when there are queues: the queue furthest below its
+fair share first, as KAI's allocate action takes jobs from its queue order
+(``pkg/scheduler/plugins/proportion/queue_order``), then the pod order within the queue (priority,
+then age).
+
+Each cycle, the fair share of every queue is computed from the cluster's capacity
+(:func:`cluster_total`) and what the queues' pods ask for. Then pods are taken one at a time: among the
+leaf queues that still have pending pods, the one whose next pod goes first by KAI's comparison, at
+the first level of the tree where two candidates' ancestors differ:
+
+1. a queue not above its fair share (above means: in every resource);
+2. a queue that stays within its quota with the pod ("starved");
+3. the higher queue priority;
+4. a queue that would not use a resource of which it may have nothing;
+5. the smaller dominant share with the pod: the largest ``allocated / allocatable`` over GPU, CPU and
+   memory, allocatable being ``min(limit, max(quota, fair share))``;
+6. the same without the pod; then the older queue, then the name.
+
+Taking a pod adds its request to its queue's allocation (as though it were placed), so queues take
+turns. Unlike KAI, the order is fixed before any pod is placed: a pod that does not fit still counts
+for its queue in this cycle's order. KAI compares two subtrees with each one's best job; here each
+leaf's next pod stands for its ancestors, which gives the same winner in most trees but not in all.
+KAI's rule "smaller allocatable share in every resource" before the age is left out.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+
+from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod, node_allocatable, pod_requests
+from kai_core.framework.fairshare import UNLIMITED
+from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, gpu_worth, pod_amounts, queue_usage
+from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
+
+__all__ = ["cluster_total", "order_by_queues", "order_pending"]
+
+#: KAI's penalty on a resource used by a queue that may have none of it
+_NO_SHARE_PENALTY = 1000.0
+
+
+def cluster_total(snapshot) -> dict[str, float]:
+    """What the queues divide: allocatable of Ready nodes, less what pods of other schedulers hold
+    there, plus the whole GPUs published by DRA drivers whose name contains "gpu" (KAI counts every
+    device of such a driver; MIG devices are left out here, as they are parts of GPUs counted)."""
+    total = dict.fromkeys(RESOURCES, 0.0)
+    ready = set()
+    for node in snapshot.nodes:
+        if node.ready is not True or node.problem:
+            continue
+        ready.add(node.name)
+        _add(total, node_allocatable(node.obj), 1)
+    for pod in snapshot.pods.values():
+        spec = pod.get("spec") or {}
+        theirs = spec.get("schedulerName") != snapshot.scheduler_name
+        if theirs and spec.get("nodeName") in ready and is_active_pod(pod):
+            _add(total, pod_requests(pod), -1)
+    slices = list(snapshot.objects(RES_SLICES).values())
+    index = DeviceIndex(slices)
+    for s in slices:
+        spec = s.get("spec") or {}
+        if spec.get("nodeName") and spec["nodeName"] not in ready:
+            continue
+        driver = spec.get("driver", "")
+        for d in spec.get("devices") or []:
+            if gpu_worth(driver, d, index) == 1.0:
+                total["gpu"] += 1
+    return total
+
+
+def _add(total: dict[str, float], milli: Mapping[str, int], sign: int) -> None:
+    total["cpu"] += sign * milli.get("cpu", 0)
+    total["memory"] += sign * milli.get("memory", 0) / 1000
+    total["gpu"] += sign * milli.get(GPU_RESOURCE, 0) / 1000
+
+
+def _allocatable(queue: Queue, resource: str, fair_share: float, total: float) -> float:
+    terms = queue.terms(resource)
+    if terms.quota == UNLIMITED:
+        share = terms.limit
+    else:
+        share = max(terms.quota, fair_share)
+        if terms.limit != UNLIMITED:
+            share = min(terms.limit, share)
+    return total if share == UNLIMITED else share
+
+
+def _within(amount: float, bound: float) -> bool:
+    return bound == UNLIMITED or amount <= bound
+
+
+class _Standing:
+    """One queue's fair share and allocation during the ordering."""
+
+    def __init__(self, queue: Queue, fair_share: Mapping[str, float], allocated: Mapping[str, float],
+                 total: Mapping[str, float]) -> None:
+        self.queue = queue
+        self.fair_share = fair_share
+        self.allocated = dict(allocated)
+        self.allocatable = {r: _allocatable(queue, r, fair_share.get(r, 0.0), total[r]) for r in RESOURCES}
+
+    def _dominant(self, extra: Mapping[str, float]) -> float:
+        worst = 0.0
+        for r in RESOURCES:
+            used = self.allocated[r] + extra.get(r, 0.0)
+            cap = self.allocatable[r]
+            worst = max(worst, used * _NO_SHARE_PENALTY if cap == 0 else used / cap)
+        return worst
+
+    def key(self, job: Mapping[str, float]) -> tuple:
+        over = all(self.allocated[r] > self.fair_share.get(r, 0.0) for r in RESOURCES)
+        starved = all(_within(self.allocated[r] + job.get(r, 0.0), self.queue.terms(r).quota) for r in RESOURCES)
+        no_share = any(self.allocatable[r] == 0 and self.allocated[r] + job.get(r, 0.0) > 0 for r in RESOURCES)
+        return (over, not starved, -self.queue.priority, no_share, self._dominant(job), self._dominant({}),
+                self.queue.created, self.queue.name)
+
+
+def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str]) -> list[dict]:
+    """``pods`` (pending, in their pod order) reordered by their queues' standing; pods whose queue
+    cannot hold workloads keep their place at the end. With a single leaf queue nothing changes."""
+    leaves = [name for name in tree.queues if tree.is_leaf(name)]
+    if len(leaves) <= 1:
+        return list(pods)
+    candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
+    usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
+                        bound=lambda p: snapshot.node_of(p) is not None)
+    total = cluster_total(snapshot)
+    shares = fair_shares(tree, total, {q: usage[q].requested for q in leaves})
+    standing = {name: _Standing(q, shares.get(name, {}), usage[name].allocated, total)
+                for name, q in tree.queues.items()}
+    waiting: dict[str, list[dict]] = {}
+    rest = []
+    for pod in pods:
+        queue = queue_of(pod)
+        if tree.is_leaf(queue):
+            waiting.setdefault(queue, []).append(pod)
+        else:
+            rest.append(pod)
+    for line in waiting.values():
+        line.reverse()  # pop() from the end takes them in pod order
+
+    def path_key(leaf: str) -> tuple:
+        job = pod_amounts(waiting[leaf][-1])
+        return tuple(standing[q].key(job) for q in reversed(tree.ancestry(leaf)))
+
+    # a taken pod changes the standing of its queue's ancestors only: the leaves under the same
+    # top-level queue get new keys; stale heap entries are skipped
+    under_top: dict[str, list[str]] = {}
+    for leaf in waiting:
+        under_top.setdefault(tree.ancestry(leaf)[-1], []).append(leaf)
+    version = dict.fromkeys(waiting, 0)
+    heap = [(path_key(leaf), leaf, 0) for leaf in waiting]
+    heapq.heapify(heap)
+    out = []
+    while heap:
+        _, leaf, seen = heapq.heappop(heap)
+        if version.get(leaf) != seen:
+            continue
+        pod = waiting[leaf].pop()
+        out.append(pod)
+        job = pod_amounts(pod)
+        chain = tree.ancestry(leaf)
+        for q in chain:
+            for r in RESOURCES:
+                standing[q].allocated[r] += job[r]
+        if not waiting[leaf]:
+            del version[leaf]
+        for other in under_top[chain[-1]]:
+            if other in version:
+                version[other] += 1
+                heapq.heappush(heap, (path_key(other), other, version[other]))
+    return out + rest
+
+
+def order_pending(pods: Sequence[dict], snapshot) -> list[dict]:
+    """:func:`order_by_queues` with the snapshot's Queues; ``pods`` unchanged when Queues are not watched."""
+    if not snapshot.watches(RES_QUEUES):
+        return list(pods)
+    tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
+    return order_by_queues(pods, snapshot, tree, lambda pod: pod_queue_in(pod, snapshot.pod_groups))
