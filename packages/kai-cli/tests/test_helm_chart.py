@@ -550,7 +550,8 @@ EXPECTED_BINDER = {
     ("", "pods/status"): {"update", "patch"},  # the PodBound condition
     ("", "nodes"): READ,  # the selected node and its labels are checked before any write (watched)
     ("", "namespaces"): {"get"},  # only for adminAccess requests: may the namespace have it?
-    ("resource.k8s.io", "resourceclaims"): READ | {"update"},
+    # update: the finalizer; create and delete: a pod's special claim for DRA-backed extended resources
+    ("resource.k8s.io", "resourceclaims"): READ | {"update", "create", "delete"},
     ("resource.k8s.io", "resourceclaims/status"): {"update"},
     ("resource.k8s.io", "resourceclaims/binding"): {"update"},
     # the allocated devices must exist and match the claim: watched, never written
