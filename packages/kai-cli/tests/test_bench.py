@@ -29,10 +29,17 @@ def test_every_scenario_runs_at_tiny_size_and_binds_every_pod():
         assert x["bound"] == x["to_schedule"] > 0, name
         assert x["writes_per_pod"] > 0, name
         assert x["peak_rss_bytes"] > 0, name
-        assert x["phases"]["  decide (filter, allocate, score)"]["calls"] == x["to_schedule"], name
+        assert x["binder"] == "shipped", name
+        if not SCENARIOS[name].via_run:
+            assert x["phases"]["  decide (filter, allocate, score)"]["calls"] == x["to_schedule"], name
+        if SCENARIOS[name].min_rate is not None:  # the throughput rows: cost per pod and latency too
+            assert x["cpu_per_1000_pods"]["scheduler"] > 0 and x["cpu_per_1000_pods"]["binder"] > 0, name
+            assert 0 < x["first_bound_seconds"] <= x["seconds"], name
     # a DRA pod costs its claim, the pod's claim status, the BindRequest and its status, the
-    # claim's finalizer and allocation, and the binding
-    assert results["dra"]["writes_per_pod"] == 7
+    # claim's finalizer and allocation, the binding, the PodBound condition and the Event; the
+    # same through kai-cli run's code path
+    assert results["dra"]["writes_per_pod"] == results["run-dra"]["writes_per_pod"] == 9
+    assert results["plain"]["writes_per_pod"] == results["run-plain"]["writes_per_pod"]
     assert results["snapshot"]["snapshot_cold"] is not None and results["snapshot"]["snapshot_warm"] is not None
 
 
@@ -44,10 +51,11 @@ def test_the_tables_have_one_row_per_scenario_and_a_breakdown_per_plugin(tmp_pat
     assert lines[0].split("  ")[0] == "SCENARIO" and "WRITES/POD" in lines[0] and "PEAK RSS MIB" in lines[0]
     rows = [line.split() for line in lines[1:3]]
     assert [row[0] for row in rows] == ["dra", "plain"]
-    assert all(row[3] == f"{x}/{x}" for row, x in zip(rows, (32, 8), strict=True))  # BOUND: all of them
+    assert all(row[1] == "shipped" for row in rows)  # BINDER
+    assert all(row[4] == f"{x}/{x}" for row, x in zip(rows, (32, 8), strict=True))  # BOUND: all of them
     assert "plugin kai-core.dra kai_allocate_claims" in r.stdout
     assert "plugin kai-core.resources-fit kai_filter_nodes" in r.stdout
-    assert len(SUMMARY_HEADER) == 14
+    assert len(SUMMARY_HEADER) == 17
     assert (tmp_path / "bench-dra.prof").stat().st_size > 0 and (tmp_path / "bench-plain.prof").exists()
 
 
@@ -100,10 +108,42 @@ def test_sizes(scale, nodes, pods, expect):
     assert isinstance(sc, Scenario) and (sc.nodes, sc.pods) == expect
 
 
-def test_the_recommended_binder_also_binds_every_pod_and_reports_each():
-    r = invoke("--tiny", "--scenario", "dra", "--recommended-binder", "--baseline", "--json")
+def test_the_lean_binder_binds_every_pod_without_reports_and_says_so():
+    r = invoke("--tiny", "--scenario", "dra", "--scenario", "run-dra", "--lean-binder", "--baseline", "--json")
     assert r.exit_code == 0, r.output
     results = {x["scenario"]: x for x in json.loads(r.stdout)["results"]}
-    assert results["dra"]["problems"] == [] and results["dra"]["bound"] == 32
-    assert results["dra"]["writes_per_pod"] == 9  # the lean binder's 7, the PodBound condition and the Event
-    assert results["dra (baseline)"]["bound"] == 0  # no pod uses the baseline's scheduler name
+    for name in ("dra", "run-dra"):
+        assert results[name]["problems"] == [] and results[name]["bound"] == 32
+        assert results[name]["binder"] == "lean"
+        assert results[name]["writes_per_pod"] == 7  # no PodBound condition, no Event
+        assert results[f"{name} (baseline)"]["bound"] == 0  # no pod uses the baseline's scheduler name
+
+
+def test_the_run_scenarios_go_through_kai_cli_runs_own_code_path(monkeypatch, tmp_path):
+    """run-dra loads manifest files as kai-cli run scheduler --cluster does and runs the rounds with
+    the function that command calls, with the same binder options; and the command itself, on the
+    same manifests, binds the same pods with the same writes."""
+    import yaml
+
+    from kai_cli import runner
+    from kai_cli.bench import generate
+
+    calls = []
+    real = runner.run_scheduler_embedded
+
+    def spy(cluster, pm, gates, config, **kwargs):
+        calls.append(kwargs["binder"])
+        return real(cluster, pm, gates, config, **kwargs)
+
+    monkeypatch.setattr(runner, "run_scheduler_embedded", spy)
+    r = invoke("--tiny", "--scenario", "run-dra", "--json")
+    assert r.exit_code == 0, r.output
+    (x,) = json.loads(r.stdout)["results"]
+    assert calls == [runner.binder_options(embedded=True, scheduler_names=["kai-scheduler"])]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(list(generate(sized(SCENARIOS["run-dra"], 4 / 500)))))
+    out = CliRunner().invoke(cli, ["run", "scheduler", "--cluster", str(path), "--until-idle",
+                                   "--feature-gates=DynamicResourceAllocation=true"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert f"pods bound: {x['bound']}, pending: 0" in out.output
+    assert calls[1] == calls[0]  # the command ran through the same function, with the same binder

@@ -1,10 +1,17 @@
 """``kai-cli bench``: how fast the scheduler and binder are, and where the time goes.
 
-Each scenario is generated in memory (no files), loaded into a fresh embedded cluster, and run with
-the embedded controllers, the scheduler and the binder in this one process, in rounds, until a
-round writes nothing. What is measured is what a user waits for: from the manifests being loaded
-to the last pod bound. Generating and loading the objects is not counted; neither is the final
-round that only finds nothing left to do.
+Each scenario is generated in memory, loaded into a fresh embedded cluster, and run with the
+embedded controllers, the scheduler and the binder in this one process, in rounds, until a round
+writes nothing. What is measured is what a user waits for: from the manifests being loaded to the
+last pod bound. Generating and loading the objects is not counted; neither is the final round that
+only finds nothing left to do.
+
+Two ways to run a scenario. The plain names (``dra``, ``plain``, ...) run the rounds here, timed
+phase by phase and plugin hook by plugin hook. The ``run-`` scenarios (``run-dra``, ``run-plain``)
+go through the code path of ``kai-cli run scheduler --cluster DIR --until-idle`` instead: the
+manifests are written to files and loaded as that command loads them, and
+:func:`kai_cli.runner.run_scheduler_embedded` runs the rounds, so the bench and the command cannot
+drift apart.
 
 The scenarios are those of the performance issue, at full size by default (``--scale``,
 ``--nodes``/``--pods`` and ``--tiny`` make them smaller):
@@ -19,9 +26,15 @@ The scenarios are those of the performance issue, at full size by default (``--s
 * ``memory``: 5,000 nodes and 100,000 pods, all but 10,000 already bound: the peak resident
   memory of loading and scheduling them.
 
-The binder runs without its client-side rate limit (``qps=0``): the store is in this process, so
-the limit would only measure itself. It is the lean binder (one worker, no PodBound condition or
-Event per pod) unless ``--recommended-binder`` asks for the options a deployment runs with.
+The binder is the one ``kai-cli run scheduler`` ships (:func:`kai_cli.runner.binder_options`,
+embedded: one worker, a PodBound condition and an Event per pod, the node check, no client-side
+rate limit: the store is in this process). ``--lean-binder`` runs the Binder's bare defaults
+instead (no PodBound condition, no Event, no node check), which nothing ships. Every row names the
+binder it ran with.
+
+Besides pods/s, each row gives the CPU seconds per 1,000 pods bound of the scheduler and of the
+binder (the embedded controllers apart), and the time from the start of the run to the first pod
+bound.
 
 The numbers are wall-clock times on whatever machine runs the command; tests run this at a tiny
 size and check what it did, never how fast.
@@ -83,15 +96,21 @@ class Scenario:
     bound: int = 0
     #: the pods/s the row must reach, when its target is a rate
     min_rate: float | None = None
+    #: run through ``kai-cli run scheduler``'s code path (manifest files, runner) instead of timed rounds
+    via_run: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("dra", "500 nodes x 8 GPUs, 4,000 pods, a 1-GPU claim each (CEL memory selector)",
-             500, 4000, ">= 1000 pods/s", "dra", min_rate=1000.0),
+             500, 4000, ">= 1500 pods/s", "dra", min_rate=1500.0),
     Scenario("dra-match", "same cluster, 2,000 pods with 2-GPU claims, matchAttribute pcieRoot",
              500, 2000, ">= 500 pods/s", "dra-match", min_rate=500.0),
     Scenario("plain", "5,000 nodes, 10,000 plain pods (cpu, memory, nvidia.com/gpu)",
-             5000, 10000, ">= 1000 pods/s", "plain", min_rate=1000.0),
+             5000, 10000, ">= 2000 pods/s", "plain", min_rate=2000.0),
+    Scenario("run-dra", "dra through kai-cli run scheduler --cluster DIR --until-idle's code path",
+             500, 4000, ">= 1500 pods/s", "dra", min_rate=1500.0, via_run=True),
+    Scenario("run-plain", "plain through kai-cli run scheduler --cluster DIR --until-idle's code path",
+             5000, 10000, ">= 2000 pods/s", "plain", min_rate=2000.0, via_run=True),
     Scenario("snapshot", "4,000 nodes, 140,000 pods (139,000 bound): one cycle's snapshot",
              4000, 140000, "<= 1 s; < 100 ms when little changed", "snapshot", bound=139000),
     Scenario("memory", "5,000 nodes, 100,000 pods (90,000 bound): peak memory",
@@ -108,7 +127,7 @@ def sized(sc: Scenario, scale: float = 1.0, nodes: int | None = None, pods: int 
     n = nodes if nodes is not None else max(1, round(sc.nodes * scale))
     p = pods if pods is not None else max(1, round(sc.pods * scale))
     bound = min(p - 1, round(sc.bound * p / sc.pods)) if sc.bound else 0
-    return Scenario(sc.name, sc.title, n, p, sc.target, sc.kind, max(bound, 0), sc.min_rate)
+    return Scenario(sc.name, sc.title, n, p, sc.target, sc.kind, max(bound, 0), sc.min_rate, sc.via_run)
 
 
 def _node(index: int, cpu: str, memory: str, gpus: int | None, pods: int = 110) -> dict:
@@ -245,10 +264,12 @@ class Timer:
 
     calls: int = 0
     seconds: float = 0.0
+    cpu: float = 0.0
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, cpu: float = 0.0) -> None:
         self.calls += 1
         self.seconds += seconds
+        self.cpu += cpu
 
 
 @dataclass
@@ -276,16 +297,25 @@ class Result:
     snapshot_warm: float | None = None
     target: str = ""
     met: bool | None = None
+    #: which binder ran: "shipped" (what kai-cli run ships) or "lean" (--lean-binder)
+    binder: str = "shipped"
+    #: seconds from the start of the run to the first pod bound (None: none was)
+    first_bound: float | None = None
 
     def timers_state(self) -> dict:
         """The phase and plugin timers as they are now, to go back to with :meth:`restore_timers`."""
-        return {name: (t.calls, t.seconds) for group in (self.phases, self.plugins)
+        return {name: (t.calls, t.seconds, t.cpu) for group in (self.phases, self.plugins)
                 for name, t in group.items()}
 
     def restore_timers(self, state: dict) -> None:
         for group in (self.phases, self.plugins):
             for name, t in group.items():
-                t.calls, t.seconds = state.get(name, (0, 0.0))
+                t.calls, t.seconds, t.cpu = state.get(name, (0, 0.0, 0.0))
+
+    def cpu_per_1000(self, phase: str) -> float | None:
+        """CPU seconds of ``phase`` per 1,000 pods bound (None when nothing was bound or timed)."""
+        t = self.phases.get(phase)
+        return t.cpu * 1000 / self.bound if t is not None and self.bound else None
 
     @property
     def rate(self) -> float:
@@ -311,7 +341,9 @@ class Result:
             "peak_rss_bytes": self.peak_rss, "writes": self.writes, "writes_per_pod": self.writes_per_pod,
             "load_seconds": self.load_seconds, "snapshot_cold": self.snapshot_cold,
             "snapshot_warm": self.snapshot_warm, "target": self.target, "met": self.met,
-            "problems": self.problems,
+            "problems": self.problems, "binder": self.binder, "first_bound_seconds": self.first_bound,
+            "cpu_per_1000_pods": {"scheduler": self.cpu_per_1000(PH_CYCLE), "binder": self.cpu_per_1000(PH_BINDER),
+                                  "controllers": self.cpu_per_1000(PH_CONTROLLERS)},
         }
 
 
@@ -377,23 +409,106 @@ def _snapshot_class():
 
 
 def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile: cProfile.Profile | None = None,
-                 check: bool = True, recommended_binder: bool = False) -> Result:
+                 check: bool = True, lean_binder: bool = False) -> Result:
     """Generate ``sc``, load it into a fresh embedded cluster, run it until idle and measure.
 
-    The binder is the lean one (one worker, no PodBound condition or Event per pod) unless
-    ``recommended_binder``: then it has the binder's RECOMMENDED_OPTIONS, as a deployment runs it.
-    Either way without a client-side rate limit."""
+    The binder is the one ``kai-cli run scheduler`` ships (:func:`kai_cli.runner.binder_options`)
+    unless ``lean_binder``: then the Binder's bare defaults (no PodBound condition or Event, no
+    node check). Either way without a client-side rate limit. ``sc.via_run`` scenarios go
+    through ``kai-cli run scheduler``'s code path (see :func:`_run_via_cli_path`)."""
+    from kai_cli.runner import binder_options
+
+    result = Result(sc.name, sc.nodes, sc.pods, sc.pods - sc.bound, target=sc.target,
+                    binder="lean" if lean_binder else "shipped")
+    binder_kwargs = {"qps": 0, "scheduler_names": [scheduler_name]} if lean_binder else binder_options(
+        embedded=True, scheduler_names=[scheduler_name])
+    gc.collect()
+    _reset_peak_rss()
+    if sc.via_run:
+        store = _run_via_cli_path(sc, result, scheduler_name, binder_kwargs, profile)
+    else:
+        store = _run_rounds(sc, result, scheduler_name, binder_kwargs, profile)
+    result.peak_rss = peak_rss_bytes()
+    result.bound, result.problems = verify(store, scheduler_name, check=check)
+    result.bound -= sc.bound
+    result.met = _met(sc, result)
+    return result
+
+
+def _first_bound(store, result: Result, start: list[float]):
+    """Record in ``result.first_bound`` when the store's first binding happens, counted from
+    ``start[0]`` (set by the caller when the run starts); returns the wrapper set on ``store``
+    (an instance attribute: the class is untouched)."""
+    inner = store.bind
+
+    def bind(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        if result.first_bound is None:
+            result.first_bound = time.perf_counter() - start[0]
+        return out
+
+    store.bind = bind
+    return bind
+
+
+def _run_via_cli_path(sc: Scenario, result: Result, scheduler_name: str, binder_kwargs: dict,
+                      profile: cProfile.Profile | None):
+    """``kai-cli run scheduler --cluster DIR --feature-gates=DynamicResourceAllocation=true
+    --until-idle``, minus its printing: the scenario written as manifest files, loaded by
+    ``EmbeddedCluster.load``, run by :func:`kai_cli.runner.run_scheduler_embedded` with the same
+    plugin manager, scheduler config and binder options. Loading is timed apart, as ``load``."""
+    import tempfile
+
+    import yaml
+
+    from kai_cli.main import _embedded_cluster, _plugin_manager
+    from kai_cli.runner import run_scheduler_embedded
+    from kai_core.api.features import FeatureGates
+    from kai_core.runtime import tune_gc
+    from kai_core.scheduler.cycle import SchedulerConfig
+
+    gates = FeatureGates.parse("DynamicResourceAllocation=true")
+    with tempfile.TemporaryDirectory(prefix="kai-bench-") as tmp:
+        path = Path(tmp) / "cluster.yaml"
+        with path.open("w") as f:
+            yaml.dump_all(generate(sc), f, Dumper=yaml.CSafeDumper)
+        pm = _plugin_manager()
+        start = time.perf_counter()
+        cluster = _embedded_cluster(pm, str(path))
+        result.load_seconds = time.perf_counter() - start
+    tune_gc()  # as kai-cli run does
+    store = cluster.store
+    run_start = [0.0]
+    _first_bound(store, result, run_start)
+    writes_before = store.writes
+    run_start[0] = time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    try:
+        summary = run_scheduler_embedded(cluster, pm, gates, SchedulerConfig(scheduler_name, gates),
+                                         until_idle=True, binder=binder_kwargs)
+    finally:
+        if profile is not None:
+            profile.disable()
+    result.seconds, result.rounds = summary.seconds, summary.rounds
+    result.writes = store.writes - writes_before
+    for phase, component in ((PH_CONTROLLERS, "controllers"), (PH_CYCLE, "scheduler"), (PH_BINDER, "binder")):
+        if component in summary.wall:
+            result.phases[phase] = Timer(summary.rounds, summary.wall[component], summary.cpu[component])
+    return store
+
+
+def _run_rounds(sc: Scenario, result: Result, scheduler_name: str, binder_kwargs: dict,
+                profile: cProfile.Profile | None):
+    """The scenario's rounds run here, each phase and plugin hook timed."""
     import kai_core.scheduler.cycle as cycle_module
-    from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, add_binder_hookspecs
+    from kai_binder.binder import Binder, add_binder_hookspecs
     from kai_core.api.features import FeatureGates
     from kai_core.cluster import EmbeddedCluster
     from kai_core.plugins import build_plugin_manager
     from kai_core.runtime import tune_gc
     from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
-    result = Result(sc.name, sc.nodes, sc.pods, sc.pods - sc.bound, target=sc.target)
-    gc.collect()
-    _reset_peak_rss()
     pm = build_plugin_manager()
     add_binder_hookspecs(pm)
     gates = FeatureGates.parse("DynamicResourceAllocation=true")
@@ -404,7 +519,7 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
         store.restore(obj)
     result.load_seconds = time.perf_counter() - start
     scheduler = Scheduler(store, pm, SchedulerConfig(scheduler_name, gates))
-    binder = Binder(store, pm, gates, **{**(RECOMMENDED_OPTIONS if recommended_binder else {}), "qps": 0})
+    binder = Binder(store, pm, gates, **binder_kwargs)
 
     tune_gc()  # as kai-cli run does
     if sc.kind == "snapshot":
@@ -425,32 +540,35 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
                 timer.add(time.perf_counter() - t0)
 
         cycle_module.Snapshot = TimedSnapshot  # type: ignore[misc]
+    run_start = [0.0]
+    _first_bound(store, result, run_start)
     writes_before = store.writes
     controllers, cycle, binding = ins.phase(PH_CONTROLLERS), ins.phase(PH_CYCLE), ins.phase(PH_BINDER)
-    last_change = start = time.perf_counter()
-    perf = time.perf_counter
+    perf, process = time.perf_counter, time.process_time
+    last_change = run_start[0] = perf()
     try:
         if profile is not None:
             profile.enable()
         for _ in range(MAX_ROUNDS):
             before = store.resource_version
-            kept, attempts = result.timers_state(), len(result.attempts)
-            t0 = perf()
+            kept, attempts, first = result.timers_state(), len(result.attempts), result.first_bound
+            t0, c0 = perf(), process()
             cluster.reconcile_controllers()
-            t1 = perf()
+            t1, c1 = perf(), process()
             scheduler.run_cycle()
-            t2 = perf()
+            t2, c2 = perf(), process()
             binder.run_once()
-            t3 = perf()
-            controllers.add(t1 - t0)
-            cycle.add(t2 - t1)
+            t3, c3 = perf(), process()
+            controllers.add(t1 - t0, c1 - c0)
+            cycle.add(t2 - t1, c2 - c1)
             result.cycles.append(t2 - t1)
-            binding.add(t3 - t2)
+            binding.add(t3 - t2, c3 - c2)
             result.rounds += 1
             if store.resource_version == before:
                 result.restore_timers(kept)  # the round that found nothing to do is not counted
                 result.cycles.pop()
                 del result.attempts[attempts:]
+                result.first_bound = first
                 break
             last_change = t3
     finally:
@@ -459,16 +577,12 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
         if snapshot_cls is not None:
             cycle_module.Snapshot = snapshot_cls  # type: ignore[misc]
         binder.close()
-    result.seconds = last_change - start
+    result.seconds = last_change - run_start[0]
     result.writes = store.writes - writes_before
     result.decide_seconds = result.phases[PH_DECIDE].seconds if PH_DECIDE in result.phases else 0.0
     parts = sum(result.phases[p].seconds for p in (PH_SYNC, PH_SNAPSHOT, PH_DECIDE, PH_COMMIT) if p in result.phases)
     result.phases[PH_OTHER] = Timer(result.phases[PH_CYCLE].calls, max(0.0, result.phases[PH_CYCLE].seconds - parts))
-    result.peak_rss = peak_rss_bytes()
-    result.bound, result.problems = verify(store, scheduler_name, check=check)
-    result.bound -= sc.bound
-    result.met = _met(sc, result)
-    return result
+    return store
 
 
 def _measure_snapshot(sc: Scenario, scheduler, store, result: Result) -> None:
@@ -573,8 +687,13 @@ def _table(rows: list[list[str]], right: set[int] | None = None) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_HEADER = ["SCENARIO", "NODES", "PODS", "BOUND", "SECONDS", "PODS/S", "DECIDE PODS/S",
-                  "CYCLE P50/P99 MS", "POD P50/P99 MS", "ROUNDS", "PEAK RSS MIB", "WRITES/POD", "TARGET", "MET"]
+SUMMARY_HEADER = ["SCENARIO", "BINDER", "NODES", "PODS", "BOUND", "SECONDS", "PODS/S", "FIRST BOUND S",
+                  "CPU S/1K PODS SCHED+BINDER", "DECIDE PODS/S", "CYCLE P50/P99 MS", "POD P50/P99 MS", "ROUNDS",
+                  "PEAK RSS MIB", "WRITES/POD", "TARGET", "MET"]
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def summary_table(results: list[Result]) -> str:
@@ -584,28 +703,32 @@ def summary_table(results: list[Result]) -> str:
         target = r.target
         if r.snapshot_cold is not None:
             target += f" (cold {r.snapshot_cold * 1000:.0f} ms, warm {(r.snapshot_warm or 0) * 1000:.0f} ms)"
+        timed = bool(r.cycles)  # the run-* scenarios time whole rounds, not cycles or pods
         rows.append([
-            r.scenario, str(r.nodes), str(r.pods), f"{r.bound}/{r.to_schedule}", f"{r.seconds:.3f}",
-            f"{r.rate:.1f}", f"{r.decide_rate:.1f}",
-            f"{percentile(r.cycles, 0.5) * 1000:.1f}/{percentile(r.cycles, 0.99) * 1000:.1f}",
-            f"{percentile(r.attempts, 0.5) * 1000:.2f}/{percentile(r.attempts, 0.99) * 1000:.2f}",
+            r.scenario, r.binder, str(r.nodes), str(r.pods), f"{r.bound}/{r.to_schedule}", f"{r.seconds:.3f}",
+            f"{r.rate:.1f}", _figure(r.first_bound, ".3f"),
+            f"{_figure(r.cpu_per_1000(PH_CYCLE), '.2f')}+{_figure(r.cpu_per_1000(PH_BINDER), '.2f')}",
+            f"{r.decide_rate:.1f}" if timed else "-",
+            f"{percentile(r.cycles, 0.5) * 1000:.1f}/{percentile(r.cycles, 0.99) * 1000:.1f}" if timed else "-",
+            f"{percentile(r.attempts, 0.5) * 1000:.2f}/{percentile(r.attempts, 0.99) * 1000:.2f}" if timed else "-",
             str(r.rounds), f"{r.peak_rss / MIB:.0f}", f"{r.writes_per_pod:.2f}", target,
             {True: "yes", False: "NO", None: "-"}[r.met],
         ])
-    return _table(rows, right=set(range(1, 12)))
+    return _table(rows, right=set(range(2, 15)))
 
 
 def breakdown_table(r: Result) -> str:
     """Where one scenario's time went: each phase, then each plugin hook, with its share."""
     total = r.seconds or 1.0
-    rows = [["PHASE / PLUGIN HOOK", "CALLS", "SECONDS", "SHARE"]]
+    rows = [["PHASE / PLUGIN HOOK", "CALLS", "SECONDS", "SHARE", "CPU S"]]
     for name in PHASES:
         t = r.phases.get(name)
         if t is not None:
-            rows.append([name, str(t.calls), f"{t.seconds:.3f}", f"{100 * t.seconds / total:.1f}%"])
+            cpu = f"{t.cpu:.3f}" if name in (PH_CONTROLLERS, PH_CYCLE, PH_BINDER) else ""
+            rows.append([name, str(t.calls), f"{t.seconds:.3f}", f"{100 * t.seconds / total:.1f}%", cpu])
     for name, t in sorted(r.plugins.items(), key=lambda kv: -kv[1].seconds):
-        rows.append([f"  plugin {name}", str(t.calls), f"{t.seconds:.3f}", f"{100 * t.seconds / total:.1f}%"])
-    return _table(rows, right={1, 2, 3})
+        rows.append([f"  plugin {name}", str(t.calls), f"{t.seconds:.3f}", f"{100 * t.seconds / total:.1f}%", ""])
+    return _table(rows, right={1, 2, 3, 4})
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -627,17 +750,20 @@ def breakdown_table(r: Result) -> str:
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Write a cProfile profile of the measured part to this file (one per scenario when "
                    "several run: FILE gets the scenario name before its suffix).")
-@click.option("--recommended-binder", is_flag=True,
-              help="Run the binder with its RECOMMENDED_OPTIONS (10 workers, a PodBound condition and an "
-                   "Event per pod, the node check) instead of the lean one.")
+@click.option("--lean-binder", is_flag=True,
+              help="Run the Binder's bare defaults (no PodBound condition or Event per pod, no node check), "
+                   "which nothing ships, instead of the binder kai-cli run uses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of tables.")
-def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, recommended_binder, as_json) -> None:
-    """Measure scheduling throughput on the embedded cluster (scheduler and binder in one process).
+def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, lean_binder, as_json) -> None:
+    """Measure scheduling throughput on the embedded cluster (scheduler and binder in one process),
+    with the binder kai-cli run ships unless --lean-binder.
 
-    Prints, per scenario: pods/s from manifests loaded to the last pod bound, pods/s of the
-    decisions alone, scheduler cycle and per-pod latency (p50/p99), rounds, peak RSS, writes per
-    pod and the issue's target; then where the time went, per phase and per plugin hook. Exits 1
-    when a run did not end with every pod bound and no device or node given out twice.
+    Prints, per scenario: the binder, pods/s from manifests loaded to the last pod bound, the time
+    to the first pod bound, CPU seconds per 1,000 pods of the scheduler and of the binder, pods/s
+    of the decisions alone, scheduler cycle and per-pod latency (p50/p99), rounds, peak RSS,
+    writes per pod and the target; then where the time went, per phase and per plugin hook. The
+    run-* scenarios go through kai-cli run scheduler's own code path. Exits 1 when a run did not
+    end with every pod bound and no device or node given out twice.
     """
     names = list(SCENARIOS) if "all" in scenarios else list(dict.fromkeys(scenarios))
     if (nodes or pods) and len(names) > 1:
@@ -658,7 +784,7 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, r
         profile = cProfile.Profile() if profile_path else None
         if not as_json:
             click.echo(f"running {name}: {sc.title} at {sc.nodes} nodes, {sc.pods} pods ...", err=True)
-        r = run_scenario(sc, profile=profile, recommended_binder=recommended_binder)
+        r = run_scenario(sc, profile=profile, lean_binder=lean_binder)
         results.append(r)
         if profile is not None:
             path = Path(profile_path)
@@ -671,8 +797,7 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, r
             if not as_json:
                 click.echo(f"profile of {name} written to {path} (python -m pstats {path})", err=True)
         if baseline:
-            idle = run_scenario(sc, scheduler_name=IDLE_SCHEDULER_NAME, check=False,
-                                recommended_binder=recommended_binder)
+            idle = run_scenario(sc, scheduler_name=IDLE_SCHEDULER_NAME, check=False, lean_binder=lean_binder)
             idle.scenario = f"{name} (baseline)"
             results.append(idle)
         if growth and sc.min_rate is not None:
