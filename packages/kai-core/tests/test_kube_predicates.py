@@ -162,3 +162,24 @@ def test_a_node_without_ephemeral_storage_takes_only_pods_not_asking_for_it(worl
     w.cycle()
     assert w.placed() == {"plain": "n1"}
     assert w.message("p") == "0/1 nodes are available: 1 Insufficient ephemeral-storage."
+
+
+# -- the README's list ------------------------------------------------------------------------
+
+def test_the_readme_lists_the_kube_scheduler_plugins_kai_honours():
+    import re
+    from pathlib import Path
+
+    from kai_core.plugins import BUILTINS
+
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    if not readme.is_file():
+        pytest.skip(f"{readme} not found: the README is only in the source repository")
+    section = re.search(r"^## What kai honours, by kube-scheduler plugin.*?(?=^## )",
+                        readme.read_text(encoding="utf-8"), re.S | re.M)
+    assert section, "README section 'What kai honours, by kube-scheduler plugin' is missing"
+    listed = set(re.findall(r"`(kai-core\.[a-z-]+)`", section.group(0)))
+    assert listed <= set(BUILTINS)  # no stale name
+    for name in ("NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity", "NodePorts", "NodeResourcesFit",
+                 "PodTopologySpread", "InterPodAffinity", "DynamicResources"):
+        assert f"\n| {name} |" in section.group(0) or f"\n| {name}," in section.group(0), name

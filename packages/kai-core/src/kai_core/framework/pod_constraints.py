@@ -21,6 +21,12 @@ def pod_affinity_parts(pod: dict) -> tuple[object, object]:
     return affinity.get("podAffinity"), affinity.get("podAntiAffinity")
 
 
+def has_pod_affinity(pod: dict) -> bool:
+    """Whether the pod has any pod affinity or anti-affinity (required or preferred)."""
+    affinity, anti = pod_affinity_parts(pod)
+    return bool(affinity or anti)
+
+
 def has_required_terms(pod: dict) -> bool:
     """Whether the pod has required pod affinity or anti-affinity terms (its filter answers for a
     node then depend on the pods of other nodes of the domain)."""
@@ -105,6 +111,6 @@ def has_hard_spread(pod: dict) -> bool:
     own = spread_constraints(pod)
     if own:
         return any(isinstance(c, dict) and c.get("whenUnsatisfiable") == "DoNotSchedule" for c in own)
-    defaults = default_spread_constraints()[0]
-    return (any(c.get("whenUnsatisfiable") == "DoNotSchedule" for c in defaults)
-            and spread_owner(pod) is not None)
+    if spread_owner(pod) is None:
+        return False
+    return any(c.get("whenUnsatisfiable") == "DoNotSchedule" for c in default_spread_constraints()[0])

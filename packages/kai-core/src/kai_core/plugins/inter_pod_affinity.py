@@ -23,8 +23,9 @@ affinity at weight 1, kube-scheduler's default ``hardPodAffinityWeight``; prefer
 adding and preferred anti-affinity subtracting their weight); a node scores the sum over its
 domains, normalised to 0..100 between the lowest and the highest.
 
-Cost: a pod without affinity terms, while no placed pod has any, returns at once (the placed-pods
-view and its index of pods with affinity are built once per cycle). Answers depend on other nodes:
+Cost: a pod without affinity terms returns at once while no pod of the cycle's snapshot has any
+(one pass over the pods' specs per cycle tells); otherwise the placed-pods view and its index of
+pods with affinity are built once per cycle and kept current. Answers depend on other nodes:
 the equivalence memo does not reuse answers for pods with required terms and drops its answers
 when a pod with required anti-affinity is placed (:mod:`kai_core.scheduler.equivalence`).
 """
@@ -38,12 +39,13 @@ from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.pod_constraints import (
     PREFERRED,
     REQUIRED,
+    has_pod_affinity,
     has_required_anti_affinity,
     has_required_terms,
 )
 from kai_core.framework.pod_constraints import pod_affinity_parts as _pod_affinity
 from kai_core.plugins.label_selectors import Selector, SelectorError, compile_selector
-from kai_core.plugins.placed_pods import PlacedPods, placed_pods, pod_labels
+from kai_core.plugins.placed_pods import PlacedPods, any_pod, placed_pods, pod_labels
 
 REASON_AFFINITY = "node(s) didn't match pod affinity rules"
 REASON_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
@@ -158,8 +160,7 @@ def _terms_of(view: PlacedPods, pod: dict) -> PodTerms:
 
 
 def _has_terms(pod: dict) -> tuple:
-    affinity, anti = _pod_affinity(pod)
-    return (True,) if affinity or anti else ()
+    return (True,) if has_pod_affinity(pod) else ()
 
 
 def _has_required_anti(pod: dict) -> tuple:
@@ -199,6 +200,8 @@ def kai_pre_filter(pod):
 @hookimpl(tryfirst=True)
 def kai_filter_nodes(pod, nodes, snapshot):
     required = has_required_terms(pod)
+    if not required and not any_pod(snapshot, "required-anti-affinity", has_required_anti_affinity):
+        return None
     view = placed_pods(snapshot)
     with_anti = view.index("required-anti-affinity", _has_required_anti).get(True)
     if not required and not with_anti:
@@ -270,10 +273,13 @@ def _existing_anti(pod: dict, with_anti: dict, snapshot, view: PlacedPods) -> se
 
 @hookimpl
 def kai_score_nodes(pod, nodes, snapshot):
+    own = _pod_affinity(pod)
+    preferred = any(isinstance(p, dict) and p.get(PREFERRED) for p in own)
+    if not preferred and not any_pod(snapshot, "pod-affinity", has_pod_affinity):
+        return None
     view = placed_pods(snapshot)
     with_terms = view.index("pod-affinity", _has_terms).get(True)
-    own = _pod_affinity(pod)
-    if not with_terms and not any(isinstance(p, dict) and p.get(PREFERRED) for p in own):
+    if not with_terms and not preferred:
         return None
     try:
         terms = parse_terms(pod)

@@ -34,6 +34,23 @@ def placed_pods(snapshot) -> PlacedPods:
     return view
 
 
+_ANY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def any_pod(snapshot, name: str, predicate: Callable[[dict], bool]) -> bool:
+    """Whether some pod of the snapshot, placed or not, satisfies ``predicate`` (cached per snapshot
+    under ``name``): a pass over the pods' specs, much cheaper than building the view, that lets a
+    plugin skip it in a cycle where no pod uses its feature. Pods placed during the cycle are pods
+    of the snapshot, so the answer holds for the whole cycle."""
+    answers = _ANY.get(snapshot)
+    if answers is None:
+        answers = _ANY[snapshot] = {}
+    got = answers.get(name)
+    if got is None:
+        got = answers[name] = any(predicate(p) for p in snapshot.pods.values())
+    return got
+
+
 def pod_key(pod: dict) -> PodKey:
     md = pod["metadata"]
     return (md.get("namespace", ""), md.get("name", ""))
