@@ -72,6 +72,8 @@ def test_seed_bind_request_under_the_charts_rbac(kube, kai, nodes, namespace, nv
 
     pod, br = kai.wait_bound(namespace, "gpu-imex-pod")
     assert pod["spec"]["nodeName"] in names
+    # KAI's binder's pod annotation, sent in the Binding: the real API server merged it into the pod
+    assert pod["metadata"]["annotations"]["received-resource-type"] == "Regular"
     assert_bind_request(br, seed_bind_request(shared_dir, pod["spec"]["nodeName"], domain["metadata"]["uid"]), pod)
     [claim] = kai.assert_carried_out(pod, br)
     [config] = claim["status"]["allocation"]["devices"]["config"]
