@@ -1,5 +1,5 @@
-"""``kai-cli`` with KAI's queues: the README's example runs, a pod of an unknown queue stays pending
-with the reason, and ``get queues`` shows the tree with quota, limit and usage."""
+"""``kai-cli`` with KAI's queues: the README's example runs, a pod of an unknown queue or over its
+queue's limit stays pending with the reason, and ``get queues`` shows the tree with quota, limit and usage."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ def test_the_queues_example_runs_and_get_queues_shows_usage(tmp_path):
     assert run.exit_code == 0, run.output
     assert "pod default/lost: pending: Queue 'team-b' does not exist" in run.output
     assert "pod default/train-0: bound to n1" in run.output
+    assert ("pod default/too-big: pending: OverLimit: team-a quota has reached the allowable limit of GPUs. "
+            "Limit is 4 GPUs, currently 1 GPUs allocated and workload requested 4 GPUs") in run.output
     table = invoke("get", "queues", "--cluster", str(state), "-o", "wide").output.splitlines()
     assert table[0].split() == ["NAME", "PARENT", "PRIORITY", "GPU-QUOTA", "GPU-LIMIT", "GPU-ALLOCATED",
                                 "GPU-REQUESTED", "AGE"]
-    assert [row.split()[:7] for row in table[1:]] == [["research", "<none>", "100", "2", "-1", "1", "1"],
-                                                     ["team-a", "research", "100", "1", "4", "1", "1"]]
+    assert [row.split()[:7] for row in table[1:]] == [["research", "<none>", "100", "2", "-1", "1", "5"],
+                                                     ["team-a", "research", "100", "1", "4", "1", "5"]]

@@ -19,8 +19,10 @@ from kai_core.framework.queues import (
 def queue(name: str, parent: str = "", gpu_quota: float = 0, **spec) -> dict:
     if parent:
         spec["parentQueue"] = parent
+    unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
     return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": name},
-            "spec": {"resources": {"gpu": {"quota": gpu_quota, "overQuotaWeight": 1, "limit": -1}}, **spec}}
+            "spec": {"resources": {"gpu": {"quota": gpu_quota, "overQuotaWeight": 1, "limit": -1}, "cpu": unlimited,
+                                   "memory": unlimited}, **spec}}
 
 
 def tree_of(*objs: dict):
@@ -191,3 +193,57 @@ def test_queue_status_is_written_back_on_the_embedded_cluster(world):
     version = w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"]
     w.cluster.reconcile_controllers()
     assert w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"] == version  # nothing changed, no write
+
+
+# -- limits -------------------------------------------------------------------------------------------
+
+
+def limited(name: str, gpu_limit: float | None, parent: str = "") -> dict:
+    q = queue(name, parent)
+    if gpu_limit is None:
+        del q["spec"]["resources"]["gpu"]["limit"]
+    else:
+        q["spec"]["resources"]["gpu"]["limit"] = gpu_limit
+    return q
+
+
+def gpu_pod(world, name: str, queue_name: str, gpus: int, **kw) -> dict:
+    return labelled(world, name, queue_name, limits={"nvidia.com/gpu": str(gpus)}, **kw)
+
+
+def test_a_workload_that_would_take_its_queue_over_its_limit_waits_despite_free_gpus(world):
+    """KAI's T7: a queue with GPU limit 2 and a 3-GPU job: OverLimit, though the node has 8 GPUs."""
+    node = world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"})
+    w = world(node, limited("team-a", 2), gpu_pod(world, "big", "team-a", 3), gpu_pod(world, "small", "team-a", 2))
+    w.cycle()
+    assert w.placed() == {"small": "n1"}
+    assert w.message("big") == ("OverLimit: team-a quota has reached the allowable limit of GPUs. Limit is 2 GPUs, "
+                                "currently 0 GPUs allocated and workload requested 3 GPUs")
+
+
+def test_an_unset_limit_is_zero_and_what_the_cycle_placed_counts(world):
+    node = world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"})
+    w = world(node, limited("no-limit", None), limited("research", 3), limited("team-a", -1, "research"),
+              gpu_pod(world, "a", "no-limit", 1), gpu_pod(world, "cpu-only", "no-limit", 0),
+              gpu_pod(world, "b1", "team-a", 2), gpu_pod(world, "b2", "team-a", 2))
+    w.cycle()
+    assert w.placed() == {"cpu-only": "n1", "b1": "n1"}
+    assert "Limit is 0 GPUs" in w.message("a")
+    assert w.message("b2").startswith("OverLimit: research quota has reached the allowable limit of GPUs. "
+                                      "Limit is 3 GPUs, currently 2 GPUs allocated")
+
+
+def test_a_gang_is_checked_against_the_limit_up_to_its_min_member_then_pod_by_pod(world):
+    group = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+             "metadata": {"name": "pg", "namespace": "default"}, "spec": {"minMember": 2, "queue": "team-a"}}
+    members = [gpu_pod(world, f"m{i}", "team-a", 1) for i in range(3)]
+    for m in members:
+        m["metadata"]["annotations"] = {"pod-group-name": "pg"}
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"}), limited("team-a", 1), group, *members)
+    w.cycle()
+    assert w.placed() == {}
+    assert "currently 0 GPUs allocated and workload requested 2 GPUs" in w.message("m0")
+    w.store.update(limited("team-a", 2) | {"metadata": w.store.get("queues.scheduling.run.ai", "team-a")["metadata"]})
+    w.cycle()
+    assert sorted(w.placed()) == ["m0", "m1"]
+    assert "workload requested 3 GPUs" in w.message("m2")  # m0 and m1 are placed alongside it

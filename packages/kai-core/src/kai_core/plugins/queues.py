@@ -4,8 +4,10 @@ A pod's queue is its PodGroup's ``spec.queue``, else its label ``kai.scheduler/q
 ``default-queue`` (:func:`kai_core.framework.queues.pod_queue`). KAI skips the workloads of a queue
 that does not exist (``QueueDoesNotExist: Queue 'x' does not exist``), of a queue left out because its
 parent is missing, and of a queue that is not a leaf; here such a pod stays pending with that reason
-in its ``PodScheduled`` condition. When the scheduler does not watch Queues (their CRD is not served)
-queues are not checked at all. The queue tree is read once per cycle.
+in its ``PodScheduled`` condition. So does a pod whose workload would take its queue or an ancestor
+above a limit (``OverLimit``, :mod:`kai_core.framework.queue_limits`). When the scheduler does not
+watch Queues (their CRD is not served) queues are not checked at all. The queue tree is read once
+per cycle.
 
 On the embedded cluster, :class:`QueueStatusController` plays KAI's queue controller: it writes each
 Queue's ``status.allocated``, ``status.requested`` (:mod:`kai_core.framework.queue_usage`) and
@@ -23,12 +25,14 @@ from kai_core.api.objects import clone
 from kai_core.api.quantity import format_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
 from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.queue_limits import QueueLedger, has_limits
 from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, queue_usage
 from kai_core.framework.queues import QueueTree, pod_queue_in, tree_from_objects, why_not_schedulable
 
 log = logging.getLogger("kai.controllers.queues")
 
 _trees: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ledgers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def queue_tree(snapshot) -> QueueTree:
@@ -47,7 +51,15 @@ def queue_of(pod: dict, snapshot) -> str:
 def kai_pre_filter(pod, snapshot):
     if not snapshot.watches(RES_QUEUES):
         return None
-    return why_not_schedulable(queue_tree(snapshot), queue_of(pod, snapshot))
+    tree = queue_tree(snapshot)
+    queue = queue_of(pod, snapshot)
+    reason = why_not_schedulable(tree, queue)
+    if reason is not None or not has_limits(tree):
+        return reason
+    ledger = _ledgers.get(snapshot)
+    if ledger is None:
+        ledger = _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot))
+    return ledger.over_limit(pod, queue, snapshot)
 
 
 def _quantities(amounts: dict[str, float]) -> dict[str, str]:
