@@ -54,12 +54,13 @@ def kai_pre_filter(pod, snapshot):
     tree = queue_tree(snapshot)
     queue = queue_of(pod, snapshot)
     reason = why_not_schedulable(tree, queue)
-    if reason is not None or not has_limits(tree):
+    if reason is not None:
         return reason
-    ledger = _ledgers.get(snapshot)
-    if ledger is None:
-        ledger = _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot))
-    return ledger.over_limit(pod, queue, snapshot)
+    if snapshot not in _ledgers:  # None: no queue limits anything (KAI's chart defaults), nothing to check
+        limits = has_limits(tree)
+        _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot)) if limits else None
+    ledger = _ledgers[snapshot]
+    return ledger.over_limit(pod, queue, snapshot) if ledger is not None else None
 
 
 def _quantities(amounts: dict[str, float]) -> dict[str, str]:
