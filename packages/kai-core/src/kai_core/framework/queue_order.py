@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod, node_allocatable, pod_requests
 from kai_core.framework.fairshare import UNLIMITED
-from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, gpu_worth, pod_amounts, queue_usage
+from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, amounts_of, gpu_worth, queue_usage
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
 
 __all__ = ["cluster_total", "order_by_queues", "order_pending"]
@@ -98,21 +98,27 @@ class _Standing:
         self.fair_share = fair_share
         self.allocated = dict(allocated)
         self.allocatable = {r: _allocatable(queue, r, fair_share.get(r, 0.0), total[r]) for r in RESOURCES}
+        self.quota = {r: queue.terms(r).quota for r in RESOURCES}
+        self.order = (-queue.priority,)
+        self.age = (queue.created, queue.name)
 
     def _dominant(self, extra: Mapping[str, float]) -> float:
         worst = 0.0
         for r in RESOURCES:
-            used = self.allocated[r] + extra.get(r, 0.0)
+            used = self.allocated[r] + extra[r]
             cap = self.allocatable[r]
             worst = max(worst, used * _NO_SHARE_PENALTY if cap == 0 else used / cap)
         return worst
 
     def key(self, job: Mapping[str, float]) -> tuple:
-        over = all(self.allocated[r] > self.fair_share.get(r, 0.0) for r in RESOURCES)
-        starved = all(_within(self.allocated[r] + job.get(r, 0.0), self.queue.terms(r).quota) for r in RESOURCES)
-        no_share = any(self.allocatable[r] == 0 and self.allocated[r] + job.get(r, 0.0) > 0 for r in RESOURCES)
-        return (over, not starved, -self.queue.priority, no_share, self._dominant(job), self._dominant({}),
-                self.queue.created, self.queue.name)
+        alloc, fair, cap = self.allocated, self.fair_share, self.allocatable
+        over = all(alloc[r] > fair.get(r, 0.0) for r in RESOURCES)
+        starved = all(_within(alloc[r] + job[r], self.quota[r]) for r in RESOURCES)
+        no_share = any(cap[r] == 0 and alloc[r] + job[r] > 0 for r in RESOURCES)
+        return (over, not starved, *self.order, no_share, self._dominant(job), self._dominant(_NOTHING), *self.age)
+
+
+_NOTHING = dict.fromkeys(RESOURCES, 0.0)
 
 
 def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str]) -> list[dict]:
@@ -139,8 +145,16 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     for line in waiting.values():
         line.reverse()  # pop() from the end takes them in pod order
 
+    amounts: dict[int, dict[str, float]] = {}
+
+    def amounts_for(pod: dict) -> dict[str, float]:
+        found = amounts.get(id(pod))
+        if found is None:
+            found = amounts[id(pod)] = amounts_of(snapshot.requests_of(pod))
+        return found
+
     def path_key(leaf: str) -> tuple:
-        job = pod_amounts(waiting[leaf][-1])
+        job = amounts_for(waiting[leaf][-1])
         return tuple(standing[q].key(job) for q in reversed(tree.ancestry(leaf)))
 
     # a taken pod changes the standing of its queue's ancestors only: the leaves under the same
@@ -158,7 +172,7 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
             continue
         pod = waiting[leaf].pop()
         out.append(pod)
-        job = pod_amounts(pod)
+        job = amounts_for(pod)
         chain = tree.ancestry(leaf)
         for q in chain:
             for r in RESOURCES:

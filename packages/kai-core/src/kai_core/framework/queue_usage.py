@@ -26,7 +26,7 @@ from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import is_active_pod, pod_requests
 from kai_core.framework.queues import RESOURCES, QueueTree
 
-__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "gpu_worth", "pod_amounts", "queue_usage"]
+__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "amounts_of", "gpu_worth", "pod_amounts", "queue_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -96,9 +96,13 @@ class QueueUsage:
 
 def pod_amounts(pod: Mapping) -> dict[str, float]:
     """What a pod asks for, DRA claims aside: ``gpu`` (nvidia.com/gpu), ``cpu`` (millicores), ``memory`` (bytes)."""
-    req = pod_requests(pod)  # milli-units
-    return {"gpu": req.get(GPU_RESOURCE, 0) / 1000, "cpu": float(req.get("cpu", 0)),
-            "memory": req.get("memory", 0) / 1000}
+    return amounts_of(pod_requests(pod))
+
+
+def amounts_of(requests: Mapping[str, int]) -> dict[str, float]:
+    """:func:`pod_amounts` from a pod's requests in milli-units (``pod_requests``, or a snapshot's cached copy)."""
+    return {"gpu": requests.get(GPU_RESOURCE, 0) / 1000, "cpu": float(requests.get("cpu", 0)),
+            "memory": requests.get("memory", 0) / 1000}
 
 
 def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: set, index: DeviceIndex) -> float:
