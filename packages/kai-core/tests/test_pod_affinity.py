@@ -131,6 +131,18 @@ def test_a_guard_placed_earlier_in_the_cycle_repels_the_next_pods_of_a_shape(wor
                                "rules, 2 Insufficient cpu.")
 
 
+def test_a_pod_in_flight_from_an_earlier_cycle_counts(world):
+    spread = affinity(anti=[term(WEB)])
+    w = world(node(world, "n1"), node(world, "n2"), pod(world, "w0", WEB, aff=spread))
+    w.cycle()
+    assert w.placed() == {"w0": "n1"}
+    w.add(pod(world, "w1", WEB, aff=spread, t=1), pod(world, "plain", WEB, t=2))
+    w.cycle()  # w0's BindRequest is still in flight: nobody binds in this test
+    assert w.placed() == {"w0": "n1", "w1": "n2"}
+    # a web pod without terms of its own is repelled by both
+    assert w.message("plain") == "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules."
+
+
 # -- namespaces ----------------------------------------------------------------------------------
 
 def test_a_term_looks_in_its_own_namespace_unless_told_otherwise(world):
