@@ -178,3 +178,25 @@ def test_bad_kubeconfig_and_in_cluster_outside_a_cluster_are_one_line(tmp_path, 
     monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
     line = one_error_line(invoke("run", "binder", "--in-cluster"))
     assert "--in-cluster: not running in a cluster" in line
+
+
+def test_queues_served_are_watched_read_only(live_cluster, demo_path):
+    lc = live_cluster(demo_path)
+    running = lc.start("scheduler")
+    assert "queues.scheduling.run.ai" in running.component.store.reflector_stats()
+    assert running.stop() == 0
+    assert {c for c in lc.server.calls() if "queues" in c} == {"list queues.scheduling.run.ai",
+                                                              "watch queues.scheduling.run.ai"}
+
+
+def test_a_cluster_without_the_queue_crd_is_scheduled_without_queues(live_cluster):
+    from kai_core.cluster import builtin_crds
+
+    store = EmbeddedStore()
+    for crd in builtin_crds():
+        if crd["metadata"]["name"] != "queues.scheduling.run.ai":
+            store.restore(crd)
+    lc = live_cluster(store=store)
+    running = lc.start("scheduler", gates="")
+    assert running.stop() == 0 and running.error is None
+    assert not [c for c in lc.server.calls() if "queues" in c]

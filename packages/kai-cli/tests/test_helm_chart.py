@@ -537,6 +537,7 @@ EXPECTED_SCHEDULER = {
     ("", "events"): {"create"},
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
     ("scheduling.run.ai", "podgroups"): READ,
+    ("scheduling.run.ai", "queues"): READ,
     ("resource.k8s.io", "resourceclaims"): READ,
     ("resource.k8s.io", "resourceclaimtemplates"): READ,
     ("resource.k8s.io", "resourceslices"): READ,

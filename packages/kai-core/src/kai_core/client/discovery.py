@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from kai_core.api.conversion import FROM_V1, TO_V1
 from kai_core.api.kinds import ResourceKind, builtin_kinds
-from kai_core.api.resources import RES_POD_GROUPS
+from kai_core.api.resources import RES_POD_GROUPS, RES_QUEUES
 from kai_core.client.store import KubernetesStore, kind_from_crd
 
 log = logging.getLogger("kai.discovery")
@@ -49,6 +49,7 @@ BIND_REQUEST_CRD_FILE = "deploy/crds/scheduling.run.ai_bindrequests.yaml"
 POD_GROUP_CRD_FILE = "deploy/crds/scheduling.run.ai_podgroups.yaml"
 SCHEDULING_GROUP = "scheduling.run.ai"
 POD_GROUP_VERSION = "v2alpha2"
+QUEUE_VERSION = "v2"
 
 
 class MissingApiError(Exception):
@@ -70,6 +71,9 @@ class ClusterApis:
     #: whether KAI's PodGroups (podgroups.scheduling.run.ai/v2alpha2) are served; when not, gang
     #: scheduling by PodGroup is off (see :func:`pod_groups_missing_message`)
     pod_groups: bool = False
+    #: whether KAI's Queues (queues.scheduling.run.ai/v2) are served; when not, every pod is in the
+    #: default queue (no queue checks, no ordering by fair share)
+    queues: bool = False
 
 
 def served_dra_version(groups: Mapping[str, Iterable[str]]) -> str | None:
@@ -141,6 +145,9 @@ def discover(
         store.use_dra_version(apis.dra_version)
     if not apis.pod_groups:
         store.kinds.remove(RES_POD_GROUPS)  # a reflector on it would wait forever for its first list
+    apis.queues = QUEUE_VERSION in br_versions and "queues" in _resources(store, SCHEDULING_GROUP, QUEUE_VERSION)
+    if not apis.queues and RES_QUEUES in store.kinds:
+        store.kinds.remove(RES_QUEUES)
     for plugin, crd in plugin_crds:
         try:
             kind = kind_from_crd(crd)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from kai_core.api.resources import RES_SLICES
 from kai_core.framework.fairshare import UNLIMITED
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
-from kai_core.framework.queue_usage import pod_amounts, queue_usage
+from kai_core.framework.queue_usage import amounts_of, queue_usage
 from kai_core.framework.queues import RESOURCES, QueueTree
 
 __all__ = ["QueueLedger", "has_limits"]
@@ -64,7 +64,7 @@ class QueueLedger:
             queue = self.queue_of(pod)
             if queue not in self.tree.queues:
                 continue
-            amounts = pod_amounts(pod)
+            amounts = amounts_of(snapshot.requests_of(pod))
             for up in self.tree.ancestry(queue):
                 for r in RESOURCES:
                     self.allocated[up][r] += sign * amounts[r]
@@ -89,7 +89,7 @@ class QueueLedger:
         together = [pod, *before, *after[:max(0, minimum - placed - 1 - len(before))]]
         wanted = dict.fromkeys(RESOURCES, 0.0)
         for member in together:
-            for r, v in pod_amounts(member).items():
+            for r, v in amounts_of(snapshot.requests_of(member)).items():
                 wanted[r] += v
         return wanted
 
