@@ -19,8 +19,10 @@ same, which is what this binder does before binding (see :class:`kai_binder.dra.
    containerMappings}`` (a merge patch of ``pods/status``, skipped when it is there already): the
    kubelet reads it to hand the devices to the containers.
 
-A failed attempt deletes the claim (released first, so its finalizer goes) and clears the pod's
-``extendedResourceClaimStatus``, as KAI's binder and kube-scheduler's Unreserve delete it.
+A failed attempt deletes the claim (released first, so its finalizer goes), as kube-scheduler's
+Unreserve and KAI's binder do. The pod's ``extendedResourceClaimStatus`` is left naming it: the API
+server (1.37) keeps that field when a write clears it (KAI's binder tries, to no effect), and the
+next attempt's name replaces it.
 
 Before anything is written, :func:`check_against_pod` checks that the request matches the pod: each
 container mapping names a container of the pod that asks for exactly that many of the resource, a
@@ -30,7 +32,6 @@ mapped. The allocation itself is checked like any claim's (:mod:`kai_binder.veri
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from kai_binder.claims import ClaimBindError, check_allocation, describe_api_error, is_transient, release_claim
@@ -38,8 +39,6 @@ from kai_core.api.claims import DELETE_PROTECTION_FINALIZER
 from kai_core.api.errors import ApiError, NotFound
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_PODS
-
-log = logging.getLogger("kai.binder.extended")
 
 #: the annotation that marks a pod's special claim for its extended resources
 EXTENDED_CLAIM_ANNOTATION = "resource.kubernetes.io/extended-resource-claim"
@@ -200,9 +199,9 @@ def set_pod_status(store, pod: dict, claim_name: str, ext: Extended) -> None:
 
 def remove(store, pod: dict, lock) -> bool:
     """Undo what an attempt for ``pod`` wrote for its extended resources: its special claim is
-    released (so its finalizer goes) and deleted, and the pod's ``extendedResourceClaimStatus``
-    cleared. ``lock(namespace, name)`` is the claim's write lock. Whether there was a claim;
-    ClaimBindError when the API did not let it finish (calling it again is safe)."""
+    released (so its finalizer goes) and deleted. ``lock(namespace, name)`` is the claim's write
+    lock. Whether there was a claim; ClaimBindError when the API did not let it finish (calling it
+    again is safe)."""
     md = pod["metadata"]
     ns, uid = md["namespace"], md["uid"]
     try:
@@ -219,11 +218,4 @@ def remove(store, pod: dict, lock) -> bool:
     except (ApiError, OSError) as exc:
         raise ClaimBindError(f"cannot remove the extended-resource claim of pod {ns}/{md['name']}: "
                              f"{describe_api_error(exc)}", transient=True) from None
-    # best effort, as KAI's binder: the claim is gone, and the next attempt's name replaces this one
-    patch = {"metadata": {"uid": uid}, "status": {"extendedResourceClaimStatus": None}}
-    try:
-        store.patch(RES_PODS, md["name"], ns, patch, "status")
-    except (ApiError, OSError) as exc:
-        log.info("cannot clear status.extendedResourceClaimStatus of pod %s/%s: %s", ns, md["name"],
-                 describe_api_error(exc))
     return True
