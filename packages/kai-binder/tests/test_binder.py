@@ -12,7 +12,7 @@ import pytest
 
 from kai_binder.binder import RECOMMENDED_OPTIONS, Binder, event_name
 from kai_binder.claims import FINALIZER, FINALIZER_OWNER_ANNOTATION, MAX_RESERVED_FOR
-from kai_binder.testing import invariant_violations
+from kai_binder.testing import CountingStore, invariant_violations
 from kai_binder.verify import get_fresh, read_pod
 from kai_core.api.errors import ApiError, Conflict, NotFound
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_CLAIMS, RES_NODES, RES_PODS
@@ -408,48 +408,6 @@ def test_recommended_options_bind_the_seed_like_pod_and_report(rig):
     assert [w[:2] for w in r.faulty.log[-6:]] == [
         ("update", "ResourceClaim"), ("update_status", "ResourceClaim"), ("bind", "Pod"),
         ("patch", "pods"), ("create", "Event"), ("update_status", "BindRequest")]
-
-
-class CountingStore:
-    """Records every API call the binder makes (``(verb, resource or kind, subresource)``) and the
-    patches it sends, then passes the call on."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.calls: list[tuple[str, str, str]] = []
-        self.patches: list[tuple[dict, bool]] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def get(self, resource, name, namespace=None, *, fresh=False):
-        self.calls.append(("get", resource, "fresh" if fresh else ""))
-        return self.inner.get(resource, name, namespace, fresh=fresh)
-
-    def list(self, resource, *args, **kw):
-        self.calls.append(("list", resource, ""))
-        return self.inner.list(resource, *args, **kw)
-
-    def create(self, obj):
-        self.calls.append(("create", obj["kind"], ""))
-        return self.inner.create(obj)
-
-    def update(self, obj):
-        self.calls.append(("update", obj["kind"], ""))
-        return self.inner.update(obj)
-
-    def update_status(self, obj):
-        self.calls.append(("update", obj["kind"], "status"))
-        return self.inner.update_status(obj)
-
-    def patch(self, resource, name, namespace, patch, subresource=None, *, strategic=False):
-        self.calls.append(("patch", resource, subresource or ""))
-        self.patches.append((patch, strategic))
-        return self.inner.patch(resource, name, namespace, patch, subresource, strategic=strategic)
-
-    def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
-        self.calls.append(("create", "Pod", "binding"))
-        return self.inner.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations)
 
 
 def test_pod_bound_is_one_strategic_patch_without_reading_the_pod_again(rig):

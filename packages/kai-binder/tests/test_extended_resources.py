@@ -11,9 +11,9 @@ import pytest
 from kai_binder.binder import Binder
 from kai_binder.claims import FINALIZER
 from kai_binder.extended import EXTENDED_CLAIM_ANNOTATION
-from kai_binder.testing import Crash, invariant_violations
+from kai_binder.testing import CountingStore, Crash, invariant_violations
 from kai_core.api.features import FeatureGates
-from kai_core.api.resources import RES_CLAIMS
+from kai_core.api.resources import RES_CLAIMS, RES_PODS
 
 RESOURCE = "example.com/fpga"
 EXT_CLASS = f"""
@@ -209,3 +209,17 @@ def test_with_dra_off_the_request_fails_naming_the_field(ext_rig):
     assert "spec.extendedResourceClaimAllocation: extended resources backed by DRA need the " \
            "DynamicResourceAllocation feature gate" in result.reasons[0]
     assert special_claims(r) == []
+
+
+def test_the_api_calls_of_an_extended_resource_pod(ext_rig):
+    """Besides a plain pod's (the pod read, the binding, the request's status): the namespace's
+    claims listed, the claim created, read and allocated, the pod's status set: 5 more."""
+    r, [pod] = ext_rig(ext_pod("p"))
+    counting = CountingStore(r.faulty.inner)
+    r.faulty.inner = counting
+    r.store.create(kai_bind_request(pod))
+    assert r.bind().succeeded == 1
+    assert counting.calls == [
+        ("get", RES_PODS, ""), ("list", RES_CLAIMS, ""), ("create", "ResourceClaim", ""),
+        ("get", RES_CLAIMS, ""), ("update", "ResourceClaim", "status"), ("patch", RES_PODS, "status"),
+        ("create", "Pod", "binding"), ("update", "BindRequest", "status")]

@@ -4,6 +4,7 @@ the consistency invariants every run must end in.
 - :class:`FaultyStore` wraps a store and, by the ordinal of each write, refuses it (409, 500),
   loses it (a timeout before the server saw it), applies it and then reports a timeout, or applies
   it and then "kills the process" by raising :class:`Crash`. It logs every write that took effect.
+- :class:`CountingStore` records every API call made through it, and the patches sent.
 - :func:`settle` runs controllers, scheduler and binder in rounds until nothing is written and
   nothing is due, moving a :class:`~kai_binder.clock.ManualClock` over backoff waits.
 - :func:`invariant_violations` lists what is inconsistent in a store: claims allocated for
@@ -120,6 +121,48 @@ class FaultyStore:
             raise Conflict(f'pods/binding "{pod_name}" refused by the test')
         return self._write(("bind", "Pod", namespace or "", pod_name),
                            lambda: self.inner.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations))
+
+
+class CountingStore:
+    """Records every API call the binder makes (``(verb, resource or kind, subresource)``) and the
+    patches it sends, then passes the call on."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str, str]] = []
+        self.patches: list[tuple[dict, bool]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get(self, resource, name, namespace=None, *, fresh=False):
+        self.calls.append(("get", resource, "fresh" if fresh else ""))
+        return self.inner.get(resource, name, namespace, fresh=fresh)
+
+    def list(self, resource, *args, **kw):
+        self.calls.append(("list", resource, ""))
+        return self.inner.list(resource, *args, **kw)
+
+    def create(self, obj):
+        self.calls.append(("create", obj["kind"], ""))
+        return self.inner.create(obj)
+
+    def update(self, obj):
+        self.calls.append(("update", obj["kind"], ""))
+        return self.inner.update(obj)
+
+    def update_status(self, obj):
+        self.calls.append(("update", obj["kind"], "status"))
+        return self.inner.update_status(obj)
+
+    def patch(self, resource, name, namespace, patch, subresource=None, *, strategic=False):
+        self.calls.append(("patch", resource, subresource or ""))
+        self.patches.append((patch, strategic))
+        return self.inner.patch(resource, name, namespace, patch, subresource, strategic=strategic)
+
+    def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
+        self.calls.append(("create", "Pod", "binding"))
+        return self.inner.bind(namespace, pod_name, node_name, pod_uid, annotations=annotations)
 
 
 def settle(cluster, scheduler, binder, clock, max_rounds: int = 300) -> int:
