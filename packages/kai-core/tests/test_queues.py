@@ -184,12 +184,15 @@ def test_queue_status_is_written_back_on_the_embedded_cluster(world):
 
     w = world(world.node("n1"), queue("research"), queue("team-a", "research"),
               labelled(world, "a", "team-a", nodeName="n1", limits={"nvidia.com/gpu": "1"}),
+              labelled(world, "firm", "team-b", nodeName="n1", cpu="500m", priority=100), queue("team-b"),
               labelled(world, "b", "team-a"), world.pod("other", scheduler="default-scheduler", nodeName="n1"))
     w.cluster.reconcile_controllers()
     team = w.store.get(RES_QUEUES, "team-a")["status"]
     parent = w.store.get(RES_QUEUES, "research")["status"]
     assert team == {"allocated": {"nvidia.com/gpu": "1", "cpu": "1"}, "requested": {"nvidia.com/gpu": "1", "cpu": "2"}}
     assert parent == {**team, "childQueues": ["team-a"]}
+    assert w.store.get(RES_QUEUES, "team-b")["status"] == {
+        "allocated": {"cpu": "500m"}, "allocatedNonPreemptible": {"cpu": "500m"}, "requested": {"cpu": "500m"}}
     version = w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"]
     w.cluster.reconcile_controllers()
     assert w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"] == version  # nothing changed, no write
@@ -247,3 +250,43 @@ def test_a_gang_is_checked_against_the_limit_up_to_its_min_member_then_pod_by_po
     w.cycle()
     assert sorted(w.placed()) == ["m0", "m1"]
     assert "workload requested 3 GPUs" in w.message("m2")  # m0 and m1 are placed alongside it
+
+
+def quota_queue(name: str, gpu_quota: float) -> dict:
+    return queue(name, gpu_quota=gpu_quota)
+
+
+def test_a_non_preemptible_workload_stays_within_its_queues_quota(world):
+    """KAI's T6: priority 100 and above is non-preemptible; what such workloads hold stays within the
+    quota, while preemptible ones may go over it."""
+    node = world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"})
+    w = world(node, quota_queue("team-a", 1),
+              gpu_pod(world, "inference", "team-a", 2, priority=125),
+              gpu_pod(world, "train", "team-a", 2, priority=50),
+              gpu_pod(world, "serve", "team-a", 1, priority=125))
+    w.cycle()
+    assert sorted(w.placed()) == ["serve", "train"]
+    assert w.message("inference") == (
+        "NonPreemptibleOverQuota: Non-preemptible workload is over quota. Workload requested 2 GPUs, but team-a "
+        "quota is 1 GPUs, while 0 GPUs are already allocated for non-preemptible pods. Use a preemptible "
+        "workload to go over quota.")
+
+
+def test_a_podgroups_preemptibility_overrides_the_priority(world):
+    group = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+             "metadata": {"name": "pg", "namespace": "default"},
+             "spec": {"minMember": 1, "queue": "team-a", "preemptibility": "non-preemptible"}}
+    pod = gpu_pod(world, "a", "team-a", 2, priority=10)
+    pod["metadata"]["annotations"] = {"pod-group-name": "pg"}
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"}), quota_queue("team-a", 1), group, pod)
+    w.cycle()
+    assert w.placed() == {}
+    assert w.message("a").startswith("NonPreemptibleOverQuota")
+
+
+def test_without_queue_objects_nothing_is_checked_against_the_assumed_defaults(world):
+    """The assumed default-queue has quota 0 (KAI's chart): it would refuse every non-preemptible pod,
+    so with no Queue at all kai schedules as it did before queues."""
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"}), world.pod("a", priority=1000))
+    w.cycle()
+    assert w.placed() == {"a": "n1"}

@@ -1,6 +1,7 @@
-"""Queue limits at placement, as KAI's capacity policy checks them
-(``pkg/scheduler/plugins/proportion/capacity_policy/max_allowed_check.go``): a workload may not take a
-queue, or any of its ancestors, above its limit.
+"""Queue limits and non-preemptible quotas at placement, as KAI's capacity policy checks them
+(``pkg/scheduler/plugins/proportion/capacity_policy``): a workload may not take a queue, or any of its
+ancestors, above its limit; a non-preemptible one may not take what non-preemptible workloads hold
+above the quota (quota -1: no bound; quota 0: no non-preemptible workload asking for that resource).
 
 For every queue from the workload's own up to the top, and every resource the workload asks for:
 ``allocated + requested > limit`` refuses it (``OverLimit``), unless the limit is -1. An unset limit
@@ -23,15 +24,10 @@ from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.queue_usage import amounts_of, queue_usage
 from kai_core.framework.queues import RESOURCES, QueueTree
 
-__all__ = ["QueueLedger", "has_limits"]
+__all__ = ["QueueLedger"]
 
 #: how KAI names each resource in its OverLimit message, and the unit it is shown in
 _SHOWN = {"gpu": ("GPUs", "GPUs", 1.0), "cpu": ("CPU cores", "cores", 1000.0), "memory": ("memory", "GB", 1e9)}
-
-
-def has_limits(tree: QueueTree) -> bool:
-    """Whether any queue of the tree limits anything (KAI's chart defaults do not)."""
-    return any(q.terms(r).limit != UNLIMITED for q in tree.queues.values() for r in RESOURCES)
 
 
 def _group_of(pod: Mapping) -> tuple[str, str] | None:
@@ -44,13 +40,17 @@ class QueueLedger:
     """Allocated amounts of every queue during one cycle: bound and in-flight pods when the cycle
     starts, then the cycle's own decisions, read from the snapshot's log of placed pods."""
 
-    def __init__(self, snapshot, tree: QueueTree, queue_of: Callable[[Mapping], str]) -> None:
+    def __init__(self, snapshot, tree: QueueTree, queue_of: Callable[[Mapping], str],
+                 preemptible: Callable[[Mapping], bool]) -> None:
         self.tree = tree
         self.queue_of = queue_of
+        self.preemptible = preemptible
         candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
         usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
-                            bound=lambda p: snapshot.node_of(p) is not None)
+                            bound=lambda p: snapshot.node_of(p) is not None,
+                            non_preemptible=lambda p: not preemptible(p))
         self.allocated = {q: dict(u.allocated) for q, u in usage.items()}
+        self.firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
         self._read = len(snapshot.pod_changes)
         self._groups: dict[tuple[str, str], list[Mapping]] = {}
         for pod, _ in candidates:
@@ -65,9 +65,12 @@ class QueueLedger:
             if queue not in self.tree.queues:
                 continue
             amounts = amounts_of(snapshot.requests_of(pod))
+            firm = not self.preemptible(pod)
             for up in self.tree.ancestry(queue):
                 for r in RESOURCES:
                     self.allocated[up][r] += sign * amounts[r]
+                    if firm:
+                        self.firm[up][r] += sign * amounts[r]
         self._read = len(changes)
 
     def _workload(self, pod: Mapping, snapshot) -> dict[str, float]:
@@ -93,10 +96,13 @@ class QueueLedger:
                 wanted[r] += v
         return wanted
 
-    def over_limit(self, pod: Mapping, queue: str, snapshot) -> str | None:
-        """KAI's OverLimit message when placing the pod's workload takes a queue above a limit."""
+    def over_capacity(self, pod: Mapping, queue: str, snapshot) -> str | None:
+        """Why placing the pod's workload would break a queue's terms, in KAI's words, or None: a
+        limit (``OverLimit``), then, for a non-preemptible workload, a quota
+        (``NonPreemptibleOverQuota``: what non-preemptible workloads hold stays within the quota)."""
         self._catch_up(snapshot)
         wanted = self._workload(pod, snapshot)
+        firm = not self.preemptible(pod)
         for name in self.tree.ancestry(queue):
             q = self.tree.queues[name]
             for r in RESOURCES:
@@ -107,4 +113,17 @@ class QueueLedger:
                 return (f"OverLimit: {q.display_name or name} quota has reached the allowable limit of {what}. "
                         f"Limit is {limit / scale:g} {unit}, currently {self.allocated[name][r] / scale:g} {unit} "
                         f"allocated and workload requested {asked / scale:g} {unit}")
+        if not firm:
+            return None
+        for name in self.tree.ancestry(queue):
+            q = self.tree.queues[name]
+            for r in RESOURCES:
+                quota, asked = q.terms(r).quota, wanted[r]
+                if quota == UNLIMITED or asked == 0 or self.firm[name][r] + asked <= quota:
+                    continue
+                _, unit, scale = _SHOWN[r]
+                return (f"NonPreemptibleOverQuota: Non-preemptible workload is over quota. Workload requested "
+                        f"{asked / scale:g} {unit}, but {q.display_name or name} quota is {quota / scale:g} {unit}, "
+                        f"while {self.firm[name][r] / scale:g} {unit} are already allocated for non-preemptible "
+                        "pods. Use a preemptible workload to go over quota.")
         return None

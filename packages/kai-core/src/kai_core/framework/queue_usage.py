@@ -80,18 +80,21 @@ def gpu_worth(driver: str, device: Mapping | None, index: DeviceIndex) -> float:
 
 
 class QueueUsage:
-    """``allocated`` and ``requested`` of one queue: ``gpu`` in devices, ``cpu`` in millicores,
-    ``memory`` in bytes."""
+    """``allocated`` (and the part of it held by non-preemptible workloads) and ``requested`` of one
+    queue: ``gpu`` in devices, ``cpu`` in millicores, ``memory`` in bytes."""
 
     def __init__(self) -> None:
         self.allocated = dict.fromkeys(RESOURCES, 0.0)
+        self.allocated_non_preemptible = dict.fromkeys(RESOURCES, 0.0)
         self.requested = dict.fromkeys(RESOURCES, 0.0)
 
-    def add(self, amounts: Mapping[str, float], allocated: bool) -> None:
+    def add(self, amounts: Mapping[str, float], allocated: bool, non_preemptible: bool = False) -> None:
         for r in RESOURCES:
             self.requested[r] += amounts.get(r, 0.0)
             if allocated:
                 self.allocated[r] += amounts.get(r, 0.0)
+                if non_preemptible:
+                    self.allocated_non_preemptible[r] += amounts.get(r, 0.0)
 
 
 def pod_amounts(pod: Mapping) -> dict[str, float]:
@@ -122,10 +125,12 @@ def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: 
 
 
 def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Mapping[tuple[str, str], Mapping],
-                slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None) -> dict[str, QueueUsage]:
+                slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None,
+                non_preemptible: Callable[[Mapping], bool] | None = None) -> dict[str, QueueUsage]:
     """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
     tree are not counted (KAI does not schedule them). ``bound`` says whether a pod holds its
-    resources (default: it has a node); the scheduler also counts pods whose binding is in flight."""
+    resources (default: it has a node); the scheduler also counts pods whose binding is in flight.
+    ``non_preemptible`` says which pods' allocations count as non-preemptible (default: none)."""
     index = DeviceIndex(slices)
     usage = {name: QueueUsage() for name in tree.queues}
     counted: set = set()
@@ -137,6 +142,7 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
         holds = bound(pod) if bound else bool((pod.get("spec") or {}).get("nodeName"))
         if holds:
             amounts["gpu"] += _dra_gpus(pod, claims, counted, index)
+        firm = bool(holds and non_preemptible and non_preemptible(pod))
         for up in tree.ancestry(queue):
-            usage[up].add(amounts, holds)
+            usage[up].add(amounts, holds, firm)
     return usage

@@ -42,6 +42,7 @@ __all__ = [
     "fair_shares",
     "pod_queue",
     "pod_queue_in",
+    "preemptible",
     "tree_from_objects",
     "why_not_schedulable",
     "queue_from_object",
@@ -131,6 +132,13 @@ class QueueTree:
     children: Mapping[str, tuple[str, ...]]
     #: queues left out, with the reason (a missing parent, or a parent cycle)
     left_out: Mapping[str, str] = field(default_factory=dict)
+    #: the chart's default queues assumed because no Queue object of that name exists
+    assumed: frozenset[str] = frozenset()
+
+    @property
+    def from_objects(self) -> bool:
+        """Whether any queue of the tree comes from a Queue object (not only assumed defaults)."""
+        return len(self.queues) > len(self.assumed & set(self.queues))
 
     def is_leaf(self, name: str) -> bool:
         return name in self.queues and not self.children.get(name)
@@ -147,9 +155,13 @@ class QueueTree:
 def build_tree(queues: Iterable[Queue]) -> QueueTree:
     """The tree of ``queues``, with KAI's chart defaults when ``default-queue`` is missing."""
     by_name = {q.name: q for q in queues}
+    assumed = set()
     if DEFAULT_QUEUE not in by_name:
         by_name[DEFAULT_QUEUE] = _chart_default(DEFAULT_QUEUE, DEFAULT_PARENT_QUEUE)
-        by_name.setdefault(DEFAULT_PARENT_QUEUE, _chart_default(DEFAULT_PARENT_QUEUE, ""))
+        assumed.add(DEFAULT_QUEUE)
+        if DEFAULT_PARENT_QUEUE not in by_name:
+            by_name[DEFAULT_PARENT_QUEUE] = _chart_default(DEFAULT_PARENT_QUEUE, "")
+            assumed.add(DEFAULT_PARENT_QUEUE)
     children: dict[str, list[str]] = {}
     for q in by_name.values():
         children.setdefault(q.parent, []).append(q.name)
@@ -169,7 +181,8 @@ def build_tree(queues: Iterable[Queue]) -> QueueTree:
                               else f"its parent queue {q.parent} is not in the tree (missing or a cycle above it)")
     kept_children = {p: tuple(sorted(c for c in cs if c in reached)) for p, cs in children.items()
                      if p == "" or p in reached}
-    return QueueTree(queues=reached, children={p: c for p, c in kept_children.items() if c}, left_out=left_out)
+    return QueueTree(queues=reached, children={p: c for p, c in kept_children.items() if c}, left_out=left_out,
+                     assumed=frozenset(assumed))
 
 
 def fair_shares(tree: QueueTree, total: Mapping[str, float],
@@ -214,6 +227,24 @@ def pod_queue_in(pod: Mapping, pod_groups: Mapping[tuple[str, str], Mapping]) ->
     md = pod.get("metadata") or {}
     group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
     return pod_queue(pod, pod_groups.get((md.get("namespace", ""), group)) if group else None)
+
+
+#: below this priority a workload is preemptible unless its PodGroup says otherwise (KAI's threshold)
+NON_PREEMPTIBLE_PRIORITY = 100
+
+
+def preemptible(pod: Mapping, pod_group: Mapping | None) -> bool:
+    """Whether the pod's workload may be preempted or reclaimed: its PodGroup's ``spec.preemptibility``
+    (``preemptible`` / ``non-preemptible``), else a priority below 100 (the pod's ``spec.priority``,
+    which the API server fills from its PriorityClass)."""
+    spec = (pod_group or {}).get("spec")
+    said = spec.get("preemptibility") if isinstance(spec, Mapping) else None
+    if said in ("preemptible", "non-preemptible"):
+        return said == "preemptible"
+    priority = (pod.get("spec") or {}).get("priority")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        priority = 0
+    return priority < NON_PREEMPTIBLE_PRIORITY
 
 
 def tree_from_objects(objs: Iterable[Mapping]) -> QueueTree:

@@ -10,8 +10,9 @@ watch Queues (their CRD is not served) queues are not checked at all. The queue 
 per cycle.
 
 On the embedded cluster, :class:`QueueStatusController` plays KAI's queue controller: it writes each
-Queue's ``status.allocated``, ``status.requested`` (:mod:`kai_core.framework.queue_usage`) and
-``status.childQueues``. Against a real cluster nothing writes Queue status yet.
+Queue's ``status.allocated``, ``status.allocatedNonPreemptible``, ``status.requested``
+(:mod:`kai_core.framework.queue_usage`) and ``status.childQueues``. Against a real cluster nothing
+writes Queue status yet.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from kai_core.api.errors import ApiError
 from kai_core.api.objects import clone
 from kai_core.api.quantity import format_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
+from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.hookspecs import hookimpl
-from kai_core.framework.queue_limits import QueueLedger, has_limits
+from kai_core.framework.queue_limits import QueueLedger
 from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, queue_usage
-from kai_core.framework.queues import QueueTree, pod_queue_in, tree_from_objects, why_not_schedulable
+from kai_core.framework.queues import QueueTree, pod_queue_in, preemptible, tree_from_objects, why_not_schedulable
 
 log = logging.getLogger("kai.controllers.queues")
 
@@ -47,6 +49,16 @@ def queue_of(pod: dict, snapshot) -> str:
     return pod_queue_in(pod, snapshot.pod_groups)
 
 
+def _group_in(pod: dict, pod_groups) -> dict | None:
+    md = pod.get("metadata") or {}
+    name = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
+    return pod_groups.get((md.get("namespace", ""), name)) if name else None
+
+
+def group_of(pod: dict, snapshot) -> dict | None:
+    return _group_in(pod, snapshot.pod_groups)
+
+
 @hookimpl(tryfirst=True)
 def kai_pre_filter(pod, snapshot):
     if not snapshot.watches(RES_QUEUES):
@@ -56,11 +68,12 @@ def kai_pre_filter(pod, snapshot):
     reason = why_not_schedulable(tree, queue)
     if reason is not None:
         return reason
-    if snapshot not in _ledgers:  # None: no queue limits anything (KAI's chart defaults), nothing to check
-        limits = has_limits(tree)
-        _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot)) if limits else None
+    if snapshot not in _ledgers:  # None: no Queue object, only the assumed defaults: nothing to check
+        checked = tree.from_objects
+        _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot),
+                                         lambda p: preemptible(p, group_of(p, snapshot))) if checked else None
     ledger = _ledgers[snapshot]
-    return ledger.over_limit(pod, queue, snapshot) if ledger is not None else None
+    return ledger.over_capacity(pod, queue, snapshot) if ledger is not None else None
 
 
 def _quantities(amounts: dict[str, float]) -> dict[str, str]:
@@ -88,7 +101,8 @@ class QueueStatusController:
         groups, claims = _by_key(_listed(store, RES_POD_GROUPS)), _by_key(_listed(store, RES_CLAIMS))
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
-        usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES))
+        usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES),
+                            non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)))
         for obj in queues:
             name = obj["metadata"]["name"]
             self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
@@ -97,6 +111,7 @@ class QueueStatusController:
     def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> None:
         status = dict(obj.get("status") or {})
         for key, amounts in (("allocated", usage.allocated if usage else None),
+                             ("allocatedNonPreemptible", usage.allocated_non_preemptible if usage else None),
                              ("requested", usage.requested if usage else None)):
             written = _quantities(amounts) if amounts else {}
             if written:
