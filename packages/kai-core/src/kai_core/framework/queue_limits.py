@@ -22,7 +22,7 @@ from kai_core.api.resources import RES_SLICES
 from kai_core.framework.fairshare import UNLIMITED
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.queue_usage import amounts_of, queue_usage
-from kai_core.framework.queues import RESOURCES, QueueTree
+from kai_core.framework.queues import RESOURCES, Queue, QueueTree
 
 __all__ = ["QueueLedger"]
 
@@ -96,34 +96,38 @@ class QueueLedger:
                 wanted[r] += v
         return wanted
 
+    def _breach(self, queue: str, wanted: Mapping[str, float], held: Mapping[str, Mapping[str, float]],
+                bound: Callable[[Queue, str], float]) -> tuple[Queue, str, float, float] | None:
+        """The first queue up the chain, and resource, where ``held + wanted`` exceeds ``bound``."""
+        for name in self.tree.ancestry(queue):
+            q = self.tree.queues[name]
+            for r in RESOURCES:
+                cap, asked = bound(q, r), wanted[r]
+                if cap != UNLIMITED and asked != 0 and held[name][r] + asked > cap:
+                    return q, r, cap, held[name][r]
+        return None
+
     def over_capacity(self, pod: Mapping, queue: str, snapshot) -> str | None:
         """Why placing the pod's workload would break a queue's terms, in KAI's words, or None: a
         limit (``OverLimit``), then, for a non-preemptible workload, a quota
         (``NonPreemptibleOverQuota``: what non-preemptible workloads hold stays within the quota)."""
         self._catch_up(snapshot)
         wanted = self._workload(pod, snapshot)
-        firm = not self.preemptible(pod)
-        for name in self.tree.ancestry(queue):
-            q = self.tree.queues[name]
-            for r in RESOURCES:
-                limit, asked = q.terms(r).limit, wanted[r]
-                if limit == UNLIMITED or asked == 0 or self.allocated[name][r] + asked <= limit:
-                    continue
-                what, unit, scale = _SHOWN[r]
-                return (f"OverLimit: {q.display_name or name} quota has reached the allowable limit of {what}. "
-                        f"Limit is {limit / scale:g} {unit}, currently {self.allocated[name][r] / scale:g} {unit} "
-                        f"allocated and workload requested {asked / scale:g} {unit}")
-        if not firm:
+        found = self._breach(queue, wanted, self.allocated, lambda q, r: q.terms(r).limit)
+        if found is not None:
+            q, r, limit, held = found
+            what, unit, scale = _SHOWN[r]
+            return (f"OverLimit: {q.display_name or q.name} quota has reached the allowable limit of {what}. "
+                    f"Limit is {limit / scale:g} {unit}, currently {held / scale:g} {unit} "
+                    f"allocated and workload requested {wanted[r] / scale:g} {unit}")
+        if self.preemptible(pod):
             return None
-        for name in self.tree.ancestry(queue):
-            q = self.tree.queues[name]
-            for r in RESOURCES:
-                quota, asked = q.terms(r).quota, wanted[r]
-                if quota == UNLIMITED or asked == 0 or self.firm[name][r] + asked <= quota:
-                    continue
-                _, unit, scale = _SHOWN[r]
-                return (f"NonPreemptibleOverQuota: Non-preemptible workload is over quota. Workload requested "
-                        f"{asked / scale:g} {unit}, but {q.display_name or name} quota is {quota / scale:g} {unit}, "
-                        f"while {self.firm[name][r] / scale:g} {unit} are already allocated for non-preemptible "
-                        "pods. Use a preemptible workload to go over quota.")
-        return None
+        found = self._breach(queue, wanted, self.firm, lambda q, r: q.terms(r).quota)
+        if found is None:
+            return None
+        q, r, quota, held = found
+        _, unit, scale = _SHOWN[r]
+        return (f"NonPreemptibleOverQuota: Non-preemptible workload is over quota. Workload requested "
+                f"{wanted[r] / scale:g} {unit}, but {q.display_name or q.name} quota is {quota / scale:g} {unit}, "
+                f"while {held / scale:g} {unit} are already allocated for non-preemptible "
+                "pods. Use a preemptible workload to go over quota.")
