@@ -5,6 +5,10 @@ message names it), ``kai_rank_devices`` answers of several plugins are summed by
 
 from __future__ import annotations
 
+import re
+import types
+from pathlib import Path
+
 import pytest
 
 from kai_core.api.features import FeatureGates
@@ -55,9 +59,9 @@ status: {allocatable: {cpu: "8", memory: 16Gi, pods: "10"}, conditions: [{type: 
   - opaque: {driver: other.example.com, parameters: {x: 1}}"""),
     slice_("gpu.example.com", "[{name: gpu-0}, {name: gpu-1}]"),
     slice_("nic.example.com", """
-  - {name: nic-0, attributes: {linkUp: {bool: false}}}
-  - {name: nic-1, attributes: {linkUp: {bool: true}}}
-  - {name: nic-2, attributes: {linkUp: {bool: true}}}"""),
+  - {name: nic-0, attributes: {linkUp: {bool: false}, gbps: {int: 400}}}
+  - {name: nic-1, attributes: {linkUp: {bool: true}, gbps: {int: 100}}}
+  - {name: nic-2, attributes: {linkUp: {bool: true}, gbps: {int: 200}}}"""),
     """
 apiVersion: resource.k8s.io/v1
 kind: ResourceClaim
@@ -272,3 +276,26 @@ def test_device_use_names_the_classes_and_drivers_of_a_pods_claims():
     assert use.drivers == {"gpu.example.com", "nic.example.com"}
     assert use.uses("nic.example.com") and not use.uses("gpu.nvidia.com")
     assert none.classes == none.drivers == frozenset()
+
+
+# -- the guide's NIC sketch, run as written ------------------------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "writing-a-device-plugin.md"
+
+
+def guide_nic_plugin() -> types.ModuleType:
+    if not GUIDE.is_file():
+        pytest.skip(f"{GUIDE} not found: the guide is only in the source repository")
+    section = re.search(r'^### Devices: removing one.*?(?=^### )', GUIDE.read_text(encoding="utf-8"), re.S | re.M)
+    assert section, "the guide's section on device hooks"
+    [code] = re.findall(r"```python\n(.*?)```", section.group(0), re.S)
+    module = types.ModuleType("guide_nic_plugin")
+    exec(compile(code, str(GUIDE), "exec"), module.__dict__)  # noqa: S102 - our own documentation
+    return module
+
+
+def test_the_guides_nic_plugin_never_takes_a_down_nic_and_its_ranking_survives_next_to_another():
+    assert schedule(("gpu-ranker", Prefer({"gpu-1": 10})))[0] == {"gpu": "gpu-1", "nic": "nic-0"}
+    # the down NIC is the fastest, yet never taken; nic-2 (200) beats nic-1 (100); gpu-1 still wins
+    both = schedule(("nic", guide_nic_plugin()), ("gpu-ranker", Prefer({"gpu-1": 10})))[0]
+    assert both == {"gpu": "gpu-1", "nic": "nic-2"}
