@@ -276,6 +276,29 @@ def test_a_claim_status_write_validates_the_status_not_the_stored_spec(store, mo
         store.update(c)
 
 
+def test_a_pod_status_write_validates_the_status_not_the_stored_spec(store, monkeypatch):
+    """pods/status, as the API server's status strategy: the status is checked (a condition
+    without a type is refused, by the pod's name), the stored spec is not checked again; a
+    whole-pod write checks it."""
+    from kai_core.apiserver import validation
+
+    store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                  "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    monkeypatch.setattr(validation, "_resources_problems", lambda res, path: [f"{path}: checked again"])
+    pod = store.get("pods", "p", "default")
+    pod["status"] = {"conditions": [{"type": "PodBound", "status": "True"}]}
+    assert store.update_status(pod)["status"]["conditions"][0]["type"] == "PodBound"
+    store.patch("pods", "p", "default", {"status": {"phase": "Running"}}, "status")
+    pod = store.get("pods", "p", "default")
+    pod["status"]["conditions"].append({"status": "True"})
+    with pytest.raises(Invalid, match=r'[Pp]od.*"?p"?.*status.conditions\[1\]'):
+        store.update_status(pod)
+    pod = store.get("pods", "p", "default")
+    pod["metadata"]["labels"] = {"a": "b"}
+    with pytest.raises(Invalid, match="checked again"):
+        store.update(pod)
+
+
 def test_a_claim_being_deleted_cannot_be_allocated(store):
     c = claim(exact())
     c["metadata"]["finalizers"] = ["example.com/hold"]

@@ -347,6 +347,11 @@ def pod_structure_problems(obj: dict) -> list[str]:
     priority = spec.get("priority")
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         problems.append(f"spec.priority: must be an integer, got {_r(priority)}")
+    return problems + _pod_status_problems(obj)
+
+
+def _pod_status_problems(obj: dict) -> list[str]:
+    problems: list[str] = []
     status = obj.get("status")
     if status is not None and not isinstance(status, dict):
         problems.append(f"status: must be a mapping, got {_r(status)}")
@@ -356,6 +361,12 @@ def pod_structure_problems(obj: dict) -> list[str]:
                 problems.append(f"status.{f}: must be a string, got {_r(status.get(f))}")
         problems += _conditions_problems(status.get("conditions"), "status.conditions")
     return problems
+
+
+def validate_pod_status(obj: dict) -> None:
+    """A write of ``pods/status``: as the API server's status strategy, only the status is
+    validated (the spec is the stored one, checked when it was written)."""
+    _fail(obj, _pod_status_problems(obj))
 
 
 def _toleration_problems(tolerations: list) -> list[str]:
@@ -1223,6 +1234,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict], None]] = {
 
 #: validators of a write of the status subresource, where it checks less than a whole write
 STATUS_VALIDATORS: dict[tuple[str, str], Callable[[dict], None]] = {
+    ("", "Pod"): validate_pod_status,
     ("resource.k8s.io", "ResourceClaim"): validate_resource_claim_status,
 }
 

@@ -188,4 +188,6 @@ class SchedulerSpecs:
         to keep its default (pack: partly used counter sets and pools first, whole GPUs last).
         Every plugin is asked, and the answers are summed by device, so a MIG plugin's and a NIC
         plugin's rankings both count. Devices removed by ``kai_filter_devices`` are not listed.
-        Scores never make a device fit that does not."""
+        Scores never make a device fit that does not. ``devices`` is a read-only sequence listed
+        the first time it is read: a plugin that can answer from ``claims`` alone (None for claims
+        it has no say in) should not touch it, and so costs nothing."""
