@@ -667,11 +667,10 @@ class EmbeddedStore(Store):
                     f"UID in precondition: {md['uid']}, UID in object meta: {cur_md['uid']}"
                 )
             if status_only:
-                new = clone(current)
+                # the stored object but its status, which the request's replaces (never copied)
+                new = clone({k: v for k, v in current.items() if k != "status"})
                 if "status" in obj:
                     new["status"] = obj["status"]
-                else:
-                    new.pop("status", None)
             else:
                 new = obj
                 new_md = new["metadata"]
