@@ -271,6 +271,11 @@ class EmbeddedStore(Store):
         """The object (a copy), or NotFound; always fresh: there is no cache to be behind."""
         return clone(self._stored(self.kinds.get(resource), name, namespace))
 
+    def get_ref(self, resource: str, name: str, namespace: str | None = None) -> dict:
+        """Like :meth:`get`, but the store's own object, not a copy (as :meth:`list_refs`): for
+        readers in this process, the embedded controllers, that never change what they read."""
+        return self._stored(self.kinds.get(resource), name, namespace)
+
     def _stored(self, kind: ResourceKind, name: str, namespace: str | None) -> dict:
         """The store's own object (not a copy: never to be changed or handed out), or NotFound."""
         with self._lock:
@@ -402,10 +407,15 @@ class EmbeddedStore(Store):
                     f'{_ref(kind, name, namespace or "default")}: a strategic merge patch of a custom resource is not '
                     "supported; send a JSON merge patch")
             current = self._stored(kind, name, namespace)  # both merges below return a new object
+            target = current
+            if subresource == "status":
+                # a status write takes only the status (and the preconditions in the metadata) from
+                # the request: merge the patch into those alone, not into a copy of the whole object
+                target = {k: v for k, v in current.items() if k in ("apiVersion", "kind", "metadata", "status")}
             if strategic:
-                merged = strategic_merge_patch(current, patch, current["kind"])
+                merged = strategic_merge_patch(target, patch, current["kind"])
             else:
-                merged = merge_patch(current, patch)
+                merged = merge_patch(target, patch)
             if not isinstance(merged.get("metadata"), dict):
                 raise Invalid(f'{resource} "{name}": metadata cannot be removed by a patch')
             merged["apiVersion"], merged["kind"] = current["apiVersion"], current["kind"]

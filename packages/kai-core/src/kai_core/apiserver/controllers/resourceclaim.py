@@ -85,7 +85,7 @@ class ResourceClaimController:
                             None)
             if existing is None:
                 try:
-                    template = store.get(RES_CLAIM_TEMPLATES, template_name, ns)
+                    template = store.get_ref(RES_CLAIM_TEMPLATES, template_name, ns)  # read, never changed
                 except NotFound:
                     continue  # the scheduler reports the missing template on the pod
                 existing = self._create_claim(store, pod, rc["name"], template)
@@ -94,9 +94,14 @@ class ResourceClaimController:
             new_statuses.append({"name": rc["name"], "resourceClaimName": existing["metadata"]["name"]})
         if not new_statuses:
             return
-        updated = clone(pod)
-        status = updated.setdefault("status", {})
+        # a status write takes the status and the preconditions from the request, the rest from the
+        # stored pod: the whole pod need not be copied to send it
+        md = pod["metadata"]
+        status = dict(pod.get("status") or {})
         status["resourceClaimStatuses"] = list(status.get("resourceClaimStatuses") or []) + new_statuses
+        updated = {"apiVersion": pod["apiVersion"], "kind": pod["kind"], "status": status,
+                   "metadata": {"name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
+                                "resourceVersion": md["resourceVersion"]}}
         try:
             store.update_status(updated)
         except (Conflict, NotFound):
