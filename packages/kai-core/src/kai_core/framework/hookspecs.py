@@ -12,7 +12,10 @@ costs microseconds, a per-node call would cost seconds per cycle.
 Error rule: an exception raised by a plugin never takes the scheduler down. The pod being
 scheduled gets an unschedulable reason naming the plugin and the hook, and the traceback is logged
 once; a result of the wrong shape is treated the same way. Hook wrappers are refused at
-registration (every implementation is called on its own, to isolate failures).
+registration (every implementation is called on its own, to isolate failures), and so are a
+``kai_*`` function whose name is not a hook, one marked by another project's ``HookimplMarker``,
+and a hook-named function not marked at all: each would silently never run
+(:class:`kai_core.framework.plugins.PluginRefused` names the plugin and the closest hook).
 
 Objects are Kubernetes JSON dicts (``pod``, nodes' ``.obj``, claims, BindRequests) and must not be
 mutated; ``snapshot`` is the cycle's :class:`kai_core.framework.snapshot.Snapshot`.
@@ -78,7 +81,8 @@ class SchedulerSpecs:
         """Called once per pending pod, before any node is looked at. Return None to go on, or a
         reason (str) that makes the pod unschedulable this cycle whatever the nodes; the reason
         becomes the pod's condition message as it is. All plugins are called, in pluggy's order
-        (built-ins first); the first reason wins."""
+        (built-ins first); the first reason wins. Checking a driver's opaque configs is
+        ``kai_check_configs``'s job (kai finds them and words the reason)."""
 
     @hookspec
     def kai_filter_nodes(self, pod, nodes, snapshot):
