@@ -445,12 +445,14 @@ class KaiPluginManager(pluggy.PluginManager):
         if reason:
             return SUCCESS
         configs = opaque_configs(claims, snapshot.dra)
-        problems: dict[int, tuple[str, str]] = {}  # position in configs -> (plugin, problem)
+        position = {id(c): i for i, c in enumerate(configs)}  # a config's place in the walk
+        problems: dict[int, tuple[str, str]] = {}  # position -> (plugin, problem)
         for impl in impls:
             drivers = declared_drivers(impl.plugin)
             mine = [c for c in configs if c.driver in drivers]
             if not mine:
                 continue
+            given = {id(c) for c in mine}
             plugin = impl.plugin_name
             res = self.call_impl(impl, hook, {"pod": pod, "configs": mine, "snapshot": snapshot})
             if res is None:
@@ -462,15 +464,16 @@ class KaiPluginManager(pluggy.PluginManager):
             for config, problem in res.items():
                 if isinstance(problem, list | tuple) and problem and all(isinstance(p, str) for p in problem):
                     problem = "; ".join(problem)
-                if not isinstance(config, OpaqueConfig) or not any(config is c for c in mine):
+                if not isinstance(config, OpaqueConfig) or id(config) not in given:
                     return self._bad(plugin, hook, f"expected keys among the configs it was given, got {config!r:.200}")
                 if not isinstance(problem, str) or not problem:
                     return self._bad(plugin, hook, f"{config.where}: expected a problem (str), got {problem!r:.200}")
-                problems.setdefault(next(i for i, c in enumerate(configs) if c is config), (plugin, problem))
+                problems.setdefault(position[id(config)], (plugin, problem))
         if not problems:
             return SUCCESS
-        plugin, problem = problems[min(problems)]
-        return Status.unresolvable(configs[min(problems)].describe(problem), plugin)
+        first = min(problems)
+        plugin, problem = problems[first]
+        return Status.unresolvable(configs[first].describe(problem), plugin)
 
     def filter_nodes(self, pod: dict, nodes: list, snapshot: object, rejected: dict
                      ) -> tuple[list, Status]:
