@@ -299,3 +299,33 @@ def test_the_guides_nic_plugin_never_takes_a_down_nic_and_its_ranking_survives_n
     # the down NIC is the fastest, yet never taken; nic-2 (200) beats nic-1 (100); gpu-1 still wins
     both = schedule(("nic", guide_nic_plugin()), ("gpu-ranker", Prefer({"gpu-1": 10})))[0]
     assert both == {"gpu": "gpu-1", "nic": "nic-2"}
+
+
+def test_opaque_configs_follow_first_available_sub_requests_and_config_requests():
+    from kai_core.dra.claims import PodClaim
+    from kai_core.dra.inventory import DraInventory
+    from kai_core.dra.pod_devices import opaque_configs
+
+    classes = [{"metadata": {"name": name}, "spec": {"config": [
+        {"opaque": {"driver": "nic.example.com", "parameters": {"class": name}}}]}}
+        for name in ("nic-fast", "nic-slow")]
+    claim = {"metadata": {"name": "c", "namespace": "ns"}, "spec": {"devices": {
+        "requests": [{"name": "net", "firstAvailable": [{"name": "fast", "deviceClassName": "nic-fast"},
+                                                        {"name": "slow", "deviceClassName": "nic-slow"}]},
+                     {"name": "other", "exactly": {"deviceClassName": "nic-slow"}}],
+        "config": [{"requests": ["net/slow"], "opaque": {"driver": "nic.example.com", "parameters": {}}},
+                   {"opaque": {"driver": "nic.example.com", "parameters": []}},
+                   {"opaque": "not an object"}]}}}
+    configs = opaque_configs([PodClaim("net", claim)], DraInventory([], classes))
+    owner = 'pod claim "net" (ResourceClaim "ns/c")'
+    assert [(c.where, c.device_class, c.requests) for c in configs] == [
+        (f"{owner}: spec.devices.config[0]", None, {"net/slow": "nic-slow"}),
+        (f"{owner}: spec.devices.config[1]", None,
+         {"net/fast": "nic-fast", "net/slow": "nic-slow", "other": "nic-slow"}),
+        (f'{owner}: DeviceClass "nic-fast" (used by request "net"): spec.config[0]', "nic-fast",
+         {"net/fast": "nic-fast"}),
+        (f'{owner}: DeviceClass "nic-slow" (used by request "net"): spec.config[0]', "nic-slow",
+         {"net/slow": "nic-slow", "other": "nic-slow"}),
+    ]
+    assert configs[1].describe("parameters must be an object") == (
+        f"{owner}: spec.devices.config[1] (nic.example.com): parameters must be an object")
