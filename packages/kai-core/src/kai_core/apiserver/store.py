@@ -384,7 +384,16 @@ class EmbeddedStore(Store):
         return clone(self._write_existing(_copy_in(obj), status_only=False))
 
     def update_status(self, obj: dict) -> dict:
-        return clone(self._write_existing(_copy_in(obj), status_only=True))
+        if not isinstance(obj, dict):
+            raise BadRequest(f"an object must be a mapping, got {type(obj).__name__}")
+        # a status write takes only these from the request (the rest is the stored object's), so
+        # only these are copied; an older version is converted whole first
+        kind = self.kinds.for_object(obj)
+        if obj.get("apiVersion") == kind.api_version:
+            obj = {k: clone(obj[k]) for k in ("apiVersion", "kind", "metadata", "status") if k in obj}
+        else:
+            obj = clone(obj)
+        return clone(self._write_existing(obj, status_only=True))
 
     def patch(
         self,
