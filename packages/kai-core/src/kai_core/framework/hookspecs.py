@@ -195,3 +195,13 @@ class SchedulerSpecs:
         Scores never make a device fit that does not. ``devices`` is a read-only sequence listed
         the first time it is read: a plugin that can answer from ``claims`` alone (None for claims
         it has no say in) should not touch it, and so costs nothing."""
+
+    @hookspec(firstresult=True)
+    def kai_device_gpu_worth(self, driver, device, pool_devices):
+        """How many GPUs one DRA device allocated to a pod counts as in its queue's usage (quotas,
+        limits, fair share): a number >= 0 (0.25 for a quarter of a GPU), or None to leave it to the
+        next plugin and finally to kai's rule (a device of a driver whose name contains "gpu" is one
+        GPU, a MIG device the fraction of its parent GPU's memory). ``driver`` is the allocation
+        result's driver, ``device`` the device's entry in its ResourceSlice (None when no slice
+        publishes it) and ``pool_devices`` every published device of that driver's pool (a part of
+        a GPU finds its parent there). Called once per allocated device when usage is counted."""

@@ -354,6 +354,20 @@ class KaiPluginManager(pluggy.PluginManager):
                 out.append(resource)
         return out
 
+    def device_gpu_worth(self, driver: str, device: Mapping | None, pool_devices: list) -> float | None:
+        """``kai_device_gpu_worth``: the first plugin's number of GPUs for an allocated device, or
+        None when no plugin answers (a failing plugin or a wrong answer is logged and skipped)."""
+        for impl in self.implementations("kai_device_gpu_worth"):
+            res = self.call_impl(impl, "kai_device_gpu_worth",
+                                 {"driver": driver, "device": device, "pool_devices": pool_devices})
+            if res is None or isinstance(res, PluginError):
+                continue
+            if isinstance(res, bool) or not isinstance(res, int | float) or not res >= 0:
+                self.bad_result(impl.plugin_name, "kai_device_gpu_worth", f"expected a number >= 0, got {res!r}")
+                continue
+            return float(res)
+        return None
+
     def embedded_controllers(self, store: object) -> list:
         """``kai_embedded_controllers``: every plugin's controllers (a failing plugin adds none)."""
         out: list = []
