@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.queues import (
     DEFAULT_PARENT_QUEUE,
     DEFAULT_QUEUE,
@@ -290,3 +291,59 @@ def test_without_queue_objects_nothing_is_checked_against_the_assumed_defaults(w
     w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "8"}), world.pod("a", priority=1000))
     w.cycle()
     assert w.placed() == {"a": "n1"}
+
+
+# -- a device plugin says what its devices are worth ------------------------------------------------
+
+
+class HalfGpus:
+    """A plugin whose "shared" GPUs are half a GPU each, and which answers nothing for other devices."""
+
+    @hookimpl
+    def kai_device_gpu_worth(self, driver, device, pool_devices):
+        if driver == "gpu.nvidia.com" and device and "shared" in (device.get("attributes") or {}):
+            assert {d["name"] for d in pool_devices} >= {device["name"]}
+            return 0.5
+        return None
+
+
+class Broken:
+    @hookimpl
+    def kai_device_gpu_worth(self):
+        return -1
+
+
+def test_a_device_plugin_says_what_its_devices_are_worth(world):
+    from kai_core.framework.queue_usage import queue_usage
+    from kai_core.plugins import build_plugin_manager
+
+    pm = build_plugin_manager(load_external=False)
+    pm.register(HalfGpus(), name="half-gpus")
+    shared = device("gpu-0", "gpu", "GPU-0", "80Gi") | {"attributes": {"shared": {"bool": True}}}
+    slices = [gpu_slice(shared, device("gpu-1", "gpu", "GPU-1", "80Gi"))]
+    claims = {("default", "a"): claim("a", ("gpu.nvidia.com", "gpu-0"), ("gpu.nvidia.com", "gpu-1"))}
+    tree = tree_of(queue("team-a"))
+    usage = queue_usage(tree, [(with_claims(world.pod("a"), "a"), "team-a")], claims, slices,
+                        worth=pm.device_gpu_worth)
+    assert usage["team-a"].allocated["gpu"] == 1.5  # half for the shared GPU, kai's rule for the other
+
+
+def test_a_wrong_answer_is_logged_and_kais_rule_counts(world, caplog):
+    from kai_core.framework.queue_usage import queue_usage
+    from kai_core.plugins import build_plugin_manager
+
+    pm = build_plugin_manager(load_external=False)
+    pm.register(Broken(), name="broken")
+    claims = {("default", "a"): claim("a", ("gpu.nvidia.com", "gpu-0"))}
+    usage = queue_usage(tree_of(queue("team-a")), [(with_claims(world.pod("a"), "a"), "team-a")], claims,
+                        [gpu_slice(device("gpu-0", "gpu", "GPU-0", "80Gi"))], worth=pm.device_gpu_worth)
+    assert usage["team-a"].allocated["gpu"] == 1
+    assert "broken" in caplog.text and "expected a number >= 0, got -1" in caplog.text
+
+
+def test_the_embedded_cluster_runs_the_queue_controller_with_the_plugins_say(world):
+    from kai_core.plugins.queues import QueueStatusController
+
+    w = world()
+    controllers = [c for c in w.cluster.controllers if isinstance(c, QueueStatusController)]
+    assert len(controllers) == 1 and controllers[0].worth == w.pm.device_gpu_worth

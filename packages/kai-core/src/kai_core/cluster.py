@@ -16,6 +16,7 @@ from kai_core.apiserver.controllers.resourceclaim import ResourceClaimController
 from kai_core.apiserver.manifests import apply_manifests, read_manifests
 from kai_core.apiserver.store import EmbeddedStore
 from kai_core.framework.plugins import KaiPluginManager
+from kai_core.plugins.queues import QueueStatusController
 
 log = logging.getLogger("kai.cluster")
 
@@ -34,7 +35,9 @@ class EmbeddedCluster:
         self.store = EmbeddedStore()
         for crd in builtin_crds() + plugin_crds(pm):
             self.store.restore(crd)
-        self.controllers = [ResourceClaimController(), *pm.embedded_controllers(self.store)]
+        # KAI's queue controller: Queue status from the pods, DRA devices valued by the plugins
+        queues = QueueStatusController(worth=pm.device_gpu_worth)
+        self.controllers = [ResourceClaimController(), queues, *pm.embedded_controllers(self.store)]
 
     def load(self, path: str | os.PathLike) -> list[dict]:
         """Load manifests from a file or directory; raises ManifestError naming file and object."""

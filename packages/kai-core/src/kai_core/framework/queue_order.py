@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod, node_allocatable, pod_requests
 from kai_core.framework.fairshare import UNLIMITED
-from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, amounts_of, gpu_worth, queue_usage
+from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, WorthFn, amounts_of, gpu_worth, queue_usage
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
 
 __all__ = ["cluster_total", "order_by_queues", "order_pending"]
@@ -121,7 +121,8 @@ class _Standing:
 _NOTHING = dict.fromkeys(RESOURCES, 0.0)
 
 
-def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str]) -> list[dict]:
+def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str],
+                    worth: WorthFn | None = None) -> list[dict]:
     """``pods`` (pending, in their pod order) reordered by their queues' standing; pods whose queue
     cannot hold workloads keep their place at the end. With a single leaf queue nothing changes."""
     leaves = [name for name in tree.queues if tree.is_leaf(name)]
@@ -129,7 +130,7 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
         return list(pods)
     candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
     usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
-                        bound=lambda p: snapshot.node_of(p) is not None)
+                        bound=lambda p: snapshot.node_of(p) is not None, worth=worth)
     total = cluster_total(snapshot)
     shares = fair_shares(tree, total, {q: usage[q].requested for q in leaves})
     standing = {name: _Standing(q, shares.get(name, {}), usage[name].allocated, total)
@@ -186,9 +187,10 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     return out + rest
 
 
-def order_pending(pods: Sequence[dict], snapshot) -> list[dict]:
-    """:func:`order_by_queues` with the snapshot's Queues; ``pods`` unchanged when Queues are not watched."""
+def order_pending(pods: Sequence[dict], snapshot, worth: WorthFn | None = None) -> list[dict]:
+    """:func:`order_by_queues` with the snapshot's Queues; ``pods`` unchanged when Queues are not watched.
+    ``worth``: the plugins' say on what allocated DRA devices are worth."""
     if not snapshot.watches(RES_QUEUES):
         return list(pods)
     tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
-    return order_by_queues(pods, snapshot, tree, lambda pod: pod_queue_in(pod, snapshot.pod_groups))
+    return order_by_queues(pods, snapshot, tree, lambda pod: pod_queue_in(pod, snapshot.pod_groups), worth)

@@ -12,8 +12,8 @@ controllers sum them into ``status.allocated`` and ``status.requested`` of a Que
   A pending pod's DRA GPUs are not in ``requested`` yet (its allocation is not known before it is
   placed).
 
-The counting rule is a plain function here; a hook through which a device plugin says what its
-devices are worth is left for later.
+A device plugin may say what its devices are worth (hook ``kai_device_gpu_worth``, passed in as
+``worth``); :func:`gpu_worth` is the rule for devices no plugin answers for.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import is_active_pod, pod_requests
 from kai_core.framework.queues import RESOURCES, QueueTree
 
-__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "amounts_of", "gpu_worth", "pod_amounts", "queue_usage"]
+__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "WorthFn", "amounts_of", "gpu_worth", "pod_amounts",
+           "queue_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -40,11 +41,13 @@ class DeviceIndex:
     def __init__(self, slices: Iterable[Mapping]) -> None:
         self.devices: dict[tuple[str, str, str], Mapping] = {}
         self.by_uuid: dict[str, Mapping] = {}
+        self.pools: dict[tuple[str, str], list[Mapping]] = {}
         for s in slices:
             spec = s.get("spec") or {}
             driver, pool = spec.get("driver", ""), (spec.get("pool") or {}).get("name", "")
             for d in spec.get("devices") or []:
                 self.devices[(driver, pool, d.get("name", ""))] = d
+                self.pools.setdefault((driver, pool), []).append(d)
                 uuid = _attribute(d, "uuid")
                 if uuid and _attribute(d, "type") != "mig":
                     self.by_uuid[uuid] = d
@@ -108,7 +111,12 @@ def amounts_of(requests: Mapping[str, int]) -> dict[str, float]:
             "memory": requests.get("memory", 0) / 1000}
 
 
-def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: set, index: DeviceIndex) -> float:
+#: ``(driver, device or None, the pool's devices) -> GPUs or None`` (None: kai's rule decides)
+WorthFn = Callable[[str, Mapping | None, list], float | None]
+
+
+def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: set, index: DeviceIndex,
+              worth: WorthFn | None) -> float:
     total = 0.0
     ns = pod["metadata"].get("namespace", "")
     for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
@@ -119,18 +127,22 @@ def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: 
         counted.add((ns, name))
         results = ((((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results")) or []
         for r in results:
-            driver = r.get("driver", "")
-            total += gpu_worth(driver, index.devices.get((driver, r.get("pool", ""), r.get("device", ""))), index)
+            driver, pool = r.get("driver", ""), r.get("pool", "")
+            device = index.devices.get((driver, pool, r.get("device", "")))
+            said = worth(driver, device, index.pools.get((driver, pool), [])) if worth else None
+            total += gpu_worth(driver, device, index) if said is None else said
     return total
 
 
 def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Mapping[tuple[str, str], Mapping],
                 slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None,
-                non_preemptible: Callable[[Mapping], bool] | None = None) -> dict[str, QueueUsage]:
+                non_preemptible: Callable[[Mapping], bool] | None = None,
+                worth: WorthFn | None = None) -> dict[str, QueueUsage]:
     """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
     tree are not counted (KAI does not schedule them). ``bound`` says whether a pod holds its
     resources (default: it has a node); the scheduler also counts pods whose binding is in flight.
-    ``non_preemptible`` says which pods' allocations count as non-preemptible (default: none)."""
+    ``non_preemptible`` says which pods' allocations count as non-preemptible (default: none);
+    ``worth`` is the plugins' say on DRA devices (``KaiPluginManager.device_gpu_worth``)."""
     index = DeviceIndex(slices)
     usage = {name: QueueUsage() for name in tree.queues}
     counted: set = set()
@@ -141,7 +153,7 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
         amounts = pod_amounts(pod)
         holds = bound(pod) if bound else bool((pod.get("spec") or {}).get("nodeName"))
         if holds:
-            amounts["gpu"] += _dra_gpus(pod, claims, counted, index)
+            amounts["gpu"] += _dra_gpus(pod, claims, counted, index, worth)
         firm = bool(holds and non_preemptible and non_preemptible(pod))
         for up in tree.ancestry(queue):
             usage[up].add(amounts, holds, firm)

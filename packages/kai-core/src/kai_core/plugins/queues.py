@@ -9,7 +9,8 @@ above a limit (``OverLimit``, :mod:`kai_core.framework.queue_limits`). When the 
 watch Queues (their CRD is not served) queues are not checked at all. The queue tree is read once
 per cycle.
 
-On the embedded cluster, :class:`QueueStatusController` plays KAI's queue controller: it writes each
+On the embedded cluster (:mod:`kai_core.cluster` runs it, with the plugins' ``kai_device_gpu_worth``),
+:class:`QueueStatusController` plays KAI's queue controller: it writes each
 Queue's ``status.allocated``, ``status.allocatedNonPreemptible``, ``status.requested``
 (:mod:`kai_core.framework.queue_usage`) and ``status.childQueues``. Against a real cluster nothing
 writes Queue status yet.
@@ -28,7 +29,7 @@ from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUE
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.queue_limits import QueueLedger
-from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, queue_usage
+from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, WorthFn, queue_usage
 from kai_core.framework.queues import QueueTree, pod_queue_in, preemptible, tree_from_objects, why_not_schedulable
 
 log = logging.getLogger("kai.controllers.queues")
@@ -89,8 +90,10 @@ class QueueStatusController:
 
     name = "queue-status"
 
-    def __init__(self, scheduler_name: str = "kai-scheduler") -> None:
+    def __init__(self, scheduler_name: str = "kai-scheduler", worth: WorthFn | None = None) -> None:
+        """``worth``: the plugins' say on what DRA devices are worth (``KaiPluginManager.device_gpu_worth``)."""
         self.scheduler_name = scheduler_name
+        self.worth = worth
 
     def reconcile(self, store) -> None:
         queues, _ = store.list(RES_QUEUES)
@@ -102,7 +105,7 @@ class QueueStatusController:
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
         usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES),
-                            non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)))
+                            non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)), worth=self.worth)
         for obj in queues:
             name = obj["metadata"]["name"]
             self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
@@ -141,8 +144,3 @@ def _listed(store, resource: str) -> list[dict]:
         return store.list(resource)[0]
     except ApiError:  # a kind this cluster does not serve (DRA off)
         return []
-
-
-@hookimpl
-def kai_embedded_controllers(store):
-    return [QueueStatusController()]

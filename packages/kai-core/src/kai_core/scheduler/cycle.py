@@ -181,7 +181,7 @@ class Scheduler:
                 result.backed_off += 1
             else:
                 ready.append(pod)
-        ready = order_pending(ready, snap)  # queues below their fair share first (KAI's allocate)
+        ready = order_pending(ready, snap, self.pm.device_gpu_worth)  # queues below fair share first
         gangs = find_gangs(self, snap, ready) if ready else {}
         try:
             self._place(ready, gangs, snap, result)
