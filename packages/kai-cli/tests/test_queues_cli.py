@@ -1,5 +1,6 @@
 """``kai-cli`` with KAI's queues: the README's example runs, a pod of an unknown queue or over its
-queue's limit stays pending with the reason, and ``get queues`` shows the tree with quota, limit and usage."""
+queue's limit stays pending with the reason, and ``get queues`` shows the tree with quota, limit,
+usage and fair share."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def test_the_queues_example_runs_and_get_queues_shows_usage(tmp_path):
             "Limit is 4 GPUs, currently 1 GPUs allocated and workload requested 4 GPUs") in run.output
     table = invoke("get", "queues", "--cluster", str(state), "-o", "wide").output.splitlines()
     assert table[0].split() == ["NAME", "PARENT", "PRIORITY", "GPU-QUOTA", "GPU-LIMIT", "GPU-ALLOCATED",
-                                "GPU-REQUESTED", "AGE"]
-    assert [row.split()[:7] for row in table[1:]] == [["research", "<none>", "100", "2", "-1", "1", "5"],
-                                                     ["team-a", "research", "100", "1", "4", "1", "5"]]
+                                "GPU-REQUESTED", "GPU-FAIR-SHARE", "CPU-FAIR-SHARE", "MEMORY-FAIR-SHARE", "AGE"]
+    # 4 GPUs: research's quota 2, and the other 2 by weight (it asks for 5); team-a's limit 4 caps it at 4.
+    # CPU: quota -1 is all there is, capped by what is asked (2 cores, "lost" is in no queue)
+    assert [row.split()[:10] for row in table[1:]] == [
+        ["research", "<none>", "100", "2", "-1", "1", "5", "4", "2", "0"],
+        ["team-a", "research", "100", "1", "4", "1", "5", "4", "2", "0"]]
+    narrow = invoke("get", "queues", "--cluster", str(state)).output.splitlines()
+    assert narrow[0].split() == ["NAME", "PARENT", "GPU-QUOTA", "GPU-LIMIT", "GPU-ALLOCATED", "GPU-REQUESTED",
+                                 "GPU-FAIR-SHARE", "AGE"]

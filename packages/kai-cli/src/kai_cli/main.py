@@ -685,7 +685,13 @@ def get(kind, name, cluster_path, namespace, all_namespaces, output) -> None:
         if not items:
             click.echo("No resources found" + (f" in {ns} namespace." if ns else "."), err=True)
             return
-        click.echo(render(rk, items, wide=output == "wide", all_namespaces=all_namespaces and rk.namespaced))
+        computed = None
+        if rk.kind == "Queue":  # fair shares as the scheduler computes them now
+            from kai_cli.queue_view import fair_share_columns
+
+            computed = fair_share_columns(cluster)
+        click.echo(render(rk, items, wide=output == "wide", all_namespaces=all_namespaces and rk.namespaced,
+                          computed=computed))
 
 
 # -- plugins -------------------------------------------------------------------------------------

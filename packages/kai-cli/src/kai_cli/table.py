@@ -70,8 +70,17 @@ COLUMNS = {
 }
 
 
-def render(kind, items: list[dict], wide: bool = False, all_namespaces: bool = False) -> str:
+#: kind -> [(header, wide_only)] of columns computed from the cluster, not read from the object
+COMPUTED = {"Queue": [("GPU-FAIR-SHARE", False), ("CPU-FAIR-SHARE", True), ("MEMORY-FAIR-SHARE", True)]}
+
+
+def render(kind, items: list[dict], wide: bool = False, all_namespaces: bool = False,
+           computed: dict[str, dict[str, str]] | None = None) -> str:
+    """A kubectl-like table; ``computed`` gives the :data:`COMPUTED` columns by object name."""
     cols = [c for c in COLUMNS.get(kind.kind, []) if wide or not c[2]]
+    for header, wide_only in COMPUTED.get(kind.kind, []) if computed is not None else []:
+        if wide or not wide_only:
+            cols.append((header, lambda o, h=header: computed.get(o["metadata"]["name"], {}).get(h, ""), wide_only))
     header = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c[0] for c in cols] + ["AGE"]
     rows = [header]
     for o in items:

@@ -30,10 +30,18 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod, node_allocatable, pod_requests
 from kai_core.framework.fairshare import UNLIMITED
-from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, WorthFn, amounts_of, gpu_worth, queue_usage
+from kai_core.framework.queue_usage import (
+    GPU_RESOURCE,
+    DeviceIndex,
+    QueueUsage,
+    WorthFn,
+    amounts_of,
+    gpu_worth,
+    queue_usage,
+)
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
 
-__all__ = ["cluster_total", "order_by_queues", "order_pending"]
+__all__ = ["cluster_total", "order_by_queues", "order_pending", "queue_standing", "snapshot_standing"]
 
 #: KAI's penalty on a resource used by a queue that may have none of it
 _NO_SHARE_PENALTY = 1000.0
@@ -121,18 +129,25 @@ class _Standing:
 _NOTHING = dict.fromkeys(RESOURCES, 0.0)
 
 
-def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str],
-                    worth: WorthFn | None = None) -> list[dict]:
-    """``pods`` (pending, in their pod order) reordered by their queues' standing; pods whose queue
-    cannot hold workloads keep their place at the end. With a single leaf queue nothing changes."""
-    leaves = [name for name in tree.queues if tree.is_leaf(name)]
-    if len(leaves) <= 1:
-        return list(pods)
+def queue_standing(snapshot, tree: QueueTree, queue_of: Callable[[dict], str], worth: WorthFn | None = None
+                   ) -> tuple[dict[str, float], dict[str, QueueUsage], dict[str, dict[str, float]]]:
+    """The cluster's total, every queue's usage (this scheduler's pods; bound or in flight counts as
+    allocated) and every queue's fair share, for this snapshot."""
     candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
     usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
                         bound=lambda p: snapshot.node_of(p) is not None, worth=worth)
     total = cluster_total(snapshot)
-    shares = fair_shares(tree, total, {q: usage[q].requested for q in leaves})
+    shares = fair_shares(tree, total, {q: usage[q].requested for q in tree.queues if tree.is_leaf(q)})
+    return total, usage, shares
+
+
+def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str],
+                    worth: WorthFn | None = None) -> list[dict]:
+    """``pods`` (pending, in their pod order) reordered by their queues' standing; pods whose queue
+    cannot hold workloads keep their place at the end. With a single leaf queue nothing changes."""
+    if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1:
+        return list(pods)
+    total, usage, shares = queue_standing(snapshot, tree, queue_of, worth)
     standing = {name: _Standing(q, shares.get(name, {}), usage[name].allocated, total)
                 for name, q in tree.queues.items()}
     waiting: dict[str, list[dict]] = {}
@@ -193,4 +208,16 @@ def order_pending(pods: Sequence[dict], snapshot, worth: WorthFn | None = None) 
     if not snapshot.watches(RES_QUEUES):
         return list(pods)
     tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
-    return order_by_queues(pods, snapshot, tree, lambda pod: pod_queue_in(pod, snapshot.pod_groups), worth)
+    return order_by_queues(pods, snapshot, tree, _queue_in(snapshot), worth)
+
+
+def _queue_in(snapshot) -> Callable[[dict], str]:
+    return lambda pod: pod_queue_in(pod, snapshot.pod_groups)
+
+
+def snapshot_standing(snapshot, worth: WorthFn | None = None
+                      ) -> tuple[QueueTree, dict[str, QueueUsage], dict[str, dict[str, float]]]:
+    """The snapshot's queue tree, usage and fair shares (what ``kai-cli get queues`` shows)."""
+    tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
+    _total, usage, shares = queue_standing(snapshot, tree, _queue_in(snapshot), worth)
+    return tree, usage, shares
