@@ -86,3 +86,32 @@ def test_cluster_total_leaves_out_unready_nodes_and_other_schedulers_pods(world)
     w.cycle()
     total = cluster_total(w.scheduler.last_snapshot)
     assert total["gpu"] == 3 and total["cpu"] == 15000 and total["memory"] == 16 * 2**30
+
+
+def test_dra_gpus_a_queue_holds_count_against_its_fair_share(world):
+    """team-a already holds 2 GPUs through DRA claims; 2 more (device-plugin GPUs) are free: fair
+    shares are 2 and 2, so team-b's pods go first although team-a's are older."""
+    from kai_core.api.features import FeatureGates
+    from kai_core.dra.testing import GPU, claim, gpu_slice, request
+    from kai_core.framework.queue_order import snapshot_standing
+    from kai_core.scheduler.cycle import SchedulerConfig
+
+    held = []
+    for i in range(2):
+        c = claim(f"held-{i}", request("gpu", "gpu.nvidia.com"))
+        c["status"] = {"allocation": {"devices": {"results": [
+            {"request": "gpu", "driver": GPU, "pool": "dra-node", "device": f"gpu-{i}"}]}},
+            "reservedFor": [{"resource": "pods", "name": f"a-running-{i}", "uid": f"uid-{i}"}]}
+        pod = gpu_pod(world, f"a-running-{i}", "team-a", gpus=0, nodeName="dra-node",
+                      resourceClaims=[{"name": "gpu", "resourceClaimName": f"held-{i}"}])
+        pod["metadata"]["uid"] = f"uid-{i}"
+        held += [c, pod]
+    w = world(world.node("dra-node", cpu="16"), gpu_slice("dra-node", count=2), gpu_node(world, "n1", gpus=2),
+              queue("team-a"), queue("team-b"), *held,
+              *burst(world, "team-a", "a", "2026-01-01T00:00:00Z", n=2),
+              *burst(world, "team-b", "b", "2026-01-02T00:00:00Z", n=2),
+              config=SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true")))
+    w.cycle()
+    assert sorted(w.placed()) == ["b0", "b1"]
+    _tree, usage, shares = snapshot_standing(w.scheduler.last_snapshot)
+    assert usage["team-a"].allocated["gpu"] == 2 and shares["team-a"]["gpu"] == shares["team-b"]["gpu"] == 2
