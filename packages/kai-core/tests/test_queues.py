@@ -347,3 +347,26 @@ def test_the_embedded_cluster_runs_the_queue_controller_with_the_plugins_say(wor
     w = world()
     controllers = [c for c in w.cluster.controllers if isinstance(c, QueueStatusController)]
     assert len(controllers) == 1 and controllers[0].worth == w.pm.device_gpu_worth
+
+
+def test_gpus_a_cycle_allocates_through_dra_count_against_the_limit_at_once(world):
+    """team-a may hold 2 GPUs: two DRA pods take 2 GPUs in this cycle, so the device-plugin pod after
+    them is over the limit, in the same cycle, before any claim status is written."""
+    from kai_core.api.features import FeatureGates
+    from kai_core.dra.testing import GPU, claim, device_class, gpu_slice, request
+    from kai_core.scheduler.cycle import SchedulerConfig
+
+    objs = [world.node("dra-node", cpu="16"), gpu_slice("dra-node", count=4),
+            device_class("gpu.nvidia.com", f"device.driver == '{GPU}'"),
+            world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), limited("team-a", 2)]
+    for i in range(2):
+        objs.append(claim(f"c{i}", request("gpu", "gpu.nvidia.com")))
+        pod = labelled(world, f"d{i}", "team-a", resourceClaims=[{"name": "gpu", "resourceClaimName": f"c{i}"}])
+        pod["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+        objs.append(pod)
+    late = gpu_pod(world, "x", "team-a", 1)
+    late["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    w = world(*objs, late, config=SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true")))
+    w.cycle()
+    assert sorted(w.placed()) == ["d0", "d1"]
+    assert "Limit is 2 GPUs, currently 2 GPUs allocated and workload requested 1 GPUs" in w.message("x")

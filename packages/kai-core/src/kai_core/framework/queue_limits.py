@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from kai_core.api.claims import claim_name_for
 from kai_core.api.resources import RES_SLICES
 from kai_core.framework.fairshare import UNLIMITED
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
-from kai_core.framework.queue_usage import amounts_of, queue_usage
+from kai_core.framework.queue_usage import DeviceIndex, amounts_of, dra_gpus, queue_usage
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree
 
 __all__ = ["QueueLedger"]
@@ -46,9 +47,14 @@ class QueueLedger:
         self.queue_of = queue_of
         self.preemptible = preemptible
         candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
+        self._index = DeviceIndex(snapshot.objects(RES_SLICES).values())
+        self._counted: set = set()
         usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
                             bound=lambda p: snapshot.node_of(p) is not None,
-                            non_preemptible=lambda p: not preemptible(p))
+                            non_preemptible=lambda p: not preemptible(p), allocation_of=snapshot.allocation_of,
+                            counted=self._counted)
+        #: DRA GPUs counted for pods this cycle placed, by pod (taken back if the placement is undone)
+        self._dra: dict[int, tuple[float, set]] = {}
         self.allocated = {q: dict(u.allocated) for q, u in usage.items()}
         self.firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
         self._read = len(snapshot.pod_changes)
@@ -65,6 +71,7 @@ class QueueLedger:
             if queue not in self.tree.queues:
                 continue
             amounts = amounts_of(snapshot.requests_of(pod))
+            amounts["gpu"] += self._dra_change(pod, sign, snapshot)
             firm = not self.preemptible(pod)
             for up in self.tree.ancestry(queue):
                 for r in RESOURCES:
@@ -72,6 +79,21 @@ class QueueLedger:
                     if firm:
                         self.firm[up][r] += sign * amounts[r]
         self._read = len(changes)
+
+    def _dra_change(self, pod: Mapping, sign: int, snapshot) -> float:
+        """The DRA GPUs a placement of this cycle adds (the devices allocated to the pod's claims,
+        by kai's rule: no plugin is asked here), or takes back when it is undone."""
+        if sign > 0:
+            ns = pod["metadata"].get("namespace", "")
+            entries = (pod.get("spec") or {}).get("resourceClaims") or []
+            mine = {(ns, claim_name_for(pod, e.get("name"))) for e in entries}
+            fresh = mine - self._counted
+            gpus = dra_gpus(pod, snapshot.allocation_of, self._index, counted=self._counted)
+            self._dra[id(pod)] = (gpus, fresh & self._counted)
+            return gpus
+        gpus, claims = self._dra.pop(id(pod), (0.0, set()))
+        self._counted -= claims
+        return gpus
 
     def _workload(self, pod: Mapping, snapshot) -> dict[str, float]:
         """The pod with the waiting pods of its PodGroup placed alongside it: a gang's members are

@@ -135,7 +135,8 @@ def queue_standing(snapshot, tree: QueueTree, queue_of: Callable[[dict], str], w
     allocated) and every queue's fair share, for this snapshot."""
     candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
     usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
-                        bound=lambda p: snapshot.node_of(p) is not None, worth=worth)
+                        bound=lambda p: snapshot.node_of(p) is not None, worth=worth,
+                        allocation_of=snapshot.allocation_of)
     total = cluster_total(snapshot)
     shares = fair_shares(tree, total, {q: usage[q].requested for q in tree.queues if tree.is_leaf(q)})
     return total, usage, shares

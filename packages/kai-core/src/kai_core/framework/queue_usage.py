@@ -26,8 +26,8 @@ from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import is_active_pod, pod_requests
 from kai_core.framework.queues import RESOURCES, QueueTree
 
-__all__ = ["GPU_RESOURCE", "DeviceIndex", "QueueUsage", "WorthFn", "amounts_of", "gpu_worth", "pod_amounts",
-           "queue_usage"]
+__all__ = ["GPU_RESOURCE", "AllocationFn", "DeviceIndex", "QueueUsage", "WorthFn", "amounts_of", "dra_gpus",
+           "gpu_worth", "pod_amounts", "queue_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -115,18 +115,30 @@ def amounts_of(requests: Mapping[str, int]) -> dict[str, float]:
 WorthFn = Callable[[str, Mapping | None, list], float | None]
 
 
-def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: set, index: DeviceIndex,
-              worth: WorthFn | None) -> float:
+#: a claim's allocation (``status.allocation``, or one decided but not written yet) by (namespace, name)
+AllocationFn = Callable[[tuple[str, str]], Mapping | None]
+
+
+def _stored_allocation(claims: Mapping[tuple[str, str], Mapping]) -> AllocationFn:
+    return lambda key: ((claims.get(key) or {}).get("status") or {}).get("allocation")
+
+
+def dra_gpus(pod: Mapping, allocation_of: AllocationFn, index: DeviceIndex, worth: WorthFn | None = None,
+             counted: set | None = None) -> float:
+    """GPUs of the devices allocated to the pod's claims; a claim in ``counted`` is skipped (and
+    added), so a claim shared by several pods counts once."""
     total = 0.0
     ns = pod["metadata"].get("namespace", "")
     for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
         name = claim_name_for(pod, entry.get("name"))
-        claim = claims.get((ns, name)) if name else None
-        if claim is None or (ns, name) in counted:
+        if not name or (counted is not None and (ns, name) in counted):
             continue
-        counted.add((ns, name))
-        results = ((((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results")) or []
-        for r in results:
+        allocation = allocation_of((ns, name))
+        if not allocation:
+            continue
+        if counted is not None:
+            counted.add((ns, name))
+        for r in (allocation.get("devices") or {}).get("results") or []:
             driver, pool = r.get("driver", ""), r.get("pool", "")
             device = index.devices.get((driver, pool, r.get("device", "")))
             said = worth(driver, device, index.pools.get((driver, pool), [])) if worth else None
@@ -137,15 +149,19 @@ def _dra_gpus(pod: Mapping, claims: Mapping[tuple[str, str], Mapping], counted: 
 def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Mapping[tuple[str, str], Mapping],
                 slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None,
                 non_preemptible: Callable[[Mapping], bool] | None = None,
-                worth: WorthFn | None = None) -> dict[str, QueueUsage]:
+                worth: WorthFn | None = None, allocation_of: AllocationFn | None = None,
+                counted: set | None = None) -> dict[str, QueueUsage]:
     """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
     tree are not counted (KAI does not schedule them). ``bound`` says whether a pod holds its
     resources (default: it has a node); the scheduler also counts pods whose binding is in flight.
     ``non_preemptible`` says which pods' allocations count as non-preemptible (default: none);
-    ``worth`` is the plugins' say on DRA devices (``KaiPluginManager.device_gpu_worth``)."""
+    ``worth`` is the plugins' say on DRA devices (``KaiPluginManager.device_gpu_worth``);
+    ``allocation_of`` finds a claim's allocation (default: its ``status.allocation`` in ``claims``; the
+    scheduler also knows allocations in flight); ``counted`` receives the claims counted (a caller
+    that counts more pods later passes it on to :func:`dra_gpus`)."""
     index = DeviceIndex(slices)
     usage = {name: QueueUsage() for name in tree.queues}
-    counted: set = set()
+    counted = set() if counted is None else counted
     ordered = sorted(pods, key=lambda e: (e[0]["metadata"].get("namespace", ""), e[0]["metadata"].get("name", "")))
     for pod, queue in ordered:
         if queue not in tree.queues or not is_active_pod(pod):
@@ -153,7 +169,7 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
         amounts = pod_amounts(pod)
         holds = bound(pod) if bound else bool((pod.get("spec") or {}).get("nodeName"))
         if holds:
-            amounts["gpu"] += _dra_gpus(pod, claims, counted, index, worth)
+            amounts["gpu"] += dra_gpus(pod, allocation_of or _stored_allocation(claims), index, worth, counted)
         firm = bool(holds and non_preemptible and non_preemptible(pod))
         for up in tree.ancestry(queue):
             usage[up].add(amounts, holds, firm)
