@@ -489,10 +489,11 @@ class KaiPluginManager(pluggy.PluginManager):
         plugin, problem = problems[first]
         return Status.unresolvable(configs[first].describe(problem), plugin)
 
-    def filter_nodes(self, pod: dict, nodes: list, snapshot: object, rejected: dict
-                     ) -> tuple[list, Status]:
+    def filter_nodes(self, pod: dict, nodes: list, snapshot: object, rejected: dict,
+                     refused_by: dict | None = None) -> tuple[list, Status]:
         """``kai_filter_nodes``, each plugin over the nodes the ones before it let through. Returns the
-        nodes left; each rejected node's reason(s) go into ``rejected``. A failure stops at once."""
+        nodes left; each rejected node's reason(s) go into ``rejected``, and with ``refused_by`` (a
+        decision being explained) the refusing plugin's name too. A failure stops at once."""
         hook = "kai_filter_nodes"
         for impl in self.implementations(hook):
             if not nodes:
@@ -519,17 +520,25 @@ class KaiPluginManager(pluggy.PluginManager):
                     return nodes, self._bad(
                         impl.plugin_name, hook,
                         f"node {n.name}: expected a reason (str or list of str), got {reason!r}")
+            if refused_by is not None:
+                refused_by.update((n.name, impl.plugin_name) for n in nodes if res.get(n.name) is not None)
             nodes = left
         return nodes, SUCCESS
 
     def allocate_claims(self, pod: dict, claims: list[PodClaim], nodes: list, snapshot: object,
-                        rejected: dict) -> tuple[dict[str, ClaimAllocation], Status]:
+                        rejected: dict, refused_by: dict | None = None, devices: dict | None = None
+                        ) -> tuple[dict[str, ClaimAllocation], Status]:
         """``kai_allocate_claims`` (first answer wins) over ``nodes``: the allocation per node where
-        the claims fit; other nodes go into ``rejected`` with the plugin's reason."""
+        the claims fit; other nodes go into ``rejected`` with the plugin's reason. For a decision
+        being explained, ``refused_by`` gets the answering plugin per refused node, and ``devices``
+        what the device hooks said: ``"removed"`` (device id -> reason), ``"ranked"`` (device id
+        -> summed score) and ``"allocator"`` (the plugin that answered)."""
         hook = "kai_allocate_claims"
+        rank, filter_ = self._device_ranker(pod, snapshot), self._device_filter(pod, snapshot)
+        if devices is not None:
+            rank, filter_ = _kept(rank, devices, "ranked"), _kept(filter_, devices, "removed")
         answer = self.call_first(hook, pod=pod, claims=claims, nodes=nodes, snapshot=snapshot,
-                                 rank_devices=self._device_ranker(pod, snapshot),
-                                 filter_devices=self._device_filter(pod, snapshot))
+                                 rank_devices=rank, filter_devices=filter_)
         if answer is None:
             return {}, Status.unresolvable("no plugin can allocate this pod's resource claims")
         plugin, res = answer
@@ -551,6 +560,10 @@ class KaiPluginManager(pluggy.PluginManager):
             else:
                 return {}, self._bad(
                     plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
+        if refused_by is not None:
+            refused_by.update((n.name, plugin) for n in nodes if n.name not in allocations)
+        if devices is not None:
+            devices["allocator"] = plugin
         return allocations, SUCCESS
 
     def _device_ranker(self, pod: dict, snapshot: object) -> DeviceRanker | None:
@@ -618,13 +631,14 @@ class KaiPluginManager(pluggy.PluginManager):
         return removed or None
 
     def score_nodes(self, pod: dict, snapshot: object, weights: Mapping[str, float], *,
-                    local_nodes: Mapping[str, object], nodes: list, among: Container[str]
-                    ) -> tuple[dict[str, float], dict[str, float], Status]:
+                    local_nodes: Mapping[str, object], nodes: list, among: Container[str],
+                    by_plugin: dict | None = None) -> tuple[dict[str, float], dict[str, float], Status]:
         """``kai_score_nodes``, weighted and summed per node. Plugins that declare node-local scores
         are asked about ``local_nodes`` (name -> NodeInfo) only, the others about ``nodes``, whose
         names are in ``among`` (given, not derived: this runs once per pod, and a pass over every
         feasible node per pod is what the equivalence memo avoids). Returns the node-local totals
-        (for ``local_nodes``), the others' totals (for ``among``), and a Status."""
+        (for ``local_nodes``), the others' totals (for ``among``), and a Status. With ``by_plugin`` (a
+        decision being explained), each answering plugin's ``(weight, node-local, {node: score})``."""
         hook = "kai_score_nodes"
         local_names = local_nodes
         local_list = list(local_nodes.values())
@@ -657,6 +671,8 @@ class KaiPluginManager(pluggy.PluginManager):
                         into[name] = into.get(name, 0.0) + weight * score
             except TypeError:
                 return local_sums, others, self._bad(plugin, hook, f"node {name}: expected a number, got {score!r}")
+            if by_plugin is not None:
+                by_plugin[plugin] = (weight, local, {name: score for name, score in res.items() if name in among})
         return local_sums, others, SUCCESS
 
     def bind_request(self, pod: dict, node: object, bind_request: dict) -> tuple[dict[str, str], Status]:
@@ -677,6 +693,21 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "?"
+
+
+def _kept(hook_call: Callable | None, into: dict, key: str) -> Callable | None:
+    """``hook_call`` (a device ranker or filter) keeping its answer in ``into[key]``, for a decision
+    being explained; None stays None."""
+    if hook_call is None:
+        return None
+
+    def call(claims: list[dict], listed: Callable[[], list]):
+        answer = hook_call(claims, listed)
+        if isinstance(answer, dict):
+            into.setdefault(key, {}).update(answer)
+        return answer
+
+    return call
 
 
 #: what ``kai_allocate_claims`` receives as ``rank_devices``: called with the claims to allocate and a

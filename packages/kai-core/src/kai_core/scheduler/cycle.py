@@ -60,6 +60,7 @@ from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, WritesStop
 from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
 from kai_core.scheduler.decide import Decider, Decision, unschedulable_message
 from kai_core.scheduler.equivalence import ShapeMemo
+from kai_core.scheduler.explain import DecisionRecorder, debug_recorder
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
 
 __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
@@ -156,6 +157,9 @@ class Scheduler:
         self.last_snapshot: Snapshot | None = None
         self.clock = clock
         self.decider = Decider(pm, self.config.score_weights)
+        #: explains decisions of the pods it names (``kai-cli explain``); with the
+        #: ``kai.scheduler.explain`` logger at DEBUG every decision is explained in the log anyway
+        self.recorder: DecisionRecorder | None = None
         self.bind_requests = BindRequests(store, pm, self.config.backoff_limit, may_write=may_write,
                                           grace=self.config.uncertain_write_grace, clock=clock,
                                           writers=self.config.bind_request_writers)
@@ -166,6 +170,7 @@ class Scheduler:
         """One cycle over every pending pod; returns counts (decisions are in the store)."""
         start = time.perf_counter()
         result = CycleResult()
+        self.decider.recorder = debug_recorder(self.recorder)
         self.cache.sync()
         if self.bind_requests.clean_up(self.cache, self.backoff.record_failure):
             self.cache.sync()

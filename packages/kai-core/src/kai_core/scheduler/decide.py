@@ -19,6 +19,7 @@ from kai_core.framework.plugins import KaiPluginManager
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_core.framework.status import SUCCESS, Status
 from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, generic_reason, pod_shape, specific_reason
+from kai_core.scheduler.explain import DecisionRecorder, DecisionTrace
 
 #: distinct reasons listed in an unschedulable message; the rest are summed up in one entry
 MAX_REASONS_IN_MESSAGE = 10
@@ -49,6 +50,8 @@ class Decider:
     def __init__(self, pm: KaiPluginManager, score_weights: Mapping[str, float]) -> None:
         self.pm = pm
         self.score_weights = score_weights
+        #: set to explain decisions (``kai-cli explain``, debug logging); None costs nothing
+        self.recorder: DecisionRecorder | None = None
 
     def memos(self) -> dict[str, ShapeMemo] | None:
         """A cycle's memo table (by pod shape), or None when a plugin's answers are not node-local."""
@@ -63,7 +66,18 @@ class Decider:
         """Choose a node for ``pod`` (and its claims' allocation) among ``nodes`` (default: every
         node). ``pre_filtered`` skips ``kai_pre_filter`` (already passed). With ``memos`` (the
         cycle's, by pod shape) and every node, answers the plugins gave for a pod of the same shape
-        are reused for nodes unchanged since."""
+        are reused for nodes unchanged since. With a :attr:`recorder`, what the plugins and the memo
+        answered on the way is recorded (:mod:`kai_core.scheduler.explain`)."""
+        recorder = self.recorder
+        if recorder is None:
+            return self._decide(pod, snap, nodes, pre_filtered, memos, None)
+        trace = DecisionTrace()
+        decision = self._decide(pod, snap, nodes, pre_filtered, memos, trace)
+        recorder.record(pod, decision, trace)
+        return decision
+
+    def _decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None, pre_filtered: bool,
+                memos: dict[str, ShapeMemo] | None, trace: DecisionTrace | None) -> Decision:
         if not pre_filtered:
             status = self.pre_filter(pod, snap)
             if not status.ok:
@@ -84,8 +98,10 @@ class Decider:
             memo.forget(stale)
             memo.seen = len(snap.node_changes)
             todo = [snap.node_by_name[name] for name in sorted(stale) if name in snap.node_by_name]
+        if trace is not None:
+            trace.begin(pod, snap, nodes, todo, memo)
         try:
-            decision, complete = self._decide_among(pod, snap, nodes, memo, todo)
+            decision, complete = self._decide_among(pod, snap, nodes, memo, todo, trace)
         except BaseException:
             complete = False
             raise
@@ -95,7 +111,7 @@ class Decider:
         return decision
 
     def _decide_among(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo], memo: ShapeMemo,
-                      todo: list[NodeInfo]) -> tuple[Decision, bool]:
+                      todo: list[NodeInfo], trace: DecisionTrace | None) -> tuple[Decision, bool]:
         """:meth:`decide` with ``memo`` holding the answers already known for ``nodes``: filters
         and the allocator are asked about ``todo`` only. Returns the decision and whether the memo
         is still complete (a plugin's failure cuts its answers short)."""
@@ -106,7 +122,8 @@ class Decider:
         refs = claim_refs(pod, snap)
         if todo:
             rejected: dict[str, str | list[str]] = {}
-            passed, status = self.pm.filter_nodes(pod, todo, snap, rejected)
+            refused_by = trace.refused_by if trace is not None else None
+            passed, status = self.pm.filter_nodes(pod, todo, snap, rejected, refused_by)
             if not status.ok:
                 return _refused(status), False
             allocations: dict[str, ClaimAllocation] = {}
@@ -114,7 +131,8 @@ class Decider:
                 claims, reason = pod_claims(pod, snap)
                 if reason:
                     return _refused(Status.unresolvable(reason)), False
-                allocations, status = self.pm.allocate_claims(pod, claims, passed, snap, rejected)
+                allocations, status = self.pm.allocate_claims(
+                    pod, claims, passed, snap, rejected, refused_by, trace.devices if trace is not None else None)
                 if not status.ok:
                     return _refused(status), False
             memo.rejected.update((name, generic_reason(r, refs)) for name, r in rejected.items())
@@ -123,6 +141,8 @@ class Decider:
                     memo.fit(n, None)
                 elif n.name in allocations:
                     memo.fit(n, allocations[n.name])
+            if trace is not None:
+                trace.asked(rejected, passed, allocations)
         if has_claims and not claims:
             claims, reason = pod_claims(pod, snap)
             if reason:
@@ -130,7 +150,7 @@ class Decider:
         if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
             return _refused(Status.unschedulable(unschedulable_message(
                 len(nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))), True
-        best, status = self._best_node(pod, nodes, snap, memo)
+        best, status = self._best_node(pod, nodes, snap, memo, trace)
         if not status.ok:
             return _refused(status), False  # scores half recorded
         allocation = memo.fits[best]
@@ -138,8 +158,8 @@ class Decider:
             allocation = ClaimAllocation(clone(allocation.allocations))
         return Decision(SUCCESS, best, claims, allocation), True
 
-    def _best_node(self, pod: dict, nodes: list[NodeInfo], snap: Snapshot, memo: ShapeMemo
-                   ) -> tuple[str, Status]:
+    def _best_node(self, pod: dict, nodes: list[NodeInfo], snap: Snapshot, memo: ShapeMemo,
+                   trace: DecisionTrace | None) -> tuple[str, Status]:
         """The node of ``memo.fits`` with the highest weighted score sum; ties go to the first
         name. Totals of the plugins declaring node-local scores are kept in the memo: those
         plugins are asked only about nodes fitted since their last call, and while no other plugin
@@ -149,12 +169,16 @@ class Decider:
             return feasible[0].name, SUCCESS
         unscored = {n.name: n for n in memo.unscored if n.name in memo.fits}
         memo.unscored = []
+        by_plugin = trace.scores if trace is not None else None
         local_sums, others, status = self.pm.score_nodes(
-            pod, snap, self.score_weights, local_nodes=unscored, nodes=feasible, among=memo.fits)
+            pod, snap, self.score_weights, local_nodes=unscored, nodes=feasible, among=memo.fits,
+            by_plugin=by_plugin)
         if not status.ok:
             return "", status
         for name, total in local_sums.items():
             memo.set_total(name, total)
+        if trace is not None:
+            trace.scored(feasible, memo, others)
         if not others:
             best = memo.best()
             if best is not None:

@@ -177,6 +177,9 @@ class ShapeMemo:
     heap: list[tuple[float, str]] = field(default_factory=list)
     #: the nodes of ``fits`` in the snapshot's order, rebuilt only when ``fits`` gains or loses one
     _feasible: list[NodeInfo] | None = None
+    #: while decisions are recorded, who gave the answers above
+    #: (:class:`kai_core.scheduler.explain.MemoNotes`); None otherwise
+    explained: object | None = None
 
     def stale_nodes(self, snapshot: Snapshot) -> set[str]:
         """Names of the nodes changed since the memo was last brought up to date: every node when a
