@@ -136,6 +136,10 @@ def builtin_kinds() -> list[ResourceKind]:
         _core("Pod", "pods", True, has_status=True, short_names=("po",), field_selectors=_POD_FIELDS),
         _core("Event", "events", True, short_names=("ev",), field_selectors=_EVENT_FIELDS),
         _core("ConfigMap", "configmaps", True, short_names=("cm",)),
+        _core("PersistentVolume", "persistentvolumes", False, has_status=True, short_names=("pv",)),
+        _core("PersistentVolumeClaim", "persistentvolumeclaims", True, has_status=True, short_names=("pvc",)),
+        ResourceKind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, short_names=("sc",),
+                     singular="storageclass"),
         ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", True, singular="lease"),
         _dra("DeviceClass", "deviceclasses", False, convert_from=conversion.to_v1("DeviceClass")),
         _dra(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from kai_core.api.kinds import ResourceKind, builtin_kinds
 from kai_core.apiserver.validation import STATUS_VALIDATORS, UPDATE_VALIDATORS, VALIDATORS
+from kai_core.apiserver.volume_validation import VOLUME_UPDATE_VALIDATORS, VOLUME_VALIDATORS
 
 
 def served_kinds() -> list[ResourceKind]:
     """Every built-in kind with its create, update and status-write validators."""
     kinds = builtin_kinds()
     for k in kinds:
-        k.validate = VALIDATORS.get((k.group, k.kind))
-        k.validate_update = UPDATE_VALIDATORS.get((k.group, k.kind))
+        k.validate = VALIDATORS.get((k.group, k.kind)) or VOLUME_VALIDATORS.get((k.group, k.kind))
+        k.validate_update = UPDATE_VALIDATORS.get((k.group, k.kind)) or VOLUME_UPDATE_VALIDATORS.get((k.group, k.kind))
         k.validate_status = STATUS_VALIDATORS.get((k.group, k.kind))
     return kinds

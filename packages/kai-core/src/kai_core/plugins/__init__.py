@@ -1,9 +1,9 @@
 """kai-core's built-in plugins, each small and doing one thing, registered like any other plugin.
 
 Their filters run first (``tryfirst``), in the order kube-scheduler's run: node readiness and
-cordon (NodeUnschedulable), node name, taints, node affinity, host ports, resources, topology
-spread, inter-pod affinity; each filter sees only the nodes that passed the ones before it, so a
-node's reason in the pod's message is the first check it failed.
+cordon (NodeUnschedulable), node name, taints, node affinity, host ports, resources, volume
+binding, topology spread, inter-pod affinity; each filter sees only the nodes that passed the
+ones before it, so a node's reason in the pod's message is the first check it failed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from kai_core.plugins import (
     resources_fit,
     taints,
     topology_spread,
+    volume_binding,
 )
 
 #: plugin name -> module, in the order their filters are called
@@ -35,6 +36,7 @@ BUILTINS = {
     "kai-core.node-affinity": node_affinity,
     "kai-core.node-ports": node_ports,
     "kai-core.resources-fit": resources_fit,
+    "kai-core.volume-binding": volume_binding,
     "kai-core.topology-spread": topology_spread,
     "kai-core.inter-pod-affinity": inter_pod_affinity,
     "kai-core.dra": dra,

@@ -64,7 +64,8 @@ from kai_core.scheduler.explain import DecisionRecorder, debug_recorder
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
 
 __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
-           "SchedulerConfig", "WritesStopped", "default_resources", "unschedulable_message", "watched_resources"]
+           "SchedulerConfig", "WritesStopped", "default_resources", "plugin_watches", "unschedulable_message",
+           "watched_resources"]
 
 log = logging.getLogger("kai.scheduler")
 
@@ -134,7 +135,20 @@ def default_resources(store: Store, pm: KaiPluginManager, dra: bool) -> list[str
     res = watched_resources(dra, pod_groups=served(RES_POD_GROUPS))
     if served(RES_QUEUES):  # KAI's queues; a real cluster's caller passes its resources itself
         res.append(RES_QUEUES)
+    res += [r for r in plugin_watches(pm) if served(r) and r not in res]
     return res + [r for r in pm.resource_names() if served(r) and r not in res]
+
+
+def plugin_watches(pm: KaiPluginManager) -> list[str]:
+    """The built-in kinds registered plugins read (their ``KAI_WATCHES``, e.g. the volume binding
+    plugin's PersistentVolumes, claims and StorageClasses): watched only while such a plugin is on,
+    so a scheduler without it lists nothing more."""
+    out: list[str] = []
+    for plugin in pm.get_plugins():
+        for resource in getattr(plugin, "KAI_WATCHES", ()) or ():
+            if isinstance(resource, str) and resource not in out:
+                out.append(resource)
+    return sorted(out)
 
 
 class Scheduler:

@@ -52,8 +52,8 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
     """A key equal for pods the filters, the allocator and node-local scores cannot tell apart;
     None for a pod that must be decided on its own (a shared claim, or a claim not created yet; or
     required inter-pod affinity terms or topology spread constraints, whose answers for a node
-    depend on the pods of other nodes)."""
-    if depends_on_other_nodes(pod):
+    depend on the pods of other nodes; or PersistentVolumeClaim volumes)."""
+    if depends_on_other_nodes(pod) or has_claim_volumes(pod.get("spec")):
         return None
     md = pod.get("metadata") or {}
     ns = md.get("namespace", "")
@@ -78,6 +78,14 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
 def depends_on_other_nodes(pod: dict) -> bool:
     """Whether the built-in filters' answers for this pod on a node depend on pods of other nodes."""
     return has_required_terms(pod) or has_hard_spread(pod)
+
+
+def has_claim_volumes(spec) -> bool:
+    """Whether the pod mounts PersistentVolumeClaims (named or generic ephemeral): the volume
+    filter's answers change as claims get PVs during the cycle, so such a pod is decided alone."""
+    volumes = spec.get("volumes") if isinstance(spec, dict) else None
+    return bool(volumes) and any(isinstance(v, dict) and ("persistentVolumeClaim" in v or "ephemeral" in v)
+                                 for v in volumes)
 
 
 def changes_other_nodes(pod: dict) -> bool:

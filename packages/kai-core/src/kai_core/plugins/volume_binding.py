@@ -1,0 +1,341 @@
+"""Filter (kube-scheduler's VolumeBinding): a pod's PersistentVolumeClaims must be usable on the node.
+
+A pod's claims are its ``persistentVolumeClaim`` volumes and its generic ephemeral volumes (the
+claim ``<pod>-<volume>``, which must be owned by the pod). Before any node is looked at (as
+kube-scheduler's PreFilter), a pod is unschedulable whatever the nodes when a claim is missing,
+lost or being deleted, or when a claim is unbound and not ``WaitForFirstConsumer`` (it waits for
+the PV controller): each with kube-scheduler's message.
+
+Per node, as kube-scheduler's binder (``FindPodVolumes``):
+
+* a bound claim's PersistentVolume must admit the node by its ``nodeAffinity`` (node labels);
+* an unbound ``WaitForFirstConsumer`` claim needs, on that node, either an available static PV it
+  can bind (same class, phase Available or pre-bound to the claim, enough capacity, the claim's
+  access modes, volume mode and selector, node affinity; the smallest such PV wins, claims taken
+  from the smallest request up, one PV per claim) or a class whose provisioner can provision
+  there (a provisioner other than ``kubernetes.io/no-provisioner`` and the node inside the class's
+  ``allowedTopologies``). A claim already given a node (the ``volume.kubernetes.io/selected-node``
+  annotation) fits only that node.
+
+A claim counts as bound once ``spec.volumeName`` is set and either the PV controller marked it
+``pv.kubernetes.io/bind-completed`` or its PV's ``claimRef`` names it (both sides written, as kai's
+binder leaves them; kube-scheduler waits for the controller's annotation alone).
+
+The static PV chosen for each claim travels to the binder in the BindRequest's
+:data:`ANN_STATIC_BINDINGS` annotation (``{"<claim>": "<pv>"}``); a PV named there by a BindRequest
+not yet finished, or chosen earlier in this cycle, is not offered to another claim. Not done:
+storage capacity (CSIStorageCapacity), the capacity score, CSI migration, VolumeZone's and
+NodeVolumeLimits' checks. Members of one gang are checked one by one and may be offered the same
+PV; the binder then fails the second with the claim named, and the scheduler decides again.
+
+Pods are read only through their ``spec.volumes``: a pod without claims costs a look at that list.
+With PersistentVolumeClaims not watched (a cluster that does not serve them to kai), nothing is
+checked.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+
+from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
+from kai_core.api.quantity import QuantityError, parse_quantity
+from kai_core.api.resources import RES_BIND_REQUESTS, RES_PVCS, RES_PVS, RES_STORAGE_CLASSES
+from kai_core.framework.hookspecs import hookimpl
+from kai_core.plugins.label_selectors import NOTHING, SelectorError, compile_selector
+
+#: the built-in kinds this plugin reads; the scheduler watches them only while it is registered
+KAI_WATCHES = (RES_PVS, RES_PVCS, RES_STORAGE_CLASSES)
+
+REASON_NODE_CONFLICT = "node(s) had volume node affinity conflict"
+REASON_BIND_CONFLICT = "node(s) didn't find available persistent volumes to bind"
+REASON_PV_MISSING = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
+UNBOUND_IMMEDIATE = "pod has unbound immediate PersistentVolumeClaims"
+
+ANN_SELECTED_NODE = "volume.kubernetes.io/selected-node"
+ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
+ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
+ANN_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
+#: BindRequest annotation: the static PV chosen for each unbound claim of the pod (JSON object)
+ANN_STATIC_BINDINGS = "volume-binding.kai.scheduler/static-bindings"
+NO_PROVISIONER = "kubernetes.io/no-provisioner"
+WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
+
+
+def claim_names(pod: dict) -> list[tuple[str, bool]]:
+    """``(claim name, is generic ephemeral)`` of each of the pod's volumes backed by a claim."""
+    spec = pod.get("spec")
+    volumes = spec.get("volumes") if isinstance(spec, dict) else None
+    if not volumes:
+        return []
+    out = []
+    for vol in volumes:
+        if not isinstance(vol, dict):
+            continue
+        pvc = vol.get("persistentVolumeClaim")
+        if isinstance(pvc, dict) and pvc.get("claimName"):
+            out.append((pvc["claimName"], False))
+        elif vol.get("ephemeral") is not None and vol.get("name"):
+            out.append((f'{pod["metadata"].get("name", "")}-{vol["name"]}', True))
+    return out
+
+
+def claim_class(claim: dict) -> str:
+    """The claim's StorageClass name ("" for none), the beta annotation first as the API does."""
+    ann = (claim.get("metadata") or {}).get("annotations") or {}
+    if ANN_BETA_CLASS in ann:
+        return ann[ANN_BETA_CLASS] or ""
+    return (claim.get("spec") or {}).get("storageClassName") or ""
+
+
+def volume_class(pv: dict) -> str:
+    ann = (pv.get("metadata") or {}).get("annotations") or {}
+    if ANN_BETA_CLASS in ann:
+        return ann[ANN_BETA_CLASS] or ""
+    return (pv.get("spec") or {}).get("storageClassName") or ""
+
+
+def claim_ref_names(pv: dict, claim: dict) -> bool:
+    """Whether the PV's ``claimRef`` points at this claim (by namespace and name; by uid when set)."""
+    ref = (pv.get("spec") or {}).get("claimRef")
+    if not isinstance(ref, dict):
+        return False
+    md = claim["metadata"]
+    return (ref.get("name") == md.get("name") and ref.get("namespace") == md.get("namespace")
+            and (not ref.get("uid") or ref.get("uid") == md.get("uid")))
+
+
+def is_bound(claim: dict, pvs: dict) -> bool:
+    name = (claim.get("spec") or {}).get("volumeName")
+    if not name:
+        return False
+    if ANN_BIND_COMPLETED in ((claim.get("metadata") or {}).get("annotations") or {}):
+        return True
+    pv = pvs.get(("", name))
+    return pv is not None and claim_ref_names(pv, claim)
+
+
+def node_affinity_admits(pv: dict, labels: dict) -> bool:
+    """A PV's required node affinity against a node's labels (kube matches labels only)."""
+    affinity = (pv.get("spec") or {}).get("nodeAffinity")
+    required = affinity.get("required") if isinstance(affinity, dict) else None
+    if required is None:
+        return True
+    try:
+        return match_node_selector(required, {"metadata": {"labels": labels}})
+    except NodeSelectorError:
+        return False
+
+
+def topology_admits(storage_class: dict, labels: dict) -> bool:
+    """A StorageClass's ``allowedTopologies`` (terms ORed, expressions ANDed) against node labels."""
+    terms = storage_class.get("allowedTopologies")
+    if not terms:
+        return True
+    return any(all(labels.get(e.get("key")) in (e.get("values") or []) for e in term.get("matchLabelExpressions") or [])
+               for term in terms if isinstance(term, dict))
+
+
+def _storage(amounts) -> object:
+    try:
+        return parse_quantity((amounts or {}).get("storage", 0))
+    except (QuantityError, AttributeError):
+        return 0
+
+
+def _requested(claim: dict) -> object:
+    return _storage(((claim.get("spec") or {}).get("resources") or {}).get("requests"))
+
+
+class PodClaims:
+    """A pod's claims read from the snapshot: the problem that makes it unschedulable everywhere
+    (or None), its bound claims and its unbound ``WaitForFirstConsumer`` claims."""
+
+    def __init__(self, pod: dict, snapshot) -> None:
+        self.problem: str | None = None
+        self.bound: list[dict] = []
+        self.delayed: list[dict] = []
+        ns = pod["metadata"].get("namespace", "")
+        pvcs, pvs = snapshot.objects(RES_PVCS), snapshot.objects(RES_PVS)
+        classes = snapshot.objects(RES_STORAGE_CLASSES)
+        immediate = False
+        for name, ephemeral in claim_names(pod):
+            claim = pvcs.get((ns, name))
+            if claim is None:
+                self.problem = (f'waiting for ephemeral volume controller to create the persistentvolumeclaim "{name}"'
+                                if ephemeral else f'persistentvolumeclaim "{name}" not found')
+                return
+            spec, md = claim.get("spec") or {}, claim["metadata"]
+            if (claim.get("status") or {}).get("phase") == "Lost":
+                self.problem = (f'persistentvolumeclaim "{name}" bound to non-existent persistentvolume '
+                                f'"{spec.get("volumeName", "")}"')
+                return
+            if md.get("deletionTimestamp"):
+                self.problem = f'persistentvolumeclaim "{name}" is being deleted'
+                return
+            if ephemeral and not any(o.get("uid") == pod["metadata"].get("uid") and o.get("controller")
+                                     for o in md.get("ownerReferences") or [] if isinstance(o, dict)):
+                self.problem = (f"PVC {ns}/{name} was not created for pod {ns}/{pod['metadata'].get('name')} "
+                                "(pod is not owner)")
+                return
+            if is_bound(claim, pvs):
+                self.bound.append(claim)
+                continue
+            sc = classes.get(("", claim_class(claim)))
+            if not spec.get("volumeName") and sc is not None and sc.get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER:
+                self.delayed.append(claim)
+            else:
+                immediate = True
+        if immediate:
+            self.problem = UNBOUND_IMMEDIATE
+
+
+def _taken_pvs(snapshot) -> dict[str, tuple[str, str]]:
+    """PV name -> (namespace, claim) for PVs promised to a claim by a BindRequest not finished
+    yet or by a decision of this cycle."""
+    state = _STATE.get(snapshot)
+    if state is None:
+        taken: dict[str, tuple[str, str]] = {}
+        for (ns, _name), br in snapshot.objects(RES_BIND_REQUESTS).items():
+            if (br.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            for claim, pv in static_bindings(br).items():
+                taken[pv] = (ns, claim)
+        state = _STATE[snapshot] = taken
+    return state
+
+
+_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: pod uid -> (snapshot, node -> {claim: pv}) of the pod's last filter pass, for kai_bind_request
+_CHOICES: dict[str, tuple[object, dict[str, dict[str, str]]]] = {}
+
+
+def static_bindings(br: dict) -> dict[str, str]:
+    """The ``{claim: pv}`` a BindRequest carries (empty when absent or malformed)."""
+    raw = ((br.get("metadata") or {}).get("annotations") or {}).get(ANN_STATIC_BINDINGS)
+    try:
+        got = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return {k: v for k, v in got.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(got, dict) else {}
+
+
+def _candidates(claim: dict, snapshot, taken: dict) -> list[dict]:
+    """The PVs that could be bound to ``claim`` on some node (everything but node affinity),
+    smallest first; a PV pre-bound to the claim comes alone."""
+    spec, md = claim.get("spec") or {}, claim["metadata"]
+    want = _requested(claim)
+    cls = claim_class(claim)
+    modes = set(spec.get("accessModes") or [])
+    mode = spec.get("volumeMode") or "Filesystem"
+    try:
+        selector = compile_selector(spec["selector"]) if spec.get("selector") is not None else None
+    except SelectorError:  # the API server refuses such a claim; it matches no PV here
+        selector = NOTHING
+    me = (md.get("namespace", ""), md.get("name"))
+    out = []
+    for pv in snapshot.objects(RES_PVS).values():
+        pspec = pv.get("spec") or {}
+        if pspec.get("claimRef") and not claim_ref_names(pv, claim):
+            continue
+        if taken.get(pv["metadata"]["name"], me) != me or pv["metadata"].get("deletionTimestamp"):
+            continue
+        size = _storage(pspec.get("capacity"))
+        if size < want or (pspec.get("volumeMode") or "Filesystem") != mode:
+            continue
+        if pspec.get("claimRef"):
+            return [pv]
+        if ((pv.get("status") or {}).get("phase") != "Available" or volume_class(pv) != cls
+                or not modes <= set(pspec.get("accessModes") or [])
+                or (selector is not None and not selector.matches(pv["metadata"].get("labels") or {}))):
+            continue
+        out.append((size, pv["metadata"]["name"], pv))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return [pv for _s, _n, pv in out]
+
+
+def _place_claims(claims: PodClaims, snapshot, nodes) -> tuple[dict[str, object], dict[str, dict[str, str]]]:
+    """``({node: reason}, {node: {claim: pv}})`` for the pod's claims on ``nodes``."""
+    reasons: dict[str, object] = {}
+    chosen: dict[str, dict[str, str]] = {}
+    pvs, classes = snapshot.objects(RES_PVS), snapshot.objects(RES_STORAGE_CLASSES)
+    bound_pvs = [pvs.get(("", c["spec"]["volumeName"])) for c in claims.bound]
+    delayed = sorted(claims.delayed, key=_requested)
+    taken = _taken_pvs(snapshot) if delayed else {}
+    candidates = {id(c): _candidates(c, snapshot, taken) for c in delayed
+                  if ANN_SELECTED_NODE not in (c["metadata"].get("annotations") or {})}
+    for node in nodes:
+        labels = node.labels
+        why = []
+        if None in bound_pvs:
+            why.append(REASON_PV_MISSING)
+        elif not all(node_affinity_admits(pv, labels) for pv in bound_pvs):
+            why.append(REASON_NODE_CONFLICT)
+        picked: dict[str, str] = {}
+        fits = True
+        for claim in delayed:
+            selected = (claim["metadata"].get("annotations") or {}).get(ANN_SELECTED_NODE)
+            if selected is not None and selected != node.name:
+                fits = False
+                break
+            pv = next((p for p in candidates.get(id(claim), ())
+                       if p["metadata"]["name"] not in picked.values() and node_affinity_admits(p, labels)), None)
+            if pv is not None:
+                picked[claim["metadata"]["name"]] = pv["metadata"]["name"]
+                continue
+            sc = classes.get(("", claim_class(claim))) or {}
+            if sc.get("provisioner") in (None, "", NO_PROVISIONER) or not topology_admits(sc, labels):
+                fits = False
+                break
+        if not fits:
+            why.append(REASON_BIND_CONFLICT)
+        if why:
+            reasons[node.name] = why if len(why) > 1 else why[0]
+        elif picked:
+            chosen[node.name] = picked
+    return reasons, chosen
+
+
+def _watched(snapshot) -> bool:
+    return snapshot.watches(RES_PVCS)
+
+
+@hookimpl(tryfirst=True)
+def kai_pre_filter(pod, snapshot):
+    if not claim_names(pod) or not _watched(snapshot):
+        return None
+    return PodClaims(pod, snapshot).problem
+
+
+@hookimpl(tryfirst=True)
+def kai_filter_nodes(pod, nodes, snapshot):
+    if not claim_names(pod) or not _watched(snapshot):
+        return None
+    claims = PodClaims(pod, snapshot)
+    if claims.problem or not (claims.bound or claims.delayed):
+        return None
+    reasons, chosen = _place_claims(claims, snapshot, nodes)
+    uid = pod["metadata"].get("uid") or ""
+    if chosen:
+        for key in [k for k, (snap, _c) in _CHOICES.items() if snap is not snapshot]:
+            del _CHOICES[key]  # choices of an earlier cycle
+        _CHOICES[uid] = (snapshot, chosen)
+    else:
+        _CHOICES.pop(uid, None)
+    return reasons
+
+
+@hookimpl
+def kai_bind_request(pod, node):
+    got = _CHOICES.pop(pod["metadata"].get("uid") or "", None)
+    if got is None:
+        return None
+    snapshot, chosen = got
+    picked = chosen.get(node.name)
+    if not picked:
+        return None
+    taken = _taken_pvs(snapshot)
+    ns = pod["metadata"].get("namespace", "")
+    for claim, pv in picked.items():
+        taken[pv] = (ns, claim)
+    return {ANN_STATIC_BINDINGS: json.dumps(picked, sort_keys=True, separators=(",", ":"))}
