@@ -750,10 +750,12 @@ def validate(path) -> None:
     click.echo(f"{path}: {len(manifests)} object(s) valid")
 
 
-# The bench command lives in its own module; bench imports nothing from here.
+# The bench and explain commands live in modules of their own (explain uses this module's helpers).
 from kai_cli.bench import bench  # noqa: E402
+from kai_cli.explain import explain  # noqa: E402
 
 cli.add_command(bench)
+cli.add_command(explain)
 
 
 def main() -> None:  # pragma: no cover - console entry
