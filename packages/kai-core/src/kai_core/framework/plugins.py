@@ -648,7 +648,7 @@ class KaiPluginManager(pluggy.PluginManager):
         for impl in self.implementations(hook):
             local = declares_node_local(impl.plugin) is True
             asked = local_list if local else nodes
-            if not asked:
+            if not (local_list if local else among):  # ``among`` names ``nodes``, which may list on use
                 continue
             res = self.call_impl(impl, hook, {"pod": pod, "nodes": asked, "snapshot": snapshot})
             if res is None:

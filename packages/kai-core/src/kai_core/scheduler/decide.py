@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from kai_core.api.objects import clone
 from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
-from kai_core.framework.plugins import KaiPluginManager
+from kai_core.framework.plugins import KaiPluginManager, ListedOnUse
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_core.framework.status import SUCCESS, Status
 from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, generic_reason, pod_shape, specific_reason
@@ -164,9 +164,11 @@ class Decider:
         name. Totals of the plugins declaring node-local scores are kept in the memo: those
         plugins are asked only about nodes fitted since their last call, and while no other plugin
         scores the pod, the best node comes off the memo's heap without a pass over the nodes."""
-        feasible = memo.feasible(nodes)
-        if len(feasible) == 1:
-            return feasible[0].name, SUCCESS
+        if len(memo.fits) == 1:
+            return next(iter(memo.fits)), SUCCESS
+        # listed only if a plugin that is not node-local reads it: a pass over every node per pod is
+        # what the memo is for (once nodes fill, the list is made anew after each placement)
+        feasible = ListedOnUse(lambda: memo.feasible(nodes))
         unscored = {n.name: n for n in memo.unscored if n.name in memo.fits}
         memo.unscored = []
         by_plugin = trace.scores if trace is not None else None
