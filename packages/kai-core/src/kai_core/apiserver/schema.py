@@ -559,6 +559,9 @@ _ALWAYS: _Check = _always
 def _direct_check(key: str, value: Any) -> _Check | None:
     """Inline versions of the commonest leaf keywords (same helpers as the keyword functions)."""
     if key == "enum" and isinstance(value, list):
+        if value and all(isinstance(a, str) for a in value):  # the common case: a set lookup
+            allowed = frozenset(value)
+            return lambda v: isinstance(v, str) and v in allowed
         return lambda v: _enum_ok(v, value)
     if key == "pattern" and isinstance(value, str):
         matches = _compile_pattern(value)
