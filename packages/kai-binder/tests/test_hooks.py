@@ -7,6 +7,7 @@ import pytest
 from kai_binder.claims import ClaimBindError
 from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs
+from kai_binder.volumes import PLUGIN_NAME as VOLUMES_PLUGIN_NAME
 from kai_core.api.errors import ApiError
 from kai_core.api.features import FeatureGates
 from kai_core.framework.hookspecs import hookimpl
@@ -52,11 +53,11 @@ def hooks():
     return BinderHooks(pm, STORE, GATES)
 
 
-def test_the_hookspecs_and_the_dra_step_are_added_once():
+def test_the_hookspecs_and_the_dra_and_volume_steps_are_added_once():
     pm = KaiPluginManager()
     BinderHooks(pm, STORE, GATES)
     add_binder_hookspecs(pm)
-    assert [i.name for i in pm.info()] == [DRA_PLUGIN_NAME]
+    assert [i.name for i in pm.info()] == [DRA_PLUGIN_NAME, VOLUMES_PLUGIN_NAME]
     assert hasattr(pm.hook, "kai_binder_post_bind")
 
 

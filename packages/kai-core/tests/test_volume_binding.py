@@ -12,7 +12,7 @@ import pytest
 
 from kai_core.api.errors import Invalid
 from kai_core.api.resources import RES_PVCS, RES_PVS, RES_STORAGE_CLASSES
-from kai_core.plugins.volume_binding import ANN_STATIC_BINDINGS
+from kai_core.api.volumes import ANN_STATIC_BINDINGS
 from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
 ZONE = "topology.kubernetes.io/zone"

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from kai_binder.claims import describe_api_error, is_transient
 from kai_binder.contract import pod_annotations, unsupported
 from kai_binder.events import EventRecorder
-from kai_binder.hooks import BinderHooks, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
+from kai_binder.hooks import BinderHooks, NotReady, add_binder_hookspecs  # noqa: F401 (add_binder_hookspecs: its old home)
 from kai_binder.index import BinderIndex, is_actionable  # noqa: F401 (is_actionable: its old home)
 from kai_binder.verify import DEFAULT_SCHEDULER_NAMES, VerificationFailed, Verifier, get_fresh, read_pod
 from kai_core.api.bindrequest import failed_attempts, is_count
@@ -499,7 +499,7 @@ class Binder:
             self._busy.add(pod_key)
         try:
             outcome = self._attempt(br)
-        except _Deferred as exc:
+        except (_Deferred, NotReady) as exc:  # NotReady: a pre-bind plugin waits on the cluster
             log.info("%s: left for later: %s", _br_ref(br), exc)
             self.verifier.finish(key, known=False)
             self._defer(key)

@@ -2,14 +2,16 @@
 :class:`kai_core.framework.plugins.KaiPluginManager` does for its own hooks).
 
 :func:`add_binder_hookspecs` teaches a plugin manager the hooks of :mod:`kai_binder.hookspecs`
-and registers the built-in DRA claim step; :class:`BinderHooks` is the only place that calls them.
+and registers the built-in DRA claim step and volume step (:mod:`kai_binder.volumes`);
+:class:`BinderHooks` is the only place that calls them.
 Each method calls every implementation on its own (``pm.call_impl``: an exception becomes a
 :class:`kai_core.framework.plugins.PluginError` naming the plugin and the hook, logged once),
 checks what came back once, and hands the binder a plain answer:
 
 - :meth:`BinderHooks.pre_bind`: a :class:`kai_core.framework.status.Status`, success or the
-  error of the first plugin that raised (the built-in DRA step's own message when it refuses a
-  claim, the plugin and hook named otherwise);
+  error of the first plugin that raised (the built-in DRA and volume steps' own message when
+  they refuse a claim, the plugin and hook named otherwise); a plugin's
+  :class:`~kai_binder.hookspecs.NotReady` is raised on to the binder, which tries again later;
 - :meth:`BinderHooks.post_bind`: nothing (best effort, errors are logged);
 - :meth:`BinderHooks.rollback`: whether every rollback finished (False when one was stopped by
   the API: the attempt is then left for later).
@@ -24,12 +26,16 @@ from __future__ import annotations
 from kai_binder.claims import ClaimBindError, is_transient
 from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
 from kai_binder.dra import DraClaimsPlugin
-from kai_binder.hookspecs import BinderSpecs
+from kai_binder.hookspecs import BinderSpecs, NotReady
+from kai_binder.volumes import PLUGIN_NAME as VOLUMES_PLUGIN_NAME
+from kai_binder.volumes import VolumeBindError, VolumeBindingPlugin
 from kai_core.api.features import FeatureGates
 from kai_core.framework.plugins import KaiPluginManager, PluginError
 from kai_core.framework.status import SUCCESS, Status
 
 PRE_BIND = "kai_binder_pre_bind"
+#: built-in steps whose refusals are worded for the user already (they name the claim)
+_OWN_WORDS = (DRA_PLUGIN_NAME, VOLUMES_PLUGIN_NAME)
 POST_BIND = "kai_binder_post_bind"
 ROLLBACK = "kai_binder_rollback"
 
@@ -41,6 +47,8 @@ def add_binder_hookspecs(pm: KaiPluginManager) -> None:
         pm.add_hookspecs(BinderSpecs)
     if not pm.has_plugin(DRA_PLUGIN_NAME):
         pm.register_builtin(DraClaimsPlugin(), DRA_PLUGIN_NAME, distribution="kai-binder")
+    if not pm.has_plugin(VOLUMES_PLUGIN_NAME):
+        pm.register_builtin(VolumeBindingPlugin(), VOLUMES_PLUGIN_NAME, distribution="kai-binder")
 
 
 class BinderHooks:
@@ -60,7 +68,9 @@ class BinderHooks:
         for impl in self._ordered(PRE_BIND):
             res = self.pm.call_impl(impl, PRE_BIND, kwargs)
             if isinstance(res, PluginError):  # any other result is ignored (the hook returns nothing)
-                if impl.plugin_name == DRA_PLUGIN_NAME and isinstance(res.original, ClaimBindError):
+                if isinstance(res.original, NotReady):
+                    raise res.original
+                if isinstance(res.original, ClaimBindError | VolumeBindError) and impl.plugin_name in _OWN_WORDS:
                     return Status.error(str(res.original), impl.plugin_name)
                 return Status.error(str(res), impl.plugin_name)
         return SUCCESS

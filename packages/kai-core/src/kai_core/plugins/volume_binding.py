@@ -21,9 +21,9 @@ A claim counts as bound once ``spec.volumeName`` is set and either the PV contro
 ``pv.kubernetes.io/bind-completed`` or its PV's ``claimRef`` names it (both sides written, as kai's
 binder leaves them; kube-scheduler waits for the controller's annotation alone).
 
-The static PV chosen for each claim travels to the binder in the BindRequest's
-:data:`ANN_STATIC_BINDINGS` annotation (``{"<claim>": "<pv>"}``); a PV named there by a BindRequest
-not yet finished, or chosen earlier in this cycle, is not offered to another claim. Not done:
+The static PV chosen for each claim travels to the binder in the BindRequest's annotation
+:data:`kai_core.api.volumes.ANN_STATIC_BINDINGS` (``{"<claim>": "<pv>"}``); a PV named there by a
+BindRequest not yet finished, or chosen earlier in this cycle, is not offered to another claim. Not done:
 storage capacity (CSIStorageCapacity), the capacity score, CSI migration, VolumeZone's and
 NodeVolumeLimits' checks. Members of one gang are checked one by one and may be offered the same
 PV; the binder then fails the second with the claim named, and the scheduler decides again.
@@ -35,12 +35,24 @@ checked.
 
 from __future__ import annotations
 
-import json
 import weakref
 
-from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_PVCS, RES_PVS, RES_STORAGE_CLASSES
+from kai_core.api.volumes import (
+    ANN_SELECTED_NODE,
+    NO_PROVISIONER,
+    WAIT_FOR_FIRST_CONSUMER,
+    claim_class,
+    claim_names,
+    claim_ref_names,
+    is_bound,
+    node_affinity_admits,
+    static_bindings,
+    static_bindings_annotation,
+    topology_admits,
+    volume_class,
+)
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.plugins.label_selectors import NOTHING, SelectorError, compile_selector
 
@@ -51,90 +63,6 @@ REASON_NODE_CONFLICT = "node(s) had volume node affinity conflict"
 REASON_BIND_CONFLICT = "node(s) didn't find available persistent volumes to bind"
 REASON_PV_MISSING = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
 UNBOUND_IMMEDIATE = "pod has unbound immediate PersistentVolumeClaims"
-
-ANN_SELECTED_NODE = "volume.kubernetes.io/selected-node"
-ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
-ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
-ANN_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
-#: BindRequest annotation: the static PV chosen for each unbound claim of the pod (JSON object)
-ANN_STATIC_BINDINGS = "volume-binding.kai.scheduler/static-bindings"
-NO_PROVISIONER = "kubernetes.io/no-provisioner"
-WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
-
-
-def claim_names(pod: dict) -> list[tuple[str, bool]]:
-    """``(claim name, is generic ephemeral)`` of each of the pod's volumes backed by a claim."""
-    spec = pod.get("spec")
-    volumes = spec.get("volumes") if isinstance(spec, dict) else None
-    if not volumes:
-        return []
-    out = []
-    for vol in volumes:
-        if not isinstance(vol, dict):
-            continue
-        pvc = vol.get("persistentVolumeClaim")
-        if isinstance(pvc, dict) and pvc.get("claimName"):
-            out.append((pvc["claimName"], False))
-        elif vol.get("ephemeral") is not None and vol.get("name"):
-            out.append((f'{pod["metadata"].get("name", "")}-{vol["name"]}', True))
-    return out
-
-
-def claim_class(claim: dict) -> str:
-    """The claim's StorageClass name ("" for none), the beta annotation first as the API does."""
-    ann = (claim.get("metadata") or {}).get("annotations") or {}
-    if ANN_BETA_CLASS in ann:
-        return ann[ANN_BETA_CLASS] or ""
-    return (claim.get("spec") or {}).get("storageClassName") or ""
-
-
-def volume_class(pv: dict) -> str:
-    ann = (pv.get("metadata") or {}).get("annotations") or {}
-    if ANN_BETA_CLASS in ann:
-        return ann[ANN_BETA_CLASS] or ""
-    return (pv.get("spec") or {}).get("storageClassName") or ""
-
-
-def claim_ref_names(pv: dict, claim: dict) -> bool:
-    """Whether the PV's ``claimRef`` points at this claim (by namespace and name; by uid when set)."""
-    ref = (pv.get("spec") or {}).get("claimRef")
-    if not isinstance(ref, dict):
-        return False
-    md = claim["metadata"]
-    return (ref.get("name") == md.get("name") and ref.get("namespace") == md.get("namespace")
-            and (not ref.get("uid") or ref.get("uid") == md.get("uid")))
-
-
-def is_bound(claim: dict, pvs: dict) -> bool:
-    name = (claim.get("spec") or {}).get("volumeName")
-    if not name:
-        return False
-    if ANN_BIND_COMPLETED in ((claim.get("metadata") or {}).get("annotations") or {}):
-        return True
-    pv = pvs.get(("", name))
-    return pv is not None and claim_ref_names(pv, claim)
-
-
-def node_affinity_admits(pv: dict, labels: dict) -> bool:
-    """A PV's required node affinity against a node's labels (kube matches labels only)."""
-    affinity = (pv.get("spec") or {}).get("nodeAffinity")
-    required = affinity.get("required") if isinstance(affinity, dict) else None
-    if required is None:
-        return True
-    try:
-        return match_node_selector(required, {"metadata": {"labels": labels}})
-    except NodeSelectorError:
-        return False
-
-
-def topology_admits(storage_class: dict, labels: dict) -> bool:
-    """A StorageClass's ``allowedTopologies`` (terms ORed, expressions ANDed) against node labels."""
-    terms = storage_class.get("allowedTopologies")
-    if not terms:
-        return True
-    return any(all(labels.get(e.get("key")) in (e.get("values") or []) for e in term.get("matchLabelExpressions") or [])
-               for term in terms if isinstance(term, dict))
-
 
 def _storage(amounts) -> object:
     try:
@@ -208,16 +136,6 @@ def _taken_pvs(snapshot) -> dict[str, tuple[str, str]]:
 _STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: pod uid -> (snapshot, node -> {claim: pv}) of the pod's last filter pass, for kai_bind_request
 _CHOICES: dict[str, tuple[object, dict[str, dict[str, str]]]] = {}
-
-
-def static_bindings(br: dict) -> dict[str, str]:
-    """The ``{claim: pv}`` a BindRequest carries (empty when absent or malformed)."""
-    raw = ((br.get("metadata") or {}).get("annotations") or {}).get(ANN_STATIC_BINDINGS)
-    try:
-        got = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return {k: v for k, v in got.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(got, dict) else {}
 
 
 def _candidates(claim: dict, snapshot, taken: dict) -> list[dict]:
@@ -338,4 +256,4 @@ def kai_bind_request(pod, node):
     ns = pod["metadata"].get("namespace", "")
     for claim, pv in picked.items():
         taken[pv] = (ns, claim)
-    return {ANN_STATIC_BINDINGS: json.dumps(picked, sort_keys=True, separators=(",", ":"))}
+    return static_bindings_annotation(picked)
