@@ -533,6 +533,9 @@ EXPECTED_SCHEDULER = {
     ("", "pods"): READ,
     ("", "nodes"): READ,
     ("", "namespaces"): READ,
+    ("", "persistentvolumes"): READ,  # VolumeBinding: read only, the binder binds
+    ("", "persistentvolumeclaims"): READ,
+    ("storage.k8s.io", "storageclasses"): READ,
     ("", "pods/status"): {"update", "patch"},
     ("", "events"): {"create"},
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
@@ -551,6 +554,9 @@ EXPECTED_BINDER = {
     ("", "pods/status"): {"update", "patch"},  # the PodBound condition
     ("", "nodes"): READ,  # the selected node and its labels are checked before any write (watched)
     ("", "namespaces"): {"get"},  # only for adminAccess requests: may the namespace have it?
+    # volume binding before the pod: a PV's claimRef, a claim's volumeName or selected node
+    ("", "persistentvolumes"): {"get", "update"},
+    ("", "persistentvolumeclaims"): {"get", "update"},
     # update: the finalizer; create and delete: a pod's special claim for DRA-backed extended resources
     ("resource.k8s.io", "resourceclaims"): READ | {"update", "create", "delete"},
     ("resource.k8s.io", "resourceclaims/status"): {"update"},

@@ -470,13 +470,15 @@ class SchedulerComponent(Component):
         never sync), the DRA kinds with the gate on, and the served plugin kinds."""
         from kai_core.api.resources import RES_QUEUES
         from kai_core.client.discovery import pod_groups_missing_message
-        from kai_core.scheduler.cycle import watched_resources
+        from kai_core.scheduler.cycle import plugin_watches, watched_resources
 
         if not apis.pod_groups:
             log.warning("%s: %s", self.name, pod_groups_missing_message())
         self.watched = watched_resources(self.features.dra, pod_groups=apis.pod_groups)
         if apis.queues:  # KAI's Queues: a pod's queue is checked and queues take turns by fair share
             self.watched.append(RES_QUEUES)
+        # built-in kinds a plugin reads (VolumeBinding's PVs, claims and classes): always served
+        self.watched += [r for r in plugin_watches(self.pm) if r not in self.watched]
         self.watched += [k.resource for _p, k in apis.plugin_kinds if k.resource not in self.watched]
         return self.watched
 
