@@ -2,7 +2,9 @@
 
 A kind is addressed by its *resource* string, ``plural`` for the core group and ``plural.group``
 otherwise (``pods``, ``resourceclaims.resource.k8s.io``, ``bindrequests.scheduling.run.ai``), the
-same names kubectl and RBAC use.
+same names kubectl and RBAC use. Where a store takes a resource (``get``, ``list``, ...), any name
+``kai-cli get`` and kubectl accept works too: the plural alone (``resourceclaims``), the singular,
+the kind or a short name (``po``, ``br``); see :meth:`KindRegistry.get`.
 """
 
 from __future__ import annotations
@@ -200,11 +202,16 @@ class KindRegistry:
         return resource in self._by_resource
 
     def get(self, resource: str) -> ResourceKind:
-        """By resource string (``pods``, ``resourceclaims.resource.k8s.io``)."""
+        """By resource string (``pods``, ``resourceclaims.resource.k8s.io``) or, failing that, by
+        any name :meth:`lookup` takes (``resourceclaims``, ``pod``, ``br``). The kind's
+        :attr:`ResourceKind.resource` is the canonical string."""
         try:
             return self._by_resource[resource]
-        except KeyError:
-            raise UnknownKind(f"the server could not find the requested resource {resource!r}") from None
+        except KeyError:  # not the canonical string: a name a user types (the common case costs nothing)
+            kind = self._by_name.get(resource.lower()) if isinstance(resource, str) else None
+            if kind is None:
+                raise UnknownKind(f"the server could not find the requested resource {resource!r}") from None
+            return kind
 
     def by_group_kind(self, group: str, kind: str) -> ResourceKind | None:
         """The kind served for ``group`` and ``kind`` (any version), or None."""

@@ -3,7 +3,10 @@
 Two backends implement it: :class:`kai_core.apiserver.store.EmbeddedStore` (an in-process cluster
 with the API server's semantics) and :class:`kai_core.client.store.KubernetesStore` (a real API
 server). Objects cross it as Kubernetes JSON dicts, exactly what the API returns. Kinds are named
-by resource string (``pods``, ``resourceclaims.resource.k8s.io``), see :mod:`kai_core.api.kinds`.
+by resource string, ``plural`` for the core group and ``plural.group`` otherwise (``pods``,
+``resourceclaims.resource.k8s.io``, ``bindrequests.scheduling.run.ai``); the names ``kai-cli get``
+takes work as well (``resourceclaims``, ``pod``, ``po``, ``bindrequests``, ``br``): see
+:meth:`kai_core.api.kinds.KindRegistry.get`. ``namespace`` is ignored for cluster-scoped kinds.
 
 Errors are the exceptions of :mod:`kai_core.api.errors`, each with the HTTP code the API server would
 answer: BadRequest 400, Forbidden 403, NotFound and UnknownKind 404, MethodNotAllowed 405, Conflict
@@ -52,7 +55,9 @@ class Store(ABC):
 
     @abstractmethod
     def get(self, resource: str, name: str, namespace: str | None = None, *, fresh: bool = False) -> dict:
-        """The object, or NotFound. ``fresh``: from the API server itself even where this store
+        """The object ``name`` of kind ``resource`` (see the module docstring for how kinds are
+        named) in ``namespace`` (None for a cluster-scoped kind), or NotFound; UnknownKind when no
+        kind of that name is served. ``fresh``: from the API server itself even where this store
         answers reads from a watch cache (:meth:`KubernetesStore.read_from_cache
         <kai_core.client.store.KubernetesStore.read_from_cache>`), for a decision a cache that is
         behind must not make."""
@@ -65,7 +70,11 @@ class Store(ABC):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> tuple[list[dict], str]:
-        """Matching objects (all namespaces when ``namespace`` is None) and the list's resourceVersion."""
+        """The objects of kind ``resource`` (named as in the module docstring) in ``namespace``
+        (every namespace when None), sorted by namespace then name, that match the label selector
+        (``app=web,tier!=db``, ``env in (a,b)``, ``!x``) and the field selector
+        (``metadata.name=p``, ``spec.nodeName=n1``, the fields the kind supports); and the
+        resourceVersion of the list. The objects are copies, yours to change."""
 
     @abstractmethod
     def create(self, obj: dict) -> dict:
