@@ -4,9 +4,10 @@ fair share first, as KAI's allocate action takes jobs from its queue order
 then age).
 
 Each cycle, the fair share of every queue is computed from the cluster's capacity
-(:func:`cluster_total`) and what the queues' pods ask for. Then pods are taken one at a time: among the
-leaf queues that still have pending pods, the one whose next pod goes first by KAI's comparison, at
-the first level of the tree where two candidates' ancestors differ:
+(:func:`cluster_total`) and what the queues' pods ask for. Then pods are taken one at a time, down the
+tree: among the top-level queues with pending pods, the one that goes first by KAI's comparison, each
+with its subtree's best pod; then among its children the same way, down to a leaf queue, whose next pod
+is taken. KAI's comparison, first difference wins:
 
 1. a queue not above its fair share (above means: in every resource);
 2. a queue that stays within its quota with the pod ("starved");
@@ -16,11 +17,10 @@ the first level of the tree where two candidates' ancestors differ:
    memory, allocatable being ``min(limit, max(quota, fair share))``;
 6. the same without the pod; then the older queue, then the name.
 
-Taking a pod adds its request to its queue's allocation (as though it were placed), so queues take
-turns. Unlike KAI, the order is fixed before any pod is placed: a pod that does not fit still counts
-for its queue in this cycle's order. KAI compares two subtrees with each one's best job; here each
-leaf's next pod stands for its ancestors, which gives the same winner in most trees but not in all.
-KAI's rule "smaller allocatable share in every resource" before the age is left out.
+Taking a pod adds its request to its queue's allocation and its ancestors' (as though it were placed),
+so queues take turns; only the keys along that chain change (one heap per parent queue). Unlike KAI,
+the order is fixed before any pod is placed: a pod that does not fit still counts for its queue in this
+cycle's order. KAI's rule "smaller allocatable share in every resource" before the age is left out.
 """
 
 from __future__ import annotations
@@ -170,23 +170,40 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
             found = amounts[id(pod)] = amounts_of(snapshot.requests_of(pod))
         return found
 
-    def path_key(leaf: str) -> tuple:
-        job = amounts_for(waiting[leaf][-1])
-        return tuple(standing[q].key(job) for q in reversed(tree.ancestry(leaf)))
+    # one heap per parent ("" is the root) of its children that still have pending pods, keyed by the
+    # child's standing with its subtree's best pod; taking a pod changes only the keys along its
+    # queue's chain, which are pushed again (stale entries are skipped by their version)
+    heaps: dict[str, list] = {}
+    version: dict[str, int] = {}
+    best: dict[str, str] = {}  # queue -> the leaf whose next pod is its subtree's best
 
-    # a taken pod changes the standing of its queue's ancestors only: the leaves under the same
-    # top-level queue get new keys; stale heap entries are skipped
-    under_top: dict[str, list[str]] = {}
-    for leaf in waiting:
-        under_top.setdefault(tree.ancestry(leaf)[-1], []).append(leaf)
-    version = dict.fromkeys(waiting, 0)
-    heap = [(path_key(leaf), leaf, 0) for leaf in waiting]
-    heapq.heapify(heap)
+    def top(parent: str) -> tuple | None:
+        heap = heaps.get(parent)
+        while heap and version.get(heap[0][1]) != heap[0][2]:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def refresh(name: str) -> None:
+        """Push ``name``'s current key into its parent's heap, or drop it when nothing waits under it."""
+        version[name] = version.get(name, 0) + 1
+        if tree.is_leaf(name):
+            leaf = name if waiting.get(name) else None
+        else:
+            entry = top(name)
+            leaf = best.get(entry[1]) if entry else None
+        if leaf is None:
+            best.pop(name, None)
+            return
+        best[name] = leaf
+        key = standing[name].key(amounts_for(waiting[leaf][-1]))
+        heapq.heappush(heaps.setdefault(tree.queues[name].parent, []), (key, name, version[name]))
+
+    # children before parents: a parent's key needs its best child's
+    for name in sorted(tree.queues, key=lambda q: -len(tree.ancestry(q))):
+        refresh(name)
     out = []
-    while heap:
-        _, leaf, seen = heapq.heappop(heap)
-        if version.get(leaf) != seen:
-            continue
+    while (entry := top("")) is not None:
+        leaf = best[entry[1]]
         pod = waiting[leaf].pop()
         out.append(pod)
         job = amounts_for(pod)
@@ -194,12 +211,8 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
         for q in chain:
             for r in RESOURCES:
                 standing[q].allocated[r] += job[r]
-        if not waiting[leaf]:
-            del version[leaf]
-        for other in under_top[chain[-1]]:
-            if other in version:
-                version[other] += 1
-                heapq.heappush(heap, (path_key(other), other, version[other]))
+        for q in chain:
+            refresh(q)
     return out + rest
 
 
