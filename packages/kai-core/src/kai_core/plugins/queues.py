@@ -96,11 +96,11 @@ class QueueStatusController:
         self.worth = worth
 
     def reconcile(self, store) -> None:
-        queues, _ = store.list(RES_QUEUES)
+        queues, _ = store.list_refs(RES_QUEUES)
         if not queues:
             return
         tree = tree_from_objects(queues)
-        pods, _ = store.list(RES_PODS)
+        pods, _ = store.list_refs(RES_PODS)
         groups, claims = _by_key(_listed(store, RES_POD_GROUPS)), _by_key(_listed(store, RES_CLAIMS))
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
@@ -141,6 +141,6 @@ def _by_key(objs: list[dict]) -> dict[tuple[str, str], dict]:
 
 def _listed(store, resource: str) -> list[dict]:
     try:
-        return store.list(resource)[0]
+        return store.list_refs(resource)[0]
     except ApiError:  # a kind this cluster does not serve (DRA off)
         return []
