@@ -25,159 +25,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kai_binder.binder import add_binder_hookspecs
-from kai_core.api.features import FeatureGates
+# the clusters and components are the plugin authors' test kit's (kai_cli.testing); conftest.py
+# re-exports them from here
+from kai_cli.testing import WAIT, Components, LiveCluster, Running, wait_for  # noqa: F401
 from kai_core.api.resources import RES_NAMESPACES, RES_NODES, RES_PODS
-from kai_core.cluster import EmbeddedCluster
-from kai_core.plugins import build_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTROLPLANE_FIXTURE = ROOT / "test" / "controlplane" / "fixture.py"
 KAI_CRDS = ROOT / "deploy" / "crds"
-
-#: the most any test waits for something to happen (a bound, not an expectation)
-WAIT = 30.0
-
-
-def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail the test naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:  # an object not there yet reads as "not yet"
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout:g}s")
-        time.sleep(0.02)
-
-
-class Running:
-    """A component (kai_cli.kube.Component) running :meth:`run` on a thread; what it returned or
-    raised (any BaseException, so a simulated crash never escapes the thread) is kept."""
-
-    def __init__(self, component) -> None:
-        self.component = component
-        self.code: int | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"test-{component.name}", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.code = self.component.run()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the test to look at
-            self.error = exc
-
-    @property
-    def done(self) -> bool:
-        return not self.thread.is_alive()
-
-    def wait_started(self) -> None:
-        wait_for(lambda: self.component.started.is_set() or self.done, f"{self.component.name} to start")
-        if self.error is not None:
-            raise AssertionError(f"{self.component.name} failed to start: {self.error!r}")
-
-    def stop(self, timeout: float = WAIT):
-        """Stop it and wait for the thread; returns the exit code (or raises what it raised)."""
-        self.component.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"{self.component.name} did not stop within {timeout:g}s"
-        return self.code
-
-    def url(self, path: str) -> str:
-        server = next(s for s in self.component.servers if path in s.paths)
-        return server.url + path
-
-
-class Components:
-    """kai's scheduler and binder on threads against the cluster of :attr:`kubeconfig`."""
-
-    kubeconfig: Path | str
-    running: list[Running]
-
-    def options(self, **kw):
-        """ClusterOptions for this cluster: short periods and backoffs, so tests stay quick."""
-        from kai_cli.kube import ClusterOptions
-
-        kw.setdefault("period", 0.2)
-        kw.setdefault("sync_timeout", WAIT)
-        kw.setdefault("store_kwargs", {"backoff_base": 0.01, "backoff_cap": 0.1, "sync_timeout": WAIT})
-        return ClusterOptions(kubeconfig=str(self.kubeconfig), **kw)
-
-    def start(self, which: str, gates: str = "DynamicResourceAllocation=true", pm=None, **kw) -> Running:
-        """Run the ``scheduler`` or the ``binder`` on a thread; ``kw`` go to ClusterOptions, except
-        the component's own (``scheduler_name``, ``binder_kwargs``)."""
-        from kai_cli.kube import BinderComponent, SchedulerComponent
-
-        own_keys = ("scheduler_name", "backoff_limit", "binder_kwargs", "announce")
-        own = {k: kw.pop(k) for k in own_keys if k in kw}
-        if pm is None:
-            pm = build_plugin_manager()
-            add_binder_hookspecs(pm)
-        cls = SchedulerComponent if which == "scheduler" else BinderComponent
-        running = Running(cls(self.options(**kw), FeatureGates.parse(gates), pm, **own))
-        self.running.append(running)
-        running.wait_started()
-        return running
-
-    @staticmethod
-    def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
-        wait_for(predicate, what, timeout)
-
-    def stop_components(self) -> None:
-        for r in self.running:
-            if not r.done:
-                r.component.stop()
-        for r in self.running:
-            r.thread.join(WAIT)
-
-
-class LiveCluster(Components):
-    """An embedded cluster behind the fake API server, playing a real cluster: its controllers
-    (the resourceclaim controller, the plugins') run on a thread of their own, as a control plane
-    would, and kai's components reach it over HTTP only, through a kubeconfig."""
-
-    def __init__(self, tmp_path: Path, *paths, store=None, bookmark_interval: float = 0.2) -> None:
-        from kai_core.testing import FakeApiServer
-
-        self.pm = build_plugin_manager()
-        add_binder_hookspecs(self.pm)
-        if store is None:
-            self.cluster = EmbeddedCluster(self.pm)
-            for p in paths:
-                self.cluster.load(p)
-            self.store = self.cluster.store
-        else:
-            self.cluster = None
-            self.store = store
-        self.server = FakeApiServer(self.store, bookmark_interval=bookmark_interval).start()
-        self.kubeconfig = self.server.write_kubeconfig(tmp_path / "kubeconfig")
-        self.running: list[Running] = []
-        self._stop = threading.Event()
-        self._controllers = threading.Thread(target=self._control_plane, name="test-control-plane",
-                                             daemon=True)
-        self._controllers.start()
-
-    def _control_plane(self) -> None:
-        while not self._stop.wait(0.05):
-            if self.cluster is not None:
-                self.cluster.reconcile_controllers()
-
-    def close(self) -> None:
-        self.stop_components()
-        self._stop.set()
-        self._controllers.join(WAIT)
-        self.server.stop()
-
 
 # -- one test body, two clusters ----------------------------------------------------------------------
 

@@ -244,21 +244,23 @@ def explain(pod: dict, decision, trace: DecisionTrace) -> Explanation:
 
 class DecisionRecorder:
     """Turns each recorded decision into an :class:`Explanation`: kept in :attr:`last` for the
-    pods asked about (``pods``: ``ns/name`` keys; None: none kept) and logged at DEBUG on
+    pods asked about (``pods``: ``ns/name`` keys; ``keep_all``: every pod) and logged at DEBUG on
     :data:`EXPLAIN_LOGGER` while that is enabled."""
 
-    def __init__(self, pods: Iterable[str] | None = None) -> None:
+    def __init__(self, pods: Iterable[str] | None = None, *, keep_all: bool = False) -> None:
         self.pods = set(pods) if pods is not None else set()
+        self.keep_all = keep_all
         #: ``ns/name`` -> the explanation of that pod's last decision
         self.last: dict[str, Explanation] = {}
 
     def record(self, pod: dict, decision, trace: DecisionTrace) -> None:
         key = trace.pod or ref(pod)
         logging_on = log.isEnabledFor(logging.DEBUG)
-        if key not in self.pods and not logging_on:
+        keep = self.keep_all or key in self.pods
+        if not keep and not logging_on:
             return
         explanation = explain(pod, decision, trace)
-        if key in self.pods:
+        if keep:
             self.last[key] = explanation
         if logging_on:
             log.debug("decision explained:\n%s", explanation.text())
