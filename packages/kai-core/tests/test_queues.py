@@ -197,6 +197,11 @@ def test_queue_status_is_written_back_on_the_embedded_cluster(world):
     version = w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"]
     w.cluster.reconcile_controllers()
     assert w.store.get(RES_QUEUES, "team-a")["metadata"]["resourceVersion"] == version  # nothing changed, no write
+    pod = w.get_pod("a")
+    pod["status"] = {"phase": "Succeeded"}
+    w.store.update_status(pod)  # a is done: the next round sees it
+    w.cluster.reconcile_controllers()
+    assert w.store.get(RES_QUEUES, "team-a")["status"] == {"requested": {"cpu": "1"}}
 
 
 # -- limits -------------------------------------------------------------------------------------------

@@ -94,10 +94,12 @@ class QueueStatusController:
         """``worth``: the plugins' say on what DRA devices are worth (``KaiPluginManager.device_gpu_worth``)."""
         self.scheduler_name = scheduler_name
         self.worth = worth
+        #: the store's position after the last round: nothing changed since, nothing to do
+        self._seen: str | None = None
 
     def reconcile(self, store) -> None:
-        queues, _ = store.list_refs(RES_QUEUES)
-        if not queues:
+        queues, position = store.list_refs(RES_QUEUES)
+        if not queues or position == self._seen:
             return
         tree = tree_from_objects(queues)
         pods, _ = store.list_refs(RES_PODS)
@@ -109,6 +111,7 @@ class QueueStatusController:
         for obj in queues:
             name = obj["metadata"]["name"]
             self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
+        self._seen = store.list_refs(RES_QUEUES)[1]  # our own writes are not news
 
     @staticmethod
     def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> None:
