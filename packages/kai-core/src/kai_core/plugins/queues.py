@@ -94,7 +94,7 @@ class QueueStatusController:
         """``worth``: the plugins' say on what DRA devices are worth (``KaiPluginManager.device_gpu_worth``)."""
         self.scheduler_name = scheduler_name
         self.worth = worth
-        #: the store's position after the last round: nothing changed since, nothing to do
+        #: the store's position when the last round that wrote nothing started: nothing changed since
         self._seen: str | None = None
 
     def reconcile(self, store) -> None:
@@ -108,13 +108,17 @@ class QueueStatusController:
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
         usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES),
                             non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)), worth=self.worth)
+        wrote = False
         for obj in queues:
             name = obj["metadata"]["name"]
-            self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
-        self._seen = store.list_refs(RES_QUEUES)[1]  # our own writes are not news
+            wrote |= self._write(store, obj, usage.get(name), list(tree.children.get(name, ())))
+        # after a write, look again next round (another writer may have come in between); a round that
+        # wrote nothing saw everything up to its start
+        self._seen = None if wrote else position
 
     @staticmethod
-    def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> None:
+    def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> bool:
+        """Write the queue's status when it changed; whether it was written."""
         status = dict(obj.get("status") or {})
         for key, amounts in (("allocated", usage.allocated if usage else None),
                              ("allocatedNonPreemptible", usage.allocated_non_preemptible if usage else None),
@@ -129,13 +133,14 @@ class QueueStatusController:
         else:
             status.pop("childQueues", None)
         if status == (obj.get("status") or {}):
-            return
+            return False
         new = clone(obj)
         new["status"] = status
         try:
             store.update_status(new)
         except ApiError as exc:  # changed meanwhile, or gone: the next round reads it again
             log.debug("queue %s: status not written: %s", obj["metadata"]["name"], exc)
+        return True
 
 
 def _by_key(objs: list[dict]) -> dict[tuple[str, str], dict]:
