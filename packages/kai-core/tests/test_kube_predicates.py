@@ -181,5 +181,5 @@ def test_the_readme_lists_the_kube_scheduler_plugins_kai_honours():
     listed = set(re.findall(r"`(kai-core\.[a-z-]+)`", section.group(0)))
     assert listed <= set(BUILTINS)  # no stale name
     for name in ("NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity", "NodePorts", "NodeResourcesFit",
-                 "PodTopologySpread", "InterPodAffinity", "DynamicResources"):
+                 "PodTopologySpread", "InterPodAffinity", "DynamicResources", "VolumeBinding", "VolumeZone"):
         assert f"\n| {name} |" in section.group(0) or f"\n| {name}," in section.group(0), name

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from kai_core.api.errors import Invalid
-from kai_core.api.resources import RES_PVCS, RES_PVS, RES_STORAGE_CLASSES
+from kai_core.api.resources import RES_NODES, RES_PVCS, RES_PVS, RES_STORAGE_CLASSES
 from kai_core.api.volumes import ANN_STATIC_BINDINGS
 from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
 
@@ -212,6 +212,7 @@ def test_the_scheduler_watches_volumes_only_with_the_plugin(world):
     assert {RES_PVS, RES_PVCS, RES_STORAGE_CLASSES} <= set(world().scheduler.cache.resources)
     w = world()
     w.pm.unregister(name="kai-core.volume-binding")
+    w.pm.unregister(name="kai-core.volume-zone")
     without = Scheduler(w.store, w.pm, SchedulerConfig())
     assert not {RES_PVS, RES_PVCS, RES_STORAGE_CLASSES} & set(without.cache.resources)
 
@@ -239,3 +240,43 @@ def test_a_claim_spec_is_immutable_but_may_be_bound(world):
     claim["spec"]["storageClassName"] = "other"
     with pytest.raises(Invalid, match="spec is immutable after creation"):
         w.store.update(claim)
+
+
+# -- VolumeZone ---------------------------------------------------------------------------------
+
+def zone_labelled(volume: dict, **labels: str) -> dict:
+    volume["metadata"]["labels"] = labels
+    del volume["spec"]["nodeAffinity"]  # the zone comes from the labels alone
+    return volume
+
+
+def test_a_bound_volume_labelled_with_zones_admits_nodes_of_those_zones(world):
+    w = world(zoned(world, "n1", "a"), zoned(world, "n2", "b"), zoned(world, "n3", "c"), storage_class("local"),
+              pvc("data", volume="pv1"), mounting(world.pod("p"), "data"))
+    claim = w.store.get(RES_PVCS, "data", "default")
+    w.add(zone_labelled(pv("pv1", zone="x", phase="Bound", claim=claim), **{ZONE: "b__c"}))
+    w.cycle()
+    assert w.placed()["p"] in ("n2", "n3")
+
+
+def test_a_volume_zone_no_node_is_in_gives_volume_zones_message(world):
+    w = world(zoned(world, "n1", "a"), storage_class("local"), pvc("data", volume="pv1"),
+              mounting(world.pod("p"), "data"))
+    claim = w.store.get(RES_PVCS, "data", "default")
+    beta = "failure-domain.beta.kubernetes.io/zone"  # a beta label on the volume matches the node's GA one
+    w.add(zone_labelled(pv("pv1", zone="x", phase="Bound", claim=claim), **{beta: "z"}))
+    w.cycle()
+    assert w.message("p") == "0/1 nodes are available: 1 node(s) had no available volume zone."
+    node = w.store.get(RES_NODES, "n1")
+    node["metadata"]["labels"][ZONE] = "z"
+    w.store.update(node)
+    w.cycle()
+    assert w.placed() == {"p": "n1"}
+
+
+def test_a_node_without_zone_labels_admits_any_volume_zone(world):
+    w = world(world.node("plain"), storage_class("local"), pvc("data", volume="pv1"), mounting(world.pod("p"), "data"))
+    claim = w.store.get(RES_PVCS, "data", "default")
+    w.add(zone_labelled(pv("pv1", zone="x", phase="Bound", claim=claim), **{ZONE: "z"}))
+    w.cycle()
+    assert w.placed() == {"p": "plain"}

@@ -2,8 +2,8 @@
 
 Their filters run first (``tryfirst``), in the order kube-scheduler's run: node readiness and
 cordon (NodeUnschedulable), node name, taints, node affinity, host ports, resources, volume
-binding, topology spread, inter-pod affinity; each filter sees only the nodes that passed the
-ones before it, so a node's reason in the pod's message is the first check it failed.
+binding, volume zone, topology spread, inter-pod affinity; each filter sees only the nodes that
+passed the ones before it, so a node's reason in the pod's message is the first check it failed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kai_core.plugins import (
     taints,
     topology_spread,
     volume_binding,
+    volume_zone,
 )
 
 #: plugin name -> module, in the order their filters are called
@@ -37,6 +38,7 @@ BUILTINS = {
     "kai-core.node-ports": node_ports,
     "kai-core.resources-fit": resources_fit,
     "kai-core.volume-binding": volume_binding,
+    "kai-core.volume-zone": volume_zone,
     "kai-core.topology-spread": topology_spread,
     "kai-core.inter-pod-affinity": inter_pod_affinity,
     "kai-core.dra": dra,
