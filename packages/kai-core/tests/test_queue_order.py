@@ -115,3 +115,24 @@ def test_dra_gpus_a_queue_holds_count_against_its_fair_share(world):
     assert sorted(w.placed()) == ["b0", "b1"]
     _tree, usage, shares = snapshot_standing(w.scheduler.last_snapshot)
     assert usage["team-a"].allocated["gpu"] == 2 and shares["team-a"]["gpu"] == shares["team-b"]["gpu"] == 2
+
+
+def test_each_cycle_reports_every_queues_fair_share_allocation_and_waiting_pods(world):
+    from kai_core.observability import SchedulerMetrics
+
+    running = gpu_pod(world, "a-running", "team-a", nodeName="n1")
+    w = world(gpu_node(world), queue("team-a"), queue("team-b", weight=3), running,
+              *burst(world, "team-a", "a", "2026-01-01T00:00:00Z"),
+              *burst(world, "team-b", "b", "2026-01-02T00:00:00Z", n=2))
+    result = w.cycle()
+    a, b = result.queues["team-a"], result.queues["team-b"]
+    assert (a.fair_share["gpu"], a.allocated["gpu"], a.pending) == (2, 1, 4)  # what team-b leaves
+    assert (b.fair_share["gpu"], b.allocated["gpu"], b.pending) == (2, 0, 2)  # asks for 2 of its 3
+    metrics = SchedulerMetrics()
+    metrics.observe_cycle(result)
+    text = metrics.exposition()[0].decode()
+    assert 'kai_queue_fair_share{queue="team-b",resource="gpu"} 2.0' in text
+    assert 'kai_queue_allocated{queue="team-a",resource="gpu"} 1.0' in text
+    assert 'kai_queue_pending_pods{queue="team-a"} 4.0' in text
+    metrics.observe_cycle(world(gpu_node(world)).cycle())  # no Queue any more: the queues are dropped
+    assert "kai_queue_pending_pods{" not in metrics.exposition()[0].decode()

@@ -83,7 +83,10 @@ class SchedulerMetrics(ComponentMetrics):
     * ``kai_pods_unschedulable_total``: scheduling attempts that found no node (a pod that stays
       unschedulable counts once per cycle, as kube-scheduler's attempts do);
     * ``kai_scheduling_errors_total``: attempts whose decision could not be written, or that hit an
-      internal error.
+      internal error;
+    * ``kai_queue_fair_share`` and ``kai_queue_allocated`` (labels ``queue``, ``resource``: ``gpu`` in
+      devices, ``cpu`` in cores, ``memory`` in bytes) and ``kai_queue_pending_pods`` (``queue``), at
+      the start of the last cycle, once any KAI Queue exists.
     """
 
     def __init__(self) -> None:
@@ -99,6 +102,14 @@ class SchedulerMetrics(ComponentMetrics):
                                      registry=self.registry)
         self.errors = Counter("kai_scheduling_errors", "Scheduling attempts that failed with an error.",
                               registry=self.registry)
+        from prometheus_client import Gauge
+
+        self.queue_fair_share = Gauge("kai_queue_fair_share", "A KAI queue's fair share of a resource.",
+                                      ["queue", "resource"], registry=self.registry)
+        self.queue_allocated = Gauge("kai_queue_allocated", "What a KAI queue's workloads hold of a resource.",
+                                     ["queue", "resource"], registry=self.registry)
+        self.queue_pending = Gauge("kai_queue_pending_pods", "Pods of a KAI queue waiting to be scheduled.",
+                                   ["queue"], registry=self.registry)
 
     def observe_cycle(self, result) -> None:
         """Record a :class:`kai_core.scheduler.cycle.CycleResult`."""
@@ -109,6 +120,17 @@ class SchedulerMetrics(ComponentMetrics):
             self.unschedulable.inc(result.unschedulable)
         if result.errors:
             self.errors.inc(result.errors)
+        self.observe_queues(getattr(result, "queues", None))
+
+    def observe_queues(self, queues) -> None:
+        """Set the queue gauges from a cycle's ``queues`` (queues gone since are dropped)."""
+        for gauge in (self.queue_fair_share, self.queue_allocated, self.queue_pending):
+            gauge.clear()
+        for name, figures in (queues or {}).items():
+            self.queue_pending.labels(name).set(figures.pending)
+            for resource, scale in (("gpu", 1), ("cpu", 1000), ("memory", 1)):
+                self.queue_fair_share.labels(name, resource).set(figures.fair_share.get(resource, 0.0) / scale)
+                self.queue_allocated.labels(name, resource).set(figures.allocated.get(resource, 0.0) / scale)
 
 
 class BinderMetrics(ComponentMetrics):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod, node_allocatable, pod_requests
 from kai_core.framework.fairshare import UNLIMITED
@@ -41,7 +42,17 @@ from kai_core.framework.queue_usage import (
 )
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
 
-__all__ = ["cluster_total", "order_by_queues", "order_pending", "queue_standing", "snapshot_standing"]
+__all__ = ["QueueFigures", "cluster_total", "order_by_queues", "order_pending", "queue_standing", "snapshot_standing"]
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """One queue at the start of a cycle, for metrics: fair share and allocation by resource (GPUs,
+    millicores, bytes) and the pods of its own waiting to be tried."""
+
+    fair_share: Mapping[str, float]
+    allocated: Mapping[str, float]
+    pending: int
+
 
 #: KAI's penalty on a resource used by a queue that may have none of it
 _NO_SHARE_PENALTY = 1000.0
@@ -143,12 +154,22 @@ def queue_standing(snapshot, tree: QueueTree, queue_of: Callable[[dict], str], w
 
 
 def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: Callable[[dict], str],
-                    worth: WorthFn | None = None) -> list[dict]:
+                    worth: WorthFn | None = None, figures: dict[str, QueueFigures] | None = None) -> list[dict]:
     """``pods`` (pending, in their pod order) reordered by their queues' standing; pods whose queue
-    cannot hold workloads keep their place at the end. With a single leaf queue nothing changes."""
-    if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1:
+    cannot hold workloads keep their place at the end. With a single leaf queue nothing changes.
+    ``figures``, when given, receives every queue's :class:`QueueFigures`."""
+    if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1 and figures is None:
         return list(pods)
     total, usage, shares = queue_standing(snapshot, tree, queue_of, worth)
+    if figures is not None:
+        counts: dict[str, int] = {}
+        for pod in pods:
+            queue = queue_of(pod)
+            counts[queue] = counts.get(queue, 0) + 1
+        for name in tree.queues:
+            figures[name] = QueueFigures(shares.get(name, {}), usage[name].allocated, counts.get(name, 0))
+        if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1:
+            return list(pods)
     standing = {name: _Standing(q, shares.get(name, {}), usage[name].allocated, total)
                 for name, q in tree.queues.items()}
     waiting: dict[str, list[dict]] = {}
@@ -216,13 +237,16 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     return out + rest
 
 
-def order_pending(pods: Sequence[dict], snapshot, worth: WorthFn | None = None) -> list[dict]:
-    """:func:`order_by_queues` with the snapshot's Queues; ``pods`` unchanged when Queues are not watched.
-    ``worth``: the plugins' say on what allocated DRA devices are worth."""
+def order_pending(pods: Sequence[dict], snapshot, worth: WorthFn | None = None
+                  ) -> tuple[list[dict], dict[str, QueueFigures] | None]:
+    """:func:`order_by_queues` with the snapshot's Queues, and every queue's figures when any Queue
+    object exists (None otherwise); ``pods`` unchanged when Queues are not watched. ``worth``: the
+    plugins' say on what allocated DRA devices are worth."""
     if not snapshot.watches(RES_QUEUES):
-        return list(pods)
+        return list(pods), None
     tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
-    return order_by_queues(pods, snapshot, tree, _queue_in(snapshot), worth)
+    figures: dict[str, QueueFigures] | None = {} if tree.from_objects else None
+    return order_by_queues(pods, snapshot, tree, _queue_in(snapshot), worth, figures), figures
 
 
 def _queue_in(snapshot) -> Callable[[dict], str]:

@@ -54,7 +54,7 @@ from kai_core.api.store import Store
 from kai_core.framework.cache import Cache
 from kai_core.framework.gang import pod_key
 from kai_core.framework.plugins import KaiPluginManager
-from kai_core.framework.queue_order import order_pending
+from kai_core.framework.queue_order import QueueFigures, order_pending
 from kai_core.framework.snapshot import NodeInfo, Snapshot
 from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, WritesStopped, Written
 from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
@@ -110,6 +110,8 @@ class CycleResult:
     errors: int = 0
     seconds: float = 0.0
     backed_off: int = 0
+    #: every KAI queue's fair share, allocation and waiting pods at the cycle's start (None: no Queue)
+    queues: dict[str, QueueFigures] | None = None
 
 
 def watched_resources(dra: bool, pod_groups: bool = True) -> list[str]:
@@ -200,7 +202,7 @@ class Scheduler:
                 result.backed_off += 1
             else:
                 ready.append(pod)
-        ready = order_pending(ready, snap, self.pm.device_gpu_worth)  # queues below fair share first
+        ready, result.queues = order_pending(ready, snap, self.pm.device_gpu_worth)  # below fair share first
         gangs = find_gangs(self, snap, ready) if ready else {}
         try:
             self._place(ready, gangs, snap, result)
