@@ -5,10 +5,6 @@ message names it), ``kai_rank_devices`` answers of several plugins are summed by
 
 from __future__ import annotations
 
-import re
-import types
-from pathlib import Path
-
 import pytest
 
 from kai_core.api.features import FeatureGates
@@ -278,27 +274,8 @@ def test_device_use_names_the_classes_and_drivers_of_a_pods_claims():
     assert none.classes == none.drivers == frozenset()
 
 
-# -- the guide's NIC sketch, run as written ------------------------------------------------------
-
-GUIDE = Path(__file__).resolve().parents[3] / "docs" / "writing-a-device-plugin.md"
-
-
-def guide_nic_plugin() -> types.ModuleType:
-    if not GUIDE.is_file():
-        pytest.skip(f"{GUIDE} not found: the guide is only in the source repository")
-    section = re.search(r'^### Devices: removing one.*?(?=^### )', GUIDE.read_text(encoding="utf-8"), re.S | re.M)
-    assert section, "the guide's section on device hooks"
-    [code] = re.findall(r"```python\n(.*?)```", section.group(0), re.S)
-    module = types.ModuleType("guide_nic_plugin")
-    exec(compile(code, str(GUIDE), "exec"), module.__dict__)  # noqa: S102 - our own documentation
-    return module
-
-
-def test_the_guides_nic_plugin_never_takes_a_down_nic_and_its_ranking_survives_next_to_another():
-    assert schedule(("gpu-ranker", Prefer({"gpu-1": 10})))[0] == {"gpu": "gpu-1", "nic": "nic-0"}
-    # the down NIC is the fastest, yet never taken; nic-2 (200) beats nic-1 (100); gpu-1 still wins
-    both = schedule(("nic", guide_nic_plugin()), ("gpu-ranker", Prefer({"gpu-1": 10})))[0]
-    assert both == {"gpu": "gpu-1", "nic": "nic-2"}
+# (the guide's NIC sketch is run as written, with the test kit only, by
+# packages/kai-cli/tests/test_guide_testkit.py)
 
 
 def test_opaque_configs_follow_first_available_sub_requests_and_config_requests():
