@@ -134,8 +134,10 @@ def _taken_pvs(snapshot) -> dict[str, tuple[str, str]]:
 
 
 _STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: pod uid -> (snapshot, node -> {claim: pv}) of the pod's last filter pass, for kai_bind_request
-_CHOICES: dict[str, tuple[object, dict[str, dict[str, str]]]] = {}
+#: pod uid -> (its snapshot, weakly; node -> {claim: pv}) of the pod's last filter pass, read by
+#: kai_bind_request (which is not given the snapshot)
+_CHOICES: dict[str, tuple[weakref.ref, dict[str, dict[str, str]]]] = {}
+_CHOICES_KEPT = 4096
 
 
 def _candidates(claim: dict, snapshot, taken: dict) -> list[dict]:
@@ -235,9 +237,10 @@ def kai_filter_nodes(pod, nodes, snapshot):
     reasons, chosen = _place_claims(claims, snapshot, nodes)
     uid = pod["metadata"].get("uid") or ""
     if chosen:
-        for key in [k for k, (snap, _c) in _CHOICES.items() if snap is not snapshot]:
-            del _CHOICES[key]  # choices of an earlier cycle
-        _CHOICES[uid] = (snapshot, chosen)
+        if len(_CHOICES) >= _CHOICES_KEPT:  # pods filtered but never committed, in cycles now over
+            for key in [k for k, (ref, _c) in _CHOICES.items() if ref() is None]:
+                del _CHOICES[key]
+        _CHOICES[uid] = (weakref.ref(snapshot), chosen)
     else:
         _CHOICES.pop(uid, None)
     return reasons
@@ -246,11 +249,9 @@ def kai_filter_nodes(pod, nodes, snapshot):
 @hookimpl
 def kai_bind_request(pod, node):
     got = _CHOICES.pop(pod["metadata"].get("uid") or "", None)
-    if got is None:
-        return None
-    snapshot, chosen = got
-    picked = chosen.get(node.name)
-    if not picked:
+    snapshot = got[0]() if got is not None else None
+    picked = got[1].get(node.name) if got is not None else None
+    if snapshot is None or not picked:
         return None
     taken = _taken_pvs(snapshot)
     ns = pod["metadata"].get("namespace", "")
