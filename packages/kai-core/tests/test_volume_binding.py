@@ -130,6 +130,23 @@ def test_two_claims_do_not_get_one_volume_in_a_cycle(world):
     assert len(w.placed()) == 1
 
 
+GANG = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+        "metadata": {"name": "g", "namespace": "default"}, "spec": {"minMember": 2}}
+
+
+def test_members_of_a_gang_are_not_offered_one_volume(world):
+    members = [mounting(world.pod(f"m{i}", meta={"annotations": {"pod-group-name": "g"}}), f"d{i}") for i in (1, 2)]
+    w = world(GANG, zoned(world, "n1", "a"), storage_class("local", provisioner="kubernetes.io/no-provisioner"),
+              pv("only", node="n1"), pvc("d1"), pvc("d2"), *members)
+    w.cycle()
+    assert w.placed() == {}  # one volume for two members: the gang waits whole
+    w.add(pv("second", node="n1"))
+    w.cycle()
+    assert w.placed() == {"m1": "n1", "m2": "n1"}
+    volumes = [json.loads(br["metadata"]["annotations"][ANN_STATIC_BINDINGS]) for br in w.bind_requests()]
+    assert sorted(v for b in volumes for v in b.values()) == ["only", "second"]
+
+
 def test_no_static_volume_and_no_provisioner(world):
     w = world(zoned(world, "n1", "a"), storage_class("local", provisioner="kubernetes.io/no-provisioner"),
               pvc("data"), mounting(world.pod("p"), "data"))

@@ -23,10 +23,9 @@ binder leaves them; kube-scheduler waits for the controller's annotation alone).
 
 The static PV chosen for each claim travels to the binder in the BindRequest's annotation
 :data:`kai_core.api.volumes.ANN_STATIC_BINDINGS` (``{"<claim>": "<pv>"}``); a PV named there by a
-BindRequest not yet finished, or chosen earlier in this cycle, is not offered to another claim. Not done:
-storage capacity (CSIStorageCapacity), the capacity score, CSI migration, VolumeZone's and
-NodeVolumeLimits' checks. Members of one gang are checked one by one and may be offered the same
-PV; the binder then fails the second with the claim named, and the scheduler decides again.
+BindRequest not yet finished, or chosen for a pod placed earlier in this cycle (a gang member
+being tried included), is not offered to another claim. Not done: storage capacity
+(CSIStorageCapacity), the capacity score, CSI migration, NodeVolumeLimits' checks.
 
 Pods are read only through their ``spec.volumes``: a pod without claims costs a look at that list.
 With PersistentVolumeClaims not watched (a cluster that does not serve them to kai), nothing is
@@ -118,18 +117,50 @@ class PodClaims:
             self.problem = UNBOUND_IMMEDIATE
 
 
-def _taken_pvs(snapshot) -> dict[str, tuple[str, str]]:
-    """PV name -> (namespace, claim) for PVs promised to a claim by a BindRequest not finished
-    yet or by a decision of this cycle."""
+class _Promised:
+    """PV name -> (namespace, claim) for the PVs promised to a claim: by a BindRequest not finished
+    yet, or by a pod placed in this cycle (a committed pod, or a gang member assumed while its gang
+    is tried; given back when it is unassumed), kept current from :attr:`Snapshot.pod_changes`."""
+
+    def __init__(self, snapshot) -> None:
+        self.snapshot = weakref.ref(snapshot)
+        self.taken: dict[str, tuple[str, str]] = {}
+        for (ns, _name), br in snapshot.objects(RES_BIND_REQUESTS).items():
+            if (br.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                self.taken.update((pv, (ns, claim)) for claim, pv in static_bindings(br).items())
+        #: pod uid -> (namespace, {claim: pv}) of the pods placed in this cycle
+        self.placed: dict[str, tuple[str, dict[str, str]]] = {}
+        self.read = 0
+
+    def sync(self, snapshot) -> dict[str, tuple[str, str]]:
+        changes = snapshot.pod_changes
+        for sign, pod, node in changes[self.read:]:
+            uid = pod["metadata"].get("uid") or ""
+            if sign < 0:
+                self.give_back(uid)
+            elif uid not in self.placed:
+                got = _CHOICES.get(uid)
+                picked = got[1].get(node) if got is not None and got[0]() is snapshot else None
+                if picked:
+                    self.promise(uid, pod["metadata"].get("namespace", ""), picked)
+        self.read = len(changes)
+        return self.taken
+
+    def promise(self, uid: str, ns: str, picked: dict[str, str]) -> None:
+        self.placed[uid] = (ns, picked)
+        self.taken.update((pv, (ns, claim)) for claim, pv in picked.items())
+
+    def give_back(self, uid: str) -> None:
+        ns, picked = self.placed.pop(uid, ("", {}))
+        for claim, pv in picked.items():
+            if self.taken.get(pv) == (ns, claim):
+                del self.taken[pv]
+
+
+def _promised(snapshot) -> _Promised:
     state = _STATE.get(snapshot)
     if state is None:
-        taken: dict[str, tuple[str, str]] = {}
-        for (ns, _name), br in snapshot.objects(RES_BIND_REQUESTS).items():
-            if (br.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            for claim, pv in static_bindings(br).items():
-                taken[pv] = (ns, claim)
-        state = _STATE[snapshot] = taken
+        state = _STATE[snapshot] = _Promised(snapshot)
     return state
 
 
@@ -181,7 +212,7 @@ def _place_claims(claims: PodClaims, snapshot, nodes) -> tuple[dict[str, object]
     pvs, classes = snapshot.objects(RES_PVS), snapshot.objects(RES_STORAGE_CLASSES)
     bound_pvs = [pvs.get(("", c["spec"]["volumeName"])) for c in claims.bound]
     delayed = sorted(claims.delayed, key=_requested)
-    taken = _taken_pvs(snapshot) if delayed else {}
+    taken = _promised(snapshot).sync(snapshot) if delayed else {}
     candidates = {id(c): _candidates(c, snapshot, taken) for c in delayed
                   if ANN_SELECTED_NODE not in (c["metadata"].get("annotations") or {})}
     for node in nodes:
@@ -253,8 +284,5 @@ def kai_bind_request(pod, node):
     picked = got[1].get(node.name) if got is not None else None
     if snapshot is None or not picked:
         return None
-    taken = _taken_pvs(snapshot)
-    ns = pod["metadata"].get("namespace", "")
-    for claim, pv in picked.items():
-        taken[pv] = (ns, claim)
+    _promised(snapshot).promise(pod["metadata"].get("uid") or "", pod["metadata"].get("namespace", ""), picked)
     return static_bindings_annotation(picked)
