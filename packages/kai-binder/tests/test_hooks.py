@@ -7,6 +7,7 @@ import pytest
 from kai_binder.claims import ClaimBindError
 from kai_binder.dra import PLUGIN_NAME as DRA_PLUGIN_NAME
 from kai_binder.hooks import BinderHooks, add_binder_hookspecs
+from kai_binder.hookspecs import NotReady
 from kai_binder.volumes import PLUGIN_NAME as VOLUMES_PLUGIN_NAME
 from kai_core.api.errors import ApiError
 from kai_core.api.features import FeatureGates
@@ -80,6 +81,24 @@ def test_pre_bind_stops_at_the_first_failure_naming_it(hooks):
     assert calls == [("b", "pre_bind")]  # the later registered first (pluggy's order)
     hooks.rollback(BR, POD, "n1")
     assert calls[1:] == [("a", "rollback"), ("b", "rollback")]  # the reverse of pre-bind
+
+
+@pytest.mark.parametrize("raised", [False, True])
+def test_a_step_that_waits_on_the_cluster_is_handed_to_the_binder_as_not_ready(hooks, raised):
+    class Waiting:
+        @hookimpl
+        def kai_binder_pre_bind(self):
+            why = NotReady("waiting for the volume")
+            if raised:
+                raise why
+            return why
+
+    calls: list = []
+    hooks.pm.register(Step("first", calls), name="first")
+    hooks.pm.register(Waiting(), name="waiting")
+    with pytest.raises(NotReady, match="waiting for the volume"):
+        hooks.pre_bind(BR, POD, "n1")
+    assert calls == []  # it stops the pre-bind like a failure, but nothing is reported failed
 
 
 def test_the_dra_steps_refusal_is_its_own_message_and_it_runs_first(hooks):

@@ -67,6 +67,8 @@ class BinderHooks:
         kwargs = self._kwargs(br, pod, node)
         for impl in self._ordered(PRE_BIND):
             res = self.pm.call_impl(impl, PRE_BIND, kwargs)
+            if isinstance(res, NotReady):  # returned rather than raised: no traceback logged
+                raise res
             if isinstance(res, PluginError):  # any other result is ignored (the hook returns nothing)
                 if isinstance(res.original, NotReady):
                     raise res.original

@@ -30,10 +30,11 @@ from kai_core.framework.hookspecs import hookspec
 
 
 class NotReady(Exception):
-    """Raised by a ``kai_binder_pre_bind`` that waits on the cluster (a volume being provisioned):
-    the attempt is left for later, as after an API failure whose outcome is unknown, with nothing
-    rolled back and no attempt counted; the message says what it waits for. The plugin bounds the
-    wait itself (then raises any other exception to fail the attempt)."""
+    """Returned (or raised) by a ``kai_binder_pre_bind`` that waits on the cluster (a volume being
+    provisioned): the attempt is left for later, as after an API failure whose outcome is unknown,
+    with nothing rolled back and no attempt counted; the message says what it waits for. The plugin
+    bounds the wait itself (then raises any other exception to fail the attempt). Returning it is
+    quieter: a raised exception's traceback is logged the first time."""
 
 
 class BinderSpecs:
@@ -43,8 +44,8 @@ class BinderSpecs:
 
         Raise to fail the attempt: the binder rolls back and sets the BindRequest ``Failed`` with a
         reason naming the plugin and the error (a retry follows while ``backoffLimit`` allows). The
-        first plugin that raises stops the pre-bind. Raise :class:`NotReady` to have the attempt
-        tried again later instead. The return value is ignored."""
+        first plugin that raises stops the pre-bind. Return (or raise) :class:`NotReady` to have the
+        attempt tried again later instead. Any other return value is ignored."""
 
     @hookspec
     def kai_binder_post_bind(self, bind_request, pod, node_name, store, features):

@@ -12,7 +12,7 @@ For each PersistentVolumeClaim of the pod not bound yet:
   (``bind-completed``, phases);
 * otherwise the claim is provisioned: it gets ``volume.kubernetes.io/selected-node`` (the node the
   provisioner must create the volume for) and the step waits for the claim to be bound. Waiting
-  does not hold a worker: the attempt is left for later (:class:`kai_binder.hookspecs.NotReady`),
+  does not hold a worker: the attempt is left for later (it returns :class:`kai_binder.hookspecs.NotReady`),
   nothing rolled back and no attempt counted, and is tried again with the binder's growing delay,
   for at most :data:`BIND_TIMEOUT_SECONDS` (kube-scheduler's default ``bindTimeoutSeconds``);
   past that, or when the provisioner gave up (it removes the annotation), the attempt fails.
@@ -88,7 +88,7 @@ class VolumeBindingPlugin:
                 self._select_node(store, where, claim, node_name, bind_request)
                 waiting.append(name)
         if waiting:
-            self._wait(bind_request, ns, waiting, node_name)
+            return self._wait(bind_request, ns, waiting, node_name)
         for claim, volume in to_name:
             claim.setdefault("spec", {})["volumeName"] = volume
             self._write(store, _claim_ref(ns, claim["metadata"]["name"]), claim, f"setting spec.volumeName {volume}")
@@ -142,7 +142,7 @@ class VolumeBindingPlugin:
         claim["metadata"]["annotations"] = {**annotations, ANN_SELECTED_NODE: node}
         self._write(store, where, claim, f"setting {ANN_SELECTED_NODE}")
 
-    def _wait(self, bind_request: dict, ns: str, waiting: list[str], node: str) -> None:
+    def _wait(self, bind_request: dict, ns: str, waiting: list[str], node: str) -> NotReady:
         uid = bind_request["metadata"].get("uid", "")
         now = self.clock()
         first = min(self._waiting_since.setdefault((uid, name), now) for name in waiting)
@@ -152,7 +152,7 @@ class VolumeBindingPlugin:
                 self._waiting_since.pop((uid, name), None)
             raise VolumeBindError(f"{names}: not bound {BIND_TIMEOUT_SECONDS:.0f}s after it was given node {node!r} "
                                   "to provision on")
-        raise NotReady(f"waiting for {names} to be provisioned and bound (node {node!r})")
+        return NotReady(f"waiting for {names} to be provisioned and bound (node {node!r})")
 
     def _write(self, store, where: str, obj: dict, what: str) -> None:
         try:
