@@ -79,3 +79,22 @@ def test_a_failed_request_whose_attempts_are_still_counted_is_not_taken_for_stuc
     r.schedule()
     assert r.the_br("p")["metadata"]["uid"] != uid
 
+
+
+def test_a_pod_whose_backoff_ended_is_due_until_a_cycle_tried_it(rig):
+    """A loop that looks at next_due() only now and then (every 50 ms against a cluster) must
+    still see a backoff that ended in between: found on the real control plane, where such a pod
+    stayed pending until something else changed."""
+    r = rig(pods=[rig.pod("p")])
+    for _ in range(2):
+        r.schedule()
+        kai_binder_fails(r, r.the_br("p"))
+    r.schedule()  # deletes the second failed request; the pod backs off for a second
+    assert r.brs("p") == []
+    due = r.scheduler.next_due()
+    assert due == r.clock.now() + 1.0
+    r.clock.advance(5.0)  # the loop woke late: the wait is over, no cycle has run since
+    assert r.scheduler.next_due() == due
+    r.schedule()
+    assert len(r.brs("p")) == 1  # scheduled again
+    assert r.scheduler.next_due() is None

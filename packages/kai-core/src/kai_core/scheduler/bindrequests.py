@@ -310,6 +310,8 @@ class PodBackoff:
         self.clock = clock
         #: pod uid -> (failed bindings, not to be scheduled before this time)
         self._failures: dict[str, tuple[int, float]] = {}
+        #: when a cycle last looked at the pods backing off: a wait that ended after it is still due
+        self._checked = float("-inf")
 
     def record_failure(self, uid: str) -> None:
         failures = self._failures.get(uid, (0, 0.0))[0] + 1
@@ -321,11 +323,13 @@ class PodBackoff:
             log.info("pod %s: binding failed %d times; not scheduled again for %.1fs", uid, failures, delay)
 
     def waiting(self, pod: dict, now: float) -> bool:
-        """Whether the pod is still backing off at ``now``."""
+        """Whether the pod is still backing off at ``now`` (a cycle's look at it)."""
+        self._checked = max(self._checked, now)
         return self._failures.get(pod["metadata"].get("uid"), (0, now))[1] > now
 
     def forget_settled(self, snap: Snapshot) -> None:
-        """Drop the failure counts of pods that are bound, finished or gone."""
+        """Drop the failure counts of pods that are bound, finished or gone (once per cycle)."""
+        self._checked = max(self._checked, self.clock())
         if not self._failures:
             return
         waiting = {p["metadata"].get("uid") for p in snap.pods.values()
@@ -334,6 +338,8 @@ class PodBackoff:
             del self._failures[uid]
 
     def next_due(self) -> float | None:
-        """When the next pod backing off may be scheduled again, or None when none is waiting."""
-        now = self.clock()
-        return min((t for _, t in self._failures.values() if t > now), default=None)
+        """When the next pod backing off may be scheduled again, or None when none is waiting. A
+        wait that ended since the last cycle looked stays due (a time already past) until a cycle
+        has tried the pod: a loop that only woke for future times would otherwise miss it once its
+        poll came late, and leave the pod pending until something else changed."""
+        return min((t for _, t in self._failures.values() if t > self._checked), default=None)
