@@ -200,3 +200,31 @@ def test_a_cluster_without_the_queue_crd_is_scheduled_without_queues(live_cluste
     running = lc.start("scheduler", gates="")
     assert running.stop() == 0 and running.error is None
     assert not [c for c in lc.server.calls() if "queues" in c]
+
+
+def test_the_scheduler_writes_queue_status_on_a_real_cluster(live_cluster):
+    from kai_core.api.resources import RES_QUEUES
+
+    store = with_bind_request_crd(EmbeddedStore())  # no embedded controllers: only the scheduler writes
+    unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
+    store.restore({"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": "team-a"},
+                   "spec": {"resources": {"gpu": unlimited, "cpu": unlimited, "memory": unlimited}}})
+    store.restore({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                   "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "10"},
+                              "conditions": [{"type": "Ready", "status": "True"}]}})
+    for name, node in (("running", "n1"), ("waiting", None)):
+        spec = {"schedulerName": "kai-scheduler",
+                "containers": [{"name": "c", "image": "busybox:1", "resources": {"requests": {"cpu": "1"}}}]}
+        if node:
+            spec["nodeName"] = node
+        store.restore({"apiVersion": "v1", "kind": "Pod", "spec": spec, "metadata": {
+            "name": name, "namespace": "default", "labels": {"kai.scheduler/queue": "team-a"}}})
+    lc = live_cluster(store=store)
+    running = lc.start("scheduler", gates="")
+
+    def status() -> dict:
+        return store.get(RES_QUEUES, "team-a").get("status") or {}
+
+    lc.wait_for(lambda: status().get("requested") == {"cpu": "2"}, "the scheduler to write the Queue's status")
+    assert status()["allocated"] == {"cpu": "1"}
+    assert running.stop() == 0 and running.error is None

@@ -541,6 +541,7 @@ EXPECTED_SCHEDULER = {
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
     ("scheduling.run.ai", "podgroups"): READ,
     ("scheduling.run.ai", "queues"): READ,
+    ("scheduling.run.ai", "queues/status"): {"update"},
     ("resource.k8s.io", "resourceclaims"): READ,
     ("resource.k8s.io", "resourceclaimtemplates"): READ,
     ("resource.k8s.io", "resourceslices"): READ,

@@ -455,6 +455,7 @@ class SchedulerComponent(Component):
         self.score_weights = dict(score_weights or {})
         self.lease_default = scheduler_name
         self.scheduler = None
+        self.queue_status = None
         self.last_result = None
         self.scheduled = 0
         #: the kinds watched, as :meth:`_resources` chose them from what the cluster serves
@@ -489,6 +490,12 @@ class SchedulerComponent(Component):
                                  score_weights=self.score_weights, bind_request_writers=BIND_REQUEST_WRITERS)
         self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched),
                                    may_write=self._write_fence)
+        # KAI's queue controller, run by the scheduler on its own caches: Queue status after each cycle
+        from kai_core.api.resources import RES_QUEUES
+        from kai_core.plugins.queues import QueueStatusController
+
+        self.queue_status = (QueueStatusController(self.scheduler_name, self.pm.device_gpu_worth, set(self.watched))
+                             if RES_QUEUES in self.watched else None)
         # each write is fenced again when it is sent: BindRequests queued for the writer threads may
         # wait for the rate limiter (or a paused process) after the scheduler's own check
         if hasattr(self.store, "write_guard"):
@@ -520,6 +527,11 @@ class SchedulerComponent(Component):
             raise _NotLeading() from None
         self.last_result = result
         self.metrics.observe_cycle(result)
+        if self.queue_status is not None:
+            try:
+                self.queue_status.reconcile(self.store)
+            except Exception:  # Queue status is a report: a failure to write it must not stop scheduling
+                log.exception("%s: Queue status not written", self.name)
         self.scheduled += result.scheduled
         if result.scheduled or result.errors:
             log.info("cycle: %d scheduled, %d unschedulable, %d errors in %.3fs", result.scheduled,

@@ -12,8 +12,8 @@ per cycle.
 On the embedded cluster (:mod:`kai_core.cluster` runs it, with the plugins' ``kai_device_gpu_worth``),
 :class:`QueueStatusController` plays KAI's queue controller: it writes each
 Queue's ``status.allocated``, ``status.allocatedNonPreemptible``, ``status.requested``
-(:mod:`kai_core.framework.queue_usage`) and ``status.childQueues``. Against a real cluster nothing
-writes Queue status yet.
+(:mod:`kai_core.framework.queue_usage`) and ``status.childQueues``. Against a real cluster
+``kai-cli run scheduler`` runs it after each cycle, on its own caches.
 """
 
 from __future__ import annotations
@@ -90,10 +90,14 @@ class QueueStatusController:
 
     name = "queue-status"
 
-    def __init__(self, scheduler_name: str = "kai-scheduler", worth: WorthFn | None = None) -> None:
-        """``worth``: the plugins' say on what DRA devices are worth (``KaiPluginManager.device_gpu_worth``)."""
+    def __init__(self, scheduler_name: str = "kai-scheduler", worth: WorthFn | None = None,
+                 kinds: set[str] | None = None) -> None:
+        """``worth``: the plugins' say on what DRA devices are worth (``KaiPluginManager.device_gpu_worth``);
+        ``kinds``: the kinds the store watches, when not every kind (a real cluster's scheduler):
+        PodGroups, claims and slices are read only when watched."""
         self.scheduler_name = scheduler_name
         self.worth = worth
+        self.kinds = kinds
         #: the store's position when the last round that wrote nothing started: nothing changed since
         self._seen: str | None = None
 
@@ -103,10 +107,10 @@ class QueueStatusController:
             return
         tree = tree_from_objects(queues)
         pods, _ = store.list_refs(RES_PODS)
-        groups, claims = _by_key(_listed(store, RES_POD_GROUPS)), _by_key(_listed(store, RES_CLAIMS))
+        groups, claims = _by_key(self._listed(store, RES_POD_GROUPS)), _by_key(self._listed(store, RES_CLAIMS))
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
-        usage = queue_usage(tree, ours, claims, _listed(store, RES_SLICES),
+        usage = queue_usage(tree, ours, claims, self._listed(store, RES_SLICES),
                             non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)), worth=self.worth)
         wrote = False
         for obj in queues:
@@ -115,6 +119,14 @@ class QueueStatusController:
         # after a write, look again next round (another writer may have come in between); a round that
         # wrote nothing saw everything up to its start
         self._seen = None if wrote else position
+
+    def _listed(self, store, resource: str) -> list[dict]:
+        if self.kinds is not None and resource not in self.kinds:
+            return []
+        try:
+            return store.list_refs(resource)[0]
+        except ApiError:  # a kind this cluster does not serve (DRA off)
+            return []
 
     @staticmethod
     def _write(store, obj: dict, usage: QueueUsage | None, children: list[str]) -> bool:
@@ -147,8 +159,4 @@ def _by_key(objs: list[dict]) -> dict[tuple[str, str], dict]:
     return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
 
 
-def _listed(store, resource: str) -> list[dict]:
-    try:
-        return store.list_refs(resource)[0]
-    except ApiError:  # a kind this cluster does not serve (DRA off)
-        return []
+
