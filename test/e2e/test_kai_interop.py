@@ -135,3 +135,35 @@ def test_a_refused_binding_deletes_the_special_claim_and_the_next_request_binds(
     kai.assert_no_forbidden()
     # the only write the API server refused is the binding of the gated pod
     assert [w for w in kai.rejected_writes() if "pods/binding" not in w] == []
+
+
+def test_kai_scheduler_reschedules_after_each_failure_kais_binder_reports(kube, kai, nodes, namespace):
+    """kai's scheduler with KAI's binder's failures, played by the test as KAI's binder writes them
+    (``phase: Failed`` and a reason, no ``backoffLimit`` to count against): each failed request is
+    deleted and the pod scheduled again, through the pod's growing backoff (1, 2, 4 s); once a
+    binder carries the last one out, the pod is bound."""
+    node = f"{namespace}-n1"
+    nodes.add(node, capacity={"cpu": "8", "memory": "16Gi", "pods": "110"})
+    kai.start("scheduler")
+    container = {"name": "c", "image": "busybox:1", "resources": {"requests": {"cpu": "1"}}}
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"schedulerName": "kai-scheduler", "containers": [container]}}, namespace)
+    failed: set[str] = set()
+
+    def new_request():
+        found = [b for b in kube.list("scheduling.run.ai/v1alpha2", "BindRequest", namespace)
+                 if b["spec"]["podName"] == "p" and b["metadata"]["uid"] not in failed]
+        return found[0] if found else None
+
+    for attempt in range(4):
+        br = kai.wait_for(new_request, f"BindRequest {attempt + 1} of pod p", timeout=30)
+        assert "backoffLimit" not in br["spec"]
+        failed.add(br["metadata"]["uid"])
+        br["status"] = {"phase": "Failed", "reason": f"failed to bind pod: attempt {attempt + 1} refused"}
+        kube.call("PUT", kube.path("scheduling.run.ai/v1alpha2", "BindRequest", br["metadata"]["name"], namespace,
+                                   "status"), br)
+    kai.wait_for(new_request, "BindRequest 5 of pod p", timeout=30)
+    kai.start("binder")
+    pod, br = kai.wait_bound(namespace, "p")
+    assert pod["spec"]["nodeName"] == node and br["metadata"]["uid"] not in failed
+    kai.assert_clean_stop()
