@@ -22,7 +22,7 @@ from kai_core.api.claims import claim_name_for
 from kai_core.api.resources import RES_SLICES
 from kai_core.framework.fairshare import UNLIMITED
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
-from kai_core.framework.queue_usage import DeviceIndex, amounts_of, dra_gpus, queue_usage
+from kai_core.framework.queue_usage import DeviceIndex, amounts_of, dra_gpus, snapshot_usage
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree
 
 __all__ = ["QueueLedger"]
@@ -46,13 +46,10 @@ class QueueLedger:
         self.tree = tree
         self.queue_of = queue_of
         self.preemptible = preemptible
-        candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
+        start = snapshot_usage(snapshot, tree)  # shared with the queue order of the same cycle
+        candidates, usage = start.candidates, start.usage
         self._index = DeviceIndex(snapshot.objects(RES_SLICES).values())
-        self._counted: set = set()
-        usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
-                            bound=lambda p: snapshot.node_of(p) is not None,
-                            non_preemptible=lambda p: not preemptible(p), allocation_of=snapshot.allocation_of,
-                            counted=self._counted)
+        self._counted: set = set(start.counted)
         #: DRA GPUs counted for pods this cycle placed, by pod (taken back if the placement is undone)
         self._dra: dict[int, tuple[float, set]] = {}
         self.allocated = {q: dict(u.allocated) for q, u in usage.items()}

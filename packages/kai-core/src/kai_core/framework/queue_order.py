@@ -38,7 +38,7 @@ from kai_core.framework.queue_usage import (
     WorthFn,
     amounts_of,
     gpu_worth,
-    queue_usage,
+    snapshot_usage,
 )
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
 
@@ -140,14 +140,11 @@ class _Standing:
 _NOTHING = dict.fromkeys(RESOURCES, 0.0)
 
 
-def queue_standing(snapshot, tree: QueueTree, queue_of: Callable[[dict], str], worth: WorthFn | None = None
+def queue_standing(snapshot, tree: QueueTree, worth: WorthFn | None = None
                    ) -> tuple[dict[str, float], dict[str, QueueUsage], dict[str, dict[str, float]]]:
     """The cluster's total, every queue's usage (this scheduler's pods; bound or in flight counts as
     allocated) and every queue's fair share, for this snapshot."""
-    candidates = [(p, queue_of(p)) for p in snapshot.group_candidates()]
-    usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
-                        bound=lambda p: snapshot.node_of(p) is not None, worth=worth,
-                        allocation_of=snapshot.allocation_of)
+    usage = snapshot_usage(snapshot, tree, worth).usage
     total = cluster_total(snapshot)
     shares = fair_shares(tree, total, {q: usage[q].requested for q in tree.queues if tree.is_leaf(q)})
     return total, usage, shares
@@ -160,7 +157,7 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     ``figures``, when given, receives every queue's :class:`QueueFigures`."""
     if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1 and figures is None:
         return list(pods)
-    total, usage, shares = queue_standing(snapshot, tree, queue_of, worth)
+    total, usage, shares = queue_standing(snapshot, tree, worth)
     if figures is not None:
         counts: dict[str, int] = {}
         for pod in pods:
@@ -257,5 +254,5 @@ def snapshot_standing(snapshot, worth: WorthFn | None = None
                       ) -> tuple[QueueTree, dict[str, QueueUsage], dict[str, dict[str, float]]]:
     """The snapshot's queue tree, usage and fair shares (what ``kai-cli get queues`` shows)."""
     tree = tree_from_objects(snapshot.objects(RES_QUEUES).values())
-    _total, usage, shares = queue_standing(snapshot, tree, _queue_in(snapshot), worth)
+    _total, usage, shares = queue_standing(snapshot, tree, worth)
     return tree, usage, shares

@@ -19,15 +19,17 @@ A device plugin may say what its devices are worth (hook ``kai_device_gpu_worth`
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from kai_core.api.claims import claim_name_for
 from kai_core.api.quantity import QuantityError, parse_quantity
-from kai_core.api.resources import is_active_pod, pod_requests
-from kai_core.framework.queues import RESOURCES, QueueTree
+from kai_core.api.resources import RES_SLICES, is_active_pod, pod_requests
+from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible
 
 __all__ = ["GPU_RESOURCE", "AllocationFn", "DeviceIndex", "QueueUsage", "WorthFn", "amounts_of", "dra_gpus",
-           "gpu_worth", "pod_amounts", "queue_usage"]
+           "gpu_worth", "pod_amounts", "queue_usage", "SnapshotUsage", "snapshot_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -174,3 +176,33 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
         for up in tree.ancestry(queue):
             usage[up].add(amounts, holds, firm)
     return usage
+
+
+@dataclass(frozen=True)
+class SnapshotUsage:
+    """This scheduler's pods with their queues, and every queue's usage, at the start of a cycle:
+    bound and in-flight pods count as allocated, non-preemptible ones also as such; ``counted``
+    are the DRA claims already counted."""
+
+    candidates: list[tuple[Mapping, str]]
+    usage: dict[str, QueueUsage]
+    counted: frozenset
+
+
+_by_snapshot: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def snapshot_usage(snapshot, tree: QueueTree, worth: WorthFn | None = None) -> SnapshotUsage:
+    """:class:`SnapshotUsage` of a cycle's snapshot, computed once per snapshot (the queue order and
+    the capacity checks share it; the first caller's ``worth`` counts)."""
+    found = _by_snapshot.get(snapshot)
+    if found is None:
+        groups = snapshot.pod_groups
+        candidates = [(p, pod_queue_in(p, groups)) for p in snapshot.group_candidates()]
+        counted: set = set()
+        usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
+                            bound=lambda p: snapshot.node_of(p) is not None,
+                            non_preemptible=lambda p: not preemptible(p, pod_group_in(p, groups)),
+                            worth=worth, allocation_of=snapshot.allocation_of, counted=counted)
+        found = _by_snapshot[snapshot] = SnapshotUsage(candidates, usage, frozenset(counted))
+    return found

@@ -41,6 +41,7 @@ __all__ = [
     "build_tree",
     "fair_shares",
     "pod_queue",
+    "pod_group_in",
     "pod_queue_in",
     "preemptible",
     "tree_from_objects",
@@ -222,11 +223,16 @@ def pod_queue(pod: Mapping, pod_group: Mapping | None) -> str:
     return label if isinstance(label, str) and label else DEFAULT_QUEUE
 
 
-def pod_queue_in(pod: Mapping, pod_groups: Mapping[tuple[str, str], Mapping]) -> str:
-    """:func:`pod_queue` with the pod's PodGroup (annotation ``pod-group-name``) looked up in ``pod_groups``."""
+def pod_group_in(pod: Mapping, pod_groups: Mapping[tuple[str, str], Mapping]) -> Mapping | None:
+    """The pod's PodGroup (annotation ``pod-group-name``, same namespace) in ``pod_groups``, or None."""
     md = pod.get("metadata") or {}
     group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
-    return pod_queue(pod, pod_groups.get((md.get("namespace", ""), group)) if group else None)
+    return pod_groups.get((md.get("namespace", ""), group)) if group else None
+
+
+def pod_queue_in(pod: Mapping, pod_groups: Mapping[tuple[str, str], Mapping]) -> str:
+    """:func:`pod_queue` with the pod's PodGroup looked up in ``pod_groups``."""
+    return pod_queue(pod, pod_group_in(pod, pod_groups))
 
 
 #: below this priority a workload is preemptible unless its PodGroup says otherwise (KAI's threshold)

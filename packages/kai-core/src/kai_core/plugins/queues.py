@@ -26,11 +26,17 @@ from kai_core.api.errors import ApiError
 from kai_core.api.objects import clone
 from kai_core.api.quantity import format_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
-from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.queue_limits import QueueLedger
 from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, WorthFn, queue_usage
-from kai_core.framework.queues import QueueTree, pod_queue_in, preemptible, tree_from_objects, why_not_schedulable
+from kai_core.framework.queues import (
+    QueueTree,
+    pod_group_in,
+    pod_queue_in,
+    preemptible,
+    tree_from_objects,
+    why_not_schedulable,
+)
 
 log = logging.getLogger("kai.controllers.queues")
 
@@ -50,14 +56,8 @@ def queue_of(pod: dict, snapshot) -> str:
     return pod_queue_in(pod, snapshot.pod_groups)
 
 
-def _group_in(pod: dict, pod_groups) -> dict | None:
-    md = pod.get("metadata") or {}
-    name = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
-    return pod_groups.get((md.get("namespace", ""), name)) if name else None
-
-
 def group_of(pod: dict, snapshot) -> dict | None:
-    return _group_in(pod, snapshot.pod_groups)
+    return pod_group_in(pod, snapshot.pod_groups)
 
 
 @hookimpl(tryfirst=True)
@@ -111,7 +111,7 @@ class QueueStatusController:
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
         usage = queue_usage(tree, ours, claims, self._listed(store, RES_SLICES),
-                            non_preemptible=lambda p: not preemptible(p, _group_in(p, groups)), worth=self.worth)
+                            non_preemptible=lambda p: not preemptible(p, pod_group_in(p, groups)), worth=self.worth)
         wrote = False
         for obj in queues:
             name = obj["metadata"]["name"]
