@@ -111,7 +111,7 @@ class CycleResult:
     seconds: float = 0.0
     backed_off: int = 0
     #: every KAI queue's fair share, allocation and waiting pods at the cycle's start (None: no Queue)
-    queues: dict[str, QueueFigures] | None = None
+    queues: dict[str, QueueFigures] | None = field(default=None, repr=False)
 
 
 def watched_resources(dra: bool, pod_groups: bool = True) -> list[str]:
