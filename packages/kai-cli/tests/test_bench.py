@@ -147,3 +147,19 @@ def test_the_run_scenarios_go_through_kai_cli_runs_own_code_path(monkeypatch, tm
     assert out.exit_code == 0, out.output
     assert f"pods bound: {x['bound']}, pending: 0" in out.output
     assert calls[1] == calls[0]  # the command ran through the same function, with the same binder
+
+
+def test_written_manifests_run_with_kai_cli_run_as_a_user_would(tmp_path):
+    r = invoke("--tiny", "--scenario", "dra", "--scenario", "plain", "--write-manifests", str(tmp_path / "m"))
+    assert r.exit_code == 0, r.output
+    assert "running" not in r.output  # nothing was benchmarked
+    for name, pods in (("dra", 32), ("plain", 8)):
+        out = CliRunner().invoke(cli, ["run", "scheduler", "--cluster", str(tmp_path / "m" / f"{name}.yaml"),
+                                       "--until-idle", "--feature-gates=DynamicResourceAllocation=true"],
+                                 catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        assert f"pods bound: {pods}, pending: 0, unschedulable: 0" in out.output
+        assert "cpu seconds per 1,000 pods bound: controllers" in out.output
+    (tmp_path / "file").write_text("")
+    r = invoke("--tiny", "--scenario", "dra", "--write-manifests", str(tmp_path / "file" / "m"))
+    assert r.exit_code == 2 and "--write-manifests" in r.output

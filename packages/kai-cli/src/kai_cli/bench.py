@@ -754,7 +754,11 @@ def breakdown_table(r: Result) -> str:
               help="Run the Binder's bare defaults (no PodBound condition or Event per pod, no node check), "
                    "which nothing ships, instead of the binder kai-cli run uses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of tables.")
-def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, lean_binder, as_json) -> None:
+@click.option("--write-manifests", "manifests_dir", type=click.Path(file_okay=False),
+              help="Write each scenario's manifests to DIR/<scenario>.yaml (at the size asked) and run nothing: "
+                   "kai-cli run scheduler --cluster DIR/<scenario>.yaml --until-idle then runs it as a user would.")
+def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, lean_binder, as_json,
+          manifests_dir) -> None:
     """Measure scheduling throughput on the embedded cluster (scheduler and binder in one process),
     with the binder kai-cli run ships unless --lean-binder.
 
@@ -774,6 +778,9 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, l
         # found now, not after minutes of benchmarking
         raise click.UsageError(f"--profile {profile_path}: directory {Path(profile_path).resolve().parent} "
                                "does not exist")
+    if manifests_dir is not None:
+        _write_manifests(names, manifests_dir, tiny, scale, nodes, pods)
+        return
     results: list[Result] = []
     growth_lines: list[str] = []
     for name in names:
@@ -815,6 +822,24 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, l
             click.echo(line)
     if any(r.problems for r in results if not r.scenario.endswith("(baseline)")):
         raise SystemExit(1)
+
+
+def _write_manifests(names: list[str], directory: str, tiny: bool, scale: float, nodes: int | None,
+                     pods: int | None) -> None:
+    import yaml
+
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            base = SCENARIOS[name]
+            sc = sized(base, TINY_NODES / base.nodes) if tiny else sized(base, scale, nodes, pods)
+            path = out / f"{name}.yaml"
+            with path.open("w") as f:
+                yaml.dump_all(generate(sc), f, Dumper=yaml.CSafeDumper)
+            click.echo(f"{path}: {sc.nodes} nodes, {sc.pods} pods ({sc.title})")
+    except OSError as exc:
+        raise click.UsageError(f"--write-manifests {directory}: {exc.strerror or exc}") from None
 
 
 def _pods_per_node(sc: Scenario) -> int:
