@@ -690,6 +690,11 @@ def get(kind, name, cluster_path, namespace, all_namespaces, output) -> None:
             from kai_cli.queue_view import fair_share_columns
 
             computed = fair_share_columns(cluster)
+        elif rk.kind == "Pod" and output == "wide":  # where each pod's binding stands
+            from kai_cli.table import binding_columns
+            from kai_core.api.resources import RES_BIND_REQUESTS
+
+            computed = binding_columns(cluster.store.list(RES_BIND_REQUESTS, namespace=ns)[0])
         click.echo(render(rk, items, wide=output == "wide", all_namespaces=all_namespaces and rk.namespaced,
                           computed=computed))
 

@@ -20,7 +20,22 @@ def _age(ts: str | None) -> str:
 
 
 def _pod_status(o: dict) -> str:
-    return (o.get("status") or {}).get("phase", "")
+    """The phase, except that a pod given a node that no kubelet has reported on yet (no container
+    statuses: always so in the embedded cluster) is ``Bound``, not ``Pending``: the phase is the
+    kubelet's to set, and the scheduler's part is done."""
+    status = o.get("status") or {}
+    phase = status.get("phase", "")
+    if phase in ("", "Pending") and (o.get("spec") or {}).get("nodeName") and not status.get("containerStatuses"):
+        return "Bound"
+    return phase
+
+
+def _pod_scheduled(o: dict) -> str:
+    """The PodScheduled condition: ``True``, or its reason (``Unschedulable``) when False."""
+    for c in (o.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled":
+            return "True" if c.get("status") == "True" else c.get("reason") or c.get("status", "")
+    return "<none>"
 
 
 def _node_status(o: dict) -> str:
@@ -48,7 +63,8 @@ def _gpu_usage(key: str):
 
 # kind -> [(header, getter, wide_only)]
 COLUMNS = {
-    "Pod": [("STATUS", _pod_status, False), ("NODE", lambda o: o["spec"].get("nodeName") or "<none>", False)],
+    "Pod": [("STATUS", _pod_status, False), ("NODE", lambda o: o["spec"].get("nodeName") or "<none>", False),
+            ("SCHEDULED", _pod_scheduled, True)],
     "Node": [("STATUS", _node_status, False),
              ("GPU", lambda o: str(((o.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "")),
               True)],
@@ -71,7 +87,27 @@ COLUMNS = {
 
 
 #: kind -> [(header, wide_only)] of columns computed from the cluster, not read from the object
-COMPUTED = {"Queue": [("GPU-FAIR-SHARE", False), ("CPU-FAIR-SHARE", True), ("MEMORY-FAIR-SHARE", True)]}
+COMPUTED = {"Queue": [("GPU-FAIR-SHARE", False), ("CPU-FAIR-SHARE", True), ("MEMORY-FAIR-SHARE", True)],
+            "Pod": [("BINDREQUEST", True), ("BINDREQUEST-NODE", True)]}
+
+
+def _key(o: dict) -> str:
+    md = o["metadata"]
+    return f"{md['namespace']}/{md['name']}" if md.get("namespace") else md["name"]
+
+
+def binding_columns(bind_requests: list[dict]) -> dict[str, dict[str, str]]:
+    """``{namespace/pod: {column: value}}`` from the pod's newest BindRequest: its phase and the
+    node it names, so a pod still waiting for its binder shows where it goes."""
+    newest: dict[str, dict] = {}
+    def created(br: dict) -> tuple[str, str]:
+        return br["metadata"].get("creationTimestamp") or "", br["metadata"]["name"]
+
+    for br in sorted(bind_requests, key=created):
+        newest[f"{br['metadata'].get('namespace', '')}/{(br.get('spec') or {}).get('podName', '')}"] = br
+    return {pod: {"BINDREQUEST": (br.get("status") or {}).get("phase") or "Pending",
+                  "BINDREQUEST-NODE": (br.get("spec") or {}).get("selectedNode") or "<none>"}
+            for pod, br in newest.items()}
 
 
 def render(kind, items: list[dict], wide: bool = False, all_namespaces: bool = False,
@@ -80,7 +116,7 @@ def render(kind, items: list[dict], wide: bool = False, all_namespaces: bool = F
     cols = [c for c in COLUMNS.get(kind.kind, []) if wide or not c[2]]
     for header, wide_only in COMPUTED.get(kind.kind, []) if computed is not None else []:
         if wide or not wide_only:
-            cols.append((header, lambda o, h=header: computed.get(o["metadata"]["name"], {}).get(h, ""), wide_only))
+            cols.append((header, lambda o, h=header: computed.get(_key(o), {}).get(h, "<none>"), wide_only))
     header = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c[0] for c in cols] + ["AGE"]
     rows = [header]
     for o in items:
