@@ -202,7 +202,9 @@ def test_dra_gate_off_leaves_pod_pending_with_reason(live_cluster, demo_path):
         return any(c["type"] == "PodScheduled" and c["status"] == "False"
                    for c in (pod.get("status") or {}).get("conditions") or [])
 
-    lc.wait_for(pending_with_reason, "the pod to be reported unschedulable")
+    # the pass that reported it has ended (the reason is visible while that pass still runs)
+    lc.wait_for(lambda: pending_with_reason() and scheduler.component.passes >= 1,
+                "the pod to be reported unschedulable")
     passes = scheduler.component.passes
     time.sleep(1.0)  # five periods: nothing changed, so no cycle ran (no empty re-runs)
     assert scheduler.component.passes <= passes + 1
