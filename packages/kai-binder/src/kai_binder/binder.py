@@ -281,7 +281,7 @@ class Binder:
         self.features = features or FeatureGates()
         self.hooks = BinderHooks(pm, self.api, self.features)
         self.scheduler_names = frozenset(names)
-        self.index = BinderIndex(store, self.features.dra)
+        self.index = BinderIndex(store, self.features.dra, self.features.dra_features)
         self.verifier = Verifier(self.api, self.index, self.features, self.scheduler_names)
         self.workers = workers
         self.base_delay = float(base_delay)

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from kai_binder.extended import EXTENDED_ENTRY
 from kai_core.api.bindrequest import failed_for_good
 from kai_core.api.errors import Gone
+from kai_core.api.features import DraFeatures
 from kai_core.api.resources import (
     RES_BIND_REQUESTS,
     RES_CLAIMS,
@@ -152,9 +153,10 @@ class BinderIndex:
     """See the module docstring. ``store`` offers ``list_refs`` and ``events_since``; ``dra``
     adds the DRA kinds."""
 
-    def __init__(self, store, dra: bool) -> None:
+    def __init__(self, store, dra: bool, dra_features: DraFeatures | None = None) -> None:
         self.store = store
         self.dra = dra
+        self.dra_features = dra_features  # the DRA gates the allocation checks follow
         self.resources = index_resources(dra)
         self._wanted = set(self.resources)
         self.lock = threading.RLock()
@@ -380,7 +382,8 @@ class BinderIndex:
             self._inventories.move_to_end(cache_key)
         else:
             slices = [obj for k in known for obj in self.pools[k].values()]
-            inventory = DraInventory(slices, list(self.classes.values()), parsed=self.parsed)
+            inventory = DraInventory(slices, list(self.classes.values()), parsed=self.parsed,
+                                     features=self.dra_features)
             self._inventories[cache_key] = inventory
             if len(self._inventories) > INVENTORY_CACHE_SIZE:
                 self._inventories.popitem(last=False)

@@ -1,4 +1,13 @@
-"""Feature gates, parsed from ``--feature-gates=Name=true,Other=false`` as Kubernetes components do."""
+"""Feature gates, parsed from ``--feature-gates=Name=true,Other=false`` as Kubernetes components do.
+
+The DRA gates carry kube-scheduler's names and its defaults for Kubernetes 1.37 (``pkg/features``),
+the release kai's real control plane tests run: a gate that is off gives upstream's behaviour with it
+off. Unlike kube-scheduler 1.37, kai lets gates that upstream has locked to their default
+(``DRAPrioritizedList``, ``DRAAdminAccess``) be turned off, so that an older cluster can be matched:
+Kubernetes 1.34 has ``DRADeviceTaints``, ``DRAPartitionableDevices``, ``DRAConsumableCapacity`` and
+``DRADeviceBindingConditions`` off. ``DynamicResourceAllocation`` keeps kai's own default (off): DRA
+support is opted into.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,42 @@ KNOWN_GATES: dict[str, tuple[bool, str]] = {
         False,
         "schedule pods with resource claims (resource.k8s.io) and allocate their devices",
     ),
+    "DRAPrioritizedList": (True, "requests with firstAvailable sub-requests (off: such claims are unschedulable)"),
+    "DRAAdminAccess": (True, "adminAccess requests (off: such claims are unschedulable)"),
+    "DRADeviceTaints": (True, "device taints keep devices from requests without a toleration (off: ignored)"),
+    "DRAPartitionableDevices": (
+        True,
+        "devices consuming shared counters and perDeviceNodeSelection slices (off: not used)",
+    ),
+    "DRAConsumableCapacity": (
+        True,
+        "capacity requests and devices allowing multiple allocations (off: capacity requests are refused)",
+    ),
+    "DRADeviceBindingConditions": (
+        True,
+        "devices with binding conditions (kai skips such devices either way; not supported yet)",
+    ),
 }
 
 DRA = "DynamicResourceAllocation"
+PRIORITIZED_LIST = "DRAPrioritizedList"
+ADMIN_ACCESS = "DRAAdminAccess"
+DEVICE_TAINTS = "DRADeviceTaints"
+PARTITIONABLE_DEVICES = "DRAPartitionableDevices"
+CONSUMABLE_CAPACITY = "DRAConsumableCapacity"
+BINDING_CONDITIONS = "DRADeviceBindingConditions"
+
+
+@dataclass(frozen=True, slots=True)
+class DraFeatures:
+    """The DRA gates the allocator follows, fixed for one inventory (one cycle)."""
+
+    prioritized_list: bool = KNOWN_GATES[PRIORITIZED_LIST][0]
+    admin_access: bool = KNOWN_GATES[ADMIN_ACCESS][0]
+    device_taints: bool = KNOWN_GATES[DEVICE_TAINTS][0]
+    partitionable_devices: bool = KNOWN_GATES[PARTITIONABLE_DEVICES][0]
+    consumable_capacity: bool = KNOWN_GATES[CONSUMABLE_CAPACITY][0]
+    binding_conditions: bool = KNOWN_GATES[BINDING_CONDITIONS][0]
 
 
 class FeatureGateError(ValueError):
@@ -29,6 +71,17 @@ class FeatureGates:
     @property
     def dra(self) -> bool:
         return self[DRA]
+
+    @property
+    def dra_features(self) -> DraFeatures:
+        return DraFeatures(
+            prioritized_list=self[PRIORITIZED_LIST],
+            admin_access=self[ADMIN_ACCESS],
+            device_taints=self[DEVICE_TAINTS],
+            partitionable_devices=self[PARTITIONABLE_DEVICES],
+            consumable_capacity=self[CONSUMABLE_CAPACITY],
+            binding_conditions=self[BINDING_CONDITIONS],
+        )
 
     @classmethod
     def parse(cls, text: str | None) -> FeatureGates:

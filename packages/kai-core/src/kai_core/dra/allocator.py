@@ -18,6 +18,12 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
 * results in request order, ``FromClass`` configs then the claim's own (``FromClaim``, copied with
   their ``requests`` list), and the ``nodeSelector`` where the allocation is usable.
 
+Feature gates (``inventory.features``, from ``--feature-gates``, kube-scheduler's names): with
+``DRAPrioritizedList``, ``DRAAdminAccess`` or ``DRAConsumableCapacity`` off, a claim using the feature
+is refused with upstream's message; with ``DRADeviceTaints`` off taints are ignored; with
+``DRAPartitionableDevices`` off the inventory leaves devices consuming counters out of node views.
+Each is decided once per claim or per (request, node), never per device of a plain claim.
+
 Search. Alternatives are chosen first, request by request in order (so the first sub-requests that
 can work are used, whatever devices an earlier request would have tried first), then devices are
 placed depth-first over request -> device picks (combinations, not permutations) with undo, like
@@ -362,6 +368,10 @@ def _prepare_request(claim: _Claim, position: int, request: object, inventory: D
         return prepared
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs):
         raise Unallocatable(f"{label}: firstAvailable must be a list of sub-requests")
+    if not inventory.features.prioritized_list:
+        raise Unallocatable(
+            f"claim {ref}, request {name}: has subrequests, but the DRAPrioritizedList feature is disabled"
+        )
     prepared.first_available = True
     seen: set[str] = set()
     for index, sub in enumerate(subs):
@@ -385,6 +395,11 @@ def _prepare_alt(
         if key not in allowed:
             raise Unallocatable(f"{label}: {prefix}{key} is not supported")
     if body.get("capacity"):
+        if not inventory.features.consumable_capacity:
+            raise Unallocatable(
+                f"claim {request.claim.ref}, request {name}: has capacity requests, but the "
+                "DRAConsumableCapacity feature is disabled"
+            )
         raise Unallocatable(f"{label}: capacity requests (consumable capacity) are not supported")
     mode = body.get("allocationMode") or "ExactCount"
     if mode not in ("ExactCount", "All"):
@@ -397,6 +412,10 @@ def _prepare_alt(
     admin = body.get("adminAccess", False)
     if not isinstance(admin, bool):
         raise Unallocatable(f"{label}: adminAccess must be true or false, got {admin!r}")
+    if admin and not inventory.features.admin_access:
+        raise Unallocatable(
+            f"claim {request.claim.ref}, request {name}: admin access is requested, but the feature is disabled"
+        )
     tolerations = _prepare_tolerations(label, body.get("tolerations"))
     class_name = body.get("deviceClassName")
     if not isinstance(class_name, str) or not class_name:
@@ -550,7 +569,8 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
                 failures.append((device, result))
         pools = {(d.id.driver, d.id.pool) for d in devices}
         simple = len(pools) <= 1 and not any(d.consumes for d in devices)
-        tainted = any(d.taints for d in devices)
+        # With DRADeviceTaints off taints are ignored, as upstream does.
+        tainted = inventory.features.device_taints and any(d.taints for d in devices)
         hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted)
     assert isinstance(hit, _Matching)
     return hit
@@ -665,7 +685,7 @@ class _Call:
                 if not admin and (device.id in in_use or (extra and device.id in extra)):
                     options.busy += 1
                     continue
-                if device.taints:
+                if found.tainted and device.taints:
                     blocking = [t for t in device.taints if not _tolerates(alt.tolerations, t)]
                     if blocking:
                         options.tainted += 1

@@ -17,9 +17,10 @@ asking "which devices can node N use?" is a dictionary lookup during filtering:
 * ``sharedCounters`` are kept per pool and ``consumesCounters`` per device, over every slice of the
   pool, so counters consumed by devices allocated on other nodes count too.
 
-Devices with binding conditions or ``allowMultipleAllocations`` (features of later API levels) are
-skipped and the skip is recorded. Tainted devices are kept: the allocator checks the requests'
-tolerations. Every problem is recorded: :attr:`DraInventory.problems` lists them all,
+Devices with binding conditions or ``allowMultipleAllocations`` (not supported yet) are skipped and
+the skip is recorded, whatever the gates say. With ``DRAPartitionableDevices`` off (``features``)
+node views leave out devices consuming counters and ``perDeviceNodeSelection`` slices. Tainted
+devices are kept: the allocator checks the requests' tolerations. Every problem is recorded: :attr:`DraInventory.problems` lists them all,
 :meth:`DraInventory.notes_for_node` the ones that concern one node.
 
 Parsed slices are shared between inventories while the slice object stays the same (same name, uid
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
 
+from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.cel import DeviceEnv, device_env
@@ -202,11 +204,15 @@ class DraInventory:
     Bad input never raises: a malformed slice or device is skipped and described in :attr:`problems`.
     """
 
-    def __init__(self, slices: list[dict], classes: list[dict], *, parsed: ParsedSlices | None = None) -> None:
+    def __init__(self, slices: list[dict], classes: list[dict], *, parsed: ParsedSlices | None = None,
+                 features: DraFeatures | None = None) -> None:
         """``parsed``: parsed slices the caller keeps, for inventories of a few pools at a time (the
         binder's checks): slices are taken from it or from the cycle's shared cache, new ones are
         parsed into it, and the shared cache is left as it is. Without it the shared cache becomes
-        this inventory's slices."""
+        this inventory's slices. ``features``: the DRA feature gates allocation follows (default:
+        kai's defaults); with ``DRAPartitionableDevices`` off, node views leave out devices that
+        consume counters and slices with ``perDeviceNodeSelection``, as upstream's allocator does."""
+        self.features = features if features is not None else DraFeatures()
         self.problems: list[str] = []
         self._parsed = parsed
         self._by_id: dict[DeviceId, Device] | None = None
@@ -496,7 +502,8 @@ class DraInventory:
                 reaching.append(info)
         per_device: list[Device] = []
         per_device_slices: list[_Slice] = []
-        for info in self._per_device:
+        partitionable = self.features.partitionable_devices
+        for info in self._per_device if partitionable else ():
             hits = [d for d in info.devices if _device_reaches(d, node, name)]
             if hits:
                 per_device.extend(hits)
@@ -516,8 +523,23 @@ class DraInventory:
             for reason, count in info.skipped.items():
                 notes.append(f"{count} device(s) of pool {info.driver}/{info.pool} skipped: {reason}")
         devices.extend(d for d in per_device if self.pools[(d.id.driver, d.id.pool)].problem is None)
+        if not partitionable:
+            self._leave_out_partitionable(devices, notes, node, name)
         devices.sort(key=_device_order)
         return NodeView(devices, notes, unusable)
+
+    def _leave_out_partitionable(self, devices: list[Device], notes: list[str], node: dict, name: str) -> None:
+        """With DRAPartitionableDevices off: drop devices consuming counters, and say so, with the
+        perDeviceNodeSelection slices that would have reached the node."""
+        kept = [d for d in devices if not d.consumes]
+        if len(kept) != len(devices):
+            notes.append(f"{len(devices) - len(kept)} device(s) consuming shared counters are not used: "
+                         "the DRAPartitionableDevices feature gate is off")
+            devices[:] = kept
+        per_device = sum(1 for info in self._per_device for d in info.devices if _device_reaches(d, node, name))
+        if per_device:
+            notes.append(f"{per_device} device(s) of slices with perDeviceNodeSelection are not used: "
+                         "the DRAPartitionableDevices feature gate is off")
 
 
 def _pool_definition_problem(pool: Pool) -> str | None:

@@ -235,7 +235,7 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
         if not _reaches(device, node, node_name):
             raise AllocationRefused(f"device {device_id} of claim {ref} is not available on node {node_name}: "
                                     f"{_where_usable(device)}")
-        _check_device(alt, device, ref)
+        _check_device(alt, device, ref, inventory.features.device_taints)
         mine = got.get(id(alt))
         if mine is None:
             got[id(alt)] = [device]
@@ -320,8 +320,9 @@ def _selector_outcome(alt: _Alt, device: Device) -> tuple[str, str, object] | No
                 if device.cel.get(expression) is False)
 
 
-def _check_device(alt: _Alt, device: Device, ref: str) -> None:
-    """The device matches the alternative's selectors and its taints are tolerated."""
+def _check_device(alt: _Alt, device: Device, ref: str, taints: bool) -> None:
+    """The device matches the alternative's selectors and, with ``taints`` (DRADeviceTaints on), its
+    taints are tolerated."""
     failed = _selector_outcome(alt, device)
     if failed is not None:
         owner, expression, result = failed
@@ -330,7 +331,7 @@ def _check_device(alt: _Alt, device: Device, ref: str) -> None:
                                     f"{alt.name}: {expression}")
         raise AllocationRefused(f"device {device.id} of claim {ref}: {owner} of request {alt.name} "
                                 f"cannot be evaluated on it: {result}")
-    for taint in device.taints:
+    for taint in device.taints if taints else ():
         if not _tolerates(alt.tolerations, taint):
             raise AllocationRefused(f"device {device.id} of claim {ref} has the taint {taint.get('key')}:"
                                     f"{taint.get('effect')}, which request {alt.name} does not tolerate")

@@ -274,6 +274,7 @@ class Snapshot:
         return DraInventory(
             list(self._cache.objects.get(RES_SLICES, {}).values()),
             list(self._cache.objects.get(RES_DEVICE_CLASSES, {}).values()),
+            features=self.features.dra_features,
         )
 
     @property

@@ -1,0 +1,199 @@
+"""The DRA feature gates: kube-scheduler's names and defaults, and upstream's behaviour with each off."""
+
+from __future__ import annotations
+
+import pytest
+
+from kai_core.api.features import KNOWN_GATES, DraFeatures, FeatureGateError, FeatureGates
+from kai_core.dra.allocator import ADMIN_ACCESS_LABEL, Unallocatable, allocate
+from kai_core.dra.inventory import DraInventory
+from kai_core.dra.testing import (
+    GPU,
+    claim,
+    device_class,
+    gpu_device,
+    gpu_slice,
+    mig_counter_slice,
+    mig_devices,
+    node,
+    request,
+    resource_slice,
+    result_names,
+    sub_request,
+)
+from kai_core.dra.verify import AllocationRefused, verify_allocations
+from kai_core.scheduler.cycle import SchedulerConfig
+
+EX = "gpu.example.com"
+GPU_CLASS = device_class(EX, f"device.driver == '{GPU}' && device.attributes['{GPU}'].type == 'gpu'")
+ANY_CLASS = device_class("any", f"device.driver == '{GPU}'")
+XID = [{"key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}]
+ADMIN_NS = {"default": {"metadata": {"name": "default", "labels": {ADMIN_ACCESS_LABEL: "true"}}}}
+OFF = {
+    "DRAPrioritizedList": DraFeatures(prioritized_list=False),
+    "DRAAdminAccess": DraFeatures(admin_access=False),
+    "DRADeviceTaints": DraFeatures(device_taints=False),
+    "DRAPartitionableDevices": DraFeatures(partitionable_devices=False),
+    "DRAConsumableCapacity": DraFeatures(consumable_capacity=False),
+}
+
+
+def inventory(*slices: dict, features: DraFeatures | None = None, classes=(GPU_CLASS,)) -> DraInventory:
+    return DraInventory(list(slices), list(classes), features=features)
+
+
+def devices(allocation: dict) -> list[str]:
+    return [device for _, device in result_names(allocation)]
+
+
+def refusal(claims: list[dict], inv: DraInventory, **kwargs) -> str:
+    with pytest.raises(Unallocatable) as err:
+        allocate(claims, node(), inv, set(), **kwargs)
+    return err.value.reason
+
+
+# -- the gates themselves ------------------------------------------------------------------------
+
+
+def test_the_dra_gates_have_upstreams_names_and_its_1_37_defaults() -> None:
+    gates = FeatureGates()
+    for name in ("DRAPrioritizedList", "DRAAdminAccess", "DRADeviceTaints", "DRAPartitionableDevices",
+                 "DRAConsumableCapacity", "DRADeviceBindingConditions"):
+        assert name in KNOWN_GATES
+        assert gates[name] is True, name  # all on by default in Kubernetes 1.37
+    assert gates.dra_features == DraFeatures()
+    assert not gates.dra  # DynamicResourceAllocation stays kai's opt-in
+
+
+def test_feature_gates_flag_turns_dra_gates_off_as_kube_scheduler_takes_them() -> None:
+    gates = FeatureGates.parse("DynamicResourceAllocation=true, DRADeviceTaints=false,DRAPrioritizedList=False")
+    assert gates.dra
+    assert gates.dra_features == DraFeatures(device_taints=False, prioritized_list=False)
+    assert "DRADeviceTaints=false" in str(gates)
+    with pytest.raises(FeatureGateError, match="unrecognized feature gate 'DRAPrioritisedList'"):
+        FeatureGates.parse("DRAPrioritisedList=false")
+
+
+@pytest.mark.parametrize("gate", sorted(OFF))
+def test_each_gate_maps_to_its_own_allocator_switch(gate: str) -> None:
+    assert FeatureGates.parse(f"{gate}=false").dra_features == OFF[gate]
+
+
+# -- DRAPrioritizedList ----------------------------------------------------------------------------
+
+
+def _first_available_claim() -> dict:
+    return claim("c", {"name": "gpu", "firstAvailable": [sub_request("big", EX, 2), sub_request("one", EX)]})
+
+
+def test_prioritized_list_on_allocates_the_first_sub_request_that_fits() -> None:
+    [allocation] = allocate([_first_available_claim()], node(), inventory(gpu_slice(count=1)), set())
+    assert result_names(allocation) == [("gpu/one", "gpu-0")]
+
+
+def test_prioritized_list_off_refuses_first_available_with_upstreams_message() -> None:
+    inv = inventory(gpu_slice(count=4), features=OFF["DRAPrioritizedList"])
+    assert refusal([_first_available_claim()], inv) == (
+        "claim default/c, request gpu: has subrequests, but the DRAPrioritizedList feature is disabled")
+    # a claim without sub-requests is not affected
+    assert devices(allocate([claim("d", request("gpu", EX))], node(), inv, set())[0]) == ["gpu-0"]
+
+
+def test_prioritized_list_off_makes_the_pod_unschedulable_in_a_cycle(world) -> None:
+    config = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true,DRAPrioritizedList=false"))
+    w = world(GPU_CLASS, world.node("n1"), gpu_slice("n1", count=2), _first_available_claim(), config=config)
+    pod = w.pod("p", resourceClaims=[{"name": "gpus", "resourceClaimName": "c"}])
+    w.add(pod)
+    w.cycle()
+    assert "claim default/c, request gpu: has subrequests, but the DRAPrioritizedList feature is disabled" in (
+        w.message("p") or "")
+    assert w.bind_requests() == []
+
+
+# -- DRAAdminAccess --------------------------------------------------------------------------------
+
+
+def test_admin_access_on_may_take_a_device_in_use() -> None:
+    inv = inventory(gpu_slice(count=1))
+    in_use = {inv.devices_for_node(node())[0].id}
+    [allocation] = allocate([claim("c", request("gpu", EX, adminAccess=True))], node(), inv, in_use,
+                            namespaces=ADMIN_NS)
+    assert allocation["devices"]["results"][0]["adminAccess"] is True
+
+
+def test_admin_access_off_refuses_the_request_with_upstreams_message() -> None:
+    inv = inventory(gpu_slice(count=1), features=OFF["DRAAdminAccess"])
+    assert refusal([claim("c", request("gpu", EX, adminAccess=True))], inv, namespaces=ADMIN_NS) == (
+        "claim default/c, request gpu: admin access is requested, but the feature is disabled")
+    # adminAccess: false asks for no admin access
+    assert devices(allocate([claim("d", request("gpu", EX, adminAccess=False))], node(), inv, set())[0]) == [
+        "gpu-0"]
+
+
+# -- DRADeviceTaints -------------------------------------------------------------------------------
+
+
+def _tainted() -> dict:
+    return gpu_slice(devices=[gpu_device(0, taints=XID), gpu_device(1)])
+
+
+def test_device_taints_on_keep_untolerated_tainted_devices_out() -> None:
+    inv = inventory(_tainted())
+    assert devices(allocate([claim("c", request("gpu", EX))], node(), inv, set())[0]) == ["gpu-1"]
+    reason = refusal([claim("c", request("gpu", EX, 2))], inv)
+    assert "1 tainted gpu.nvidia.com/xid=79:NoSchedule without a toleration" in reason
+
+
+def test_device_taints_off_ignores_taints_in_the_allocator_and_the_check_of_results() -> None:
+    inv = inventory(_tainted(), features=OFF["DRADeviceTaints"])
+    claims = [claim("c", request("gpu", EX, 2))]
+    [allocation] = allocate(claims, node(), inv, set())
+    assert devices(allocation) == ["gpu-0", "gpu-1"]
+    verify_allocations(claims, [allocation], node(), inv)  # the binder's check agrees
+    with pytest.raises(AllocationRefused, match="does not tolerate"):
+        verify_allocations(claims, [allocation], node(), inventory(_tainted()))
+
+
+# -- DRAPartitionableDevices -----------------------------------------------------------------------
+
+
+def _mig_node() -> list[dict]:
+    made = mig_devices(0, [("1g.10gb", 0)], full_gpu=False) + [gpu_device(1)]
+    return [gpu_slice("n1", devices=made, slice_count=2), mig_counter_slice("n1", gpus=1)]
+
+
+def test_partitionable_devices_on_allocates_devices_consuming_counters() -> None:
+    inv = inventory(*_mig_node(), classes=[ANY_CLASS])
+    assert sorted(devices(allocate([claim("c", request("d", "any", 2))], node(), inv, set())[0])) == [
+        "gpu-0-mig-1g10gb-0", "gpu-1"]
+
+
+def test_partitionable_devices_off_leaves_out_devices_consuming_counters_and_says_why() -> None:
+    inv = inventory(*_mig_node(), classes=[ANY_CLASS], features=OFF["DRAPartitionableDevices"])
+    assert [d.id.device for d in inv.devices_for_node(node())] == ["gpu-1"]
+    assert devices(allocate([claim("c", request("d", "any"))], node(), inv, set())[0]) == ["gpu-1"]
+    reason = refusal([claim("c", request("d", "any", 2))], inv)
+    assert ("1 device(s) consuming shared counters are not used: the DRAPartitionableDevices feature gate is "
+            "off") in reason
+
+
+def test_partitionable_devices_off_ignores_per_device_node_selection_slices() -> None:
+    per_device = resource_slice("pd", GPU, "pd", [gpu_device(0, nodeName="n1")], perDeviceNodeSelection=True)
+    on = inventory(per_device)
+    assert devices(allocate([claim("c", request("gpu", EX))], node(), on, set())[0]) == ["gpu-0"]
+    off = inventory(per_device, features=OFF["DRAPartitionableDevices"])
+    assert off.devices_for_node(node()) == []
+    assert "1 device(s) of slices with perDeviceNodeSelection are not used" in refusal(
+        [claim("c", request("gpu", EX))], off)
+
+
+# -- DRAConsumableCapacity -------------------------------------------------------------------------
+
+
+def test_consumable_capacity_off_refuses_capacity_requests_with_upstreams_message() -> None:
+    body = {"requests": {"memory": "10Gi"}}
+    inv = inventory(gpu_slice(count=1), features=OFF["DRAConsumableCapacity"])
+    assert refusal([claim("c", request("gpu", EX, capacity=body))], inv) == (
+        "claim default/c, request gpu: has capacity requests, but the DRAConsumableCapacity feature is disabled")
+    on = refusal([claim("c", request("gpu", EX, capacity=body))], inventory(gpu_slice(count=1)))
+    assert "capacity requests (consumable capacity) are not supported" in on
