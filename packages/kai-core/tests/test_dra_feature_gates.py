@@ -16,6 +16,7 @@ from kai_core.dra.testing import (
     mig_counter_slice,
     mig_devices,
     node,
+    opaque,
     request,
     resource_slice,
     result_names,
@@ -197,3 +198,39 @@ def test_consumable_capacity_off_refuses_capacity_requests_with_upstreams_messag
         "claim default/c, request gpu: has capacity requests, but the DRAConsumableCapacity feature is disabled")
     on = refusal([claim("c", request("gpu", EX, capacity=body))], inventory(gpu_slice(count=1)))
     assert "capacity requests (consumable capacity) are not supported" in on
+
+
+# -- the form of class configs follows the allocator variant upstream would run ---------------------
+
+STABLE = DraFeatures(consumable_capacity=False, binding_conditions=False)  # Kubernetes 1.34's defaults
+
+
+def _configured() -> tuple[dict, dict]:
+    klass = device_class(EX, f"device.driver == '{GPU}'", config=[opaque(GPU, sharing="TimeSlicing")])
+    two = claim("c", request("a", EX), request("b", EX), config=[{"requests": ["b"], **opaque(GPU, mps=True)}])
+    return klass, two
+
+
+def test_class_config_names_the_requests_it_covers_when_upstream_runs_its_incubating_allocator() -> None:
+    klass, two = _configured()
+    [allocation] = allocate([two], node(), inventory(gpu_slice(count=2), classes=[klass]), set())
+    assert allocation["devices"]["config"] == [
+        {"source": "FromClass", "requests": ["a", "b"], **opaque(GPU, sharing="TimeSlicing")},
+        {"source": "FromClaim", "requests": ["b"], **opaque(GPU, mps=True)},
+    ]
+
+
+def test_class_config_has_no_requests_once_per_request_when_upstream_runs_its_stable_allocator() -> None:
+    klass, two = _configured()
+    inv = inventory(gpu_slice(count=2), classes=[klass], features=STABLE)
+    [allocation] = allocate([two], node(), inv, set())
+    assert allocation["devices"]["config"] == [
+        {"source": "FromClass", **opaque(GPU, sharing="TimeSlicing")},
+        {"source": "FromClass", **opaque(GPU, sharing="TimeSlicing")},
+        {"source": "FromClaim", "requests": ["b"], **opaque(GPU, mps=True)},
+    ]
+    verify_allocations([two], [allocation], node(), inv)  # the binder's check takes this form too
+    # a claim of the same shape replayed from the cycle's memo gets the same form
+    [again] = allocate([claim("d", request("a", EX), request("b", EX))], node(), inv, set())
+    assert [c["source"] for c in again["devices"]["config"]] == ["FromClass", "FromClass"]
+    assert all("requests" not in c for c in again["devices"]["config"])

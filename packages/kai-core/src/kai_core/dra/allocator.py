@@ -16,7 +16,12 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
 * at most 32 devices per claim; devices in use (``in_use``, already allocated claims passed in, or
   picked for another claim of the same call) are never handed out twice, admin access aside;
 * results in request order, ``FromClass`` configs then the claim's own (``FromClaim``, copied with
-  their ``requests`` list), and the ``nodeSelector`` where the allocation is usable.
+  their ``requests`` list), and the ``nodeSelector`` where the allocation is usable. Class configs
+  take the form of the allocator variant kube-scheduler would run with the same gates: with
+  ``DRAConsumableCapacity`` or ``DRADeviceBindingConditions`` on (the 1.37 defaults) its incubating
+  one writes each class's configs once, naming the requests using the class; with both off (the 1.34
+  defaults) its stable one writes them once per request, without ``requests`` (so applying to every
+  request: Go leaves the empty list out of the JSON).
 
 Feature gates (``inventory.features``, from ``--feature-gates``, kube-scheduler's names): with
 ``DRAPrioritizedList``, ``DRAAdminAccess`` or ``DRAConsumableCapacity`` off, a claim using the feature
@@ -55,14 +60,15 @@ whole counter sets stay free for claims that need them.
 Reasons name the claim (``namespace/name``), the request, the DeviceClass and, for CEL problems, the
 expression; they leave the node's name out so that nodes failing alike share one message.
 
-Deliberate differences from upstream, all on the safe side or better at choosing: a CEL runtime error
-on any free device of the node aborts the request's allocation (upstream only fails if its first-fit
-walk reaches that device); a claim config is reported once however many requests it names (upstream
-repeats it, k/k#139730) and keeps its ``requests`` list even when it names every request; an
-``All`` sub-request that a constraint rejects makes the allocator try the next sub-request instead of
-failing the node; admin-access picks consume no shared counters (they do not use the device); with
-``firstAvailable``, the sub-requests kept are the first workable ones in request order (upstream keeps
-whatever its first-fit device walk reaches first, which may be a later sub-request of a later request).
+Deliberate differences from upstream, all on the safe side or better at choosing: a CEL runtime error on
+any free device of the node aborts the request's allocation (upstream only fails if its first-fit walk
+reaches that device); a claim config is reported once however many requests it names (upstream repeats
+it, k/k#139730; the API accepts both, and a repeated entry gives a driver nothing more) and keeps its
+``requests`` list as written, as upstream does; an ``All`` sub-request that a constraint rejects makes
+the allocator try the next sub-request instead of failing the node; admin-access picks consume no shared
+counters (they do not use the device); with ``firstAvailable``, the sub-requests kept are the first
+workable ones in request order (upstream keeps whatever its first-fit device walk reaches first, which
+may be a later sub-request of a later request).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector, node_selector_for_node
 from kai_core.dra.cel import CelCompileError, CelEvalError, compile_selector
 from kai_core.dra.inventory import Device, DeviceId, DraInventory, NodeView, Pool
@@ -1221,12 +1228,19 @@ def _clone(value: object) -> object:
     return value
 
 
-def _build_config(claim: _Claim, chosen: list[_Alt]) -> list[dict]:
-    """Class configs once per class, naming the requests that use it; then the claim's configs that
-    apply to a chosen request, with their ``requests`` list as written."""
+def _build_config(claim: _Claim, chosen: list[_Alt], per_request: bool = False) -> list[dict]:
+    """Class configs once per class, naming the requests that use it (upstream's incubating
+    allocator); with ``per_request``, once per request and without ``requests``, so applying to
+    every request (upstream's stable allocator). Then the claim's configs that apply to a chosen
+    request, with their ``requests`` list as written."""
     configs: list[dict] = []
     by_class: dict[str, list[dict]] = {}
-    for alt in chosen:
+    for alt in chosen if per_request else ():
+        for config in (alt.device_class.get("spec") or {}).get("config") or []:
+            entry = {"source": "FromClass"}
+            entry.update((k, _clone(v)) for k, v in config.items() if k != "requests")
+            configs.append(entry)
+    for alt in chosen if not per_request else ():
         entries = by_class.get(alt.class_name)
         if entries is not None:
             for entry in entries:
@@ -1250,6 +1264,13 @@ def _build_config(claim: _Claim, chosen: list[_Alt]) -> list[dict]:
         entry.update((k, _clone(v)) for k, v in config.items() if k != "requests")
         configs.append(entry)
     return configs
+
+
+def _stable_variant(features: DraFeatures) -> bool:
+    """Whether kube-scheduler would run its "stable" allocator: none of the features only its
+    incubating one has (consumable capacity, binding conditions) is on. The two write class configs
+    differently, and kai writes what the one upstream would run writes."""
+    return not (features.consumable_capacity or features.binding_conditions)
 
 
 def _requirement_key(requirement: dict) -> tuple:
@@ -1281,7 +1302,7 @@ def _build_node_selector(picks: list[Device]) -> dict | None:
     return {"nodeSelectorTerms": [term]} if term else None
 
 
-def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]]) -> dict:
+def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]], features: DraFeatures) -> dict:
     results = []
     chosen: dict[_Alt, None] = {}
     for alt, device in picks:
@@ -1298,7 +1319,7 @@ def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]]) -> dict:
             result["tolerations"] = _clone(alt.tolerations)
         results.append(result)
     devices: dict = {"results": results}
-    configs = _build_config(claim, list(chosen))
+    configs = _build_config(claim, list(chosen), _stable_variant(features))
     if configs:
         devices["config"] = configs
     allocation: dict = {"devices": devices}
@@ -1394,7 +1415,7 @@ def allocate(
         if memo_key is not None:
             outcome = inventory.outcome_cache.get(memo_key)
             if outcome is not None:
-                return [_replay(outcome, fresh[0])]
+                return [_replay(outcome, fresh[0], inventory.features)]
     call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks, excluded)
     if call.requests:
         try:
@@ -1427,7 +1448,7 @@ def allocate(
         if claim.existing is not None:
             allocations.append(_clone(claim.existing))  # type: ignore[arg-type]
         else:
-            allocations.append(_build_result(claim, next(results)))
+            allocations.append(_build_result(claim, next(results), inventory.features))
     return allocations
 
 
@@ -1468,7 +1489,7 @@ def _position(claim: _Claim, alt: _Alt) -> tuple[int, int]:
     return claim.requests.index(request), request.alts.index(alt)
 
 
-def _replay(outcome: _Outcome, claim: _Claim) -> dict:
+def _replay(outcome: _Outcome, claim: _Claim, features: DraFeatures) -> dict:
     """The kept outcome for another claim of the same shape: its reason naming this claim, or an
     allocation of the same devices built from this claim (its own request names and configs)."""
     if outcome.picks is None:
@@ -1476,7 +1497,7 @@ def _replay(outcome: _Outcome, claim: _Claim) -> dict:
         reason = outcome.reason if outcome.ref == claim.ref else outcome.reason.replace(outcome.ref, claim.ref)
         raise Unallocatable(reason)
     picks = [(claim.requests[ri].alts[ai], device) for (ri, ai), device in outcome.picks]
-    return _build_result(claim, picks)
+    return _build_result(claim, picks, features)
 
 
 def _check_at_most_32(call: _Call) -> None:

@@ -20,8 +20,9 @@ asking "which devices can node N use?" is a dictionary lookup during filtering:
 Devices with binding conditions or ``allowMultipleAllocations`` (not supported yet) are skipped and
 the skip is recorded, whatever the gates say. With ``DRAPartitionableDevices`` off (``features``)
 node views leave out devices consuming counters and ``perDeviceNodeSelection`` slices. Tainted
-devices are kept: the allocator checks the requests' tolerations. Every problem is recorded: :attr:`DraInventory.problems` lists them all,
-:meth:`DraInventory.notes_for_node` the ones that concern one node.
+devices are kept: the allocator checks the requests' tolerations. Every problem is recorded:
+:attr:`DraInventory.problems` lists them all, :meth:`DraInventory.notes_for_node` the ones that
+concern one node.
 
 Parsed slices are shared between inventories while the slice object stays the same (same name, uid
 and ``resourceVersion``): a new cycle does not convert every device again, and the CEL results cached
