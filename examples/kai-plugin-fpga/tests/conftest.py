@@ -1,5 +1,6 @@
-"""Fixtures for the example plugin's tests: the example cluster in kai's embedded cluster, run by
-the real scheduler and binder until nothing changes.
+"""Fixtures for the example plugin's tests, on kai's test kit (the ``kai_cluster`` and
+``kai_live_cluster`` fixtures kai-cli gives every pytest run): the example cluster in kai's
+embedded cluster, run by the real scheduler and binder until nothing changes.
 
 These tests exercise the plugin as a user gets it, through its installed entry point, so they only
 run where ``kai-plugin-fpga`` is installed (``tox -e example``, or ``pip install
@@ -15,17 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kai_binder.binder import Binder, add_binder_hookspecs
-from kai_cli.runner import run_embedded
-from kai_core.cluster import EmbeddedCluster
-from kai_core.cycle import Scheduler, SchedulerConfig
-from kai_core.features import FeatureGates
-from kai_core.manifests import apply_manifests, read_manifests
-from kai_core.plugins import ENTRY_POINT_GROUP, KaiPluginManager
+from kai_core.plugins import ENTRY_POINT_GROUP
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 PLUGIN_NAME = "fpga-example"
-DRA_ON = FeatureGates.parse("DynamicResourceAllocation=true")
 
 
 def plugin_installed() -> bool:
@@ -40,54 +34,26 @@ def _require_installed_plugin() -> None:
                     "`pip install ./examples/kai-plugin-fpga` and then pytest examples/kai-plugin-fpga/tests")
 
 
-class FpgaCluster:
-    """The example's manifests (all, or all but its pods) in an embedded cluster run with ``pm``;
-    ``score_weights`` as in the scheduler's config (plugin name -> weight, default 1)."""
-
-    def __init__(self, pm: KaiPluginManager, with_example_pods: bool = True,
-                 score_weights: dict[str, float] | None = None) -> None:
-        add_binder_hookspecs(pm)
-        self.cluster = EmbeddedCluster(pm)
-        manifests = read_manifests(MANIFESTS)
-        if not with_example_pods:
-            manifests = [m for m in manifests if m.obj.get("kind") != "Pod"]
-        apply_manifests(self.cluster.store, manifests)
-        self.store = self.cluster.store
-        config = SchedulerConfig("kai-scheduler", DRA_ON, score_weights=dict(score_weights or {}))
-        self.scheduler = Scheduler(self.store, pm, config)
-        self.binder = Binder(self.store, pm, DRA_ON)
-
-    def create(self, *objs: dict) -> None:
-        for obj in objs:
-            self.store.create(obj)
-
-    def run(self) -> dict[str, str | None]:
-        """Controllers, scheduler and binder until a round writes nothing; ``{pod: node or None}``."""
-        run_embedded(self.cluster, self.scheduler, self.binder, until_idle=True, max_rounds=20)
-        pods = self.store.list("pods", "default")[0]
-        return {p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods}
-
-    def pending_message(self, pod: str) -> str:
-        """The message of the pod's ``PodScheduled=False`` condition (what ``kubectl describe`` shows)."""
-        conditions = (self.store.get("pods", pod, "default").get("status") or {}).get("conditions") or []
-        return next(c.get("message", "") for c in conditions
-                    if c.get("type") == "PodScheduled" and c.get("status") == "False")
-
-    def devices_of(self, pod: str) -> list[str]:
-        """``pool/device`` of every device allocated to the pod's claims."""
-        out = []
-        for claim in self.store.list("resourceclaims.resource.k8s.io", "default")[0]:
-            owners = [o.get("name") for o in claim["metadata"].get("ownerReferences") or []]
-            if pod in owners:
-                devices = ((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}
-                out += [f"{r['pool']}/{r['device']}" for r in devices.get("results", [])]
-        return out
+def example_manifests(with_example_pods: bool = True) -> list[Path]:
+    """The example's manifest files, in the order ``--cluster`` loads them (all, or all but its pods)."""
+    return [p for p in sorted(MANIFESTS.glob("*.yaml")) if with_example_pods or p.name != "40-pods.yaml"]
 
 
 @pytest.fixture
-def fpga_cluster() -> type[FpgaCluster]:
-    """``fpga_cluster(pm, with_example_pods=True, score_weights=None)`` -> a loaded :class:`FpgaCluster`."""
-    return FpgaCluster
+def fpga_cluster(kai_cluster) -> Callable:
+    """``fpga_cluster(*more, with_plugin=True, with_example_pods=True, **kit options)`` -> the kit's
+    cluster (:class:`kai_cli.testing.EmbeddedKaiCluster`) of the example's manifests and ``more``
+    (objects, YAML). With the plugin as installed (its entry point), or without it: kai where it is
+    not installed."""
+
+    def make(*more, with_plugin: bool = True, with_example_pods: bool = True, **kw):
+        kw.setdefault("installed_plugins", with_plugin)
+        cluster = kai_cluster(*example_manifests(with_example_pods), *more, **kw)
+        assert cluster.pm.has_plugin(PLUGIN_NAME) == (with_plugin or PLUGIN_NAME in (kw.get("plugins") or {})), \
+            [i.error for i in cluster.pm.load_errors]
+        return cluster
+
+    return make
 
 
 @pytest.fixture
