@@ -229,6 +229,20 @@ def test_required_plugins_and_score_weights_reach_the_scheduler(chart):
     assert not any(a.startswith(("--require-plugin", "--score-weight")) for a in default_args)
 
 
+def test_required_plugins_reach_the_binder(chart):
+    """``binder.requirePlugins`` become the binder's --require-plugin flags, which the installed
+    kai-cli parses; the scheduler's list stays the scheduler's."""
+    from kai_cli.main import cli
+
+    objects = render(chart, values={"binder": {"requirePlugins": ["kai-binder.dra-claims", "fpga-example"]}})
+    args = container(objects, "binder")["args"]
+    assert [a for a in args if a.startswith("--require-plugin")] == [
+        "--require-plugin=kai-binder.dra-claims", "--require-plugin=fpga-example"]
+    assert not any(a.startswith("--require-plugin") for a in container(objects, "scheduler")["args"])
+    with cli.commands["run"].commands["binder"].make_context("binder", list(args[2:])) as ctx:
+        assert ctx.params["require_plugins"] == ("kai-binder.dra-claims", "fpga-example")
+
+
 def test_probes_ports_and_security(chart):
     objects = render(chart)
     for component in ("scheduler", "binder"):
@@ -400,6 +414,7 @@ def test_lint_is_clean():
     ({"metricsEnabled": "no"}, "/metricsEnabled"),
     ({"scheduler": {"requirePlugins": "dra-nvidia"}}, "/scheduler/requirePlugins"),
     ({"scheduler": {"requirePlugins": [""]}}, "/scheduler/requirePlugins/0"),
+    ({"binder": {"requirePlugins": ["a=b"]}}, "/binder/requirePlugins/0"),
     ({"scheduler": {"scoreWeights": {"kai-core.binpack": -1}}}, "/scheduler/scoreWeights/kai-core.binpack"),
     ({"scheduler": {"scoreWeights": {"kai-core.binpack": "heavy"}}}, "/scheduler/scoreWeights/kai-core.binpack"),
 ], ids=lambda v: v if isinstance(v, str) else None)

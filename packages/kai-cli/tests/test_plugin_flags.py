@@ -1,5 +1,6 @@
-"""``kai-cli run scheduler --require-plugin`` and ``--score-weight``, and ``kai-cli plugins list``
-failing when a plugin failed to load: what an operator sees (one line, exit 2 for bad flags)."""
+"""``kai-cli run scheduler --require-plugin`` (and ``run binder``'s) and ``--score-weight``, and
+``kai-cli plugins list`` failing when a plugin failed to load: what an operator sees (one line,
+exit 2 for bad flags)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ def test_require_plugin_starts_when_loaded(cluster):
     r = invoke("run", "scheduler", "--cluster", cluster, "--until-idle", "--require-plugin", "dra-nvidia")
     assert r.exit_code == 0, r.output
     assert "pod default/p1: bound to" in r.output
+
+
+def test_binder_require_plugin_refuses_to_start_without_it(cluster, misspelt_plugin, tmp_path):
+    state = str(tmp_path / "decided.yaml")
+    r = invoke("run", "scheduler", "--cluster", cluster, "--until-idle", "--no-binder", "--save", state)
+    assert r.exit_code == 0, r.output
+    line = one_line_error(invoke("run", "binder", "--cluster", state, "--require-plugin", "nic"))
+    assert "--require-plugin: required plugin 'nic' is not loaded: plugin 'nic' (kai_nic_plugin) refused: " in line
+    # against a cluster too, before it connects (the kubeconfig does not even exist)
+    line = one_line_error(invoke("run", "binder", "--kubeconfig", str(tmp_path / "none"), "--require-plugin", "rdma"))
+    assert "required plugin 'rdma' is not installed" in line
+    r = invoke("run", "binder", "--cluster", state, "--save", state, "--require-plugin", "kai-binder.dra-claims")
+    assert r.exit_code == 0, r.output
+    r = invoke("get", "pods", "p1", "--cluster", state)
+    assert r.output.splitlines()[1].split()[1:3] == ["Bound", "n-b"]
 
 
 def test_score_weight_changes_the_winner(cluster):

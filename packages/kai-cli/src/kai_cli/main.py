@@ -200,6 +200,15 @@ def _plugin_manager():
     return pm
 
 
+def _plugin_manager_requiring(names: tuple[str, ...]):
+    """The plugin manager, refusing to go on (``--require-plugin``) when a plugin named is not loaded."""
+    pm = _plugin_manager()
+    missing = pm.missing(names)
+    if missing:
+        raise CliError(f"--require-plugin: {missing}")
+    return pm
+
+
 def _embedded_cluster(pm, cluster_path: str | None):
     from kai_core.cluster import EmbeddedCluster
 
@@ -414,10 +423,7 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
-    pm = _plugin_manager()
-    missing = pm.missing(require_plugins)
-    if missing:
-        raise CliError(f"--require-plugin: {missing}")
+    pm = _plugin_manager_requiring(require_plugins)
     weights = _score_weights(score_weights, pm)
     if real:
         from kai_cli.kube import SchedulerComponent
@@ -526,11 +532,14 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
 @click.option("--scheduler-name", "scheduler_names", multiple=True,
               help="Carry out BindRequests only for pods whose spec.schedulerName is this (repeat it, or "
                    "give a comma-separated list, for several schedulers). Default: kai-scheduler.")
+@click.option("--require-plugin", "require_plugins", multiple=True, metavar="NAME",
+              help="Refuse to start unless this plugin is loaded (repeat for several); a plugin that "
+                   "failed to load otherwise leaves the binder binding pods without its binder hooks.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
 def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, scheduler_names,
-               **cluster) -> None:
+               require_plugins=(), **cluster) -> None:
     """Run the binder: it carries out the scheduler's BindRequests (claims, pods/binding, status).
 
     Against a cluster (--kubeconfig FILE or --in-cluster) it runs until stopped, next to a
@@ -544,11 +553,12 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, sch
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
     names = _scheduler_names(scheduler_names)
+    pm = _plugin_manager_requiring(require_plugins)
     if real:
         from kai_cli.kube import BinderComponent
 
         # --qps/--burst limit the component's API client; the Binder itself adds no second limit
-        component = BinderComponent(_cluster_opts(cluster, period), gates, _plugin_manager(),
+        component = BinderComponent(_cluster_opts(cluster, period), gates, pm,
                                     binder_kwargs=_binder_options(workers, scheduler_names=names),
                                     announce=lambda line: click.echo(f"kai-cli: {line}"))
         _run_component(component, cluster["log_format"])
@@ -559,7 +569,7 @@ def run_binder(ctx, cluster_path, save_path, feature_gates, period, workers, sch
                        "runs its binder inside `kai-cli run scheduler`)")
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
-        _run_embedded_binder(gates, cluster_path, save_path,
+        _run_embedded_binder(pm, gates, cluster_path, save_path,
                              _binder_options(workers, embedded=True, qps=cluster["qps"], burst=cluster["burst"],
                                              scheduler_names=names))
     finally:
@@ -574,12 +584,11 @@ def _scheduler_names(given: tuple[str, ...]) -> list[str] | None:
     return list(dict.fromkeys(names)) or None
 
 
-def _run_embedded_binder(gates, cluster_path, save_path, binder_kwargs: dict) -> None:
+def _run_embedded_binder(pm, gates, cluster_path, save_path, binder_kwargs: dict) -> None:
     from kai_binder.binder import Binder
     from kai_cli.runner import MAX_SKIPPED_SECONDS, embedded_clock
     from kai_core.api.resources import RES_BIND_REQUESTS
 
-    pm = _plugin_manager()
     cluster = _embedded_cluster(pm, cluster_path)
     clock = embedded_clock()  # retries of failed attempts are waited for on a simulated clock
     binder = None
