@@ -142,3 +142,26 @@ def test_rollback_goes_on_and_reports_whether_the_api_let_it_finish(hooks, exc, 
     hooks.pm.register(Step("b", calls, rollback=exc), name="b")
     assert hooks.rollback(BR, POD, "n1") is complete
     assert calls == [("a", "rollback"), ("b", "rollback")]
+
+
+def test_a_misspelt_binder_hook_is_refused_once_the_binders_hooks_are_known():
+    """A plugin registered before the binder's hook specs are added is checked again then: a
+    misspelt ``kai_binder_*`` hook is refused, naming the closest real one."""
+    import types
+
+    from kai_core.plugins import build_plugin_manager
+
+    @hookimpl
+    def misspelt(bind_request, pod):
+        return None
+
+    pm = build_plugin_manager(load_external=False)
+    module = types.ModuleType("m")
+    module.kai_binder_pre_bnd = misspelt
+    pm.register(module, name="late")
+    assert pm.has_plugin("late")  # the binder's hooks are not known yet
+    add_binder_hookspecs(pm)
+    assert not pm.has_plugin("late")
+    [err] = pm.load_errors
+    assert err.error == ("plugin 'late' refused: kai_binder_pre_bnd is not a kai hook "
+                         "(did you mean kai_binder_pre_bind?); it would never be called")

@@ -11,7 +11,6 @@ import types
 import pluggy
 import pytest
 
-from kai_binder.hooks import add_binder_hookspecs
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.plugins import ENTRY_POINT_GROUP, KaiPluginManager, PluginRefused
 from kai_core.plugins import build_plugin_manager
@@ -35,11 +34,6 @@ def other_marker(pod, nodes):
 
 
 def unmarked(pod, nodes):
-    return None
-
-
-@hookimpl
-def misspelt_binder(bind_request, pod):
     return None
 
 
@@ -76,17 +70,6 @@ def test_an_object_plugin_with_a_wrong_marker_is_refused():
 
     with pytest.raises(PluginRefused, match="kai_pre_filter is marked by pluggy.HookimplMarker"):
         KaiPluginManager().register(Plugin(), name="obj")
-
-
-def test_a_misspelt_binder_hook_is_refused_once_the_binders_hooks_are_known():
-    pm = build_plugin_manager(load_external=False)
-    pm.register(module("m", kai_binder_pre_bnd=misspelt_binder), name="late")
-    assert pm.has_plugin("late")  # the binder's hooks are not known yet
-    add_binder_hookspecs(pm)
-    assert not pm.has_plugin("late")
-    [err] = pm.load_errors
-    assert err.error == ("plugin 'late' refused: kai_binder_pre_bnd is not a kai hook "
-                         "(did you mean kai_binder_pre_bind?); it would never be called")
 
 
 @pytest.fixture
