@@ -1,0 +1,551 @@
+"""kai against kube-scheduler on the real control plane: the same workloads, on the same nodes, run
+once with kube-scheduler (the one built with the control plane, its default profile) and once with
+kai's scheduler and binder (processes under the chart's RBAC).
+
+Each workload is a list of pods created one at a time, each waited for until its scheduler has
+decided (bound, or ``PodScheduled=False`` with a message); then the run's pods (and their claims)
+are deleted, and the other scheduler gets fresh objects. The pods are laid out so that whether a
+pod fits does not depend on where the scheduler put the pods before it.
+
+- Where kube-scheduler binds a pod, kai binds it too, and kai's node satisfies every constraint
+  (checked on the placement itself, by the test's own reading of the constraints: node selector,
+  cordon, host ports, cpu, inter-pod affinity and anti-affinity both ways, DoNotSchedule spread
+  at the time of each placement, PV node affinity, and devices allocated from the node's own slices,
+  each to one claim, matching the class). The same checks run on kube-scheduler's placements, so a
+  check that wrongly fails is caught there.
+- Where kube-scheduler leaves a pod pending, kai leaves it pending with the same message, after
+  :func:`comparable`: kube-scheduler appends ``preemption: ...`` (kai does not preempt, README
+  "What kai honours"), and a reason from a PreFilter is the whole of kai's message while
+  kube-scheduler wraps it in ``0/N nodes are available: <reason>.`` (see :data:`PRE_FILTER_REASONS`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import pytest
+
+HOST = "kubernetes.io/hostname"
+ZONE = "topology.kubernetes.io/zone"
+KUBE_SCHEDULER = "default-scheduler"
+KAI_SCHEDULER = "kai-scheduler"
+RUNS = (("kube", KUBE_SCHEDULER), ("kai", KAI_SCHEDULER))
+DRIVER = "gpu.differential.example.com"
+#: the label of the test's nodes, which every pod of the workloads selects
+SET, SET_VALUE = "differential.kai.example.com/set", "yes"
+
+#: reasons a PreFilter gives for the whole pod: kai's message is the reason alone, kube-scheduler's
+#: ``0/N nodes are available: <reason>.`` (a difference in kai, reported in issue 15's notes)
+PRE_FILTER_REASONS = ("pod has unbound immediate PersistentVolumeClaims",)
+#: kube-scheduler's reasons that kai follows with ``: <details>`` (a difference, reported likewise)
+DETAILED_REASONS = ("cannot allocate all claims",)
+
+
+# -- the runs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kube_scheduler(controlplane):
+    """kube-scheduler with its default profile for this module's tests."""
+    controlplane.start_scheduler()
+    yield controlplane.kube_scheduler
+    controlplane.stop_scheduler()
+
+
+def scheduled_condition(pod: dict) -> dict | None:
+    return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"), None)
+
+
+def decided(pod: dict | None) -> bool:
+    """Bound, or reported unschedulable."""
+    if pod is None:
+        return False
+    if pod["spec"].get("nodeName"):
+        return True
+    cond = scheduled_condition(pod)
+    return bool(cond and cond["status"] == "False" and cond.get("reason") == "Unschedulable")
+
+
+def pending_message(pod: dict) -> str | None:
+    if pod["spec"].get("nodeName"):
+        return None
+    return scheduled_condition(pod)["message"]
+
+
+def comparable(message: str) -> str:
+    """A pending pod's message without what kube-scheduler adds and kai does not, and what kai adds
+    and kube-scheduler does not:
+
+    - kube-scheduler's PostFilter (preemption) message after the summary: ``preemption: ...``, or
+      ``not found`` where it did not try (kai does not preempt, README "What kai honours");
+    - kube-scheduler's ``0/N nodes are available: <reason>.`` around a PreFilter's reason, which is
+      the whole of kai's message (:data:`PRE_FILTER_REASONS`);
+    - what kai's DRA reason says after kube-scheduler's words (``cannot allocate all claims: claim
+      ns/x request gpu: ...``): kai names the claim, request and why, so nodes kube-scheduler counts
+      under one reason may count under several; their counts are added up again.
+    """
+    m = re.match(r"(0/\d+ nodes are available)(?:: (.*?))?\.(?= |$)", message)
+    if m is None:
+        return message
+    head, reasons = m.group(1), m.group(2)
+    if reasons is None:
+        return head + "."
+    if reasons in PRE_FILTER_REASONS:
+        return reasons
+    counts: Counter[str] = Counter()
+    for part in re.split(r", (?=\d+ (?:node\(s\)|Insufficient|cannot allocate all claims|more reason))", reasons):
+        n, reason = part.split(" ", 1)
+        if reason.startswith(DETAILED_REASONS):
+            reason = next(r for r in DETAILED_REASONS if reason.startswith(r))
+        counts[reason] += int(n)
+    return f"{head}: {', '.join(sorted(f'{n} {r}' for r, n in counts.items()))}."
+
+
+class Runs:
+    """One test's workload, run by each scheduler in turn in the test's namespace."""
+
+    def __init__(self, kube, kai, namespace: str):
+        self.kube, self.kai, self.ns = kube, kai, namespace
+        self.timings: dict[str, float] = {}
+        #: each run's ResourceClaims as they were before its pods were deleted
+        self.claims: dict[str, dict[str, dict]] = {}
+
+    def run(self, make_pods: Callable[[str, str], list[dict]], settle: Callable[[str, dict], bool] | None = None,
+            ) -> dict[str, list[dict]]:
+        """Each scheduler's pods (in creation order, as they ended up): ``make_pods(run, scheduler)``
+        gives the pods; each is created once the one before is decided (and ``settle(run, pod)``
+        holds for it, e.g. its volume bound). The pods and their claims are deleted after each run."""
+        self.kai.start("scheduler")
+        self.kai.start("binder")
+        out = {}
+        for run, scheduler in RUNS:
+            began = time.monotonic()
+            names = []
+            for pod in make_pods(run, scheduler):
+                name = pod["metadata"]["name"]
+                self.kube.create(pod, self.ns)
+                names.append(name)
+                got = self.kai.wait_for(lambda name=name, run=run: self._decided(name, run, settle),
+                                        f"{run}: pod {name} to be bound or reported unschedulable", timeout=90)
+                assert got["spec"].get("schedulerName") == scheduler
+            out[run] = [self.kube.get("v1", "Pod", n, self.ns) for n in names]
+            self.claims[run] = {c["metadata"]["name"]: c for c in
+                                self.kube.list("resource.k8s.io/v1", "ResourceClaim", self.ns)}
+            self.timings[run] = time.monotonic() - began
+            self.clear()
+        return out
+
+    def _decided(self, name: str, run: str, settle) -> dict | None:
+        pod = self.kube.get("v1", "Pod", name, self.ns)
+        if not decided(pod):
+            return None
+        if settle is not None and pod["spec"].get("nodeName") and not settle(run, pod):
+            return None
+        return pod
+
+    def clear(self) -> None:
+        """Delete the run's pods (no kubelet: at once) and wait until they and the claims made for
+        them from templates are gone, so that the next run finds the nodes and devices free."""
+        for pod in self.kube.list("v1", "Pod", self.ns):
+            self.kube.delete("v1", "Pod", pod["metadata"]["name"], self.ns, grace=0)
+        self.kai.wait_for(lambda: not self.kube.list("v1", "Pod", self.ns)
+                          and not self.kube.list("resource.k8s.io/v1", "ResourceClaim", self.ns),
+                          "the run's pods and their claims to be deleted", timeout=60)
+
+
+@pytest.fixture
+def runs(kube, kai, namespace, kube_scheduler) -> Runs:
+    r = Runs(kube, kai, namespace)
+    yield r
+    print(f"differential timings (s): {r.timings}")
+
+
+def pod(name: str, scheduler: str, labels: dict | None = None, cpu: str = "100m", ports: list[dict] | None = None,
+        node_selector: dict | None = None, **spec) -> dict:
+    """A pod kept to the test's nodes (other tests of the session may have left nodes behind: those
+    count, for both schedulers alike, as ``didn't match Pod's node affinity/selector``)."""
+    container = {"name": "c", "image": "busybox:1", "resources": {"requests": {"cpu": cpu}}}
+    if ports:
+        container["ports"] = ports
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"schedulerName": scheduler, "terminationGracePeriodSeconds": 0, "containers": [container],
+                     "nodeSelector": {SET: SET_VALUE, **(node_selector or {})}, **spec}}
+
+
+def zoned_nodes(nodes, namespace: str, small_cpu: str = "8") -> list[dict]:
+    """n1, n2 in zone a; n3 (``small_cpu`` CPUs) in zone b."""
+    out = []
+    for i, zone in enumerate(("a", "a", "b")):
+        name = f"{namespace}-n{i + 1}"
+        cpu = small_cpu if i == 2 else "8"
+        out.append(nodes.add(name, labels={HOST: name, ZONE: f"{namespace}-{zone}", SET: SET_VALUE},
+                             capacity={"cpu": cpu, "memory": "32Gi", "pods": "110"}))
+    return out
+
+
+# -- the test's own reading of the constraints -----------------------------------------------------------
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        has, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": has and value in e.get("values", []), "NotIn": not has or value not in e.get("values", []),
+              "Exists": has, "DoesNotExist": not has}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+class Placement:
+    """The bound pods of one run (in the order they were placed) on the cluster's nodes."""
+
+    def __init__(self, kube, pods: list[dict]):
+        self.kube = kube
+        self.nodes = {n["metadata"]["name"]: n for n in kube.list("v1", "Node")}
+        self.pods = [p for p in pods if p["spec"].get("nodeName")]
+
+    def node_labels(self, pod: dict) -> dict:
+        return self.nodes[pod["spec"]["nodeName"]]["metadata"].get("labels") or {}
+
+    def violations(self) -> list[str]:
+        out = []
+        for i, p in enumerate(self.pods):
+            out += [f"{p['metadata']['name']} on {p['spec']['nodeName']}: {v}" for v in self.of(p, self.pods[:i])]
+        return out + self.shared()
+
+    def of(self, p: dict, before: list[dict]) -> list[str]:
+        """What ``p``'s placement breaks, given the pods placed before it."""
+        out, spec, labels = [], p["spec"], self.node_labels(p)
+        node = self.nodes[spec["nodeName"]]
+        if node["spec"].get("unschedulable") and not any(
+                t.get("key") == "node.kubernetes.io/unschedulable" for t in spec.get("tolerations") or []):
+            out.append("the node is cordoned")
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            out.append("nodeSelector")
+        affinity = spec.get("affinity") or {}
+        for term in (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+            key = term["topologyKey"]
+            near = [q for q in before if self.node_labels(q).get(key) == labels.get(key)
+                    and matches(term["labelSelector"], q["metadata"].get("labels") or {})]
+            anywhere = [q for q in before if matches(term["labelSelector"], q["metadata"].get("labels") or {})]
+            first = not anywhere and matches(term["labelSelector"], p["metadata"].get("labels") or {})
+            if not near and not first:
+                out.append(f"pod affinity over {key}")
+        for q in before:  # anti-affinity both ways
+            for a, b in ((p, q), (q, p)):
+                terms = ((a["spec"].get("affinity") or {}).get("podAntiAffinity") or {}).get(
+                    "requiredDuringSchedulingIgnoredDuringExecution") or []
+                for term in terms:
+                    key = term["topologyKey"]
+                    if (self.node_labels(q).get(key) == labels.get(key)
+                            and matches(term["labelSelector"], b["metadata"].get("labels") or {})):
+                        out.append(f"anti-affinity of {a['metadata']['name']} over {key} with {b['metadata']['name']}")
+        for c in spec.get("topologySpreadConstraints") or []:
+            if c["whenUnsatisfiable"] != "DoNotSchedule":
+                continue
+            key = c["topologyKey"]
+            selector = spec.get("nodeSelector") or {}  # nodeAffinityPolicy Honor: its nodes' domains only
+            domains = {(n["metadata"].get("labels") or {}).get(key) for n in self.nodes.values()
+                       if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())} - {None}
+            counts = Counter({d: 0 for d in domains})
+            for q in [*before, p]:
+                if q["metadata"]["namespace"] == p["metadata"]["namespace"] and matches(
+                        c["labelSelector"], q["metadata"].get("labels") or {}):
+                    counts[self.node_labels(q).get(key)] += 1
+            skew = counts[labels.get(key)] - min(counts.values())
+            if skew > c["maxSkew"]:
+                out.append(f"spread over {key}: skew {skew} > {c['maxSkew']} ({dict(counts)})")
+        return out
+
+    def shared(self) -> list[str]:
+        """What the pods of one node break together: host ports and CPUs."""
+        out = []
+        by_node = defaultdict(list)
+        for p in self.pods:
+            by_node[p["spec"]["nodeName"]].append(p)
+        for name, pods in by_node.items():
+            ports = Counter((port.get("protocol", "TCP"), port["hostPort"]) for p in pods
+                            for c in p["spec"]["containers"] for port in c.get("ports") or [] if port.get("hostPort"))
+            out += [f"{name}: host port {k} used {n} times" for k, n in ports.items() if n > 1]
+            cpu = sum(milli(c["resources"]["requests"]["cpu"]) for p in pods for c in p["spec"]["containers"])
+            if cpu > milli(self.nodes[name]["status"]["allocatable"]["cpu"]):
+                out.append(f"{name}: {cpu}m CPU requested")
+        return out
+
+
+def milli(q: str) -> int:
+    return int(q[:-1]) if q.endswith("m") else int(float(q) * 1000)
+
+
+def compare(result: dict[str, list[dict]], kube, placement_checks: Callable[[str, Placement], list[str]] | None = None,
+            ) -> dict[str, tuple[str | None, str | None]]:
+    """kai against kube-scheduler, pod by pod (see the module docstring); returns each pod's
+    (kube-scheduler's node or message, kai's) for the test's own assertions."""
+    kube_pods = {p["metadata"]["name"]: p for p in result["kube"]}
+    kai_pods = {p["metadata"]["name"]: p for p in result["kai"]}
+    assert list(kube_pods) == list(kai_pods)
+    for run in ("kube", "kai"):
+        placement = Placement(kube, result[run])
+        broken = placement.violations() + (placement_checks(run, placement) if placement_checks else [])
+        assert not broken, f"{run}'s placements break constraints: {broken}"
+    outcome = {}
+    for name, kp in kube_pods.items():
+        ap = kai_pods[name]
+        if kp["spec"].get("nodeName"):
+            assert ap["spec"].get("nodeName"), (
+                f"kube-scheduler bound {name}, kai left it pending: {pending_message(ap)!r}")
+            outcome[name] = (kp["spec"]["nodeName"], ap["spec"]["nodeName"])
+        else:
+            want = pending_message(kp)
+            assert not ap["spec"].get("nodeName"), (
+                f"kube-scheduler left {name} pending ({want!r}), kai bound it to {ap['spec']['nodeName']}")
+            got = pending_message(ap)
+            assert comparable(got) == comparable(want), f"{name}: kai says {got!r}, kube-scheduler {want!r}"
+            outcome[name] = (want, got)
+    return outcome
+
+
+def pending(outcome: dict) -> set[str]:
+    """The pods kube-scheduler (and so kai) left pending: a message, not a node's name."""
+    return {name for name, (k, _) in outcome.items() if " " in k}
+
+
+# -- the workloads ---------------------------------------------------------------------------------------
+
+
+def anti(key: str, **match) -> dict:
+    return {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": match}, "topologyKey": key}]}
+
+
+def test_inter_pod_affinity_and_anti_affinity(runs, nodes, namespace, kube):
+    zoned_nodes(nodes, namespace)
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        web = [pod(f"web-{i}", scheduler, {"app": "web"}, affinity={"podAntiAffinity": anti(HOST, app="web")})
+               for i in range(4)]  # one per node: the fourth has none left
+        db = [pod(f"db-{i}", scheduler, {"app": "db"},
+                  affinity={"podAffinity": anti(ZONE, app="web"), "podAntiAffinity": anti(ZONE, app="db")})
+              for i in range(3)]  # next to a web pod, one per zone: the third has none left
+        guard = pod("guard", scheduler, {"app": "guard"},
+                    affinity={"podAntiAffinity": anti(ZONE, role="intruder")})
+        intruder = pod("intruder", scheduler, {"role": "intruder"})  # kept out of the guard's zone
+        lonely = pod("lonely", scheduler, {"app": "lonely"}, affinity={"podAffinity": anti(HOST, app="ghost")})
+        first = pod("first", scheduler, {"app": "first"}, affinity={"podAffinity": anti(ZONE, app="first")})
+        return [*web[:3], *db[:2], guard, intruder, first, web[3], db[2], lonely]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"web-3", "db-2", "lonely"}
+
+
+def test_topology_spread_do_not_schedule(runs, nodes, namespace, kube):
+    zoned_nodes(nodes, namespace, small_cpu="2")  # zone b holds one spread pod
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        def spread(name: str, app: str, key: str) -> dict:
+            return pod(name, scheduler, {"app": app}, cpu="1500m", topologySpreadConstraints=[
+                {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"app": app}}}])
+
+        # zones a, b, then a (b is full), then a again would make the skew 2
+        zone = [spread(f"zone-{i}", "zone", ZONE) for i in range(4)]
+        rack = spread("rack", "rack", "example.com/rack")  # no node has the label
+        return [*zone, rack]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"zone-3", "rack"}
+
+
+def test_host_ports_and_a_cordoned_node(runs, nodes, namespace, kube):
+    names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
+    kube.call("PATCH", kube.path("v1", "Node", names[2]), {"spec": {"unschedulable": True}},
+              content_type="application/merge-patch+json")
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        def http(name: str, protocol: str = "TCP", **spec) -> dict:
+            return pod(name, scheduler, {"app": "http"},
+                       ports=[{"containerPort": 80, "hostPort": 8080, "protocol": protocol}], **spec)
+
+        tolerant = http("tolerant", tolerations=[{"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
+                                                  "effect": "NoSchedule"}], node_selector={HOST: names[2]})
+        return [http("http-0"), http("http-1"), http("udp", "UDP"), tolerant,
+                http("http-2"),  # both schedulable nodes have the port taken
+                pod("cordoned", scheduler, node_selector={HOST: names[2]})]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"http-2", "cordoned"}
+    assert outcome["tolerant"] == (names[2], names[2])
+
+
+@pytest.fixture
+def storage(kube, namespace):
+    """The test's cluster-scoped StorageClasses and PVs (by apiVersion, kind, name); afterwards they
+    and the namespace's claims are deleted, with the protection finalizers the API server's admission
+    put on them removed first (no pvc/pv-protection controller runs; no pod uses them by then)."""
+    made: list[tuple[str, str, str]] = []
+    yield made
+    for p in kube.list("v1", "Pod", namespace):
+        kube.delete("v1", "Pod", p["metadata"]["name"], namespace, grace=0)
+    objs = [("v1", "PersistentVolumeClaim", c["metadata"]["name"], namespace)
+            for c in kube.list("v1", "PersistentVolumeClaim", namespace)]
+    for api_version, kind, name, ns in [*objs, *((v, k, n, "") for v, k, n in made)]:
+        if (kube.get(api_version, kind, name, ns) or {}).get("metadata", {}).get("finalizers"):
+            kube.call("PATCH", kube.path(api_version, kind, name, ns), {"metadata": {"finalizers": None}},
+                      content_type="application/merge-patch+json")
+        kube.delete(api_version, kind, name, ns)
+
+
+def local_pv(name: str, node: str, cls: str, size: str = "10Gi") -> dict:
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": cls,
+                     "persistentVolumeReclaimPolicy": "Retain", "local": {"path": f"/mnt/{name}"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                         {"matchExpressions": [{"key": HOST, "operator": "In", "values": [node]}]}]}}}}
+
+
+def claim(name: str, cls: str, size: str = "1Gi", volume: str = "") -> dict:
+    spec = {"accessModes": ["ReadWriteOnce"], "storageClassName": cls, "resources": {"requests": {"storage": size}}}
+    if volume:
+        spec["volumeName"] = volume
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec}
+
+
+def selects(node_selector: dict, node: dict) -> bool:
+    """A NodeSelector (terms ORed, expressions ANDed) on the node's labels and name."""
+    labels, name = node["metadata"].get("labels") or {}, node["metadata"]["name"]
+    ops = {"In": lambda v, vs: v in vs, "NotIn": lambda v, vs: v not in vs,
+           "Exists": lambda v, vs: v is not None, "DoesNotExist": lambda v, vs: v is None}
+    return any(
+        all(ops[e["operator"]](labels.get(e["key"]), e.get("values") or []) for e in t.get("matchExpressions") or [])
+        and all(ops[e["operator"]](name if e["key"] == "metadata.name" else None, e.get("values") or [])
+                for e in t.get("matchFields") or [])
+        for t in node_selector["nodeSelectorTerms"])
+
+
+def test_volumes_pv_node_affinity_and_wait_for_first_consumer(runs, nodes, namespace, kube, storage):
+    names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
+    local, later = f"{namespace}-local", f"{namespace}-later"
+    for cls, provisioner, mode in ((local, "kubernetes.io/no-provisioner", "WaitForFirstConsumer"),
+                                   (later, "csi.example.com", "Immediate")):
+        kube.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": cls},
+                     "provisioner": provisioner, "volumeBindingMode": mode})
+        storage.append(("storage.k8s.io/v1", "StorageClass", cls))
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        disk, pinned = f"{namespace}-{run}-disk", f"{namespace}-{run}-pinned"
+        for pv in (local_pv(disk, names[1], local), local_pv(pinned, names[0], local)):
+            kube.create(pv)
+            storage.append(("v1", "PersistentVolume", pv["metadata"]["name"]))
+        for c in (claim(f"{run}-data", local), claim(f"{run}-pinned", local, volume=pinned),
+                  claim(f"{run}-big", local, size="100Gi"), claim(f"{run}-later", later)):
+            kube.create(c, namespace)
+        runs.kai.wait_for(lambda: all((kube.get("v1", "PersistentVolume", pv).get("status") or {}).get("phase")
+                                      in ("Available", "Bound") for pv in (disk, pinned))
+                          and (kube.get("v1", "PersistentVolumeClaim", f"{run}-pinned", namespace).get("status")
+                               or {}).get("phase") == "Bound",
+                          "the PV controller to make the volumes Available and bind the pre-bound claim")
+
+        def mounting(name: str, claim_name: str) -> dict:
+            c = pod(name, scheduler)
+            c["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+            c["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": f"{run}-{claim_name}"}}]
+            return c
+
+        return [mounting("app", "data"), mounting("pinned", "pinned"),
+                mounting("big", "big"),  # no volume is large enough, and nothing provisions one
+                mounting("later", "later")]  # its Immediate claim is not bound
+
+    def volume_affinity(run: str, placement: Placement) -> list[str]:
+        out = []
+        for p in placement.pods:
+            for v in p["spec"]["volumes"]:
+                if "persistentVolumeClaim" not in v:
+                    continue
+                c = kube.get("v1", "PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"], namespace)
+                pv = kube.get("v1", "PersistentVolume", c["spec"].get("volumeName") or "-")
+                node = placement.nodes[p["spec"]["nodeName"]]
+                if pv is None or not selects(pv["spec"]["nodeAffinity"]["required"], node):
+                    volume = pv and pv["metadata"]["name"]
+                    out.append(f"{run}: {p['metadata']['name']} on {node['metadata']['name']} with volume {volume}")
+        return out
+
+    outcome = compare(runs.run(workload), kube, volume_affinity)
+    assert pending(outcome) == {"big", "later"}
+    assert outcome["app"] == (names[1], names[1]) and outcome["pinned"] == (names[0], names[0])
+
+
+def gpu_slice(node: str, models: list[str]) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": f"{node}-gpus"},
+            "spec": {"driver": DRIVER, "nodeName": node,
+                     "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": f"gpu-{i}", "attributes": {"model": {"string": m}}}
+                                 for i, m in enumerate(models)]}}
+
+
+def test_dra_claims_from_templates(runs, nodes, namespace, kube):
+    cls = f"{namespace}-gpu"
+    kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": cls},
+                 "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]}})
+    n1, n2, n3 = (f"{namespace}-n{i}" for i in (1, 2, 3))
+    devices = {n1: ["a100", "h100"], n2: ["a100"]}  # n3 has none
+    for name in (n1, n2, n3):
+        nodes.add(name, labels={HOST: name, SET: SET_VALUE}, capacity={"cpu": "8", "memory": "32Gi", "pods": "110"},
+                  slices=[gpu_slice(name, devices[name])] if name in devices else [])
+    h100 = f'device.attributes["{DRIVER}"].model == "h100"'
+    for name, count, selector in (("one", 1, None), ("two", 2, None), ("h100", 1, h100)):
+        request = {"deviceClassName": cls, "allocationMode": "ExactCount", "count": count}
+        if selector:
+            request["selectors"] = [{"cel": {"expression": selector}}]
+        kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                     "metadata": {"name": name, "namespace": namespace},
+                     "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}}})
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        def using(name: str, template: str) -> dict:
+            p = pod(name, scheduler, resourceClaims=[{"name": "gpus", "resourceClaimTemplateName": template}])
+            p["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
+            return p
+
+        return [using("pair", "two"),  # only n1 has two devices
+                using("single", "one"),  # n2's
+                using("third", "one"),  # every device is taken
+                using("h100", "h100")]
+
+    slices = {s["spec"]["nodeName"]: s for s in kube.list("resource.k8s.io/v1", "ResourceSlice")
+              if s["spec"]["driver"] == DRIVER}
+    wanted = {"one": (1, None), "two": (2, None), "h100": (1, "h100")}
+
+    def allocations(run: str, placement: Placement) -> list[str]:
+        out, taken = [], Counter()
+        for p in placement.pods:
+            node = p["spec"]["nodeName"]
+            [status] = p["status"]["resourceClaimStatuses"]
+            c = runs.claims[run][status["resourceClaimName"]]
+            alloc = c["status"]["allocation"]
+            template = p["spec"]["resourceClaims"][0]["resourceClaimTemplateName"]
+            count, model = wanted[template]
+            results = alloc["devices"]["results"]
+            models = {d["name"]: d["attributes"]["model"]["string"] for d in slices[node]["spec"]["devices"]}
+            if len(results) != count or not selects(alloc["nodeSelector"], placement.nodes[node]):
+                out.append(f"{run}: {p['metadata']['name']} on {node}: {alloc}")
+            for r in results:
+                taken[(r["driver"], r["pool"], r["device"])] += 1
+                if (r["driver"], r["pool"]) != (DRIVER, node) or r["device"] not in models or (
+                        model and models[r["device"]] != model) or r["request"] != "gpu":
+                    out.append(f"{run}: {p['metadata']['name']} on {node} got {r}")
+            if c["status"].get("reservedFor") != [{"resource": "pods", "name": p["metadata"]["name"],
+                                                   "uid": p["metadata"]["uid"]}]:
+                out.append(f"{run}: {c['metadata']['name']} reserved for {c['status'].get('reservedFor')}")
+        return out + [f"{run}: {d} allocated {n} times" for d, n in taken.items() if n > 1]
+
+    try:
+        outcome = compare(runs.run(workload), kube, allocations)
+    finally:
+        kube.delete("resource.k8s.io/v1", "DeviceClass", cls)
+    assert pending(outcome) == {"third", "h100"}
+    assert outcome["pair"] == (n1, n1) and outcome["single"] == (n2, n2)
