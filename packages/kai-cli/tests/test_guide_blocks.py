@@ -38,6 +38,7 @@ RUN_HERE = {
     "### When your plugin fails #1",
     "## 3. Slices, classes and claims for a new driver #1",
     "## 3. Slices, classes and claims for a new driver #2",
+    "## 3. Slices, classes and claims for a new driver #3",
     "## 6. Packaging and the entry point #1",
     "## 6. Packaging and the entry point #2",
     "## 10. Where things are in kai-core #1",
@@ -142,12 +143,25 @@ def test_the_refusals_shown_are_kais(monkeypatch):
 def test_nvidias_classes_copied_into_your_manifests_validate(tmp_path, monkeypatch):
     blocks = guide()
     monkeypatch.chdir(tmp_path)
-    module_of(blocks["## 3. Slices, classes and claims for a new driver #1"].text, "copy_classes")
+    module_of(blocks["## 3. Slices, classes and claims for a new driver #2"].text, "copy_classes")
     classes = (tmp_path / "my-cluster" / "00-nvidia-deviceclasses.yaml").read_text()
     for name in ("gpu.nvidia.com", "mig.nvidia.com", "compute-domain-daemon.nvidia.com",
                  "compute-domain-default-channel.nvidia.com"):
         assert f"name: {name}\n" in classes  # the four the guide names
-    assert run_console(blocks["## 3. Slices, classes and claims for a new driver #2"]) == []
+    assert run_console(blocks["## 3. Slices, classes and claims for a new driver #3"]) == []
+
+
+def test_the_configs_shown_are_the_ones_the_driver_gets(kai_cluster):
+    """Class and claim configs in the allocation, as kai-core writes it: no plugin needed."""
+    import yaml
+
+    shown = yaml.safe_load(guide()["## 3. Slices, classes and claims for a new driver #1"].text)
+    cluster = kai_cluster(EXAMPLE / "manifests", installed_plugins=False)
+    cluster.run()
+    pod = cluster.get("pods", "aes-encrypt")
+    [claim] = [s["resourceClaimName"] for s in pod["status"]["resourceClaimStatuses"]]
+    allocation = cluster.get("resourceclaims", claim)["status"]["allocation"]
+    assert allocation["devices"]["config"] == shown["config"]
 
 
 def test_the_entry_point_shown_is_the_examples():
