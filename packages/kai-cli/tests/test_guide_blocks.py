@@ -164,6 +164,33 @@ def test_the_configs_shown_are_the_ones_the_driver_gets(kai_cluster):
     assert allocation["devices"]["config"] == shown["config"]
 
 
+def test_the_podgroup_message_shown_is_kais(kai_cluster):
+    """The groups section's message for a PodGroup that does not fit (its other messages, from
+    the section's sketch, are compared by kai-core's test_guide_groups.py)."""
+    [shown] = [line for line in guide()["## 5. Groups: pods that must start together #2"].text.splitlines()
+               if line.startswith("PodGroup ")]
+    nodes = "".join(f"""---
+apiVersion: v1
+kind: Node
+metadata: {{name: {name}}}
+status: {{allocatable: {{cpu: "{cpu}", memory: 8Gi, pods: "10"}}, conditions: [{{type: Ready, status: "True"}}]}}
+""" for name, cpu in (("n1", "2"), ("n2", "1")))
+    group = """---
+apiVersion: scheduling.run.ai/v2alpha2
+kind: PodGroup
+metadata: {name: train, namespace: default}
+spec: {minMember: 4}
+"""
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"train-{i}", "namespace": "default", "annotations": {"pod-group-name": "train"}},
+             "spec": {"schedulerName": "kai-scheduler", "containers": [
+                 {"name": "c", "image": "busybox:1", "resources": {"requests": {"cpu": "1"}}}]}} for i in range(4)]
+    cluster = kai_cluster(nodes + group, *pods, installed_plugins=False)
+    cluster.run()
+    assert cluster.placed() == {}
+    assert cluster.pending_message("train-0") == shown
+
+
 def test_the_entry_point_shown_is_the_examples():
     shown = tomllib.loads(guide()["## 6. Packaging and the entry point #1"].text)
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
