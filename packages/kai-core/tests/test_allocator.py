@@ -729,9 +729,6 @@ def test_device_order_does_not_depend_on_slice_order() -> None:
     ("device_extra", "skipped"),
     [
         pytest.param(
-            {"bindingConditions": ["Attached"]}, "binding conditions are not supported yet", id="binding"
-        ),
-        pytest.param(
             {"allowMultipleAllocations": True},
             "allowMultipleAllocations (consumable capacity) is not supported yet",
             id="multiple",

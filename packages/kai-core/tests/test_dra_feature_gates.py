@@ -234,3 +234,58 @@ def test_class_config_has_no_requests_once_per_request_when_upstream_runs_its_st
     [again] = allocate([claim("d", request("a", EX), request("b", EX))], node(), inv, set())
     assert [c["source"] for c in again["devices"]["config"]] == ["FromClass", "FromClass"]
     assert all("requests" not in c for c in again["devices"]["config"])
+
+
+# -- DRADeviceBindingConditions ------------------------------------------------------------------------
+
+ATTACH = {"bindingConditions": ["example.com/Attached"], "bindingFailureConditions": ["example.com/AttachFailed"]}
+
+
+def _fabric(binds_to_node: bool = True) -> dict:
+    """Two fabric-attached GPUs usable on every node, which a controller attaches after allocation."""
+    extra = {**ATTACH, "bindsToNode": True} if binds_to_node else ATTACH
+    return resource_slice("fabric", GPU, "fabric", [gpu_device(0, **extra), gpu_device(1, **extra)], all_nodes=True)
+
+
+def test_binding_conditions_on_copy_the_conditions_into_results_and_pin_the_node() -> None:
+    inv = inventory(_fabric())
+    [allocation] = allocate([claim("c", request("gpu", EX))], node("n7"), inv, set())
+    [result] = allocation["devices"]["results"]
+    assert result["bindingConditions"] == ["example.com/Attached"]
+    assert result["bindingFailureConditions"] == ["example.com/AttachFailed"]
+    assert allocation["nodeSelector"] == {"nodeSelectorTerms": [{"matchFields": [
+        {"key": "metadata.name", "operator": "In", "values": ["n7"]}]}]}
+    verify_allocations([claim("c", request("gpu", EX))], [allocation], node("n7"), inv)
+    without = dict(allocation, devices={"results": [{k: v for k, v in result.items() if k != "bindingConditions"}]})
+    with pytest.raises(AllocationRefused, match="bindingConditions"):
+        verify_allocations([claim("c", request("gpu", EX))], [without], node("n7"), inv)
+
+
+def test_binding_conditions_without_binds_to_node_keep_the_devices_selector() -> None:
+    [allocation] = allocate([claim("c", request("gpu", EX))], node("n7"), inventory(_fabric(False)), set())
+    assert "nodeSelector" not in allocation  # allNodes devices: usable everywhere
+    assert allocation["devices"]["results"][0]["bindingConditions"] == ["example.com/Attached"]
+
+
+def test_devices_without_binding_conditions_are_preferred() -> None:
+    local = gpu_slice("n1", count=1)
+    [allocation] = allocate([claim("c", request("gpu", EX))], node(), inventory(_fabric(), local), set())
+    assert result_names(allocation) == [("gpu", "gpu-0")]
+    assert allocation["devices"]["results"][0]["pool"] == "n1"
+
+
+@pytest.mark.parametrize("gates", ["DRADeviceBindingConditions=false", "DRAResourceClaimDeviceStatus=false"])
+def test_binding_conditions_off_leave_such_devices_out(gates: str) -> None:
+    features = FeatureGates.parse(gates).dra_features
+    assert not features.binding_conditions
+    inv = inventory(_fabric(), features=features)
+    assert inv.devices_for_node(node()) == []
+    assert "2 device(s) with binding conditions are not used: the DRADeviceBindingConditions feature gate is off" in (
+        refusal([claim("c", request("gpu", EX))], inv))
+
+
+def test_binds_to_node_alone_is_ignored_with_binding_conditions_off() -> None:
+    devices = [gpu_device(0, bindsToNode=True)]
+    inv = inventory(resource_slice("s", GPU, "p", devices, all_nodes=True), features=STABLE)
+    [allocation] = allocate([claim("c", request("gpu", EX))], node(), inv, set())
+    assert "nodeSelector" not in allocation and "bindingConditions" not in allocation["devices"]["results"][0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 
 from kai_binder import extended
+from kai_binder.binding_conditions import BindingConditionsWait
 from kai_binder.claims import ClaimBindError, check_allocation, claims_left_by, release_claim, reserve_claim
 from kai_core.api.claims import claim_name_for
 from kai_core.api.errors import ApiError
@@ -82,7 +83,11 @@ def claim_lock(namespace: str, name: str) -> threading.Lock:
 
 
 class DraClaimsPlugin:
-    """Reserves the pod's claims before the bind, releases them when the attempt fails."""
+    """Reserves the pod's claims before the bind (then waits for their devices' binding conditions,
+    :mod:`kai_binder.binding_conditions`), releases them when the attempt fails."""
+
+    def __init__(self) -> None:
+        self.binding = BindingConditionsWait()
 
     @hookimpl(tryfirst=True)
     def kai_binder_pre_bind(self, bind_request, pod, store, features: FeatureGates):
@@ -94,6 +99,7 @@ class DraClaimsPlugin:
             raise ClaimBindError(f"{_br_ref(bind_request)} has resource claim allocations but "
                                  f"{dra_disabled_message()}")
         ns = pod["metadata"]["namespace"]
+        written: list[tuple[str, dict]] = []
         for pod_claim, allocation in entries:
             name = claim_name_for(pod, pod_claim)
             if name is None:
@@ -101,15 +107,18 @@ class DraClaimsPlugin:
                                      "(not in spec.resourceClaims, or not created from its template yet)")
             with claim_lock(ns, name):
                 reserve_claim(store, ns, name, allocation, pod)
+            written.append((name, allocation))
         if ext is not None:
             name = extended.find_or_create(store, pod, ext)
             with claim_lock(ns, name):
                 reserve_claim(store, ns, name, ext.allocation, pod)
             extended.set_pod_status(store, pod, name, ext)
-        return None
+            written.append((name, ext.allocation))
+        return self.binding.check(store, bind_request, ns, written)
 
     @hookimpl(tryfirst=True)
     def kai_binder_rollback(self, bind_request, pod, store, features: FeatureGates):
+        self.binding.forget(bind_request)
         if not features.dra:
             return None  # with the gate off the binder never wrote a claim
         try:

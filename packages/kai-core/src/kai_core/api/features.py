@@ -32,8 +32,10 @@ KNOWN_GATES: dict[str, tuple[bool, str]] = {
     ),
     "DRADeviceBindingConditions": (
         True,
-        "devices with binding conditions (kai skips such devices either way; not supported yet)",
+        "devices with binding conditions and bindsToNode; the binder waits for the conditions "
+        "(off, or DRAResourceClaimDeviceStatus off: such devices are not used)",
     ),
+    "DRAResourceClaimDeviceStatus": (True, "device status in claims, which binding conditions are read from"),
 }
 
 DRA = "DynamicResourceAllocation"
@@ -43,6 +45,7 @@ DEVICE_TAINTS = "DRADeviceTaints"
 PARTITIONABLE_DEVICES = "DRAPartitionableDevices"
 CONSUMABLE_CAPACITY = "DRAConsumableCapacity"
 BINDING_CONDITIONS = "DRADeviceBindingConditions"
+DEVICE_STATUS = "DRAResourceClaimDeviceStatus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,8 @@ class DraFeatures:
     device_taints: bool = KNOWN_GATES[DEVICE_TAINTS][0]
     partitionable_devices: bool = KNOWN_GATES[PARTITIONABLE_DEVICES][0]
     consumable_capacity: bool = KNOWN_GATES[CONSUMABLE_CAPACITY][0]
-    binding_conditions: bool = KNOWN_GATES[BINDING_CONDITIONS][0]
+    #: upstream's DeviceBindingAndStatus: binding conditions are read from the claim's device status
+    binding_conditions: bool = KNOWN_GATES[BINDING_CONDITIONS][0] and KNOWN_GATES[DEVICE_STATUS][0]
 
 
 class FeatureGateError(ValueError):
@@ -80,7 +84,7 @@ class FeatureGates:
             device_taints=self[DEVICE_TAINTS],
             partitionable_devices=self[PARTITIONABLE_DEVICES],
             consumable_capacity=self[CONSUMABLE_CAPACITY],
-            binding_conditions=self[BINDING_CONDITIONS],
+            binding_conditions=self[BINDING_CONDITIONS] and self[DEVICE_STATUS],
         )
 
     @classmethod

@@ -575,7 +575,7 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
                 assert isinstance(result, _CelFailure)
                 failures.append((device, result))
         pools = {(d.id.driver, d.id.pool) for d in devices}
-        simple = len(pools) <= 1 and not any(d.consumes for d in devices)
+        simple = len(pools) <= 1 and not any(d.consumes or d.binding for d in devices)
         # With DRADeviceTaints off taints are ignored, as upstream does.
         tainted = inventory.features.device_taints and any(d.taints for d in devices)
         hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted)
@@ -764,7 +764,9 @@ class _Call:
                         if capacity:
                             share += float(amount) / float(capacity)
             score = -float(scores.get(device.id, 0.0)) if scores else 0.0
-            return (score, fresh_sets, 0 if pool_used(device) else 1, share, device.order)
+            # devices that make the binder wait for their conditions last, as upstream orders them
+            waits = 1 if device.binding is not None and device.binding.conditions else 0
+            return (score, waits, fresh_sets, 0 if pool_used(device) else 1, share, device.order)
 
         candidates.sort(key=key)
 
@@ -1277,12 +1279,15 @@ def _requirement_key(requirement: dict) -> tuple:
     return (requirement.get("key"), requirement.get("operator"), frozenset(requirement.get("values") or ()))
 
 
-def _build_node_selector(picks: list[Device]) -> dict | None:
+def _build_node_selector(picks: list[Device], pin: str | None = None) -> dict | None:
     """Where the allocation is usable, as upstream's createNodeSelector decides it.
 
-    One node-local device pins the allocation to its node; otherwise the requirements of all device
-    selectors (one term each) are ANDed into one term; ``allNodes`` devices add nothing.
+    ``pin`` (the node allocated for, when a device ``bindsToNode``) or one node-local device pins the
+    allocation to its node; otherwise the requirements of all device selectors (one term each) are
+    ANDed into one term; ``allNodes`` devices add nothing.
     """
+    if pin is not None:
+        return node_selector_for_node(pin)
     for device in picks:
         if device.node_name is not None:
             return node_selector_for_node(device.node_name)
@@ -1302,9 +1307,10 @@ def _build_node_selector(picks: list[Device]) -> dict | None:
     return {"nodeSelectorTerms": [term]} if term else None
 
 
-def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]], features: DraFeatures) -> dict:
+def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]], features: DraFeatures, node_name: str) -> dict:
     results = []
     chosen: dict[_Alt, None] = {}
+    pin = False  # a device bindsToNode: the allocation is usable on this node only
     for alt, device in picks:
         chosen[alt] = None
         result = {
@@ -1317,13 +1323,20 @@ def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]], features: Dra
             result["adminAccess"] = True
         if alt.tolerations:
             result["tolerations"] = _clone(alt.tolerations)
+        binding = device.binding
+        if binding is not None and features.binding_conditions:
+            if binding.conditions:
+                result["bindingConditions"] = list(binding.conditions)
+            if binding.failure_conditions:
+                result["bindingFailureConditions"] = list(binding.failure_conditions)
+            pin = pin or binding.binds_to_node
         results.append(result)
     devices: dict = {"results": results}
     configs = _build_config(claim, list(chosen), _stable_variant(features))
     if configs:
         devices["config"] = configs
     allocation: dict = {"devices": devices}
-    selector = _build_node_selector([device for _, device in picks])
+    selector = _build_node_selector([device for _, device in picks], node_name if pin else None)
     if selector is not None:
         allocation["nodeSelector"] = selector
     return allocation
@@ -1415,7 +1428,7 @@ def allocate(
         if memo_key is not None:
             outcome = inventory.outcome_cache.get(memo_key)
             if outcome is not None:
-                return [_replay(outcome, fresh[0], inventory.features)]
+                return [_replay(outcome, fresh[0], inventory.features, node_name)]
     call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks, excluded)
     if call.requests:
         try:
@@ -1448,7 +1461,7 @@ def allocate(
         if claim.existing is not None:
             allocations.append(_clone(claim.existing))  # type: ignore[arg-type]
         else:
-            allocations.append(_build_result(claim, next(results), inventory.features))
+            allocations.append(_build_result(claim, next(results), inventory.features, node_name))
     return allocations
 
 
@@ -1489,7 +1502,7 @@ def _position(claim: _Claim, alt: _Alt) -> tuple[int, int]:
     return claim.requests.index(request), request.alts.index(alt)
 
 
-def _replay(outcome: _Outcome, claim: _Claim, features: DraFeatures) -> dict:
+def _replay(outcome: _Outcome, claim: _Claim, features: DraFeatures, node_name: str) -> dict:
     """The kept outcome for another claim of the same shape: its reason naming this claim, or an
     allocation of the same devices built from this claim (its own request names and configs)."""
     if outcome.picks is None:
@@ -1497,7 +1510,7 @@ def _replay(outcome: _Outcome, claim: _Claim, features: DraFeatures) -> dict:
         reason = outcome.reason if outcome.ref == claim.ref else outcome.reason.replace(outcome.ref, claim.ref)
         raise Unallocatable(reason)
     picks = [(claim.requests[ri].alts[ai], device) for (ri, ai), device in outcome.picks]
-    return _build_result(claim, picks, features)
+    return _build_result(claim, picks, features, node_name)
 
 
 def _check_at_most_32(call: _Call) -> None:

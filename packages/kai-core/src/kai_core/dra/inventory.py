@@ -17,9 +17,10 @@ asking "which devices can node N use?" is a dictionary lookup during filtering:
 * ``sharedCounters`` are kept per pool and ``consumesCounters`` per device, over every slice of the
   pool, so counters consumed by devices allocated on other nodes count too.
 
-Devices with binding conditions or ``allowMultipleAllocations`` (not supported yet) are skipped and
-the skip is recorded, whatever the gates say. With ``DRAPartitionableDevices`` off (``features``)
-node views leave out devices consuming counters and ``perDeviceNodeSelection`` slices. Tainted
+Devices with ``allowMultipleAllocations`` (not supported yet) are skipped and the skip is recorded,
+whatever the gates say. With ``DRAPartitionableDevices`` off (``features``) node views leave out
+devices consuming counters and ``perDeviceNodeSelection`` slices; with ``DRADeviceBindingConditions``
+off, devices with binding conditions. Tainted
 devices are kept: the allocator checks the requests' tolerations. Every problem is recorded:
 :attr:`DraInventory.problems` lists them all, :meth:`DraInventory.notes_for_node` the ones that
 concern one node.
@@ -43,7 +44,7 @@ from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.cel import DeviceEnv, device_env
 
-__all__ = ["Device", "DeviceId", "DraInventory", "ParsedSlices", "Pool"]
+__all__ = ["Binding", "Device", "DeviceId", "DraInventory", "ParsedSlices", "Pool"]
 
 # Device taint effects that keep a device from being allocated without a toleration.
 BLOCKING_TAINT_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -69,6 +70,15 @@ class DeviceId(NamedTuple):
 Number = int | Fraction
 
 
+class Binding(NamedTuple):
+    """A device's ``bindingConditions``, ``bindingFailureConditions`` and ``bindsToNode``: the
+    binder waits for the conditions on the claim before it binds the pod (DRADeviceBindingConditions)."""
+
+    conditions: tuple[str, ...]
+    failure_conditions: tuple[str, ...]
+    binds_to_node: bool
+
+
 class Device:
     """One published device, with what allocation needs precomputed.
 
@@ -76,12 +86,14 @@ class Device:
     ``all_nodes`` where it is usable (the slice's, or the device's own with ``perDeviceNodeSelection``);
     ``taints`` its NoSchedule/NoExecute taints; ``consumes`` its counter consumption as
     ``((counter set, {counter: value}), ...)``; ``attributes`` its attribute values by fully qualified
-    name (``(kind, value)``, for constraints); ``cel`` the cached selector results by expression.
+    name (``(kind, value)``, for constraints); ``cel`` the cached selector results by expression;
+    ``binding`` its binding conditions and ``bindsToNode`` (:class:`Binding`), or None.
     """
 
     __slots__ = (
         "all_nodes",
         "attributes",
+        "binding",
         "cel",
         "consumes",
         "env",
@@ -107,6 +119,7 @@ class Device:
         consumes: tuple[tuple[str, dict[str, Number]], ...],
         attributes: dict[str, tuple[str, object]],
         order: tuple,
+        binding: Binding | None = None,
     ) -> None:
         self.id = id
         self.obj = obj
@@ -119,6 +132,7 @@ class Device:
         self.consumes = consumes
         self.attributes = attributes
         self.order = order
+        self.binding = binding
         self.cel: dict[str, object] = {}
 
     @property
@@ -456,6 +470,10 @@ class DraInventory:
         except (ValueError, TypeError, AttributeError) as err:  # bad driver data must not stop the cycle
             info.skipped[f"attributes, capacity or counters could not be read ({err})"] += 1
             return
+        binding = _binding(device)
+        if binding is False:
+            info.skipped["bindingConditions and bindingFailureConditions must be lists of condition types"] += 1
+            return
         taints = tuple(
             t
             for t in device.get("taints") or []
@@ -474,6 +492,7 @@ class DraInventory:
                 consumes=consumes,
                 attributes=attributes,
                 order=(info.driver, info.pool, info.name, position),
+                binding=binding,  # type: ignore[arg-type]
             )
         )
 
@@ -526,6 +545,12 @@ class DraInventory:
         devices.extend(d for d in per_device if self.pools[(d.id.driver, d.id.pool)].problem is None)
         if not partitionable:
             self._leave_out_partitionable(devices, notes, node, name)
+        if not self.features.binding_conditions:
+            kept = [d for d in devices if d.binding is None or not d.binding.conditions]
+            if len(kept) != len(devices):
+                notes.append(f"{len(devices) - len(kept)} device(s) with binding conditions are not used: the "
+                             "DRADeviceBindingConditions feature gate is off")
+                devices = kept
         devices.sort(key=_device_order)
         return NodeView(devices, notes, unusable)
 
@@ -627,11 +652,20 @@ def _selector_problem(selector: dict) -> str | None:
 
 
 def _unsupported_device_reason(device: dict) -> str | None:
-    if device.get("bindingConditions") or device.get("bindingFailureConditions") or device.get("bindsToNode"):
-        return "binding conditions are not supported yet"
     if device.get("allowMultipleAllocations"):
         return "allowMultipleAllocations (consumable capacity) is not supported yet"
     return None
+
+
+def _binding(device: dict) -> Binding | None | bool:
+    """The device's binding fields; None without any, False when malformed."""
+    conditions, failures = device.get("bindingConditions") or [], device.get("bindingFailureConditions") or []
+    binds = device.get("bindsToNode") is True
+    if not (conditions or failures or binds):
+        return None
+    if not all(isinstance(x, list) and all(isinstance(c, str) and c for c in x) for x in (conditions, failures)):
+        return False
+    return Binding(tuple(conditions), tuple(failures), binds)
 
 
 def _counter_value(counter: object) -> Number:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Container, Mapping
 
+from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.dra.allocator import (
     MAX_DEVICES_PER_CLAIM,
@@ -52,7 +53,7 @@ from kai_core.dra.inventory import Device, DeviceId, DraInventory
 __all__ = ["AllocationRefused", "same_allocation", "verify_allocations"]
 
 #: result fields of features the allocator does not use: a result that sets one is refused
-_UNSUPPORTED_RESULT_FIELDS = ("shareID", "consumedCapacity", "bindingConditions", "bindingFailureConditions")
+_UNSUPPORTED_RESULT_FIELDS = ("shareID", "consumedCapacity")
 #: how many entries a cache of prepared claim specs holds before those of this module are dropped
 _PREPARED_KEPT = 1024
 
@@ -236,6 +237,7 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
             raise AllocationRefused(f"device {device_id} of claim {ref} is not available on node {node_name}: "
                                     f"{_where_usable(device)}")
         _check_device(alt, device, ref, inventory.features.device_taints)
+        _check_gated(device, result, ref, inventory.features)
         mine = got.get(id(alt))
         if mine is None:
             got[id(alt)] = [device]
@@ -256,8 +258,29 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
     if claim_spec.constraints:
         _check_constraints(ref, claim_spec, picks)
     _check_config(ref, prepared, list(chosen.values()), devices.get("config"))
-    _check_node_selector(ref, allocation.get("nodeSelector"), [d for _, d in picks], node, node_name)
+    binds = inventory.features.binding_conditions and any(d.binding and d.binding.binds_to_node for _, d in picks)
+    _check_node_selector(ref, allocation.get("nodeSelector"), [d for _, d in picks], node, node_name,
+                         node_name if binds else None)
     return ref, picks
+
+
+def _check_gated(device: Device, result: dict, ref: str, features: DraFeatures) -> None:
+    """The device is one the gates let the allocator use, and the result carries its binding
+    conditions as the allocator writes them."""
+    where = f"device {device.id} of claim {ref}"
+    if device.consumes and not features.partitionable_devices:
+        raise AllocationRefused(f"{where} consumes shared counters, and the DRAPartitionableDevices feature "
+                                "gate is off")
+    binding = device.binding
+    conditions = binding.conditions if binding is not None and features.binding_conditions else ()
+    failures = binding.failure_conditions if binding is not None and features.binding_conditions else ()
+    if binding is not None and binding.conditions and not features.binding_conditions:
+        raise AllocationRefused(f"{where} has binding conditions, and the DRADeviceBindingConditions feature "
+                                "gate is off")
+    if (result.get("bindingConditions") or []) != list(conditions) or (
+            result.get("bindingFailureConditions") or []) != list(failures):
+        raise AllocationRefused(f"{where}: the result's bindingConditions and bindingFailureConditions must be "
+                                "the device's")
 
 
 def _check_result_fields(ref: str, index: int, result: dict, alt: _Alt, device_id: DeviceId) -> None:
@@ -441,10 +464,12 @@ def _selector_terms(selector: object) -> list[frozenset] | None:
     return out
 
 
-def _check_node_selector(ref: str, actual: object, devices: list[Device], node: dict, node_name: str) -> None:
+def _check_node_selector(ref: str, actual: object, devices: list[Device], node: dict, node_name: str,
+                         pin: str | None = None) -> None:
     """The allocation's nodeSelector is what the allocator writes for these devices: the node of a
-    node-local device, the devices' slice selectors ANDed, or none for ``allNodes`` devices."""
-    expected = _build_node_selector(devices)
+    node-local device (or of the allocation, ``pin``, when a device ``bindsToNode``), the devices'
+    slice selectors ANDed, or none for ``allNodes`` devices."""
+    expected = _build_node_selector(devices, pin)
     if actual == expected:
         return  # the devices' own selector admits the node: each device reaches it
     try:
