@@ -289,3 +289,10 @@ def test_binds_to_node_alone_is_ignored_with_binding_conditions_off() -> None:
     inv = inventory(resource_slice("s", GPU, "p", devices, all_nodes=True), features=STABLE)
     [allocation] = allocate([claim("c", request("gpu", EX))], node(), inv, set())
     assert "nodeSelector" not in allocation and "bindingConditions" not in allocation["devices"]["results"][0]
+
+
+def test_distinct_attribute_needs_consumable_capacity_as_upstream() -> None:
+    pair = claim("c", request("gpu", EX, 2), constraints=[{"distinctAttribute": f"{GPU}/uuid"}])
+    assert len(allocate([pair], node(), inventory(gpu_slice(count=2)), set())[0]["devices"]["results"]) == 2
+    off = inventory(gpu_slice(count=2), features=OFF["DRAConsumableCapacity"])
+    assert refusal([pair], off) == "claim default/c, constraint #0: empty constraint (unsupported constraint type?)"

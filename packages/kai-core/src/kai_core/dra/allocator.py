@@ -303,7 +303,7 @@ def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
         if not isinstance(wanted, list) or not all(isinstance(name, str) for name in wanted):
             raise Unallocatable(f"claim {ref}: spec.devices.config[{index}].requests must be a list of names")
     prepared.configs = configs
-    prepared.constraints = _prepare_constraints(ref, devices.get("constraints"))
+    prepared.constraints = _prepare_constraints(ref, devices.get("constraints"), inventory.features)
     least = sum(min(alt.count if not alt.all_mode else 1 for alt in r.alts) for r in prepared.requests)
     prepared.may_exceed_limit = (
         any(a.all_mode for r in prepared.requests for a in r.alts)
@@ -323,7 +323,7 @@ def _prepare_claim(claim: object, inventory: DraInventory) -> _Claim:
     return prepared
 
 
-def _prepare_constraints(ref: str, constraints: object) -> list[_Constraint]:
+def _prepare_constraints(ref: str, constraints: object, features: DraFeatures) -> list[_Constraint]:
     if not constraints:
         return []
     if not isinstance(constraints, list):
@@ -338,6 +338,10 @@ def _prepare_constraints(ref: str, constraints: object) -> list[_Constraint]:
         if unknown or len(kinds) != 1:
             what = f"unknown field(s) {sorted(unknown)}" if unknown else "it must set exactly one of them"
             raise Unallocatable(f"{where}: only matchAttribute or distinctAttribute is supported ({what})")
+        if kinds[0] == "distinctAttribute" and not features.consumable_capacity:
+            # distinctAttribute came with consumable capacity; upstream's stable allocator knows
+            # only matchAttribute
+            raise Unallocatable(f"claim {ref}, constraint #{index}: empty constraint (unsupported constraint type?)")
         attribute = constraint[kinds[0]]
         if not isinstance(attribute, str) or "/" not in attribute.strip("/"):
             raise Unallocatable(
