@@ -44,7 +44,7 @@ def test_the_guides_nic_tests_pass_with_only_the_kit(written):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_nic.py"],
                           cwd=written, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b3 passed\b", proc.stdout), proc.stdout
+    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
     assert not (written / "conftest.py").exists()
 
 
