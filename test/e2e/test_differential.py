@@ -164,10 +164,11 @@ def runs(kube, kai, namespace, kube_scheduler) -> Runs:
 
 
 def pod(name: str, scheduler: str, labels: dict | None = None, cpu: str = "100m", ports: list[dict] | None = None,
-        node_selector: dict | None = None, **spec) -> dict:
+        node_selector: dict | None = None, memory: str = "", **spec) -> dict:
     """A pod kept to the test's nodes (other tests of the session may have left nodes behind: those
     count, for both schedulers alike, as ``didn't match Pod's node affinity/selector``)."""
-    container = {"name": "c", "image": "busybox:1", "resources": {"requests": {"cpu": cpu}}}
+    container = {"name": "c", "image": "busybox:1",
+                 "resources": {"requests": {"cpu": cpu, **({"memory": memory} if memory else {})}}}
     if ports:
         container["ports"] = ports
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
@@ -227,6 +228,8 @@ class Placement:
             out.append("the node is cordoned")
         if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
             out.append("nodeSelector")
+        if untolerated(node, spec):
+            out.append(f"untolerated taints {untolerated(node, spec)}")
         affinity = spec.get("affinity") or {}
         for term in (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []:
             key = term["topologyKey"]
@@ -246,21 +249,30 @@ class Placement:
                             and matches(term["labelSelector"], b["metadata"].get("labels") or {})):
                         out.append(f"anti-affinity of {a['metadata']['name']} over {key} with {b['metadata']['name']}")
         for c in spec.get("topologySpreadConstraints") or []:
-            if c["whenUnsatisfiable"] != "DoNotSchedule":
-                continue
-            key = c["topologyKey"]
-            selector = spec.get("nodeSelector") or {}  # nodeAffinityPolicy Honor: its nodes' domains only
-            domains = {(n["metadata"].get("labels") or {}).get(key) for n in self.nodes.values()
-                       if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())} - {None}
-            counts = Counter({d: 0 for d in domains})
-            for q in [*before, p]:
-                if q["metadata"]["namespace"] == p["metadata"]["namespace"] and matches(
-                        c["labelSelector"], q["metadata"].get("labels") or {}):
-                    counts[self.node_labels(q).get(key)] += 1
-            skew = counts[labels.get(key)] - min(counts.values())
-            if skew > c["maxSkew"]:
-                out.append(f"spread over {key}: skew {skew} > {c['maxSkew']} ({dict(counts)})")
+            if c["whenUnsatisfiable"] == "DoNotSchedule":
+                out += self.skew(p, c, before)
         return out
+
+    def skew(self, p: dict, c: dict, before: list[dict]) -> list[str]:
+        """kube-scheduler's skew of ``p``'s domain once ``p`` is placed: pods matching the
+        constraint's selector on eligible nodes (nodeAffinityPolicy, nodeTaintsPolicy), the global
+        minimum 0 while there are fewer eligible domains than ``minDomains``."""
+        key, spec = c["topologyKey"], p["spec"]
+        eligible = {name: (n["metadata"].get("labels") or {}).get(key) for name, n in self.nodes.items()
+                    if key in (n["metadata"].get("labels") or {})
+                    and (c.get("nodeAffinityPolicy", "Honor") == "Ignore" or all(
+                        (n["metadata"].get("labels") or {}).get(k) == v for k, v in spec["nodeSelector"].items()))
+                    and (c.get("nodeTaintsPolicy", "Ignore") == "Ignore" or not untolerated(n, spec))}
+        counts = Counter(dict.fromkeys(eligible.values(), 0))
+        for q in [*before, p]:
+            if q["spec"]["nodeName"] in eligible and q["metadata"]["namespace"] == p["metadata"]["namespace"] and (
+                    matches(c["labelSelector"], q["metadata"].get("labels") or {})):
+                counts[eligible[q["spec"]["nodeName"]]] += 1
+        low = 0 if len(counts) < c.get("minDomains", 1) else min(counts.values())
+        skew = counts[eligible.get(spec["nodeName"])] - low
+        if skew > c["maxSkew"]:
+            return [f"spread over {key}: skew {skew} > {c['maxSkew']} ({dict(counts)})"]
+        return []
 
     def shared(self) -> list[str]:
         """What the pods of one node break together: host ports and CPUs."""
@@ -272,14 +284,30 @@ class Placement:
             ports = Counter((port.get("protocol", "TCP"), port["hostPort"]) for p in pods
                             for c in p["spec"]["containers"] for port in c.get("ports") or [] if port.get("hostPort"))
             out += [f"{name}: host port {k} used {n} times" for k, n in ports.items() if n > 1]
-            cpu = sum(milli(c["resources"]["requests"]["cpu"]) for p in pods for c in p["spec"]["containers"])
-            if cpu > milli(self.nodes[name]["status"]["allocatable"]["cpu"]):
-                out.append(f"{name}: {cpu}m CPU requested")
+            for resource in ("cpu", "memory"):
+                asked = sum(quantity(c["resources"]["requests"].get(resource, "0")) for p in pods
+                            for c in p["spec"]["containers"])
+                if asked > quantity(self.nodes[name]["status"]["allocatable"][resource]):
+                    out.append(f"{name}: {asked} {resource} requested")
         return out
 
 
-def milli(q: str) -> int:
-    return int(q[:-1]) if q.endswith("m") else int(float(q) * 1000)
+def quantity(q: str) -> float:
+    """The quantities the test writes (``100m``, ``2``, ``16Gi``) as numbers."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    unit = next((u for u in units if q.endswith(u)), "")
+    return float(q[: len(q) - len(unit)]) * units.get(unit, 1)
+
+
+def untolerated(node: dict, spec: dict) -> list[dict]:
+    """The node's NoSchedule/NoExecute taints the pod does not tolerate."""
+    def tolerates(t: dict, taint: dict) -> bool:
+        return (t.get("key") in (None, "", taint["key"]) if t.get("operator") == "Exists"
+                else t.get("key") == taint["key"] and t.get("value", "") == taint.get("value", "")) and (
+            t.get("effect") in (None, "", taint["effect"]))
+
+    return [taint for taint in node["spec"].get("taints") or [] if taint["effect"] in ("NoSchedule", "NoExecute")
+            and not any(tolerates(t, taint) for t in spec.get("tolerations") or [])]
 
 
 def compare(result: dict[str, list[dict]], kube, placement_checks: Callable[[str, Placement], list[str]] | None = None,
@@ -549,3 +577,41 @@ def test_dra_claims_from_templates(runs, nodes, namespace, kube):
         kube.delete("resource.k8s.io/v1", "DeviceClass", cls)
     assert pending(outcome) == {"third", "h100"}
     assert outcome["pair"] == (n1, n1) and outcome["single"] == (n2, n2)
+
+
+def test_taints_memory_and_spread_policies(runs, nodes, namespace, kube):
+    names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
+    dedicated = {"key": "example.com/dedicated", "value": "gpu", "effect": "NoSchedule"}
+    kube.call("PATCH", kube.path("v1", "Node", names[2]), {"spec": {"taints": [dedicated]}},
+              content_type="application/merge-patch+json")
+    tolerate = [{"key": "example.com/dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        def spread(name: str, app: str, key: str = ZONE, **more) -> dict:
+            policies = ("minDomains", "nodeAffinityPolicy", "nodeTaintsPolicy")
+            constraint = {k: v for k, v in more.items() if k in policies}
+            rest = {k: v for k, v in more.items() if k not in constraint}
+            return pod(name, scheduler, {"app": app}, topologySpreadConstraints=[
+                {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"app": app}}, **constraint}], **rest)
+
+        zone_a = {ZONE: f"{namespace}-a"}
+        return [
+            pod("memory-0", scheduler, memory="20Gi"), pod("memory-1", scheduler, memory="20Gi"),
+            pod("dedicated", scheduler, tolerations=tolerate, node_selector={ZONE: f"{namespace}-b"}),
+            # the tainted zone b is no domain of theirs: all three go to zone a
+            *(spread(f"honour-{i}", "honour", nodeTaintsPolicy="Honor") for i in range(3)),
+            # zone b counts (with nothing in it): the second in zone a would make the skew 2
+            spread("ignore-0", "ignore"), spread("ignore-1", "ignore"),
+            # two zones and minDomains 3: the global minimum is 0, one pod per zone
+            *(spread(f"few-{i}", "few", minDomains=3, tolerations=tolerate) for i in range(3)),
+            # zone b counts though the pods may not go there
+            *(spread(f"ignore-affinity-{i}", "aff", nodeAffinityPolicy="Ignore", node_selector=zone_a,
+                     tolerations=tolerate) for i in range(2)),
+            pod("memory-2", scheduler, memory="20Gi"),  # 32Gi nodes, zone a's hold 20Gi each, b is tainted
+        ]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"memory-2", "ignore-1", "few-2", "ignore-affinity-1"}
+    assert outcome["dedicated"] == (names[2], names[2])
+    assert {outcome[f"honour-{i}"][1] for i in range(3)} <= set(names[:2])

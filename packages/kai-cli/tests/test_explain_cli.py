@@ -112,7 +112,7 @@ def test_explain_names_each_refusing_plugin_the_scores_and_the_devices(cluster):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "pod default/trainer: scheduled to busy"
-    assert "  tainted: refused by kai-core.taints: node(s) had untolerated taint {dedicated: infra}" in lines
+    assert "  tainted: refused by kai-core.taints: node(s) had untolerated taint(s)" in lines
     assert "  small: refused by kai-core.resources-fit: Insufficient cpu" in lines
     [dra] = [ln for ln in lines if ln.startswith("  one-gpu: ")]
     assert dra.startswith("  one-gpu: refused by kai-core.dra: cannot allocate all claims: claim default/trainer-gpus-")

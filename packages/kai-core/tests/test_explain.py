@@ -71,7 +71,7 @@ def test_each_refused_node_names_its_plugin_and_reason_and_the_winner_and_runner
     by_node = {v.node: v for v in ex.verdicts}
     assert set(by_node) == {"tainted", "small", "one-gpu", "busy", "idle"}
     assert (by_node["tainted"].plugin, by_node["tainted"].reason) == (
-        "kai-core.taints", "node(s) had untolerated taint {dedicated: infra}")
+        "kai-core.taints", "node(s) had untolerated taint(s)")
     assert (by_node["small"].plugin, by_node["small"].reason) == ("kai-core.resources-fit", "Insufficient cpu")
     assert by_node["one-gpu"].plugin == "kai-core.dra"
     assert "needs 2 devices of DeviceClass gpu.example.com, 1 free" in by_node["one-gpu"].reason
@@ -86,7 +86,7 @@ def test_each_refused_node_names_its_plugin_and_reason_and_the_winner_and_runner
     assert claim == "gpus" and sorted(chosen) == [("gpus", "gpu.example.com/busy/gpu-0"),
                                                   ("gpus", "gpu.example.com/busy/gpu-1")]
     text = ex.text()
-    assert "tainted: refused by kai-core.taints: node(s) had untolerated taint {dedicated: infra}" in text
+    assert "tainted: refused by kai-core.taints: node(s) had untolerated taint(s)" in text
     assert "small: refused by kai-core.resources-fit: Insufficient cpu" in text
     assert "one-gpu: refused by kai-core.dra: cannot allocate all claims:" in text
     assert f"busy: total {scores['busy']:g} (kai-core.binpack {scores['busy']:g} x1)  <- chosen" in text
@@ -117,7 +117,7 @@ def test_answers_from_the_equivalence_memo_are_marked_with_the_pod_that_asked(wo
     assert by_node["tainted"].plugin == "kai-core.taints"
     assert by_node["small"].plugin == "kai-core.resources-fit"
     assert second.node == "idle"
-    assert "tainted: refused by kai-core.taints: node(s) had untolerated taint {dedicated: infra} " \
+    assert "tainted: refused by kai-core.taints: node(s) had untolerated taint(s) " \
            "[memo: answered for pod default/t1]" in second.text()
 
 

@@ -108,7 +108,7 @@ def test_node_taints_policy(world, policy, placed):
     w.cycle()
     assert ("p" in w.placed()) is placed
     if not placed:
-        assert w.message("p") == ("0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: x}, "
+        assert w.message("p") == ("0/3 nodes are available: 1 node(s) had untolerated taint(s), "
                                   "2 node(s) didn't match pod topology spread constraints.")
 
 
