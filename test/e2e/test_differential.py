@@ -37,9 +37,9 @@ DRIVER = "gpu.differential.example.com"
 #: the label of the test's nodes, which every pod of the workloads selects
 SET, SET_VALUE = "differential.kai.example.com/set", "yes"
 
-#: reasons a PreFilter gives for the whole pod: kai's message is the reason alone, kube-scheduler's
-#: ``0/N nodes are available: <reason>.`` (a difference in kai, reported in issue 15's notes)
-PRE_FILTER_REASONS = ("pod has unbound immediate PersistentVolumeClaims",)
+#: reasons a PreFilter gives for the whole pod (patterns): kai's message is the reason alone,
+#: kube-scheduler's ``0/N nodes are available: <reason>.`` (a difference in kai, reported in issue 15's notes)
+PRE_FILTER_REASONS = ("pod has unbound immediate PersistentVolumeClaims", 'persistentvolumeclaim "[^"]+" not found')
 #: kube-scheduler's reasons that kai follows with ``: <details>`` (a difference, reported likewise)
 DETAILED_REASONS = ("cannot allocate all claims",)
 
@@ -79,8 +79,8 @@ def comparable(message: str) -> str:
     """A pending pod's message without what kube-scheduler adds and kai does not, and what kai adds
     and kube-scheduler does not:
 
-    - kube-scheduler's PostFilter (preemption) message after the summary: ``preemption: ...``, or
-      ``not found`` where it did not try (kai does not preempt, README "What kai honours");
+    - kube-scheduler's PostFilter (preemption) message after the summary: ``preemption: ...``
+      (``not found`` after a PreFilter failure); kai does not preempt (README "What kai honours");
     - kube-scheduler's ``0/N nodes are available: <reason>.`` around a PreFilter's reason, which is
       the whole of kai's message (:data:`PRE_FILTER_REASONS`);
     - what kai's DRA reason says after kube-scheduler's words (``cannot allocate all claims: claim
@@ -93,7 +93,7 @@ def comparable(message: str) -> str:
     head, reasons = m.group(1), m.group(2)
     if reasons is None:
         return head + "."
-    if reasons in PRE_FILTER_REASONS:
+    if any(re.fullmatch(r, reasons) for r in PRE_FILTER_REASONS):
         return reasons
     counts: Counter[str] = Counter()
     for part in re.split(r", (?=\d+ (?:node\(s\)|Insufficient|cannot allocate all claims|more reason))", reasons):
@@ -455,14 +455,52 @@ def selects(node_selector: dict, node: dict) -> bool:
         for t in node_selector["nodeSelectorTerms"])
 
 
+def storage_class(kube, storage: list, name: str, provisioner: str, mode: str = "WaitForFirstConsumer",
+                  zones: list[str] | None = None) -> None:
+    cls = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+           "provisioner": provisioner, "volumeBindingMode": mode}
+    if zones is not None:
+        cls["allowedTopologies"] = [{"matchLabelExpressions": [{"key": ZONE, "values": zones}]}]
+    kube.create(cls)
+    storage.append(("storage.k8s.io/v1", "StorageClass", name))
+
+
+def mounting(name: str, scheduler: str, claim_name: str) -> dict:
+    p = pod(name, scheduler)
+    p["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    p["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name}}]
+    return p
+
+
+def volume_checks(kube, namespace: str) -> Callable[[str, Placement], list[str]]:
+    """Each bound pod's claims are bound to PVs whose node affinity selects the pod's node and whose
+    zone label (VolumeZone) is the node's."""
+
+    def check(run: str, placement: Placement) -> list[str]:
+        out = []
+        for p in placement.pods:
+            node = placement.nodes[p["spec"]["nodeName"]]
+            for v in p["spec"].get("volumes") or []:
+                if "persistentVolumeClaim" not in v:
+                    continue
+                c = kube.get("v1", "PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"], namespace)
+                pv = kube.get("v1", "PersistentVolume", c["spec"].get("volumeName") or "-")
+                affinity = ((pv or {}).get("spec", {}).get("nodeAffinity") or {}).get("required")
+                zone = ((pv or {}).get("metadata", {}).get("labels") or {}).get(ZONE)
+                if pv is None or (affinity and not selects(affinity, node)) or (
+                        zone and zone != (node["metadata"].get("labels") or {}).get(ZONE)):
+                    volume = pv and pv["metadata"]["name"]
+                    out.append(f"{run}: {p['metadata']['name']} on {node['metadata']['name']} with volume {volume}")
+        return out
+
+    return check
+
+
 def test_volumes_pv_node_affinity_and_wait_for_first_consumer(runs, nodes, namespace, kube, storage):
     names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
     local, later = f"{namespace}-local", f"{namespace}-later"
-    for cls, provisioner, mode in ((local, "kubernetes.io/no-provisioner", "WaitForFirstConsumer"),
-                                   (later, "csi.example.com", "Immediate")):
-        kube.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": cls},
-                     "provisioner": provisioner, "volumeBindingMode": mode})
-        storage.append(("storage.k8s.io/v1", "StorageClass", cls))
+    storage_class(kube, storage, local, "kubernetes.io/no-provisioner")
+    storage_class(kube, storage, later, "csi.example.com", "Immediate")
 
     def workload(run: str, scheduler: str) -> list[dict]:
         disk, pinned = f"{namespace}-{run}-disk", f"{namespace}-{run}-pinned"
@@ -478,31 +516,11 @@ def test_volumes_pv_node_affinity_and_wait_for_first_consumer(runs, nodes, names
                                or {}).get("phase") == "Bound",
                           "the PV controller to make the volumes Available and bind the pre-bound claim")
 
-        def mounting(name: str, claim_name: str) -> dict:
-            c = pod(name, scheduler)
-            c["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
-            c["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": f"{run}-{claim_name}"}}]
-            return c
+        return [mounting("app", scheduler, f"{run}-data"), mounting("pinned", scheduler, f"{run}-pinned"),
+                mounting("big", scheduler, f"{run}-big"),  # no volume is large enough, and nothing provisions one
+                mounting("later", scheduler, f"{run}-later")]  # its Immediate claim is not bound
 
-        return [mounting("app", "data"), mounting("pinned", "pinned"),
-                mounting("big", "big"),  # no volume is large enough, and nothing provisions one
-                mounting("later", "later")]  # its Immediate claim is not bound
-
-    def volume_affinity(run: str, placement: Placement) -> list[str]:
-        out = []
-        for p in placement.pods:
-            for v in p["spec"]["volumes"]:
-                if "persistentVolumeClaim" not in v:
-                    continue
-                c = kube.get("v1", "PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"], namespace)
-                pv = kube.get("v1", "PersistentVolume", c["spec"].get("volumeName") or "-")
-                node = placement.nodes[p["spec"]["nodeName"]]
-                if pv is None or not selects(pv["spec"]["nodeAffinity"]["required"], node):
-                    volume = pv and pv["metadata"]["name"]
-                    out.append(f"{run}: {p['metadata']['name']} on {node['metadata']['name']} with volume {volume}")
-        return out
-
-    outcome = compare(runs.run(workload), kube, volume_affinity)
+    outcome = compare(runs.run(workload), kube, volume_checks(kube, namespace))
     assert pending(outcome) == {"big", "later"}
     assert outcome["app"] == (names[1], names[1]) and outcome["pinned"] == (names[0], names[0])
 
@@ -615,3 +633,32 @@ def test_taints_memory_and_spread_policies(runs, nodes, namespace, kube):
     assert pending(outcome) == {"memory-2", "ignore-1", "few-2", "ignore-affinity-1"}
     assert outcome["dedicated"] == (names[2], names[2])
     assert {outcome[f"honour-{i}"][1] for i in range(3)} <= set(names[:2])
+
+
+def test_volume_zones_class_topologies_and_missing_claims(runs, nodes, namespace, kube, storage):
+    names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
+    manual, nowhere = f"{namespace}-manual", f"{namespace}-nowhere"
+    storage_class(kube, storage, manual, "kubernetes.io/no-provisioner")
+    storage_class(kube, storage, nowhere, "csi.example.com", zones=[f"{namespace}-c"])  # a zone without nodes
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        for zone in ("b", "c"):  # volumes of a zone (VolumeZone), pre-bound to their claims
+            pv = f"{namespace}-{run}-zone-{zone}"
+            kube.create({"apiVersion": "v1", "kind": "PersistentVolume",
+                         "metadata": {"name": pv, "labels": {ZONE: f"{namespace}-{zone}"}},
+                         "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                                  "storageClassName": manual, "persistentVolumeReclaimPolicy": "Retain",
+                                  "hostPath": {"path": f"/mnt/{pv}"}}})
+            storage.append(("v1", "PersistentVolume", pv))
+            kube.create(claim(f"{run}-zone-{zone}", manual, volume=pv), namespace)
+        kube.create(claim(f"{run}-nowhere", nowhere), namespace)
+        runs.kai.wait_for(lambda: all((kube.get("v1", "PersistentVolumeClaim", f"{run}-zone-{z}", namespace).get(
+            "status") or {}).get("phase") == "Bound" for z in "bc"), "the PV controller to bind the pre-bound claims")
+        return [mounting("zone-b", scheduler, f"{run}-zone-b"),
+                mounting("zone-c", scheduler, f"{run}-zone-c"),  # no node in its volume's zone
+                mounting("nowhere", scheduler, f"{run}-nowhere"),  # its class provisions in zone c only
+                mounting("missing", scheduler, "no-such-claim")]
+
+    outcome = compare(runs.run(workload), kube, volume_checks(kube, namespace))
+    assert pending(outcome) == {"zone-c", "nowhere", "missing"}
+    assert outcome["zone-b"] == (names[2], names[2])
