@@ -525,74 +525,130 @@ def test_volumes_pv_node_affinity_and_wait_for_first_consumer(runs, nodes, names
     assert outcome["app"] == (names[1], names[1]) and outcome["pinned"] == (names[0], names[0])
 
 
-def gpu_slice(node: str, models: list[str]) -> dict:
+def gpu_slice(node: str, models: list[str], groups: list[str] | None = None) -> dict:
+    """The node's GPUs: attribute ``model`` (and ``group``, for matchAttribute)."""
+    groups = groups or [""] * len(models)
     return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": f"{node}-gpus"},
             "spec": {"driver": DRIVER, "nodeName": node,
                      "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-                     "devices": [{"name": f"gpu-{i}", "attributes": {"model": {"string": m}}}
-                                 for i, m in enumerate(models)]}}
+                     "devices": [{"name": f"gpu-{i}", "attributes": {
+                         "model": {"string": m}, **({"group": {"string": g}} if g else {})}}
+                         for i, (m, g) in enumerate(zip(models, groups, strict=True))]}}
 
 
-def test_dra_claims_from_templates(runs, nodes, namespace, kube):
-    cls = f"{namespace}-gpu"
-    kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": cls},
+#: the only CEL selector the tests write besides the class's
+MODEL_SELECTOR = re.compile(r'device\.attributes\["[^"]+"\]\.model == "([^"]+)"')
+
+
+def model_selector(model: str) -> list[dict]:
+    return [{"cel": {"expression": f'device.attributes["{DRIVER}"].model == "{model}"'}}]
+
+
+@pytest.fixture
+def gpu_class(kube, namespace) -> str:
+    """A DeviceClass of the test's driver's devices; deleted afterwards."""
+    name = f"{namespace}-gpu"
+    kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
                  "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]}})
+    yield name
+    kube.delete("resource.k8s.io/v1", "DeviceClass", name)
+
+
+def claiming(scheduler: str, name: str, template: str) -> dict:
+    """A pod with one claim ``gpus`` made from ``template``."""
+    p = pod(name, scheduler, resourceClaims=[{"name": "gpus", "resourceClaimTemplateName": template}])
+    p["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
+    return p
+
+
+def claim_problems(c: dict, pod: dict, node: dict, devices: dict[str, dict]) -> list[str]:
+    """What is wrong with claim ``c``'s allocation for ``pod`` on ``node`` (whose devices of the
+    test's driver are ``devices``), read against the claim's own spec: the node selector, the
+    reservation, each request's (or the chosen subrequest's) selector and count (``All``: every
+    matching device of the node), devices of the node's own pool, and ``matchAttribute``."""
+    alloc, name = c["status"]["allocation"], node["metadata"]["name"]
+    out = []
+    if not selects(alloc["nodeSelector"], node):
+        out.append(f"node selector {alloc['nodeSelector']}")
+    if c["status"].get("reservedFor") != [{"resource": "pods", "name": pod["metadata"]["name"],
+                                           "uid": pod["metadata"]["uid"]}]:
+        out.append(f"reserved for {c['status'].get('reservedFor')}")
+    results = alloc["devices"]["results"]
+    for r in results:
+        if (r["driver"], r["pool"]) != (DRIVER, name) or r["device"] not in devices:
+            out.append(f"{r} is no device of the node")
+    def model(r: dict) -> str:
+        return (devices.get(r["device"]) or {}).get("attributes", {}).get("model", {}).get("string")
+    for req in c["spec"]["devices"]["requests"]:
+        options = {req["name"]: req["exactly"]} if "exactly" in req else {
+            f"{req['name']}/{sub['name']}": sub for sub in req["firstAvailable"]}
+        used = {r["request"] for r in results if r["request"].split("/")[0] == req["name"]}
+        if len(used) != 1 or not used <= set(options):
+            out.append(f"request {req['name']} answered by {used}")
+            continue
+        [chosen] = used
+        spec, mine = options[chosen], [r for r in results if r["request"] == chosen]
+        wanted = [m.group(1) for sel in spec.get("selectors") or []
+                  if (m := MODEL_SELECTOR.fullmatch(sel["cel"]["expression"]))]
+        if any(model(r) not in wanted for r in mine if wanted):
+            out.append(f"{chosen}: models {[model(r) for r in mine]}, wanted {wanted}")
+        count = (len([d for d in devices.values() if not wanted or d["attributes"]["model"]["string"] in wanted])
+                 if spec.get("allocationMode") == "All" else spec.get("count", 1))
+        if len(mine) != count:
+            out.append(f"{chosen}: {len(mine)} device(s), wanted {count}")
+    for constraint in c["spec"]["devices"].get("constraints") or []:
+        key = constraint["matchAttribute"].split("/", 1)[1]
+        values = {(devices.get(r["device"]) or {}).get("attributes", {}).get(key, {}).get("string") for r in results
+                  if not constraint.get("requests") or r["request"].split("/")[0] in constraint["requests"]}
+        if len(values) != 1 or None in values:
+            out.append(f"matchAttribute {key}: {values}")
+    return out
+
+
+def device_checks(kube, runs: Runs) -> Callable[[str, Placement], list[str]]:
+    """Each bound pod's claims (as they were before the run's end) are allocated as :func:`claim_problems`
+    checks, and no device goes to two claims."""
+
+    def check(run: str, placement: Placement) -> list[str]:
+        slices = {s["spec"]["nodeName"]: s for s in kube.list("resource.k8s.io/v1", "ResourceSlice")
+                  if s["spec"]["driver"] == DRIVER}
+        out, taken = [], Counter()
+        for p in placement.pods:
+            node = p["spec"]["nodeName"]
+            devices = {d["name"]: d for d in (slices.get(node) or {"spec": {"devices": []}})["spec"]["devices"]}
+            for status in p["status"].get("resourceClaimStatuses") or []:
+                c = runs.claims[run][status["resourceClaimName"]]
+                out += [f"{run}: {p['metadata']['name']} on {node}: {problem}"
+                        for problem in claim_problems(c, p, placement.nodes[node], devices)]
+                results = c["status"]["allocation"]["devices"]["results"]
+                taken.update((r["driver"], r["pool"], r["device"]) for r in results)
+        return out + [f"{run}: {d} allocated {n} times" for d, n in taken.items() if n > 1]
+
+    return check
+
+
+def test_dra_claims_from_templates(runs, nodes, namespace, kube, gpu_class):
+    cls = gpu_class
     n1, n2, n3 = (f"{namespace}-n{i}" for i in (1, 2, 3))
     devices = {n1: ["a100", "h100"], n2: ["a100"]}  # n3 has none
     for name in (n1, n2, n3):
         nodes.add(name, labels={HOST: name, SET: SET_VALUE}, capacity={"cpu": "8", "memory": "32Gi", "pods": "110"},
                   slices=[gpu_slice(name, devices[name])] if name in devices else [])
-    h100 = f'device.attributes["{DRIVER}"].model == "h100"'
-    for name, count, selector in (("one", 1, None), ("two", 2, None), ("h100", 1, h100)):
+    for name, count, model in (("one", 1, None), ("two", 2, None), ("h100", 1, "h100")):
         request = {"deviceClassName": cls, "allocationMode": "ExactCount", "count": count}
-        if selector:
-            request["selectors"] = [{"cel": {"expression": selector}}]
+        if model:
+            request["selectors"] = model_selector(model)
         kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                      "metadata": {"name": name, "namespace": namespace},
                      "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}}})
 
     def workload(run: str, scheduler: str) -> list[dict]:
-        def using(name: str, template: str) -> dict:
-            p = pod(name, scheduler, resourceClaims=[{"name": "gpus", "resourceClaimTemplateName": template}])
-            p["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
-            return p
+        return [claiming(scheduler, "pair", "two"),  # only n1 has two devices
+                claiming(scheduler, "single", "one"),  # n2's
+                claiming(scheduler, "third", "one"),  # every device is taken
+                claiming(scheduler, "h100", "h100")]
 
-        return [using("pair", "two"),  # only n1 has two devices
-                using("single", "one"),  # n2's
-                using("third", "one"),  # every device is taken
-                using("h100", "h100")]
-
-    slices = {s["spec"]["nodeName"]: s for s in kube.list("resource.k8s.io/v1", "ResourceSlice")
-              if s["spec"]["driver"] == DRIVER}
-    wanted = {"one": (1, None), "two": (2, None), "h100": (1, "h100")}
-
-    def allocations(run: str, placement: Placement) -> list[str]:
-        out, taken = [], Counter()
-        for p in placement.pods:
-            node = p["spec"]["nodeName"]
-            [status] = p["status"]["resourceClaimStatuses"]
-            c = runs.claims[run][status["resourceClaimName"]]
-            alloc = c["status"]["allocation"]
-            template = p["spec"]["resourceClaims"][0]["resourceClaimTemplateName"]
-            count, model = wanted[template]
-            results = alloc["devices"]["results"]
-            models = {d["name"]: d["attributes"]["model"]["string"] for d in slices[node]["spec"]["devices"]}
-            if len(results) != count or not selects(alloc["nodeSelector"], placement.nodes[node]):
-                out.append(f"{run}: {p['metadata']['name']} on {node}: {alloc}")
-            for r in results:
-                taken[(r["driver"], r["pool"], r["device"])] += 1
-                if (r["driver"], r["pool"]) != (DRIVER, node) or r["device"] not in models or (
-                        model and models[r["device"]] != model) or r["request"] != "gpu":
-                    out.append(f"{run}: {p['metadata']['name']} on {node} got {r}")
-            if c["status"].get("reservedFor") != [{"resource": "pods", "name": p["metadata"]["name"],
-                                                   "uid": p["metadata"]["uid"]}]:
-                out.append(f"{run}: {c['metadata']['name']} reserved for {c['status'].get('reservedFor')}")
-        return out + [f"{run}: {d} allocated {n} times" for d, n in taken.items() if n > 1]
-
-    try:
-        outcome = compare(runs.run(workload), kube, allocations)
-    finally:
-        kube.delete("resource.k8s.io/v1", "DeviceClass", cls)
+    outcome = compare(runs.run(workload), kube, device_checks(kube, runs))
     assert pending(outcome) == {"third", "h100"}
     assert outcome["pair"] == (n1, n1) and outcome["single"] == (n2, n2)
 
@@ -662,3 +718,42 @@ def test_volume_zones_class_topologies_and_missing_claims(runs, nodes, namespace
     outcome = compare(runs.run(workload), kube, volume_checks(kube, namespace))
     assert pending(outcome) == {"zone-c", "nowhere", "missing"}
     assert outcome["zone-b"] == (names[2], names[2])
+
+
+def test_dra_prioritized_lists_match_attribute_and_all(runs, nodes, namespace, kube, gpu_class):
+    cls = gpu_class
+    n1, n2, n3 = (f"{namespace}-n{i}" for i in (1, 2, 3))
+    devices = {n1: (["a100", "a100"], ["x", "y"]), n2: (["a100", "a100"], ["x", "x"]), n3: (["h100"], ["z"])}
+    for name, (models, groups) in devices.items():
+        nodes.add(name, labels={HOST: name, SET: SET_VALUE}, capacity={"cpu": "8", "memory": "32Gi", "pods": "110"},
+                  slices=[gpu_slice(name, models, groups)])
+
+    def exactly(count: int = 1, model: str | None = None, mode: str = "ExactCount") -> dict:
+        out = {"deviceClassName": cls, "allocationMode": mode, **({"count": count} if mode == "ExactCount" else {})}
+        return {**out, "selectors": model_selector(model)} if model else out
+
+    templates = {
+        # two GPUs of one group: n2's (n1's two differ)
+        "linked": {"requests": [{"name": "gpu", "exactly": exactly(2)}],
+                   "constraints": [{"matchAttribute": f"{DRIVER}/group"}]},
+        # every H100 of a node: n3's one
+        "all-h100": {"requests": [{"name": "gpu", "exactly": exactly(model="h100", mode="All")}]},
+        # an H100 if there is one, else any GPU
+        "fallback": {"requests": [{"name": "gpu", "firstAvailable": [
+            {"name": "h100", **exactly(model="h100")}, {"name": "any", **exactly()}]}]},
+    }
+    for name, devices_spec in templates.items():
+        kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                     "metadata": {"name": name, "namespace": namespace}, "spec": {"spec": {"devices": devices_spec}}})
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        return [claiming(scheduler, "linked", "linked"), claiming(scheduler, "all-h100", "all-h100"),
+                claiming(scheduler, "fallback", "fallback"),  # the H100 is taken: one of n1's
+                claiming(scheduler, "fallback-2", "fallback"),  # n1's other
+                claiming(scheduler, "linked-2", "linked"),  # n1's two are gone
+                claiming(scheduler, "all-h100-2", "all-h100")]  # the one H100 is taken
+
+    outcome = compare(runs.run(workload), kube, device_checks(kube, runs))
+    assert pending(outcome) == {"linked-2", "all-h100-2"}
+    assert outcome["linked"] == (n2, n2) and outcome["all-h100"] == (n3, n3)
+    assert outcome["fallback"] == outcome["fallback-2"] == (n1, n1)
