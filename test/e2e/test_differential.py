@@ -5,7 +5,10 @@ kai's scheduler and binder (processes under the chart's RBAC).
 Each workload is a list of pods created one at a time, each waited for until its scheduler has
 decided (bound, or ``PodScheduled=False`` with a message); then the run's pods (and their claims)
 are deleted, and the other scheduler gets fresh objects. The pods are laid out so that whether a
-pod fits does not depend on where the scheduler put the pods before it.
+pod fits does not depend on where the scheduler put the pods before it, and the pods left pending
+come after every pod that binds: kai decides a pending pod again each cycle and rewrites its
+message when the cluster changed, kube-scheduler only on events its plugins say may help, so a
+message is compared once nothing changes any more.
 
 - Where kube-scheduler binds a pod, kai binds it too, and kai's node satisfies every constraint
   (checked on the placement itself, by the test's own reading of the constraints: node selector,
@@ -275,7 +278,7 @@ class Placement:
         return []
 
     def shared(self) -> list[str]:
-        """What the pods of one node break together: host ports and CPUs."""
+        """What the pods of one node break together: host ports, resources and the pod count."""
         out = []
         by_node = defaultdict(list)
         for p in self.pods:
@@ -284,12 +287,25 @@ class Placement:
             ports = Counter((port.get("protocol", "TCP"), port["hostPort"]) for p in pods
                             for c in p["spec"]["containers"] for port in c.get("ports") or [] if port.get("hostPort"))
             out += [f"{name}: host port {k} used {n} times" for k, n in ports.items() if n > 1]
-            for resource in ("cpu", "memory"):
-                asked = sum(quantity(c["resources"]["requests"].get(resource, "0")) for p in pods
-                            for c in p["spec"]["containers"])
-                if asked > quantity(self.nodes[name]["status"]["allocatable"][resource]):
+            allocatable = self.nodes[name]["status"]["allocatable"]
+            for resource in ("cpu", "memory", "ephemeral-storage"):
+                asked = sum(pod_request(p, resource) for p in pods)
+                if asked > quantity(allocatable.get(resource, "0")):
                     out.append(f"{name}: {asked} {resource} requested")
+            if len(pods) > quantity(allocatable["pods"]):
+                out.append(f"{name}: {len(pods)} pods")
         return out
+
+
+def pod_request(p: dict, resource: str) -> float:
+    """What a pod asks of a node: its containers' sum or its largest init container, whichever is
+    more, plus its overhead (the tests' pods have no sidecars)."""
+    def asked(c: dict) -> float:
+        return quantity(((c.get("resources") or {}).get("requests") or {}).get(resource, "0"))
+
+    spec = p["spec"]
+    return (max(sum(map(asked, spec["containers"])), max(map(asked, spec.get("initContainers") or []), default=0))
+            + quantity((spec.get("overhead") or {}).get(resource, "0")))
 
 
 def quantity(q: str) -> float:
@@ -675,13 +691,15 @@ def test_taints_memory_and_spread_policies(runs, nodes, namespace, kube):
             pod("dedicated", scheduler, tolerations=tolerate, node_selector={ZONE: f"{namespace}-b"}),
             # the tainted zone b is no domain of theirs: all three go to zone a
             *(spread(f"honour-{i}", "honour", nodeTaintsPolicy="Honor") for i in range(3)),
-            # zone b counts (with nothing in it): the second in zone a would make the skew 2
-            spread("ignore-0", "ignore"), spread("ignore-1", "ignore"),
+            # zone b counts (with nothing in it): a second in zone a would make the skew 2
+            spread("ignore-0", "ignore"),
             # two zones and minDomains 3: the global minimum is 0, one pod per zone
-            *(spread(f"few-{i}", "few", minDomains=3, tolerations=tolerate) for i in range(3)),
-            # zone b counts though the pods may not go there
-            *(spread(f"ignore-affinity-{i}", "aff", nodeAffinityPolicy="Ignore", node_selector=zone_a,
-                     tolerations=tolerate) for i in range(2)),
+            *(spread(f"few-{i}", "few", minDomains=3, tolerations=tolerate) for i in range(2)),
+            # zone b counts though the pod may not go there
+            spread("ignore-affinity-0", "aff", nodeAffinityPolicy="Ignore", node_selector=zone_a, tolerations=tolerate),
+            # the pods left pending, once every other pod is placed
+            spread("ignore-1", "ignore"), spread("few-2", "few", minDomains=3, tolerations=tolerate),
+            spread("ignore-affinity-1", "aff", nodeAffinityPolicy="Ignore", node_selector=zone_a, tolerations=tolerate),
             pod("memory-2", scheduler, memory="20Gi"),  # 32Gi nodes, zone a's hold 20Gi each, b is tainted
         ]
 
@@ -757,3 +775,45 @@ def test_dra_prioritized_lists_match_attribute_and_all(runs, nodes, namespace, k
     assert pending(outcome) == {"linked-2", "all-h100-2"}
     assert outcome["linked"] == (n2, n2) and outcome["all-h100"] == (n3, n3)
     assert outcome["fallback"] == outcome["fallback-2"] == (n1, n1)
+
+
+@pytest.fixture
+def runtime_class(kube, namespace) -> str:
+    """A RuntimeClass whose pods carry 3 CPUs of overhead (the API server's admission writes it
+    into their ``spec.overhead``); deleted afterwards."""
+    name = f"{namespace}-heavy"
+    kube.create({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name},
+                 "handler": "runc", "overhead": {"podFixed": {"cpu": "3"}}})
+    yield name
+    kube.delete("node.k8s.io/v1", "RuntimeClass", name)
+
+
+def test_ephemeral_storage_init_containers_overhead_and_pod_count(runs, nodes, namespace, kube, runtime_class):
+    names = [f"{namespace}-n{i}" for i in (1, 2, 3)]
+    for name, cpu, pods, storage in zip(names, ("4", "4", "2"), ("3", "110", "110"), ("10Gi", "2Gi", "2Gi"),
+                                        strict=True):
+        nodes.add(name, labels={HOST: name, SET: SET_VALUE},
+                  capacity={"cpu": cpu, "memory": "8Gi", "pods": pods, "ephemeral-storage": storage})
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        def scratch(name: str) -> dict:
+            p = pod(name, scheduler)
+            p["spec"]["containers"][0]["resources"]["requests"]["ephemeral-storage"] = "6Gi"
+            return p
+
+        init = pod("init", scheduler)
+        init["spec"]["initContainers"] = [{"name": "prepare", "image": "busybox:1",
+                                           "resources": {"requests": {"cpu": "3500m"}}}]
+        return [
+            scratch("scratch"),  # only n1 has the space
+            init,  # 3.5 CPUs while it starts: n1 or n2
+            pod("overhead", scheduler, cpu="500m", runtimeClassName=runtime_class),  # 3.5 CPUs: the other
+            pod("n1-0", scheduler, node_selector={HOST: names[0]}),  # n1's third pod
+            scratch("scratch-2"),
+            pod("overhead-2", scheduler, cpu="500m", runtimeClassName=runtime_class),  # no 3.5 CPUs left
+            pod("n1-1", scheduler, node_selector={HOST: names[0]}),  # n1 holds three
+        ]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"scratch-2", "overhead-2", "n1-1"}
+    assert outcome["scratch"] == (names[0], names[0])
