@@ -544,8 +544,9 @@ def test_missing_device_class_names_class_and_claim(inventory: DraInventory) -> 
             id="unknown-mode",
         ),
         pytest.param(
-            claim("x", request("gpu", EXAMPLE, capacity={"requests": {"memory": "10Gi"}})),
-            "claim default/x request gpu: capacity requests (consumable capacity) are not supported",
+            claim("x", request("gpu", EXAMPLE, capacity={"requests": {"memory": "lots"}})),
+            "claim default/x request gpu: capacity.requests[memory]: invalid quantity 'lots': expected a number "
+            "with an optional suffix (n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent like e3)",
             id="capacity",
         ),
         pytest.param(
@@ -729,8 +730,8 @@ def test_device_order_does_not_depend_on_slice_order() -> None:
     ("device_extra", "skipped"),
     [
         pytest.param(
-            {"allowMultipleAllocations": True},
-            "allowMultipleAllocations (consumable capacity) is not supported yet",
+            {"allowMultipleAllocations": "yes"},
+            "allowMultipleAllocations must be true or false",
             id="multiple",
         ),
     ],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kai_core.api.features import KNOWN_GATES, DraFeatures, FeatureGateError, FeatureGates
-from kai_core.dra.allocator import ADMIN_ACCESS_LABEL, Unallocatable, allocate
+from kai_core.dra.allocator import ADMIN_ACCESS_LABEL, Unallocatable, allocate, devices_of
+from kai_core.dra.capacity import shared_consumption
 from kai_core.dra.inventory import DraInventory
 from kai_core.dra.testing import (
     GPU,
@@ -196,8 +197,10 @@ def test_consumable_capacity_off_refuses_capacity_requests_with_upstreams_messag
     inv = inventory(gpu_slice(count=1), features=OFF["DRAConsumableCapacity"])
     assert refusal([claim("c", request("gpu", EX, capacity=body))], inv) == (
         "claim default/c, request gpu: has capacity requests, but the DRAConsumableCapacity feature is disabled")
-    on = refusal([claim("c", request("gpu", EX, capacity=body))], inventory(gpu_slice(count=1)))
-    assert "capacity requests (consumable capacity) are not supported" in on
+    # on: an exclusive device with the capacity asked for is allocated whole, nothing shared
+    [allocation] = allocate([claim("c", request("gpu", EX, capacity=body))], node(), inventory(gpu_slice(count=1)),
+                            set())
+    assert "shareID" not in allocation["devices"]["results"][0]
 
 
 # -- the form of class configs follows the allocator variant upstream would run ---------------------
@@ -296,3 +299,78 @@ def test_distinct_attribute_needs_consumable_capacity_as_upstream() -> None:
     assert len(allocate([pair], node(), inventory(gpu_slice(count=2)), set())[0]["devices"]["results"]) == 2
     off = inventory(gpu_slice(count=2), features=OFF["DRAConsumableCapacity"])
     assert refusal([pair], off) == "claim default/c, constraint #0: empty constraint (unsupported constraint type?)"
+
+
+# -- DRAConsumableCapacity: devices that allow multiple allocations ------------------------------------
+
+def _shared_nic(policy: dict | None = None, value: str = "100G") -> dict:
+    """One NIC that claims share by bandwidth (allowMultipleAllocations)."""
+    capacity = {"bandwidth": {"value": value, **({"requestPolicy": policy} if policy else {})}}
+    device = {"name": "nic-0", "allowMultipleAllocations": True, "capacity": capacity,
+              "attributes": {"type": {"string": "nic"}}}
+    return resource_slice("nics", "nic.example.com", "n1", [device], node_name="n1")
+
+
+NIC_CLASS = device_class("nic", "device.driver == 'nic.example.com'")
+
+
+def _nic_claim(name: str, bandwidth: str | None) -> dict:
+    extra = {"capacity": {"requests": {"bandwidth": bandwidth}}} if bandwidth else {}
+    return claim(name, request("nic", "nic", **extra))
+
+
+def test_a_shared_device_is_allocated_to_several_claims_within_its_capacity() -> None:
+    inv = inventory(_shared_nic(), classes=[NIC_CLASS])
+    taken: list[dict] = []
+    for name in ("a", "b"):
+        [allocation] = allocate([_nic_claim(name, "40G")], node(), inv, set(),
+                                consumed=lambda: shared_consumption(taken))
+        [result] = allocation["devices"]["results"]
+        assert result["device"] == "nic-0" and result["consumedCapacity"] == {"bandwidth": "40G"}
+        assert len(result["shareID"]) == 36  # a UUID
+        verify_allocations([_nic_claim(name, "40G")], [allocation], node(), inv)
+        taken.append(allocation)
+    assert taken[0]["devices"]["results"][0]["shareID"] != taken[1]["devices"]["results"][0]["shareID"]
+    reason = refusal([_nic_claim("c", "40G")], inv, consumed=lambda: shared_consumption(taken))
+    assert "1 without the capacity asked for left" in reason  # 80G of 100G used
+    # a claim asking for nothing takes the whole capacity, which is no longer there
+    assert "without the capacity asked for left" in refusal([_nic_claim("d", None)], inv,
+                                                            consumed=lambda: shared_consumption(taken))
+
+
+def test_requests_are_rounded_up_by_the_devices_policy() -> None:
+    step = _shared_nic({"default": "10G", "validRange": {"min": "10G", "max": "50G", "step": "10G"}})
+    inv = inventory(step, classes=[NIC_CLASS])
+    consumed = {name: allocate([_nic_claim("c", name)], node(), inv, set())[0]["devices"]["results"][0][
+        "consumedCapacity"]["bandwidth"] for name in ("1G", "25G")}
+    assert consumed == {"1G": "10G", "25G": "30G"}
+    assert allocate([_nic_claim("d", None)], node(), inv, set())[0]["devices"]["results"][0][
+        "consumedCapacity"] == {"bandwidth": "10G"}  # the default
+    assert "without the capacity asked for left" in refusal([_nic_claim("e", "60G")], inv)  # above max
+    values = inventory(_shared_nic({"validValues": ["8G", "16G"]}), classes=[NIC_CLASS])
+    assert allocate([_nic_claim("f", "9G")], node(), values, set())[0]["devices"]["results"][0][
+        "consumedCapacity"] == {"bandwidth": "16G"}
+
+
+def test_with_consumable_capacity_off_a_shared_device_is_an_ordinary_exclusive_one() -> None:
+    inv = inventory(_shared_nic(), classes=[NIC_CLASS], features=OFF["DRAConsumableCapacity"])
+    [allocation] = allocate([_nic_claim("a", None)], node(), inv, set())
+    [result] = allocation["devices"]["results"]
+    assert "shareID" not in result and "consumedCapacity" not in result
+    in_use = set(devices_of(allocation, exclusive_only=True))  # exclusive: it counts as in use
+    with pytest.raises(Unallocatable, match="1 in use"):
+        allocate([_nic_claim("b", None)], node(), inv, in_use)
+
+
+def test_pods_share_a_device_by_capacity_within_one_cycle(world) -> None:
+    config = SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true"))
+    w = world(NIC_CLASS, world.node("n1"), _shared_nic(), *(_nic_claim(n, "40G") for n in ("a", "b", "c")),
+              config=config)
+    for name in ("a", "b", "c"):
+        w.add(w.pod(f"p-{name}", resourceClaims=[{"name": "nic", "resourceClaimName": name}]))
+    w.cycle()
+    assert sorted(w.placed()) == ["p-a", "p-b"]
+    assert "claim default/c request nic: needs 1 device of DeviceClass nic, 0 free (1 match, 0 in use, 1 without " \
+           "the capacity asked for left)" in (w.message("p-c") or "")
+    allocations = [br["spec"]["resourceClaimAllocations"][0]["allocation"] for br in w.bind_requests()]
+    assert [a["devices"]["results"][0]["consumedCapacity"] for a in allocations] == [{"bandwidth": "40G"}] * 2

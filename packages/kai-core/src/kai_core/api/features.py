@@ -28,7 +28,8 @@ KNOWN_GATES: dict[str, tuple[bool, str]] = {
     ),
     "DRAConsumableCapacity": (
         True,
-        "capacity requests and devices allowing multiple allocations (off: capacity requests are refused)",
+        "capacity requests, devices shared by capacity (allowMultipleAllocations) and distinctAttribute "
+        "(off: capacity requests and distinctAttribute are refused, shared devices are exclusive)",
     ),
     "DRADeviceBindingConditions": (
         True,

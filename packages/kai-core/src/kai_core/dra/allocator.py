@@ -13,6 +13,10 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
   none are named; a name may be ``request`` or ``request/subrequest``);
 * partitionable devices: ``consumesCounters`` against the pool's ``sharedCounters``, minus what
   allocated devices of the pool consume on any node;
+* consumable capacity: ``capacity.requests`` against each device's capacity and its
+  ``requestPolicy`` (:mod:`kai_core.dra.capacity`); a device with ``allowMultipleAllocations`` is
+  shared by claims while what they consume fits, its results get a fresh ``shareID`` and the
+  ``consumedCapacity``, and it does not count as in use (``consumed`` gives what others use of it);
 * at most 32 devices per claim; devices in use (``in_use``, already allocated claims passed in, or
   picked for another claim of the same call) are never handed out twice, admin access aside;
 * results in request order, ``FromClass`` configs then the claim's own (``FromClaim``, copied with
@@ -68,16 +72,22 @@ it, k/k#139730; the API accepts both, and a repeated entry gives a driver nothin
 the allocator try the next sub-request instead of failing the node; admin-access picks consume no shared
 counters (they do not use the device); with ``firstAvailable``, the sub-requests kept are the first
 workable ones in request order (upstream keeps whatever its first-fit device walk reaches first, which
-may be a later sub-request of a later request).
+may be a later sub-request of a later request); a shared device serves at most one request of one
+allocate() call (upstream may give one device to several requests of a pod's claims, sharing its
+capacity; kai then refuses the node, or picks other devices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector, node_selector_for_node
+from kai_core.api.quantity import format_quantity
+from kai_core.dra.capacity import CapacityError, consumption, parse_requests, status_names
 from kai_core.dra.cel import CelCompileError, CelEvalError, compile_selector
 from kai_core.dra.inventory import Device, DeviceId, DraInventory, NodeView, Pool
 
@@ -143,7 +153,8 @@ def devices_of(allocation: dict, *, exclusive_only: bool = False) -> list[Device
     """The devices named in ``allocation.devices.results``, in order.
 
     With ``exclusive_only``, results with ``adminAccess: true`` are left out: upstream does not count
-    admin-access results as using the device, so they must not go into the ``in_use`` set.
+    admin-access results as using the device, so they must not go into the ``in_use`` set; nor do
+    shared results (``shareID``): their device's capacity is what they use.
     Raises ``ValueError`` naming the entry when a result lacks its driver, pool or device.
     """
     results = ((allocation or {}).get("devices") or {}).get("results") or []
@@ -156,7 +167,7 @@ def devices_of(allocation: dict, *, exclusive_only: bool = False) -> list[Device
             raise ValueError(
                 f"devices.results[{index}] must name a driver, a pool and a device, got {result!r}"
             )
-        if not (exclusive_only and result.get("adminAccess")):
+        if not (exclusive_only and (result.get("adminAccess") or result.get("shareID"))):
             ids.append(DeviceId(*fields))
     return ids
 
@@ -179,6 +190,7 @@ class _Alt:
     count: int
     admin: bool
     tolerations: list[dict]
+    capacity: dict[str, Fraction] | None  # capacity.requests (DRAConsumableCapacity)
     signature: tuple
     # Alternatives with equal keys see the same free devices on a node (their options are shared).
     options_key: tuple
@@ -405,13 +417,18 @@ def _prepare_alt(
     for key in body:
         if key not in allowed:
             raise Unallocatable(f"{label}: {prefix}{key} is not supported")
+    capacity = None
     if body.get("capacity"):
         if not inventory.features.consumable_capacity:
             raise Unallocatable(
                 f"claim {request.claim.ref}, request {name}: has capacity requests, but the "
                 "DRAConsumableCapacity feature is disabled"
             )
-        raise Unallocatable(f"{label}: capacity requests (consumable capacity) are not supported")
+        wanted = body["capacity"].get("requests") if isinstance(body["capacity"], dict) else None
+        try:
+            capacity = parse_requests(wanted, label) if wanted else None
+        except CapacityError as err:
+            raise Unallocatable(str(err)) from None
     mode = body.get("allocationMode") or "ExactCount"
     if mode not in ("ExactCount", "All"):
         raise Unallocatable(f"{label}: unknown allocationMode {mode!r} (expected ExactCount or All)")
@@ -456,8 +473,9 @@ def _prepare_alt(
         count=count,
         admin=admin,
         tolerations=tolerations,
+        capacity=capacity,
         signature=signature,
-        options_key=(signature, admin, mode, repr(tolerations)),
+        options_key=(signature, admin, mode, repr(tolerations), repr(capacity)),
     )
 
 
@@ -540,6 +558,7 @@ class _Matching:
     failures: list[tuple[Device, _CelFailure]]
     simple: bool  # one pool and no counters: the default order needs no sorting
     tainted: bool  # some device has a taint the request's tolerations must be checked against
+    shared: bool  # some device allows multiple allocations (DRAConsumableCapacity on)
 
 
 def _match(alt: _Alt, device: Device) -> object:
@@ -582,7 +601,8 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
         simple = len(pools) <= 1 and not any(d.consumes or d.binding for d in devices)
         # With DRADeviceTaints off taints are ignored, as upstream does.
         tainted = inventory.features.device_taints and any(d.taints for d in devices)
-        hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted)
+        shared = inventory.features.consumable_capacity and any(d.multi for d in devices)
+        hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted, shared)
     assert isinstance(hit, _Matching)
     return hit
 
@@ -606,6 +626,7 @@ class _Options:
     taint_example: str = ""
     removed: int = 0
     removed_example: str = ""  # the first removed device's reason
+    short: int = 0  # without the capacity the request needs (left)
     failure: str | None = None  # a CEL error on a usable device: allocation must stop if reached
     unusable: str | None = None  # why an All request cannot be served at all
 
@@ -630,8 +651,11 @@ class _Call:
         scores: Mapping[DeviceId, float] | None,
         budget: int,
         excluded: Mapping[DeviceId, str] | None = None,
+        consumed: Callable[[], Mapping[DeviceId, Mapping[str, Fraction]]] | None = None,
     ) -> None:
         self.claims = claims
+        self.consumed = consumed
+        self.shared_used: Mapping[DeviceId, Mapping[str, Fraction]] | None = None
         self.node = node
         self.node_name = ((node or {}).get("metadata") or {}).get("name", "")
         self.inventory = inventory
@@ -682,7 +706,8 @@ class _Call:
         found = _matching(alt, self.view, self.node_name, self.inventory)
         admin = alt.admin
         in_use, extra, excluded = self.in_use, self.extra_busy, self.excluded
-        if not (admin or extra or found.tainted or excluded):  # the usual case: only devices in use drop out
+        if not (admin or extra or found.tainted or excluded or found.shared or alt.capacity):
+            # the usual case: only devices in use drop out
             candidates = [device for device in found.devices if device.id not in in_use]
             options = _Options(candidates, matching=len(found.devices), busy=len(found.devices) - len(candidates))
         else:
@@ -692,6 +717,9 @@ class _Call:
                 if excluded and device.id in excluded:  # a plugin's verdict holds for admin access too
                     options.removed += 1
                     options.removed_example = options.removed_example or excluded[device.id]
+                    continue
+                if (found.shared or alt.capacity) and not self.fits(alt, device, found.shared):
+                    options.short += 1
                     continue
                 if not admin and (device.id in in_use or (extra and device.id in extra)):
                     options.busy += 1
@@ -718,7 +746,7 @@ class _Call:
                     f"{', '.join(self.view.unusable_pools)} reaching the node are incomplete or invalid, so "
                     "'all' is not known"
                 )
-            elif options.busy or options.tainted or options.removed:
+            elif options.busy or options.tainted or options.removed or options.short:
                 options.unusable = (
                     f"asks for all {options.matching} devices of DeviceClass {alt.class_name}"
                     f"{self._why_not(options)}"
@@ -737,7 +765,25 @@ class _Call:
             parts.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
         if options.removed:
             parts.append(f"{options.removed} removed by {options.removed_example}")
+        if options.short:
+            parts.append(f"{options.short} without the capacity asked for left")
         return ", but " + " and ".join(parts) if parts else ""
+
+    def fits(self, alt: _Alt, device: Device, shared: bool) -> bool:
+        """Whether the request's capacity fits the device: for a shared device (allowMultipleAllocations)
+        in what other allocations left of it; for any other, in its whole capacity."""
+        multi = shared and device.multi
+        used = None
+        if multi:
+            if self.shared_used is None:
+                self.shared_used = self.consumed() if self.consumed is not None else {}
+            used = self.shared_used.get(device.id)
+        elif not alt.capacity:
+            return True
+        try:
+            return consumption(alt.capacity, device, used) is not None
+        except CapacityError as err:
+            raise Unallocatable(f"{alt.label()}: {err}") from None
 
     def rank(self, candidates: list[Device]) -> None:
         """Order candidates: caller scores first (higher first), then the default pack order."""
@@ -1094,6 +1140,8 @@ def _explain(alt: _Alt, options: _Options, call: _Call) -> str:
         details.append(f"{options.tainted} tainted {options.taint_example} without a toleration")
     if options.removed:
         details.append(f"{options.removed} removed by {options.removed_example}")
+    if options.short:
+        details.append(f"{options.short} without the capacity asked for left")
     free = len(options.candidates)
     return f"needs {_plural(alt.count, 'device')} of {what}, {free} free ({', '.join(details)})"
 
@@ -1327,6 +1375,11 @@ def _build_result(claim: _Claim, picks: list[tuple[_Alt, Device]], features: Dra
             result["adminAccess"] = True
         if alt.tolerations:
             result["tolerations"] = _clone(alt.tolerations)
+        if device.multi and features.consumable_capacity:
+            used = consumption(alt.capacity, device) or {}
+            names = status_names(device)
+            result["shareID"] = str(uuid.uuid4())
+            result["consumedCapacity"] = {names[key]: format_quantity(value) for key, value in used.items()}
         binding = device.binding
         if binding is not None and features.binding_conditions:
             if binding.conditions:
@@ -1384,6 +1437,7 @@ def allocate(
     namespaces: Mapping[str, dict] | None = None,
     device_scores: Mapping[DeviceId, float] | None = None,
     excluded: Mapping[DeviceId, str] | None = None,
+    consumed: Callable[[], Mapping[DeviceId, Mapping[str, Fraction]]] | None = None,
 ) -> list[dict]:
     """Allocate every (unallocated) claim in ``claims`` together on ``node``.
 
@@ -1401,6 +1455,8 @@ def allocate(
     with higher scores preferred; unscored devices count as 0, and ties use the default pack order.
     ``excluded`` (from the ``kai_filter_devices`` hook) maps devices that must not be picked to why
     (e.g. ``"plugin 'rdma': link down"``); a request left short names the first such reason.
+    ``consumed`` gives, when called (only for nodes with shared devices), what the shared results of
+    other allocations consume per device (:func:`kai_core.dra.capacity.shared_consumption`).
     """
     node_name = ((node or {}).get("metadata") or {}).get("name", "")
     prepared = [_prepared(claim, inventory) for claim in claims]
@@ -1433,7 +1489,7 @@ def allocate(
             outcome = inventory.outcome_cache.get(memo_key)
             if outcome is not None:
                 return [_replay(outcome, fresh[0], inventory.features, node_name)]
-    call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks, excluded)
+    call = _Call(fresh, node, inventory, in_use, extra, device_scores, max_device_checks, excluded, consumed)
     if call.requests:
         try:
             try:
@@ -1495,7 +1551,7 @@ def _outcome_key(claim: _Claim, node: dict, inventory: DraInventory, in_use: set
     if ids is False:
         devices = inventory.view(node).devices
         ids = inventory.outcome_nodes[name] = (
-            None if any(d.consumes for d in devices) else tuple(d.id for d in devices))
+            None if any(d.consumes or d.multi for d in devices) else tuple(d.id for d in devices))
     if ids is None:
         return None
     return (claim.shape, name, budget, tuple(map(in_use.__contains__, ids)))

@@ -17,8 +17,7 @@ asking "which devices can node N use?" is a dictionary lookup during filtering:
 * ``sharedCounters`` are kept per pool and ``consumesCounters`` per device, over every slice of the
   pool, so counters consumed by devices allocated on other nodes count too.
 
-Devices with ``allowMultipleAllocations`` (not supported yet) are skipped and the skip is recorded,
-whatever the gates say. With ``DRAPartitionableDevices`` off (``features``) node views leave out
+With ``DRAPartitionableDevices`` off (``features``) node views leave out
 devices consuming counters and ``perDeviceNodeSelection`` slices; with ``DRADeviceBindingConditions``
 off, devices with binding conditions. Tainted
 devices are kept: the allocator checks the requests' tolerations. Every problem is recorded:
@@ -94,10 +93,12 @@ class Device:
         "all_nodes",
         "attributes",
         "binding",
+        "capacities",
         "cel",
         "consumes",
         "env",
         "id",
+        "multi",
         "node_name",
         "node_selector",
         "obj",
@@ -133,6 +134,11 @@ class Device:
         self.attributes = attributes
         self.order = order
         self.binding = binding
+        #: ``allowMultipleAllocations``: with DRAConsumableCapacity on, claims share the device and
+        #: each consumes some of its capacity
+        self.multi = obj.get("allowMultipleAllocations") is True
+        #: the parsed ``capacity`` map, filled on first use by the allocator (capacity requests)
+        self.capacities: dict | None = None
         self.cel: dict[str, object] = {}
 
     @property
@@ -652,8 +658,9 @@ def _selector_problem(selector: dict) -> str | None:
 
 
 def _unsupported_device_reason(device: dict) -> str | None:
-    if device.get("allowMultipleAllocations"):
-        return "allowMultipleAllocations (consumable capacity) is not supported yet"
+    multi = device.get("allowMultipleAllocations")
+    if multi is not None and not isinstance(multi, bool):
+        return "allowMultipleAllocations must be true or false"
     return None
 
 

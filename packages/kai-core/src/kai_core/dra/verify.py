@@ -34,6 +34,7 @@ from collections.abc import Container, Mapping
 
 from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
+from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.allocator import (
     MAX_DEVICES_PER_CLAIM,
     Unallocatable,
@@ -48,12 +49,11 @@ from kai_core.dra.allocator import (
     _prepare_claim,
     _tolerates,
 )
+from kai_core.dra.capacity import CapacityError, consumption, status_names
 from kai_core.dra.inventory import Device, DeviceId, DraInventory
 
 __all__ = ["AllocationRefused", "same_allocation", "verify_allocations"]
 
-#: result fields of features the allocator does not use: a result that sets one is refused
-_UNSUPPORTED_RESULT_FIELDS = ("shareID", "consumedCapacity")
 #: how many entries a cache of prepared claim specs holds before those of this module are dropped
 _PREPARED_KEPT = 1024
 
@@ -237,7 +237,7 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
             raise AllocationRefused(f"device {device_id} of claim {ref} is not available on node {node_name}: "
                                     f"{_where_usable(device)}")
         _check_device(alt, device, ref, inventory.features.device_taints)
-        _check_gated(device, result, ref, inventory.features)
+        _check_gated(alt, device, result, ref, inventory.features)
         mine = got.get(id(alt))
         if mine is None:
             got[id(alt)] = [device]
@@ -264,10 +264,31 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
     return ref, picks
 
 
-def _check_gated(device: Device, result: dict, ref: str, features: DraFeatures) -> None:
+def _check_gated(alt: _Alt, device: Device, result: dict, ref: str, features: DraFeatures) -> None:
     """The device is one the gates let the allocator use, and the result carries its binding
-    conditions as the allocator writes them."""
+    conditions and, for a shared device, a ``shareID`` and the capacity it consumes, as the
+    allocator writes them. (Whether the shared device has that capacity left is not checked.)"""
     where = f"device {device.id} of claim {ref}"
+    shared = device.multi and features.consumable_capacity
+    if shared != bool(result.get("shareID")) or (not shared and result.get("consumedCapacity")):
+        raise AllocationRefused(f"{where}: " + ("the device allows multiple allocations, so its result needs a "
+                                                "shareID" if shared else "the result sets shareID or "
+                                                "consumedCapacity, but the device is not shared"))
+    if shared:
+        try:
+            used = consumption(alt.capacity, device)
+        except CapacityError as err:
+            raise AllocationRefused(f"{where}: {err}") from None
+        names = status_names(device)
+        want = {names[key]: value for key, value in (used or {}).items()}
+        got = result.get("consumedCapacity")
+        try:
+            same = isinstance(got, dict) and {k: parse_quantity(v) for k, v in got.items()} == want
+        except (QuantityError, TypeError):
+            same = False
+        if used is None or not same:
+            raise AllocationRefused(f"{where}: consumedCapacity is not what request {alt.name} consumes of the "
+                                    "device")
     if device.consumes and not features.partitionable_devices:
         raise AllocationRefused(f"{where} consumes shared counters, and the DRAPartitionableDevices feature "
                                 "gate is off")
@@ -287,9 +308,6 @@ def _check_result_fields(ref: str, index: int, result: dict, alt: _Alt, device_i
     """A result's fields besides its device: ``adminAccess`` and ``tolerations`` as the request's,
     none of the features this allocator does not allocate."""
     where = f"claim {ref}: allocation result #{index} (device {device_id})"
-    for key in _UNSUPPORTED_RESULT_FIELDS:
-        if result.get(key):
-            raise AllocationRefused(f"{where} sets {key}, which this allocator never allocates")
     admin = result.get("adminAccess", False)
     if admin is None:
         admin = False

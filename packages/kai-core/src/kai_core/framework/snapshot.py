@@ -34,6 +34,7 @@ from kai_core.api.resources import (
     subtract_amounts,
 )
 from kai_core.dra.allocator import DraInventory, devices_of
+from kai_core.dra.capacity import shared_consumption
 from kai_core.dra.claims import ClaimAllocation, PodClaim
 
 log = logging.getLogger("kai.snapshot")
@@ -292,6 +293,18 @@ class Snapshot:
                 self._use_devices(used, alloc, key)
             self._in_use = used
         return self._in_use
+
+    @property
+    def shared_capacity(self) -> dict:
+        """What the shared results (``shareID``, consumable capacity) of every allocated claim,
+        in-flight BindRequest and decision of this cycle consume, per device; worked out only when
+        a node with shared devices is tried, again after each decision."""
+        hit = self.__dict__.get("_shared_capacity")
+        if hit is None or hit[0] != self.generation:
+            allocations = [_allocation(claim.get("status")) for claim in self.claims.values()]
+            allocations += list(self.assumed_allocations.values())
+            hit = self._shared_capacity = (self.generation, shared_consumption(allocations))
+        return hit[1]
 
     @staticmethod
     def _use_devices(used: set, allocation: dict | None, claim_key: tuple[str, str]) -> None:

@@ -88,7 +88,7 @@ def kai_allocate_claims(pod, claims, nodes, snapshot, rank_devices, filter_devic
         try:
             new = allocate(to_allocate, node.obj, snapshot.dra, snapshot.devices_in_use,
                            namespaces=snapshot.namespaces, device_scores=scores,
-                           excluded=excluded) if to_allocate else []
+                           excluded=excluded, consumed=lambda: snapshot.shared_capacity) if to_allocate else []
         except Unallocatable as exc:
             out[node.name] = node_independent(exc.reason, node.name)
             continue
