@@ -90,3 +90,68 @@ def test_the_same_over_the_fake_api_server_with_scheduler_and_binder_components(
     assert cluster.wait_bound("q") == {"q": "n1"}
     assert scheduler.component.pm.get_plugin("zones") is not None
     assert binder.component.pm is not scheduler.component.pm
+
+
+# -- scheduler and binder as processes ------------------------------------------------------------
+
+def imex_demo() -> list:
+    """kai-dra-nvidia's demo: GB200 nodes and the seed's pod asking for a GPU and an IMEX channel
+    of a ComputeDomain (kai-dra-nvidia is installed wherever kai-cli's tests run)."""
+    from kai_dra_nvidia.demo import demo_manifests_path
+
+    return sorted(demo_manifests_path().glob("*.yaml"))
+
+
+def test_scheduler_and_binder_processes_with_an_installed_plugin(kai_live_cluster):
+    cluster = kai_live_cluster(*imex_demo(), processes=True, require_plugins=["dra-nvidia"])
+    scheduler, binder = cluster.start()
+    assert "--require-plugin" in scheduler.args and "dra-nvidia" in binder.args
+    assert [scheduler.code, binder.code] == [None, None]
+    [(pod, node)] = cluster.wait_bound("gpu-imex-pod").items()
+    assert cluster.devices_of(pod) == {"channel": [f"compute-domain.nvidia.com/{node}/channel-0"]}
+    cluster.wait_for(lambda: cluster.list("br")[0]["status"]["phase"] == "Succeeded", "the BindRequest to succeed")
+    assert cluster.list("br")[0]["spec"]["selectedNode"] == node
+    cluster.stop_components()
+    assert [scheduler.code, binder.code] == [0, 0] and not (scheduler.killed or binder.killed)
+    assert "kai-cli: scheduler: running" in scheduler.stdout()
+
+
+def test_a_required_plugin_that_is_not_installed_fails_with_the_processes_one_line_error(kai_live_cluster):
+    cluster = kai_live_cluster(CLUSTER, pod("p"), processes=True, require_plugins=["nic-example"])
+    with pytest.raises(pytest.fail.Exception) as failed:
+        cluster.start()
+    message = str(failed.value)
+    assert message.startswith("kai-cli run scheduler exited with code 2 before it was running: kai-cli: error: "
+                              "--require-plugin: required plugin 'nic-example' is not installed (loaded: "), message
+    assert "\n" not in message
+    assert cluster.placed() == {}
+
+
+def test_a_process_that_dies_ends_the_wait_with_its_stderr(kai_live_cluster):
+    cluster = kai_live_cluster(CLUSTER, pod("p"), processes=True)
+    scheduler, binder = cluster.start()
+    assert cluster.wait_bound("p") == {"p": "n2"}
+    scheduler.popen.kill()
+    scheduler.popen.wait(30)
+    cluster.store.create(pod("q"))
+    with pytest.raises(pytest.fail.Exception) as failed:
+        cluster.wait_bound("q")
+    head, *tail = str(failed.value).splitlines()
+    assert head.startswith("gave up waiting for pods q to be bound: kai-cli run scheduler was ended by signal "
+                           "SIGKILL; its stderr (last "), head
+    assert any("pod default/p: node n2 selected" in line for line in tail), tail
+    cluster.stop_components()
+    assert binder.code == 0
+
+
+def test_plugins_of_the_tests_process_cannot_reach_processes(kai_live_cluster):
+    with pytest.raises(TypeError, match=r"install your plugin \(pip install -e \.\) and name it in require_plugins="):
+        kai_live_cluster(CLUSTER, plugins={"zones": KeepOutOfZoneB()}, processes=True)
+
+
+def test_required_plugins_are_checked_on_threads_too(kai_live_cluster):
+    with pytest.raises(AssertionError, match="require_plugins: required plugin 'zones' is not installed"):
+        kai_live_cluster(CLUSTER, require_plugins=["zones"])
+    cluster = kai_live_cluster(CLUSTER, pod("p"), plugins={"zones": KeepOutOfZoneB()}, require_plugins=["zones"])
+    cluster.start()
+    assert cluster.wait_bound("p") == {"p": "n1"}

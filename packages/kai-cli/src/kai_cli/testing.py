@@ -10,7 +10,9 @@ Two clusters, one set of reads (:class:`ClusterReads`):
 - :class:`LiveKaiCluster`: the same embedded cluster behind kai's fake Kubernetes API server
   (:class:`kai_core.testing.FakeApiServer`), its controllers on a thread as a control plane runs
   them, and kai's scheduler and binder components (what ``kai-cli run scheduler --kubeconfig`` and
-  ``run binder --kubeconfig`` run) on threads of their own that reach it over HTTP only.
+  ``run binder --kubeconfig`` run) on threads of their own that reach it over HTTP only; or, with
+  ``processes=True``, those two commands as processes (:class:`KaiProcess`), which see installed
+  plugins only.
 
 The pytest fixtures ``kai_cluster`` and ``kai_live_cluster`` (:mod:`kai_cli.pytest_plugin`, loaded
 by pytest through kai-cli's ``pytest11`` entry point) make them and close them after the test.
@@ -27,6 +29,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,9 +44,12 @@ WAIT = 30.0
 Manifest = str | os.PathLike | dict
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT, *,
+             abort: Callable[[], str | None] | None = None, context: Callable[[], str] | None = None) -> None:
     """Poll ``predicate`` until it holds; fail the test naming ``what`` after ``timeout`` seconds.
-    A predicate that raises (an object not there yet) counts as not yet."""
+    A predicate that raises (an object not there yet) counts as not yet. ``abort`` ends the wait
+    at once when it returns a reason (a process that died); ``context`` adds to the timeout's
+    message (the processes' stderr)."""
     import pytest
 
     deadline = time.monotonic() + timeout
@@ -51,8 +59,11 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT) 
                 return
         except Exception:  # an object not there yet reads as "not yet"
             pass
+        reason = abort() if abort is not None else None
+        if reason:
+            pytest.fail(f"gave up waiting for {what}: {reason}")
         if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout:g}s")
+            pytest.fail(f"gave up waiting for {what} after {timeout:g}s" + (context() if context else ""))
         time.sleep(0.02)
 
 
@@ -227,6 +238,88 @@ class Running:
         return server.url + path
 
 
+class KaiProcess:
+    """``kai-cli run scheduler`` or ``kai-cli run binder`` (``which``) with ``args``, as a process of
+    this Python (``python -m kai_cli.main``); its stdout and stderr go to files in ``directory``.
+
+    It sees only installed plugins (entry points): one registered in the test's process cannot
+    reach it. :meth:`stop` sends SIGTERM, waits, and kills what is still running."""
+
+    #: stderr lines shown when a process is reported
+    TAIL = 20
+
+    def __init__(self, which: str, args: Iterable[str], directory: Path) -> None:
+        self.name = which
+        self.args = [sys.executable, "-m", "kai_cli.main", "run", which, *args]
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        n = sum(1 for _ in directory.glob(f"{which}-*.stderr"))
+        self.stdout_path = directory / f"{which}-{n}.stdout"
+        self.stderr_path = directory / f"{which}-{n}.stderr"
+        self.killed = False
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines reach the files as they are written
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+
+    @property
+    def code(self) -> int | None:
+        """The exit code, None while it runs."""
+        return self.popen.poll()
+
+    @property
+    def done(self) -> bool:
+        return self.code is not None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def ended(self) -> str:
+        code = self.code
+        return f"was ended by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+    def report(self, state: str | None = None) -> str:
+        """How it ended (or that it runs; ``state`` says it instead), then the last lines of its stderr."""
+        if state is None and self.killed:
+            state = "did not stop on SIGTERM and was killed"
+        elif state is None:
+            state = "is running" if not self.done else self.ended()
+        lines = self.stderr().rstrip().splitlines()
+        first = f"kai-cli run {self.name} {state}"
+        if not lines:
+            return first + " (no stderr)"
+        if len(lines) == 1:
+            return f"{first}: {lines[0]}"
+        return (f"{first}; its stderr (last {min(len(lines), self.TAIL)} lines):\n"
+                + "\n".join(lines[-self.TAIL:]))
+
+    def wait_started(self, timeout: float = WAIT) -> None:
+        """Wait until it says it is running (its reflectors synced); fail the test with its stderr
+        when it exits first (``--require-plugin`` naming a plugin that is not installed: exit 2)."""
+        import pytest
+
+        running = f"{self.name}: running"
+        wait_for(lambda: running in self.stdout() or self.done, f"kai-cli run {self.name} to be running", timeout,
+                 context=lambda: "\n" + self.report())
+        if running not in self.stdout():
+            pytest.fail(self.report(f"{self.ended()} before it was running"))
+
+    def stop(self, timeout: float = WAIT) -> int:
+        """SIGTERM (kai's components stop cleanly on it), wait up to ``timeout``, then kill;
+        returns the exit code."""
+        if not self.done:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.popen.kill()
+                self.popen.wait(timeout)
+        return self.popen.returncode
+
+
 class Components:
     """kai's scheduler and binder on threads against the cluster of :attr:`kubeconfig`; each gets
     its own plugin manager from :meth:`new_plugin_manager` unless given one."""
@@ -321,29 +414,114 @@ class LiveCluster(Components):
 
 class LiveKaiCluster(LiveCluster, ClusterReads):
     """A :class:`LiveCluster` for a plugin's tests: :meth:`start` runs the scheduler and the binder
-    against it, :meth:`wait_bound` waits for pods to be bound."""
+    against it, :meth:`wait_bound` waits for pods to be bound.
+
+    ``processes=True`` runs them as ``kai-cli run scheduler|binder --kubeconfig`` processes
+    (:class:`KaiProcess`), as they are deployed: they load installed plugins only, so ``plugins``
+    is refused then; install yours (``pip install -e .``) and name it in ``require_plugins``, which
+    become ``--require-plugin`` flags, so a plugin that is not installed stops the test with the
+    process's one-line error instead of a run without it. On threads, ``require_plugins`` is
+    checked against the components' plugins the same way."""
+
+    def __init__(self, directory: Path, *manifests: Manifest, processes: bool = False,
+                 require_plugins: Iterable[str] = (), **kw) -> None:
+        if processes and kw.get("plugins"):
+            raise TypeError(f"plugins={sorted(kw['plugins'])!r} cannot reach the scheduler and binder processes: "
+                            "install your plugin (pip install -e .) and name it in require_plugins=")
+        self.processes = processes
+        self.require_plugins = list(require_plugins)
+        self.directory = Path(directory)
+        self.started_processes: list[KaiProcess] = []
+        super().__init__(directory, *manifests, **kw)
 
     def start(self, which: str | None = None, gates: str = "DynamicResourceAllocation=true", pm=None,
-              **kw) -> Running | list[Running]:
+              **kw) -> Running | KaiProcess | list:
         """Without ``which``: the scheduler and the binder (``score_weights`` and
         ``scheduler_name`` go to the scheduler); else that one component (see
-        :meth:`Components.start`)."""
+        :meth:`Components.start`). With ``processes``: see :meth:`start_process`."""
+        if self.processes:
+            if pm is not None:
+                raise TypeError("pm= cannot reach a process: it loads the installed plugins")
+            if which is not None:
+                return self.start_process(which, gates, **kw)
+            binder_kw = {k: kw[k] for k in ("scheduler_name", "period") if k in kw}
+            return [self.start_process("scheduler", gates, **kw), self.start_process("binder", gates, **binder_kw)]
         if which is not None:
             return super().start(which, gates, pm, **kw)
         binder_kw = {"binder_kwargs": {"scheduler_names": [kw["scheduler_name"]]}} if "scheduler_name" in kw else {}
         return [super().start("scheduler", gates, pm, **kw), super().start("binder", gates, pm, **binder_kw)]
 
+    def new_plugin_manager(self):
+        pm = super().new_plugin_manager()
+        # processes check for themselves (--require-plugin), and their own error is the one to show
+        missing = None if self.processes else pm.missing(self.require_plugins)
+        if missing:
+            raise AssertionError(f"require_plugins: {missing}")
+        return pm
+
+    def start_process(self, which: str, gates: str = "DynamicResourceAllocation=true", *, period: float = 0.2,
+                      scheduler_name: str | None = None, score_weights: Mapping[str, float] | None = None,
+                      args: Iterable[str] = ()) -> KaiProcess:
+        """``kai-cli run WHICH --kubeconfig <this cluster>`` with ``--feature-gates=gates``,
+        ``--period``, ``--scheduler-name``, ``--score-weight PLUGIN=N`` (the scheduler's), a
+        ``--require-plugin`` for each of :attr:`require_plugins` and ``args``; returns once it is
+        running (the test fails with its stderr when it exits first)."""
+        if which not in ("scheduler", "binder"):
+            raise ValueError(f"which={which!r}: expected 'scheduler' or 'binder'")
+        if score_weights and which != "scheduler":
+            raise TypeError("score_weights= is the scheduler's")
+        flags = ["--kubeconfig", str(self.kubeconfig), f"--feature-gates={gates}", "--period", f"{period:g}"]
+        if scheduler_name is not None:
+            flags += ["--scheduler-name", scheduler_name]
+        for plugin, weight in (score_weights or {}).items():
+            flags += ["--score-weight", f"{plugin}={weight:g}"]
+        for plugin in self.require_plugins:
+            flags += ["--require-plugin", plugin]
+        process = KaiProcess(which, [*flags, *args], self.directory / "processes")
+        self.started_processes.append(process)
+        process.wait_started()
+        return process
+
+    def died(self) -> str | None:
+        """The report of a started process that has exited, None while all run."""
+        return next((p.report() for p in self.started_processes if p.done), None)
+
+    def processes_report(self) -> str:
+        return "".join("\n" + p.report() for p in self.started_processes)
+
+    def wait_for(self, predicate, what: str, timeout: float = WAIT) -> None:
+        """:func:`wait_for`, ended early by a process that exits; a failure shows the processes' stderr."""
+        wait_for(predicate, what, timeout, abort=self.died, context=self.processes_report)
+
     def wait_bound(self, *pods: str, namespace: str = "default", timeout: float = WAIT) -> dict[str, str]:
         """Wait until every pod named is bound; returns pod name -> node for them."""
-        wait_for(lambda: all(p in self.placed(namespace) for p in pods),
-                 f"pods {', '.join(pods)} to be bound", timeout)
+        self.wait_for(lambda: all(p in self.placed(namespace) for p in pods),
+                      f"pods {', '.join(pods)} to be bound", timeout)
         placed = self.placed(namespace)
         return {p: placed[p] for p in pods}
 
     def wait_pending(self, pod: str, namespace: str = "default", timeout: float = WAIT) -> str:
         """Wait until the pod is reported unschedulable; returns the message."""
-        wait_for(lambda: self.pending_message(pod, namespace), f"pod {pod} to be reported unschedulable", timeout)
+        self.wait_for(lambda: self.pending_message(pod, namespace), f"pod {pod} to be reported unschedulable",
+                      timeout)
         return self.pending_message(pod, namespace) or ""
+
+    def stop_components(self) -> None:
+        """Stop the threads' components and the processes (SIGTERM, wait, kill); a process that had
+        to be killed, or that was running and exited non-zero, is reported (AssertionError)."""
+        super().stop_components()
+        running = [p for p in self.started_processes if not p.done]
+        for p in running:
+            p.stop()
+        bad = [p.report() for p in running if p.killed or p.code != 0]
+        if bad:
+            raise AssertionError("\n".join(bad))
+
+    def close(self) -> None:
+        try:
+            self.stop_components()
+        finally:  # the server and the control plane stop even when a process did not stop cleanly
+            super().close()
 
 
 def close_all(clusters: Iterable) -> None:
