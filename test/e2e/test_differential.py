@@ -108,10 +108,12 @@ def comparable(message: str) -> str:
 
 
 class Runs:
-    """One test's workload, run by each scheduler in turn in the test's namespace."""
+    """One test's workload, run by each scheduler in turn in the test's namespace (and the
+    namespaces of :attr:`namespaces`, for pods that name theirs)."""
 
     def __init__(self, kube, kai, namespace: str):
         self.kube, self.kai, self.ns = kube, kai, namespace
+        self.namespaces = [namespace]
         self.timings: dict[str, float] = {}
         #: each run's ResourceClaims as they were before its pods were deleted
         self.claims: dict[str, dict[str, dict]] = {}
@@ -126,23 +128,23 @@ class Runs:
         out = {}
         for run, scheduler in RUNS:
             began = time.monotonic()
-            names = []
+            keys = []
             for pod in make_pods(run, scheduler):
-                name = pod["metadata"]["name"]
-                self.kube.create(pod, self.ns)
-                names.append(name)
-                got = self.kai.wait_for(lambda name=name, run=run: self._decided(name, run, settle),
-                                        f"{run}: pod {name} to be bound or reported unschedulable", timeout=90)
-                assert got["spec"].get("schedulerName") == scheduler
-            out[run] = [self.kube.get("v1", "Pod", n, self.ns) for n in names]
+                key = (pod["metadata"].get("namespace") or self.ns, pod["metadata"]["name"])
+                self.kube.create(pod, key[0])
+                keys.append(key)
+                got = self.kai.wait_for(lambda key=key, run=run: self._decided(key, run, settle),
+                                        f"{run}: pod {key} to be bound or reported unschedulable", timeout=90)
+                assert got["spec"].get("schedulerName") == scheduler or got["spec"].get("nodeName")
+            out[run] = [self.kube.get("v1", "Pod", name, ns) for ns, name in keys]
             self.claims[run] = {c["metadata"]["name"]: c for c in
                                 self.kube.list("resource.k8s.io/v1", "ResourceClaim", self.ns)}
             self.timings[run] = time.monotonic() - began
             self.clear()
         return out
 
-    def _decided(self, name: str, run: str, settle) -> dict | None:
-        pod = self.kube.get("v1", "Pod", name, self.ns)
+    def _decided(self, key: tuple[str, str], run: str, settle) -> dict | None:
+        pod = self.kube.get("v1", "Pod", key[1], key[0])
         if not decided(pod):
             return None
         if settle is not None and pod["spec"].get("nodeName") and not settle(run, pod):
@@ -152,10 +154,11 @@ class Runs:
     def clear(self) -> None:
         """Delete the run's pods (no kubelet: at once) and wait until they and the claims made for
         them from templates are gone, so that the next run finds the nodes and devices free."""
-        for pod in self.kube.list("v1", "Pod", self.ns):
-            self.kube.delete("v1", "Pod", pod["metadata"]["name"], self.ns, grace=0)
-        self.kai.wait_for(lambda: not self.kube.list("v1", "Pod", self.ns)
-                          and not self.kube.list("resource.k8s.io/v1", "ResourceClaim", self.ns),
+        for ns in self.namespaces:
+            for pod in self.kube.list("v1", "Pod", ns):
+                self.kube.delete("v1", "Pod", pod["metadata"]["name"], ns, grace=0)
+        self.kai.wait_for(lambda: not any(self.kube.list("v1", "Pod", ns) or self.kube.list(
+            "resource.k8s.io/v1", "ResourceClaim", ns) for ns in self.namespaces),
                           "the run's pods and their claims to be deleted", timeout=60)
 
 
@@ -211,7 +214,21 @@ class Placement:
     def __init__(self, kube, pods: list[dict]):
         self.kube = kube
         self.nodes = {n["metadata"]["name"]: n for n in kube.list("v1", "Node")}
+        self.namespace_labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
+                                 for ns in kube.list("v1", "Namespace")}
         self.pods = [p for p in pods if p["spec"].get("nodeName")]
+
+    def term_selects(self, term: dict, owner: dict, other: dict) -> bool:
+        """Whether ``owner``'s pod (anti-)affinity term selects the pod ``other``: its labels, and
+        its namespace among the term's ``namespaces`` and ``namespaceSelector``'s (the owner's own
+        namespace when neither is given)."""
+        ns = other["metadata"]["namespace"]
+        if term.get("namespaceSelector") is None and not term.get("namespaces"):
+            in_scope = ns == owner["metadata"]["namespace"]
+        else:
+            in_scope = ns in (term.get("namespaces") or []) or (term.get("namespaceSelector") is not None and matches(
+                term["namespaceSelector"], self.namespace_labels.get(ns, {})))
+        return in_scope and matches(term["labelSelector"], other["metadata"].get("labels") or {})
 
     def node_labels(self, pod: dict) -> dict:
         return self.nodes[pod["spec"]["nodeName"]]["metadata"].get("labels") or {}
@@ -236,10 +253,9 @@ class Placement:
         affinity = spec.get("affinity") or {}
         for term in (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []:
             key = term["topologyKey"]
-            near = [q for q in before if self.node_labels(q).get(key) == labels.get(key)
-                    and matches(term["labelSelector"], q["metadata"].get("labels") or {})]
-            anywhere = [q for q in before if matches(term["labelSelector"], q["metadata"].get("labels") or {})]
-            first = not anywhere and matches(term["labelSelector"], p["metadata"].get("labels") or {})
+            anywhere = [q for q in before if self.term_selects(term, p, q)]
+            near = [q for q in anywhere if self.node_labels(q).get(key) == labels.get(key)]
+            first = not anywhere and self.term_selects(term, p, p)
             if not near and not first:
                 out.append(f"pod affinity over {key}")
         for q in before:  # anti-affinity both ways
@@ -248,8 +264,7 @@ class Placement:
                     "requiredDuringSchedulingIgnoredDuringExecution") or []
                 for term in terms:
                     key = term["topologyKey"]
-                    if (self.node_labels(q).get(key) == labels.get(key)
-                            and matches(term["labelSelector"], b["metadata"].get("labels") or {})):
+                    if self.node_labels(q).get(key) == labels.get(key) and self.term_selects(term, a, b):
                         out.append(f"anti-affinity of {a['metadata']['name']} over {key} with {b['metadata']['name']}")
         for c in spec.get("topologySpreadConstraints") or []:
             if c["whenUnsatisfiable"] == "DoNotSchedule":
@@ -817,3 +832,57 @@ def test_ephemeral_storage_init_containers_overhead_and_pod_count(runs, nodes, n
     outcome = compare(runs.run(workload), kube)
     assert pending(outcome) == {"scratch-2", "overhead-2", "n1-1"}
     assert outcome["scratch"] == (names[0], names[0])
+
+
+TEAM = "differential.kai.example.com/team"
+
+
+@pytest.fixture
+def other_namespace(controlplane, kube, namespace, runs, _deleted_namespaces) -> str:
+    """A second namespace, labelled ``TEAM: other``, whose pods the runs delete too."""
+    name = f"{namespace}-other"
+    controlplane.ensure_namespace(name)
+    kube.call("PATCH", kube.path("v1", "Namespace", name), {"metadata": {"labels": {TEAM: "other"}}},
+              content_type="application/merge-patch+json")
+    runs.namespaces.append(name)
+    yield name
+    for p in kube.list("v1", "Pod", name):
+        kube.delete("v1", "Pod", p["metadata"]["name"], name, grace=0)
+    kube.delete("v1", "Namespace", name)
+    _deleted_namespaces.append(name)
+
+
+def test_other_namespaces_pre_bound_pods_and_match_label_keys(runs, nodes, namespace, kube, other_namespace):
+    names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
+
+    def term(key: str = HOST, **more) -> dict:
+        return {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": key, **more}]}
+
+    db = {"labelSelector": {"matchLabels": {"app": "db"}}}
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        # a pod created on n1 (no scheduler), of another namespace, holding host port 9090
+        pre_bound = pod("db", scheduler, {"app": "db"}, ports=[{"containerPort": 90, "hostPort": 9090}],
+                        nodeName=names[0])
+        pre_bound["metadata"]["namespace"] = other_namespace
+
+        def versioned(name: str, version: str) -> dict:  # one per node among pods of its version
+            return pod(name, scheduler, {"app": "mlk", "version": version}, affinity={"podAntiAffinity": term(
+                labelSelector={"matchLabels": {"app": "mlk"}}, matchLabelKeys=["version"])})
+
+        return [
+            pre_bound,
+            pod("port", scheduler, ports=[{"containerPort": 90, "hostPort": 9090}]),  # not on n1
+            pod("near-db", scheduler, affinity={"podAffinity": term(
+                namespaceSelector={"matchLabels": {TEAM: "other"}}, **db)}),  # n1
+            pod("far-db", scheduler, affinity={"podAntiAffinity": term(namespaces=[other_namespace], **db)}),
+            *(versioned(f"v1-{i}", "v1") for i in range(3)),
+            versioned("v2-0", "v2"),  # v1's pods do not count for it
+            pod("near-db-here", scheduler, {"app": "near"}, affinity={"podAffinity": term(**db)}),  # no db here
+            versioned("v1-3", "v1"),  # every node has a v1 pod
+        ]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"near-db-here", "v1-3"}
+    assert outcome["db"] == outcome["near-db"] == (names[0], names[0])
+    assert names[0] not in outcome["port"] + outcome["far-db"]
