@@ -1,6 +1,7 @@
 """The blocks of docs/writing-a-device-plugin.md about this example run as written, with the
 example installed: the messages shown are the plugin's, the "Without the kit" code places the pod
-where its comment says, and the console session of section 8 prints what it shows.
+where its comment says, the "As deployed" test passes with the scheduler and binder as processes,
+and the console session of section 8 prints what it shows.
 (packages/kai-cli/tests/test_guide_blocks.py checks that every block of the guide is run somewhere.)"""
 
 from __future__ import annotations
@@ -57,3 +58,12 @@ def test_without_the_kit_places_the_pod_where_its_comment_says(monkeypatch):
 def test_running_it_prints_what_the_guide_shows(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert run_console(block("## 8. Running it #1")) == []
+
+
+def test_as_deployed_runs_the_processes_as_the_guide_shows(kai_live_cluster):
+    code = block("### As deployed: scheduler and binder as processes #1").text
+    namespace: dict = {"__file__": __file__}
+    exec(compile(code, str(GUIDE), "exec"), namespace)  # noqa: S102 - our own documentation
+    assert namespace["MANIFESTS"] == MANIFESTS
+    [test] = [v for k, v in namespace.items() if k.startswith("test_")]
+    test(kai_live_cluster)

@@ -30,6 +30,8 @@ RUN_ELSEWHERE = {
     "### Reasons a user will read #1": "examples/kai-plugin-fpga/tests/test_guide.py",
     "### Reasons a user will read #2": "examples/kai-plugin-fpga/tests/test_guide.py",
     "### Without the kit #1": "examples/kai-plugin-fpga/tests/test_guide.py",
+    "### As deployed: scheduler and binder as processes #1": "examples/kai-plugin-fpga/tests/test_guide.py",
+    "### As deployed: scheduler and binder as processes #2": "packages/kai-cli/tests/test_testkit.py",
     "## 8. Running it #1": "examples/kai-plugin-fpga/tests/test_guide.py",
 }
 #: blocks run by the tests of this file

@@ -6,11 +6,15 @@ components; both read kinds by the names ``kai-cli get`` takes."""
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 
+from kai_cli.docblocks import fenced_blocks, output_matches
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.plugins import PluginRefused
+
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "writing-a-device-plugin.md"
 
 CLUSTER = """
 apiVersion: v1
@@ -125,6 +129,20 @@ def test_a_required_plugin_that_is_not_installed_fails_with_the_processes_one_li
                               "--require-plugin: required plugin 'nic-example' is not installed (loaded: "), message
     assert "\n" not in message
     assert cluster.placed() == {}
+
+
+def test_the_guides_missing_plugin_failure_is_the_kits(kai_live_cluster):
+    # docs/writing-a-device-plugin.md, "As deployed": the line a test fails with when the plugin
+    # named in require_plugins is not installed (the guide names the FPGA example's, which may be
+    # installed where this runs: a name that never is stands in for it)
+    if not GUIDE.is_file():
+        pytest.skip(f"{GUIDE} not found: the guide is only in the source repository")
+    [shown] = [b for b in fenced_blocks(GUIDE) if b.id == "### As deployed: scheduler and binder as processes #2"]
+    cluster = kai_live_cluster(CLUSTER, processes=True, require_plugins=["nic-example"])
+    with pytest.raises(pytest.fail.Exception) as failed:
+        cluster.start()
+    expected = shown.text.replace("'fpga-example'", "'nic-example'").splitlines()
+    assert output_matches(expected, f"Failed: {failed.value}"), str(failed.value)
 
 
 def test_a_process_that_dies_ends_the_wait_with_its_stderr(kai_live_cluster):
