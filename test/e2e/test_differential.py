@@ -118,11 +118,12 @@ class Runs:
         #: each run's ResourceClaims as they were before its pods were deleted
         self.claims: dict[str, dict[str, dict]] = {}
 
-    def run(self, make_pods: Callable[[str, str], list[dict]], settle: Callable[[str, dict], bool] | None = None,
+    def run(self, make_pods: Callable[[str, str], list[dict]], tick: Callable[[str], None] | None = None,
             ) -> dict[str, list[dict]]:
         """Each scheduler's pods (in creation order, as they ended up): ``make_pods(run, scheduler)``
-        gives the pods; each is created once the one before is decided (and ``settle(run, pod)``
-        holds for it, e.g. its volume bound). The pods and their claims are deleted after each run."""
+        gives the pods; each is created once the one before is decided, with ``tick(run)`` called
+        while waiting (what a controller outside the control plane does, e.g. a volume provisioner).
+        The pods and their claims are deleted after each run."""
         self.kai.start("scheduler")
         self.kai.start("binder")
         out = {}
@@ -133,7 +134,7 @@ class Runs:
                 key = (pod["metadata"].get("namespace") or self.ns, pod["metadata"]["name"])
                 self.kube.create(pod, key[0])
                 keys.append(key)
-                got = self.kai.wait_for(lambda key=key, run=run: self._decided(key, run, settle),
+                got = self.kai.wait_for(lambda key=key, run=run: self._decided(key, run, tick),
                                         f"{run}: pod {key} to be bound or reported unschedulable", timeout=90)
                 assert got["spec"].get("schedulerName") == scheduler or got["spec"].get("nodeName")
             out[run] = [self.kube.get("v1", "Pod", name, ns) for ns, name in keys]
@@ -143,13 +144,11 @@ class Runs:
             self.clear()
         return out
 
-    def _decided(self, key: tuple[str, str], run: str, settle) -> dict | None:
+    def _decided(self, key: tuple[str, str], run: str, tick) -> dict | None:
+        if tick is not None:
+            tick(run)
         pod = self.kube.get("v1", "Pod", key[1], key[0])
-        if not decided(pod):
-            return None
-        if settle is not None and pod["spec"].get("nodeName") and not settle(run, pod):
-            return None
-        return pod
+        return pod if decided(pod) else None
 
     def clear(self) -> None:
         """Delete the run's pods (no kubelet: at once) and wait until they and the claims made for
@@ -724,11 +723,38 @@ def test_taints_memory_and_spread_policies(runs, nodes, namespace, kube):
     assert {outcome[f"honour-{i}"][1] for i in range(3)} <= set(names[:2])
 
 
-def test_volume_zones_class_topologies_and_missing_claims(runs, nodes, namespace, kube, storage):
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+
+
+def play_provisioner(kube, namespace: str, storage: list, classes: set[str]) -> Callable[[str], None]:
+    """An external provisioner of ``classes``, played: for each claim given a node
+    (``volume.kubernetes.io/selected-node``, by kube-scheduler or kai's binder) and not yet bound,
+    a PV on that node, pre-bound to the claim; the PV controller then binds them."""
+
+    def tick(run: str) -> None:
+        for c in kube.list("v1", "PersistentVolumeClaim", namespace):
+            node = (c["metadata"].get("annotations") or {}).get(SELECTED_NODE)
+            name = f"{namespace}-{c['metadata']['name']}"
+            if not node or c["spec"].get("storageClassName") not in classes or c["spec"].get("volumeName") or (
+                    kube.get("v1", "PersistentVolume", name) is not None):
+                continue
+            pv = local_pv(name, node, c["spec"]["storageClassName"], size="1Gi")
+            pv["metadata"]["annotations"] = {"pv.kubernetes.io/provisioned-by": "csi.example.com"}
+            pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": namespace,
+                                      "name": c["metadata"]["name"], "uid": c["metadata"]["uid"]}
+            pv["spec"]["persistentVolumeReclaimPolicy"] = "Retain"
+            kube.create(pv)
+            storage.append(("v1", "PersistentVolume", name))
+
+    return tick
+
+
+def test_volume_zones_class_topologies_provisioning_and_missing_claims(runs, nodes, namespace, kube, storage):
     names = [n["metadata"]["name"] for n in zoned_nodes(nodes, namespace)]
-    manual, nowhere = f"{namespace}-manual", f"{namespace}-nowhere"
+    manual, nowhere, zone_b = f"{namespace}-manual", f"{namespace}-nowhere", f"{namespace}-zone-b"
     storage_class(kube, storage, manual, "kubernetes.io/no-provisioner")
     storage_class(kube, storage, nowhere, "csi.example.com", zones=[f"{namespace}-c"])  # a zone without nodes
+    storage_class(kube, storage, zone_b, "csi.example.com", zones=[f"{namespace}-b"])
 
     def workload(run: str, scheduler: str) -> list[dict]:
         for zone in ("b", "c"):  # volumes of a zone (VolumeZone), pre-bound to their claims
@@ -741,16 +767,20 @@ def test_volume_zones_class_topologies_and_missing_claims(runs, nodes, namespace
             storage.append(("v1", "PersistentVolume", pv))
             kube.create(claim(f"{run}-zone-{zone}", manual, volume=pv), namespace)
         kube.create(claim(f"{run}-nowhere", nowhere), namespace)
+        kube.create(claim(f"{run}-provisioned", zone_b), namespace)
         runs.kai.wait_for(lambda: all((kube.get("v1", "PersistentVolumeClaim", f"{run}-zone-{z}", namespace).get(
             "status") or {}).get("phase") == "Bound" for z in "bc"), "the PV controller to bind the pre-bound claims")
         return [mounting("zone-b", scheduler, f"{run}-zone-b"),
+                # its class provisions in zone b: bound once the provisioner made its volume there
+                mounting("provisioned", scheduler, f"{run}-provisioned"),
                 mounting("zone-c", scheduler, f"{run}-zone-c"),  # no node in its volume's zone
                 mounting("nowhere", scheduler, f"{run}-nowhere"),  # its class provisions in zone c only
                 mounting("missing", scheduler, "no-such-claim")]
 
-    outcome = compare(runs.run(workload), kube, volume_checks(kube, namespace))
+    provisioner = play_provisioner(kube, namespace, storage, {zone_b})
+    outcome = compare(runs.run(workload, provisioner), kube, volume_checks(kube, namespace))
     assert pending(outcome) == {"zone-c", "nowhere", "missing"}
-    assert outcome["zone-b"] == (names[2], names[2])
+    assert outcome["zone-b"] == outcome["provisioned"] == (names[2], names[2])
 
 
 def test_dra_prioritized_lists_match_attribute_and_all(runs, nodes, namespace, kube, gpu_class):
