@@ -374,3 +374,10 @@ def test_pods_share_a_device_by_capacity_within_one_cycle(world) -> None:
            "the capacity asked for left)" in (w.message("p-c") or "")
     allocations = [br["spec"]["resourceClaimAllocations"][0]["allocation"] for br in w.bind_requests()]
     assert [a["devices"]["results"][0]["consumedCapacity"] for a in allocations] == [{"bandwidth": "40G"}] * 2
+
+
+def test_with_consumable_capacity_off_a_device_others_share_counts_as_in_use() -> None:
+    shared = allocate([_nic_claim("a", "40G")], node(), inventory(_shared_nic(), classes=[NIC_CLASS]), set())
+    off = inventory(_shared_nic(), classes=[NIC_CLASS], features=OFF["DRAConsumableCapacity"])
+    assert "0 free (1 match, 1 in use)" in refusal([_nic_claim("b", None)], off,
+                                                   consumed=lambda: shared_consumption(shared))

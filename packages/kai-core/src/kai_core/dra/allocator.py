@@ -558,7 +558,7 @@ class _Matching:
     failures: list[tuple[Device, _CelFailure]]
     simple: bool  # one pool and no counters: the default order needs no sorting
     tainted: bool  # some device has a taint the request's tolerations must be checked against
-    shared: bool  # some device allows multiple allocations (DRAConsumableCapacity on)
+    shared: bool  # some device allows multiple allocations
 
 
 def _match(alt: _Alt, device: Device) -> object:
@@ -601,7 +601,7 @@ def _matching(alt: _Alt, view: NodeView, node_name: str, inventory: DraInventory
         simple = len(pools) <= 1 and not any(d.consumes or d.binding for d in devices)
         # With DRADeviceTaints off taints are ignored, as upstream does.
         tainted = inventory.features.device_taints and any(d.taints for d in devices)
-        shared = inventory.features.consumable_capacity and any(d.multi for d in devices)
+        shared = any(d.multi for d in devices)
         hit = inventory.match_cache[key] = _Matching(devices, failures, simple, tainted, shared)
     assert isinstance(hit, _Matching)
     return hit
@@ -655,6 +655,7 @@ class _Call:
     ) -> None:
         self.claims = claims
         self.consumed = consumed
+        self.share = inventory.features.consumable_capacity
         self.shared_used: Mapping[DeviceId, Mapping[str, Fraction]] | None = None
         self.node = node
         self.node_name = ((node or {}).get("metadata") or {}).get("name", "")
@@ -718,7 +719,11 @@ class _Call:
                     options.removed += 1
                     options.removed_example = options.removed_example or excluded[device.id]
                     continue
-                if (found.shared or alt.capacity) and not self.fits(alt, device, found.shared):
+                if found.shared and device.multi and not self.share:
+                    if device.id in self.shared_use():  # DRAConsumableCapacity off: shared means taken
+                        options.busy += 1
+                        continue
+                elif (found.shared or alt.capacity) and not self.fits(alt, device):
                     options.short += 1
                     continue
                 if not admin and (device.id in in_use or (extra and device.id in extra)):
@@ -769,15 +774,18 @@ class _Call:
             parts.append(f"{options.short} without the capacity asked for left")
         return ", but " + " and ".join(parts) if parts else ""
 
-    def fits(self, alt: _Alt, device: Device, shared: bool) -> bool:
+    def shared_use(self) -> Mapping[DeviceId, Mapping[str, Fraction]]:
+        """What shared results of other allocations consume, per device (asked for once per call)."""
+        if self.shared_used is None:
+            self.shared_used = self.consumed() if self.consumed is not None else {}
+        return self.shared_used
+
+    def fits(self, alt: _Alt, device: Device) -> bool:
         """Whether the request's capacity fits the device: for a shared device (allowMultipleAllocations)
         in what other allocations left of it; for any other, in its whole capacity."""
-        multi = shared and device.multi
         used = None
-        if multi:
-            if self.shared_used is None:
-                self.shared_used = self.consumed() if self.consumed is not None else {}
-            used = self.shared_used.get(device.id)
+        if self.share and device.multi:
+            used = self.shared_use().get(device.id)
         elif not alt.capacity:
             return True
         try:
