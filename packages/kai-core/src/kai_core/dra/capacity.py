@@ -24,7 +24,7 @@ from fractions import Fraction
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.inventory import Device, DeviceId
 
-__all__ = ["CapacityError", "consumption", "parse_requests", "shared_consumption"]
+__all__ = ["CapacityError", "consumption", "parse_requests", "shared_consumption", "status_names"]
 
 
 class CapacityError(ValueError):
