@@ -102,3 +102,41 @@ def test_every_write_is_fenced_and_a_lost_lease_stops_the_cycle_at_once(world):
     with pytest.raises(WritesStopped, match="renew deadline"):
         w.cycle()
     assert len(w.store.list(RES_BIND_REQUESTS)[0]) == 1
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["delete applied", "delete not applied"])
+def test_a_pod_whose_failed_request_may_still_exist_gets_no_new_one(world, applied):
+    """The scheduler deletes a BindRequest that failed for good and schedules its pod again; when the
+    delete's reply is lost, the old request may still exist, so the pod waits for a later cycle
+    that finds it gone (404 or the watch) instead of getting a second live request at once."""
+    clock = Clock()
+    w = world(world.node("n1", cpu="1"), world.pod("a"), config=SchedulerConfig(uncertain_write_grace=10.0))
+    for part in (w.scheduler, w.scheduler.bind_requests, w.scheduler.backoff):
+        part.clock = clock
+    assert w.cycle().scheduled == 1
+    [br] = w.store.list(RES_BIND_REQUESTS)[0]
+    br["status"] = {"phase": "Failed", "reason": "refused by a test"}
+    w.store.update_status(br)
+    real = w.store.delete
+    lost: list[str] = []
+
+    def delete(resource, name, namespace=None):
+        if resource == RES_BIND_REQUESTS and not lost:
+            lost.append(name)
+            if applied:
+                real(resource, name, namespace)
+            raise OutcomeUnknown("delete bindrequests: connection reset after the request was sent")
+        return real(resource, name, namespace)
+
+    w.store.delete = delete
+    w.cycle()
+    assert lost == [br["metadata"]["name"]]
+    for_a = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "a"]
+    assert len(for_a) == (0 if applied else 1), "a second request was written while the first one's delete was unknown"
+    assert ("default", "a") in w.scheduler.bind_requests.held
+    for _ in range(5):  # the next cycles find the old request gone (or delete it) and schedule the pod again
+        clock.now += 30
+        w.cycle()
+    live = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "a"]
+    assert len(live) == 1 and live[0]["metadata"]["name"] != br["metadata"]["name"]
+    assert w.scheduler.bind_requests.held == set()

@@ -102,6 +102,10 @@ class BindRequests:
         #: (namespace, name) -> (resourceVersion and failedAttempts, when first seen so) of the
         #: Failed BindRequests with retries left
         self._failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
+        #: (namespace, pod name) of the pods whose BindRequest clean_up could not delete, or whose
+        #: delete may or may not have been applied (a reply lost): not scheduled again this cycle, so a
+        #: pod never has a new request while its old one may still exist
+        self.held: set[tuple[str, str]] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._queued: list[tuple[dict, Future]] = []
         self._stopped: str | None = None
@@ -241,6 +245,7 @@ class BindRequests:
         reserved: set[str] | None = None
         now = self.clock()
         failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
+        held: set[tuple[str, str]] = set()
         for br in list(cache.objects.get(RES_BIND_REQUESTS, {}).values()):
             spec = br.get("spec") or {}
             md = br["metadata"]
@@ -266,10 +271,12 @@ class BindRequests:
             try:
                 self.store.delete(RES_BIND_REQUESTS, md["name"], md["namespace"])
             except NotFound:
-                continue
+                why += "; it was gone already (an earlier delete whose reply was lost, or another's)"
             except (ApiError, OSError) as exc:
-                log.warning("cannot delete BindRequest %s/%s: %s", md["namespace"], md["name"],
-                            getattr(exc, "message", exc))
+                log.warning("cannot delete BindRequest %s/%s: %s; pod %s is not scheduled again until it "
+                            "is gone", md["namespace"], md["name"], getattr(exc, "message", exc),
+                            spec.get("podName"))
+                held.add((md.get("namespace", ""), str(spec.get("podName"))))
                 continue
             deleted = True
             failed_since.pop((md.get("namespace", ""), md["name"]), None)
@@ -278,6 +285,7 @@ class BindRequests:
             log.info("BindRequest %s/%s deleted (%s); pod %s will be scheduled again",
                      md["namespace"], md["name"], why, spec.get("podName"))
         self._failed_since = failed_since
+        self.held = held
         return deleted
 
 

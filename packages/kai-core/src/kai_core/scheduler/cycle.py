@@ -193,7 +193,10 @@ class Scheduler:
         snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features,
                         self.bind_requests.still_unconfirmed(self.cache))
         self.last_snapshot = snap
+        held = self.bind_requests.held
         pending = snap.pending_pods()
+        if held:  # an old request of theirs may still exist: see BindRequests.held
+            pending = [p for p in pending if (p["metadata"].get("namespace", ""), p["metadata"]["name"]) not in held]
         self.backoff.forget_settled(snap)
         now = self.clock()
         ready = []
