@@ -389,14 +389,17 @@ class Kai:
             time.sleep(interval)
 
     def wait_bound(self, namespace: str, pod_name: str, timeout: float = 60) -> tuple[dict, dict]:
-        """(pod, BindRequest) once the pod is bound and its only BindRequest is ``Succeeded``, the
-        binder's last write (so the request is read before the pod)."""
+        """(pod, BindRequest) once the pod is bound, its only BindRequest is ``Succeeded`` and the
+        binder has reported it on the pod: the PodBound condition comes last, after the request's
+        status, as KAI's binder writes them (so the request is read before the pod)."""
 
         def bound():
             brs = self.kube.list("scheduling.run.ai/v1alpha2", "BindRequest", namespace)
             brs = [b for b in brs if b["spec"].get("podName") == pod_name]
             pod = self.kube.get("v1", "Pod", pod_name, namespace)
-            if pod["spec"].get("nodeName") and [(b.get("status") or {}).get("phase") for b in brs] == ["Succeeded"]:
+            reported = any(c.get("type") == "PodBound" for c in (pod.get("status") or {}).get("conditions") or [])
+            if (pod["spec"].get("nodeName") and reported
+                    and [(b.get("status") or {}).get("phase") for b in brs] == ["Succeeded"]):
                 return pod, brs[0]
             return None
 
