@@ -62,14 +62,20 @@ def scheduled_condition(pod: dict) -> dict | None:
     return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"), None)
 
 
+#: what a scheduler reports while the resourceclaim controller has not made a pod's claim from its
+#: template yet (kai's words, then kube-scheduler's): a moment of the pod's life, not a decision
+WAITING_FOR_CLAIM = re.compile(r"waiting for (the ResourceClaim of pod claim|dynamic resource controller)")
+
+
 def decided(pod: dict | None) -> bool:
-    """Bound, or reported unschedulable."""
+    """Bound, or reported unschedulable for a reason other than a claim not made yet."""
     if pod is None:
         return False
     if pod["spec"].get("nodeName"):
         return True
     cond = scheduled_condition(pod)
-    return bool(cond and cond["status"] == "False" and cond.get("reason") == "Unschedulable")
+    return bool(cond and cond["status"] == "False" and cond.get("reason") == "Unschedulable"
+                and not WAITING_FOR_CLAIM.search(cond.get("message") or ""))
 
 
 def pending_message(pod: dict) -> str | None:
