@@ -384,15 +384,12 @@ class EmbeddedStore(Store):
         return clone(self._write_existing(_copy_in(obj), status_only=False))
 
     def update_status(self, obj: dict) -> dict:
-        if not isinstance(obj, dict):
-            raise BadRequest(f"an object must be a mapping, got {type(obj).__name__}")
-        # a status write takes only these from the request (the rest is the stored object's), so
-        # only these are copied; an older version is converted whole first
-        kind = self.kinds.for_object(obj)
-        if obj.get("apiVersion") == kind.api_version:
-            obj = {k: clone(obj[k]) for k in ("apiVersion", "kind", "metadata", "status") if k in obj}
+        # only what a status write takes from the request is copied; an older version is converted
+        # whole first
+        if isinstance(obj, dict) and obj.get("apiVersion") == self.kinds.for_object(obj).api_version:
+            obj = clone(_status_part(obj))
         else:
-            obj = clone(obj)
+            obj = _copy_in(obj)
         return clone(self._write_existing(obj, status_only=True))
 
     def patch(
@@ -419,11 +416,8 @@ class EmbeddedStore(Store):
                     f'{_ref(kind, name, namespace or "default")}: a strategic merge patch of a custom resource is not '
                     "supported; send a JSON merge patch")
             current = self._stored(kind, name, namespace)  # both merges below return a new object
-            target = current
-            if subresource == "status":
-                # a status write takes only the status (and the preconditions in the metadata) from
-                # the request: merge the patch into those alone, not into a copy of the whole object
-                target = {k: v for k, v in current.items() if k in ("apiVersion", "kind", "metadata", "status")}
+            # a status write takes only _status_part of the request: merge the patch into that alone
+            target = _status_part(current) if subresource == "status" else current
             if strategic:
                 merged = strategic_merge_patch(target, patch, current["kind"])
             else:
@@ -945,6 +939,12 @@ def _new_uid() -> str:
     bits = (random.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
     h = f"{bits:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _status_part(obj: dict) -> dict:
+    """What a write of the status subresource takes from its request (the rest comes from the
+    stored object): the status, and the metadata for its preconditions. Not a copy."""
+    return {k: obj[k] for k in ("apiVersion", "kind", "metadata", "status") if k in obj}
 
 
 def _copy_in(obj) -> dict:
