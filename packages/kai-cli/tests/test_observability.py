@@ -160,8 +160,11 @@ def test_readyz_waits_for_every_reflector_and_metrics_follow_the_work(live_clust
     lc.server.fail_next(100_000, 503, verb="list", resource="pods")  # pods cannot be listed for now
     scheduler = lc.start("scheduler", gates="", probe_address="127.0.0.1:0", metrics_address="127.0.0.1:0")
     url = scheduler.url("/readyz")
-    lc.wait_for(lambda: scheduler.component.store.reflector_stats()["pods"]["last_error"],
-                "a failed list of pods")
+    def only_pods_missing() -> bool:  # every other kind listed (namespaces may come a moment later)
+        stats = scheduler.component.store.reflector_stats()
+        return bool(stats["pods"]["last_error"]) and all(s["synced"] for r, s in stats.items() if r != "pods")
+
+    lc.wait_for(only_pods_missing, "a failed list of pods, every other kind listed")
     status, _, body = get(url + "?verbose")
     assert status == 500 and "waiting for the first list of pods" in body
     assert get(scheduler.url("/healthz"))[0] == 200  # alive while waiting
