@@ -25,6 +25,8 @@ def test_every_scenario_runs_at_tiny_size_and_binds_every_pod():
     results = {x["scenario"]: x for x in json.loads(r.stdout)["results"]}
     assert list(results) == list(SCENARIOS)
     for name, x in results.items():
+        if SCENARIOS[name].kind == "queues":  # one cycle, half the pods left pending: see below
+            continue
         assert x["problems"] == [], name
         assert x["bound"] == x["to_schedule"] > 0, name
         assert x["writes_per_pod"] > 0, name
@@ -41,6 +43,24 @@ def test_every_scenario_runs_at_tiny_size_and_binds_every_pod():
     assert results["dra"]["writes_per_pod"] == results["run-dra"]["writes_per_pod"] == 9
     assert results["plain"]["writes_per_pod"] == results["run-plain"]["writes_per_pod"]
     assert results["snapshot"]["snapshot_cold"] is not None and results["snapshot"]["snapshot_warm"] is not None
+
+
+def test_the_queues_scenario_times_two_cycles_that_place_gangs_whole():
+    """At 1/100 of its size: 40 nodes, 8 leaf queues, 1,400 pods in gangs of 8, half running: the
+    first cycle places the gang the free node holds, whole, and tells every other gang why it waits."""
+    r = invoke("--scenario", "queues", "--scale", "0.01", "--json")
+    assert r.exit_code == 0, r.output
+    (x,) = json.loads(r.stdout)["results"]
+    assert x["problems"] == [] and x["binder"] == "none"
+    assert x["to_schedule"] == 704 and x["rounds"] == 2
+    assert x["bound"] > 0 and x["bound"] % 8 == 0  # whole gangs
+    first, second = x["cycle_phases"]
+    assert first["scheduler cycle"]["seconds"] > 0 and second["scheduler cycle"]["seconds"] > 0
+    assert first["  unschedulable reasons written"]["calls"] > 600  # every gang that waits says why
+    assert first["  queue order (usage, fair share, order)"]["calls"] == 1
+    r = invoke("--scenario", "queues", "--tiny")
+    assert r.exit_code == 0, r.output
+    assert "queues    none" in r.stdout and "cycle 1" in r.stdout and "allocate (gang placement)" in r.stdout
 
 
 def test_the_tables_have_one_row_per_scenario_and_a_breakdown_per_plugin(tmp_path):

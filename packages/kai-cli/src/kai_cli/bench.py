@@ -24,7 +24,11 @@ The scenarios are those of the performance issue, at full size by default (``--s
 * ``snapshot``: 4,000 nodes and 140,000 pods, all but 1,000 already bound: the time to bring the
   cache up to date and build one cycle's snapshot, from cold and after a few changes;
 * ``memory``: 5,000 nodes and 100,000 pods, all but 10,000 already bound: the peak resident
-  memory of loading and scheduling them.
+  memory of loading and scheduling them;
+* ``queues``: 4,000 nodes with 8 GPUs each, 200 leaf queues in three levels, 140,000 pods in gangs
+  of 8, half of them running and some queues over their fair share (reclaim possible): the wall
+  time of one scheduling cycle, the first after the load and the next, phase by phase
+  (:mod:`kai_cli.bench_queues`).
 
 The binder is the one ``kai-cli run scheduler`` ships (:func:`kai_cli.runner.binder_options`,
 embedded: one worker, a PodBound condition and an Event per pod, the node check, no client-side
@@ -90,7 +94,8 @@ class Scenario:
     nodes: int
     pods: int
     target: str
-    #: "dra", "dra-match", "plain" (pods to schedule), or "snapshot" / "memory" (mostly bound)
+    #: "dra", "dra-match", "plain" (pods to schedule), "snapshot" / "memory" (mostly bound), or
+    #: "queues" (one cycle of a cluster shared by queues, half its pods pending)
     kind: str
     #: pods already bound when the run starts (the rest are pending)
     bound: int = 0
@@ -115,6 +120,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              4000, 140000, "<= 1 s; < 100 ms when little changed", "snapshot", bound=139000),
     Scenario("memory", "5,000 nodes, 100,000 pods (90,000 bound): peak memory",
              5000, 100000, "<= 2 GiB", "memory", bound=90000),
+    Scenario("queues", "4,000 nodes x 8 GPUs, 200 queues in 3 levels, 140,000 pods in gangs (70,000 pending): "
+             "one scheduling cycle", 4000, 140000, "<= 1 s per cycle", "queues", bound=70000),
 )}
 
 #: --tiny: each scenario scaled down to this many nodes (pods in proportion), enough to exercise it
@@ -199,6 +206,11 @@ def generate(sc: Scenario) -> Iterator[dict]:
     """The scenario's objects, one at a time (so a large one is never held twice in memory)."""
     from kai_core.dra.testing import device_class, gpu_slice
 
+    if sc.kind == "queues":
+        from kai_cli.bench_queues import generate as queues_scenario
+
+        yield from queues_scenario(sc.nodes, sc.pods)
+        return
     yield {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BENCH_NAMESPACE}}
     if sc.kind in ("dra", "dra-match"):
         yield device_class(GPU_CLASS, f"device.driver == '{GPU_DRIVER}' && "
@@ -301,6 +313,8 @@ class Result:
     binder: str = "shipped"
     #: seconds from the start of the run to the first pod bound (None: none was)
     first_bound: float | None = None
+    #: queues scenario: each timed cycle's phases, as ``{phase: (calls, seconds)}``
+    cycle_phases: list[dict[str, tuple[int, float]]] = field(default_factory=list)
 
     def timers_state(self) -> dict:
         """The phase and plugin timers as they are now, to go back to with :meth:`restore_timers`."""
@@ -342,6 +356,7 @@ class Result:
             "load_seconds": self.load_seconds, "snapshot_cold": self.snapshot_cold,
             "snapshot_warm": self.snapshot_warm, "target": self.target, "met": self.met,
             "problems": self.problems, "binder": self.binder, "first_bound_seconds": self.first_bound,
+            "cycle_phases": [{k: {"calls": c, "seconds": s} for k, (c, s) in p.items()} for p in self.cycle_phases],
             "cpu_per_1000_pods": {"scheduler": self.cpu_per_1000(PH_CYCLE), "binder": self.cpu_per_1000(PH_BINDER),
                                   "controllers": self.cpu_per_1000(PH_CONTROLLERS)},
         }
@@ -420,6 +435,8 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
 
     result = Result(sc.name, sc.nodes, sc.pods, sc.pods - sc.bound, target=sc.target,
                     binder="lean" if lean_binder else "shipped")
+    if sc.kind == "queues":
+        return _run_queues(sc, result, profile)
     binder_kwargs = {"qps": 0, "scheduler_names": [scheduler_name]} if lean_binder else binder_options(
         embedded=True, scheduler_names=[scheduler_name])
     gc.collect()
@@ -432,6 +449,29 @@ def run_scenario(sc: Scenario, *, scheduler_name: str = SCHEDULER_NAME, profile:
     result.bound, result.problems = verify(store, scheduler_name, check=check)
     result.bound -= sc.bound
     result.met = _met(sc, result)
+    return result
+
+
+def _run_queues(sc: Scenario, result: Result, profile: cProfile.Profile | None) -> Result:
+    """The queues scenario: two cycles timed phase by phase (no binder: see :mod:`kai_cli.bench_queues`)."""
+    from kai_cli.bench_queues import run as run_queues
+
+    result.binder = "none"
+    gc.collect()
+    _reset_peak_rss()
+    run = run_queues(sc.nodes, sc.pods, profile=profile)
+    result.peak_rss = peak_rss_bytes()
+    result.load_seconds = run.load_seconds + run.sync_seconds
+    result.to_schedule = run.pending
+    result.cycles = [c.seconds[PH_CYCLE] for c in run.cycles]
+    result.seconds = sum(result.cycles)
+    result.rounds = len(run.cycles)
+    result.bound = sum(scheduled for scheduled, _, _ in run.outcomes)
+    result.writes = run.writes
+    result.cycle_phases = [{p: (c.calls.get(p, 1), s) for p, s in c.seconds.items()} for c in run.cycles]
+    result.problems = run.problems + [f"cycle {i + 1}: {errors} pod(s) hit an error"
+                                      for i, (_, _, errors) in enumerate(run.outcomes) if errors]
+    result.met = not result.problems and max(result.cycles) <= 1.0
     return result
 
 
@@ -703,6 +743,8 @@ def summary_table(results: list[Result]) -> str:
         target = r.target
         if r.snapshot_cold is not None:
             target += f" (cold {r.snapshot_cold * 1000:.0f} ms, warm {(r.snapshot_warm or 0) * 1000:.0f} ms)"
+        if r.cycle_phases:
+            target += " (" + ", ".join(f"cycle {i + 1} {s * 1000:.0f} ms" for i, s in enumerate(r.cycles)) + ")"
         timed = bool(r.cycles)  # the run-* scenarios time whole rounds, not cycles or pods
         rows.append([
             r.scenario, r.binder, str(r.nodes), str(r.pods), f"{r.bound}/{r.to_schedule}", f"{r.seconds:.3f}",
@@ -718,7 +760,16 @@ def summary_table(results: list[Result]) -> str:
 
 
 def breakdown_table(r: Result) -> str:
-    """Where one scenario's time went: each phase, then each plugin hook, with its share."""
+    """Where one scenario's time went: each phase, then each plugin hook, with its share (the
+    queues scenario: each phase of each cycle)."""
+    if r.cycle_phases:
+        from kai_cli.bench_queues import PHASES as CYCLE_PHASES
+
+        rows = [["PHASE", *(f"CYCLE {i + 1} S (CALLS)" for i in range(len(r.cycle_phases)))]]
+        for name in CYCLE_PHASES:
+            if any(name in p for p in r.cycle_phases):
+                rows.append([name, *(_phase_cell(p.get(name)) for p in r.cycle_phases)])
+        return _table(rows, right=set(range(1, len(rows[0]))))
     total = r.seconds or 1.0
     rows = [["PHASE / PLUGIN HOOK", "CALLS", "SECONDS", "SHARE", "CPU S"]]
     for name in PHASES:
@@ -729,6 +780,13 @@ def breakdown_table(r: Result) -> str:
     for name, t in sorted(r.plugins.items(), key=lambda kv: -kv[1].seconds):
         rows.append([f"  plugin {name}", str(t.calls), f"{t.seconds:.3f}", f"{100 * t.seconds / total:.1f}%", ""])
     return _table(rows, right={1, 2, 3, 4})
+
+
+def _phase_cell(timed: tuple[int, float] | None) -> str:
+    if timed is None:
+        return "-"
+    calls, seconds = timed
+    return f"{seconds:.3f}" + (f" ({calls})" if calls > 1 else "")
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -803,7 +861,7 @@ def bench(scenarios, scale, nodes, pods, tiny, growth, baseline, profile_path, l
                 raise click.UsageError(f"--profile {path}: cannot write: {exc.strerror or exc}") from None
             if not as_json:
                 click.echo(f"profile of {name} written to {path} (python -m pstats {path})", err=True)
-        if baseline:
+        if baseline and sc.kind != "queues":  # no pod of that scenario is placed by another scheduler
             idle = run_scenario(sc, scheduler_name=IDLE_SCHEDULER_NAME, check=False, lean_binder=lean_binder)
             idle.scenario = f"{name} (baseline)"
             results.append(idle)
