@@ -5,8 +5,9 @@ the release kai's real control plane tests run: a gate that is off gives upstrea
 off. Unlike kube-scheduler 1.37, kai lets gates that upstream has locked to their default
 (``DRAPrioritizedList``, ``DRAAdminAccess``) be turned off, so that an older cluster can be matched:
 Kubernetes 1.34 has ``DRADeviceTaints``, ``DRAPartitionableDevices``, ``DRAConsumableCapacity`` and
-``DRADeviceBindingConditions`` off. ``DynamicResourceAllocation`` keeps kai's own default (off): DRA
-support is opted into.
+``DRADeviceBindingConditions`` off. ``DRAListTypeAttributes`` is alpha in 1.36 and 1.37, so off by
+default as there. ``DynamicResourceAllocation`` keeps kai's own default (off): DRA support is opted
+into.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ KNOWN_GATES: dict[str, tuple[bool, str]] = {
         "(off, or DRAResourceClaimDeviceStatus off: such devices are not used)",
     ),
     "DRAResourceClaimDeviceStatus": (True, "device status in claims, which binding conditions are read from"),
+    "DRAListTypeAttributes": (
+        False,
+        "list-valued device attributes in matchAttribute (the devices share an element) and distinctAttribute "
+        "(no two devices share one) (off: a list-valued attribute matches no other device)",
+    ),
 }
 
 DRA = "DynamicResourceAllocation"
@@ -47,6 +53,7 @@ PARTITIONABLE_DEVICES = "DRAPartitionableDevices"
 CONSUMABLE_CAPACITY = "DRAConsumableCapacity"
 BINDING_CONDITIONS = "DRADeviceBindingConditions"
 DEVICE_STATUS = "DRAResourceClaimDeviceStatus"
+LIST_TYPE_ATTRIBUTES = "DRAListTypeAttributes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,8 @@ class DraFeatures:
     consumable_capacity: bool = KNOWN_GATES[CONSUMABLE_CAPACITY][0]
     #: upstream's DeviceBindingAndStatus: binding conditions are read from the claim's device status
     binding_conditions: bool = KNOWN_GATES[BINDING_CONDITIONS][0] and KNOWN_GATES[DEVICE_STATUS][0]
+    #: constraints compare attributes as sets, a scalar being a set of one (KEP-5491)
+    list_type_attributes: bool = KNOWN_GATES[LIST_TYPE_ATTRIBUTES][0]
 
 
 class FeatureGateError(ValueError):
@@ -86,6 +95,7 @@ class FeatureGates:
             partitionable_devices=self[PARTITIONABLE_DEVICES],
             consumable_capacity=self[CONSUMABLE_CAPACITY],
             binding_conditions=self[BINDING_CONDITIONS] and self[DEVICE_STATUS],
+            list_type_attributes=self[LIST_TYPE_ATTRIBUTES],
         )
 
     @classmethod

@@ -14,7 +14,12 @@ count limits (Kubernetes 1.34, ``resource.k8s.io/v1``: 128 devices per ResourceS
 and capacities per device, string and version attributes of at most 64 bytes, qualified names of a
 63-character domain and a 32-character C identifier, 32 requests per claim and selectors per
 request, 8 subrequests, CEL expressions of at most 10 KiB...), which the CEL cost estimate of
-:mod:`kai_core.dra.celcost` relies on.
+:mod:`kai_core.dra.celcost` relies on. List-valued device attributes (``ints``, ``bools``, ``strings``,
+``versions``: KEP-5491) are accepted as an API server of 1.36 or later with ``DRAListTypeAttributes``
+on accepts them: non-empty lists, each element checked as the scalar, at most 48 values per device,
+at most 64 devices in a slice that has one. (With the gate off, the default in 1.36 and 1.37, a real
+API server drops the lists on create and then refuses the attribute: ``exactly one value must be
+specified``.)
 
 Every check raises :class:`kai_core.api.errors.Invalid` whose message starts with the object's kind
 and name and lists each problem with its field path. Values are quoted cut to 200 characters (with
@@ -50,9 +55,12 @@ _r = short_repr  # every value quoted in a message goes through this: at most 20
 DRIVER_NAME_MAX = 63
 POOL_NAME_MAX = 253
 SLICE_MAX_DEVICES = 128
+#: ResourceSliceMaxDevicesWithAdvancedFeatures, for a slice using list attributes (Kubernetes 1.36+)
+SLICE_MAX_DEVICES_WITH_LISTS = 64
 SLICE_MAX_SHARED_COUNTERS = 32
 DEVICE_MAX_ATTRIBUTES_AND_CAPACITIES = 32
 DEVICE_MAX_ATTRIBUTE_VALUES = 48  # list attributes (alpha) count each element
+_LIST_ATTRIBUTE_KINDS = ("ints", "bools", "strings", "versions")
 DEVICE_MAX_DOMAIN = 63
 DEVICE_MAX_ID = 32
 DEVICE_ATTRIBUTE_MAX_VALUE = 64
@@ -927,9 +935,11 @@ def _attribute_problems(path: str, value) -> tuple[list[str], int]:
     if not isinstance(value, dict) or len(value) != 1:
         return [f"{path}: Invalid value: exactly one value must be specified (int, bool, string or version)"], 1
     ((key, inner),) = value.items()
-    if key in ("ints", "bools", "strings", "versions"):
-        if not isinstance(inner, list) or not inner:
-            return [f"{path}.{key}: Invalid value: must be a non-empty list"], 1
+    if key in _LIST_ATTRIBUTE_KINDS:
+        if not isinstance(inner, list):
+            return [f"{path}.{key}: Invalid value: {_r(inner)}: must be a list"], 1
+        if not inner:
+            return [f"{path}.{key}: Invalid value: []: must not be empty if specified"], 1
         problems: list[str] = []
         for j, item in enumerate(inner):
             problems += _attribute_problems(f"{path}.{key}[{j}]", {key[:-1]: item})[0]
@@ -1071,7 +1081,10 @@ def validate_resource_slice(obj: dict) -> None:
     if devices is not None and not isinstance(devices, list):
         problems.append("spec.devices: must be a list")
         devices = []
-    too_many = _too_many("spec.devices", devices, SLICE_MAX_DEVICES)
+    limit = SLICE_MAX_DEVICES
+    if isinstance(devices, list) and len(devices) > SLICE_MAX_DEVICES_WITH_LISTS and _has_list_attributes(devices):
+        limit = SLICE_MAX_DEVICES_WITH_LISTS
+    too_many = _too_many("spec.devices", devices, limit)
     if too_many:  # short-circuits (DoS protection), as upstream
         _fail(obj, [*problems, too_many])
         return
@@ -1092,6 +1105,18 @@ def validate_resource_slice(obj: dict) -> None:
         for j, c in enumerate(consumes if isinstance(consumes, list) else []):
             problems += _counter_names_problems(c, f"{dpath}.consumesCounters[{j}]", "counterSet")
     _fail(obj, problems)
+
+
+def _has_list_attributes(devices: list) -> bool:
+    """Whether a device of the slice has a list-valued attribute (which lowers the device limit)."""
+    for dev in devices[:SLICE_MAX_DEVICES + 1]:  # past that the slice is refused anyway
+        attributes = dev.get("attributes") if isinstance(dev, dict) else None
+        if isinstance(attributes, dict) and any(
+            isinstance(value, dict) and any(key in value for key in _LIST_ATTRIBUTE_KINDS)
+            for value in attributes.values()
+        ):
+            return True
+    return False
 
 
 def _counter_names_problems(counter_set, path: str, name_field: str) -> list[str]:

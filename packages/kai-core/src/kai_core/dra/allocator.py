@@ -10,7 +10,9 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
   devices in use, and is not counted as using them;
 * device taints (``NoSchedule``/``NoExecute``) against the request's ``tolerations``;
 * ``constraints``: ``matchAttribute`` and ``distinctAttribute`` over the requests they name (all when
-  none are named; a name may be ``request`` or ``request/subrequest``);
+  none are named; a name may be ``request`` or ``request/subrequest``); list-valued attributes as
+  :mod:`kai_core.dra.constraint_values` compares them (with ``DRAListTypeAttributes`` on, upstream's
+  "experimental" allocator: the devices' sets share an element, or are pairwise disjoint);
 * partitionable devices: ``consumesCounters`` against the pool's ``sharedCounters``, minus what
   allocated devices of the pool consume on any node;
 * consumable capacity: ``capacity.requests`` against each device's capacity and its
@@ -30,7 +32,9 @@ This follows the upstream structured allocator (``k8s.io/dynamic-resource-alloca
 Feature gates (``inventory.features``, from ``--feature-gates``, kube-scheduler's names): with
 ``DRAPrioritizedList``, ``DRAAdminAccess`` or ``DRAConsumableCapacity`` off, a claim using the feature
 is refused with upstream's message; with ``DRADeviceTaints`` off taints are ignored; with
-``DRAPartitionableDevices`` off the inventory leaves devices consuming counters out of node views.
+``DRAPartitionableDevices`` off the inventory leaves devices consuming counters out of node views; with
+``DRAListTypeAttributes`` off (its default) a list-valued attribute matches no other device, as in
+upstream's stable and incubating allocators.
 Each is decided once per claim or per (request, node), never per device of a plain claim.
 
 Search. Alternatives are chosen first, request by request in order (so the first sub-requests that
@@ -74,7 +78,11 @@ counters (they do not use the device); with ``firstAvailable``, the sub-requests
 workable ones in request order (upstream keeps whatever its first-fit device walk reaches first, which
 may be a later sub-request of a later request); a shared device serves at most one request of one
 allocate() call (upstream may give one device to several requests of a pod's claims, sharing its
-capacity; kai then refuses the node, or picks other devices).
+capacity; kai then refuses the node, or picks other devices); with list attributes, backtracking gives a
+``matchAttribute`` set back the elements it shared before the pick undone (upstream's experimental
+allocator keeps the narrowed intersection, k/k#140300); a ``distinctAttribute`` set compares every pair
+of its devices (upstream's allocators keep the value of the last device picked per request only, so the
+third device of a request is not compared with its first).
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector, no
 from kai_core.api.quantity import format_quantity
 from kai_core.dra.capacity import CapacityError, consumption, parse_requests, status_names
 from kai_core.dra.cel import CelCompileError, CelEvalError, compile_selector
+from kai_core.dra.constraint_values import distinct_allows, distinct_keys, distinct_room, match_next
 from kai_core.dra.inventory import Device, DeviceId, DraInventory, NodeView, Pool
 
 __all__ = [
@@ -656,6 +665,7 @@ class _Call:
         self.claims = claims
         self.consumed = consumed
         self.share = inventory.features.consumable_capacity
+        self.lists = inventory.features.list_type_attributes
         self.shared_used: Mapping[DeviceId, Mapping[str, Fraction]] | None = None
         self.node = node
         self.node_name = ((node or {}).get("metadata") or {}).get("name", "")
@@ -684,8 +694,11 @@ class _Call:
         self.taken: dict[Device, int] = {}
         self.claim_taken: list[set[Device]] = [set() for _ in self.claims]
         self.claim_count = [0] * len(self.claims)
-        self.match_state: dict[tuple[int, int], list] = {}  # (claim, constraint) -> [value, count]
-        self.distinct_state: dict[tuple[int, int], dict] = {}  # (claim, constraint) -> value -> count
+        # (claim, constraint) -> what the set shares after each of its picks (the first pick's value,
+        # then, with list attributes, the elements all picks so far have in common)
+        self.match_state: dict[tuple[int, int], list] = {}
+        # (claim, constraint) -> the values (with lists: the elements) the set's picks took
+        self.distinct_state: dict[tuple[int, int], dict] = {}
         self.consumed: dict[tuple[str, str, str], dict[str, object]] = {}
         self.eq_keys: dict[Device, tuple] | None = None
 
@@ -892,18 +905,20 @@ class _Call:
             ok = value is not None
             if ok and constraint.distinct:
                 seen = self.distinct_state.setdefault(state_key, {})
-                ok = not seen.get(value)
+                keys = distinct_keys(value, self.lists, device.id)
+                ok = distinct_allows(seen, value, keys, self.lists)
                 if ok:
-                    seen[value] = 1
+                    seen.update(dict.fromkeys(keys, 1))
             elif ok:
-                state = self.match_state.setdefault(state_key, [None, 0])
-                if state[1] == 0:
-                    state[0], state[1] = value, 1
+                shared = self.match_state.setdefault(state_key, [])
+                if not shared:
+                    shared.append(value)
                     fixed.append((constraint, value))
-                elif state[0] == value:
-                    state[1] += 1
                 else:
-                    ok = False
+                    now = match_next(shared[-1], value, self.lists)
+                    ok = now is not None
+                    if ok:
+                        shared.append(now)
             if not ok:
                 self._reject(ci, constraint)
                 for earlier in constraints[:position]:
@@ -919,11 +934,13 @@ class _Call:
         return True, fixed
 
     def _undo_constraint(self, ci: int, constraint: _Constraint, device: Device) -> None:
-        value = device.attributes[constraint.attribute]
         if constraint.distinct:
-            del self.distinct_state[(ci, constraint.index)][value]
+            seen = self.distinct_state[(ci, constraint.index)]
+            for key in distinct_keys(device.attributes[constraint.attribute], self.lists, device.id):
+                del seen[key]
         else:
-            self.match_state[(ci, constraint.index)][1] -= 1
+            # what the set shared before this pick comes back (no stale intersection, k/k#140300)
+            self.match_state[(ci, constraint.index)].pop()
 
     def remove(self, alt: _Alt, ci: int, device: Device) -> None:
         self.picks.pop()
@@ -1075,9 +1092,9 @@ class _Call:
                 seen = self.distinct_state.get((ci, constraint.index)) or {}
                 values = {d.attributes.get(attr) for d in usable}
                 values.discard(None)
-                enough = len(values - seen.keys()) >= need
+                enough = distinct_room(values, seen, self.lists) >= need
             else:
-                enough = sum(1 for d in usable if d.attributes.get(attr) == value) >= need
+                enough = sum(1 for d in usable if self._matches(value, d, attr)) >= need
                 enough = enough and all(self._can_meet(other, constraint, value) for other in later)
             if not enough:
                 self._reject(ci, constraint)
@@ -1087,6 +1104,15 @@ class _Call:
     def _reject(self, ci: int, constraint: _Constraint) -> None:
         key = (ci, constraint.index)
         self.constraint_rejects[key] = self.constraint_rejects.get(key, 0) + 1
+
+    def _matches(self, value: object, device: Device, attr: str) -> bool:
+        """Whether ``device`` could join a matchAttribute set whose first pick holds ``value``."""
+        other = device.attributes.get(attr)
+        if other is None:
+            return False
+        if type(value) is tuple and type(other) is tuple:
+            return value == other
+        return match_next(value, other, self.lists) is not None
 
     def _can_meet(self, alt: _Alt, constraint: _Constraint, value: object) -> bool:
         if not constraint.applies(alt):
@@ -1098,7 +1124,7 @@ class _Call:
         usable = sum(
             1
             for d in options.candidates
-            if d.attributes.get(attr) == value
+            if self._matches(value, d, attr)
             and d
             not in (self.claim_taken[self.claim_index[id(alt.request.claim)]] if alt.admin else self.taken)
         )

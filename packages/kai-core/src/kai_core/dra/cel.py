@@ -9,7 +9,8 @@ Usage: ``compile_selector(expr)`` once per expression (cached), ``device_env(...
 
 What an expression can use, as in the Kubernetes DRA environment:
 
-* ``device.driver`` (string), ``device.attributes[domain][id]`` (int, bool, string or Semver),
+* ``device.driver`` (string), ``device.attributes[domain][id]`` (int, bool, string or Semver, or a list
+  of one of them),
   ``device.capacity[domain][id]`` (Quantity) and ``device.allowMultipleAllocations`` (bool). A name without
   a domain belongs to the driver's domain. An unknown domain gives an empty map; an unknown id is an error
   (guard with ``has(...)`` or ``.?id.orValue(...)``).
@@ -19,6 +20,7 @@ What an expression can use, as in the Kubernetes DRA environment:
   ``asInteger``, ``isInteger``, ``asApproximateFloat``, ``sign``, ``add``, ``sub`` (Quantity or int), ``mul``.
 * ``semver(s[, normalize])``, ``isSemver(s[, normalize])`` and on a Semver ``compareTo``,
   ``isGreaterThan``, ``isLessThan``, ``major``, ``minor``, ``patch``.
+* ``a.includes(v)`` on an attribute: a list attribute holds ``v``, or a scalar equals it.
 
 How it is built, and why:
 
@@ -51,8 +53,10 @@ time cel-cpp also stops after 10,000 comprehension iterations per evaluation (a 
 
 Other known gaps: Quantity values are held in milli-units, so sub-milli capacities are rounded up to 1m
 and magnitudes above about 9.2e15 units are refused; Semver build metadata is dropped (Kubernetes ignores
-it in comparisons too); ``includes()`` for list attributes and the ``div`` family of Quantity functions
-are not provided.
+it in comparisons too); the ``div`` family of Quantity functions is not provided. List attributes
+(``strings: [...]``...) are CEL lists, and ``includes()`` (a list holds the value, or a scalar equals
+it) is there whatever ``DRAListTypeAttributes`` says, as in upstream's environment for stored
+expressions, which the scheduler uses.
 """
 
 from __future__ import annotations
@@ -318,6 +322,55 @@ def _v_part(index: int) -> Callable[[bytes], int]:
     return part
 
 
+# ------------------------------------------------------------------------------------ includes()
+
+#: resourceapi.ResourceSliceMaxAttributeValuesPerDevice: includes() refuses to walk longer lists
+_MAX_INCLUDES_LIST = 48
+# cel-cpp dispatches a Python function on the arguments' runtime kinds (a ``dyn`` parameter matches
+# none), so the evaluation environment declares includes() for every kind an attribute or a literal
+# argument can have; Semver is bytes there, and Quantity a uint.
+_INCLUDES_KINDS = (("int", _T.INT), ("uint", _T.UINT), ("double", _T.DOUBLE), ("bool", _T.BOOL),
+                   ("string", _T.STRING), ("bytes", _T.BYTES))
+
+
+def _cel_equal(a: Any, b: Any) -> bool:
+    """CEL's ``==`` for the scalar kinds attributes have: numbers compare across int, uint and
+    double, a bool only equals a bool, bytes (Semver here) only bytes."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, (bytes, bytearray)) and isinstance(b, (bytes, bytearray)):
+        return bytes(a) == bytes(b)
+    return type(a) is type(b) and a == b
+
+
+def _cel_includes(target: Any, item: Any) -> bool:
+    """``<attribute>.includes(<value>)`` (KEP-5491): a list attribute holds the value, or a scalar
+    equals it; like upstream, a list longer than the API allows is an error once the walk reaches
+    past that length."""
+    if isinstance(target, list):
+        for index, element in enumerate(target):
+            if index >= _MAX_INCLUDES_LIST:
+                raise ValueError(f"'includes' function cannot be applied to lists longer than "
+                                 f"{_MAX_INCLUDES_LIST} values")
+            if _cel_equal(element, item):
+                return True
+        return False
+    return _cel_equal(target, item)
+
+
+def _includes_overloads(with_impls: bool) -> list[Any]:
+    if not with_impls:  # type checking: any attribute, any value
+        return [cel.Overload("dra_includes_dyn_dyn", _T.BOOL, [_T.DYN, _T.DYN], is_member=True)]
+    targets = (("list", _T.LIST), *_INCLUDES_KINDS)
+    return [
+        cel.Overload(f"dra_includes_{t}_{a}", _T.BOOL, [target, arg], is_member=True, impl=_cel_includes)
+        for t, target in targets
+        for a, arg in _INCLUDES_KINDS
+    ]
+
+
 # ------------------------------------------------------------------------------------ environments
 
 # (function, overload id, member?, parameter types, return type, implementation). "Q" and "S" stand
@@ -370,6 +423,7 @@ def _build_env(quantity_type: Any, semver_type: Any, with_impls: bool) -> Any:
                 impl=impl if with_impls else None,
             )
         )
+    overloads["includes"] = _includes_overloads(with_impls)
     variables = {
         "device.driver": _T.STRING,
         "device.attributes": _T.Map(_T.STRING, _T.Map(_T.STRING, _T.DYN)),

@@ -42,6 +42,7 @@ from kai_core.api.features import DraFeatures
 from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector
 from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.dra.cel import DeviceEnv, device_env
+from kai_core.dra.constraint_values import LIST_KINDS, ListValue
 
 __all__ = ["Binding", "Device", "DeviceId", "DraInventory", "ParsedSlices", "Pool"]
 
@@ -85,7 +86,8 @@ class Device:
     ``all_nodes`` where it is usable (the slice's, or the device's own with ``perDeviceNodeSelection``);
     ``taints`` its NoSchedule/NoExecute taints; ``consumes`` its counter consumption as
     ``((counter set, {counter: value}), ...)``; ``attributes`` its attribute values by fully qualified
-    name (``(kind, value)``, for constraints); ``cel`` the cached selector results by expression;
+    name (``(kind, value)``, or a :class:`~kai_core.dra.constraint_values.ListValue`, for constraints);
+    ``cel`` the cached selector results by expression;
     ``binding`` its binding conditions and ``bindsToNode`` (:class:`Binding`), or None.
     """
 
@@ -118,7 +120,7 @@ class Device:
         all_nodes: bool,
         taints: tuple[dict, ...],
         consumes: tuple[tuple[str, dict[str, Number]], ...],
-        attributes: dict[str, tuple[str, object]],
+        attributes: dict[str, tuple[str, object] | ListValue],
         order: tuple,
         binding: Binding | None = None,
     ) -> None:
@@ -701,21 +703,28 @@ def _consumption(entries: object) -> tuple[tuple[str, dict[str, Number]], ...]:
     return tuple(out)
 
 
-def _qualified_attributes(driver: str, attributes: object) -> dict[str, tuple[str, object]]:
-    """Attribute values by fully qualified name; bare names belong to the driver's domain."""
-    out: dict[str, tuple[str, object]] = {}
+def _qualified_attributes(driver: str, attributes: object) -> dict[str, tuple[str, object] | ListValue]:
+    """Attribute values by fully qualified name; bare names belong to the driver's domain. List
+    values (``strings: [...]``) are kept whatever the gates: the allocator decides what they match.
+    Called after :func:`~kai_core.dra.cel.device_env` has checked the values' types."""
+    out: dict[str, tuple[str, object] | ListValue] = {}
     if not isinstance(attributes, dict):
         return out
-    bare: dict[str, tuple[str, object]] = {}
+    bare: dict[str, tuple[str, object] | ListValue] = {}
     for name, value in attributes.items():
         if not isinstance(value, dict) or len(value) != 1:
             continue
         ((kind, inner),) = value.items()
-        if kind not in _ATTRIBUTE_KINDS:
-            continue  # list attributes (alpha) never satisfy a constraint here
-        if "/" in name:
-            out[name] = (kind, inner)
+        parsed: tuple[str, object] | ListValue
+        if kind in _ATTRIBUTE_KINDS:
+            parsed = (kind, inner)
+        elif kind in LIST_KINDS and isinstance(inner, list) and inner:  # the API refuses empty lists
+            parsed = ListValue(kind, tuple(inner))
         else:
-            bare[f"{driver}/{name}"] = (kind, inner)
+            continue
+        if "/" in name:
+            out[name] = parsed
+        else:
+            bare[f"{driver}/{name}"] = parsed
     # A fully qualified spelling wins over the bare one, as upstream looks it up first.
     return {**bare, **out}

@@ -50,6 +50,7 @@ from kai_core.dra.allocator import (
     _tolerates,
 )
 from kai_core.dra.capacity import CapacityError, consumption, status_names
+from kai_core.dra.constraint_values import describe, distinct_allows, distinct_keys, match_next
 from kai_core.dra.inventory import Device, DeviceId, DraInventory
 
 __all__ = ["AllocationRefused", "same_allocation", "verify_allocations"]
@@ -256,7 +257,7 @@ def _verify_claim(claim: object, allocation: object, node: dict, node_name: str,
             raise AllocationRefused(f"claim {ref}: request {alt.name} asks for {alt.count} device(s), the "
                                     f"allocation gives it {len(mine)}")
     if claim_spec.constraints:
-        _check_constraints(ref, claim_spec, picks)
+        _check_constraints(ref, claim_spec, picks, inventory.features.list_type_attributes)
     _check_config(ref, prepared, list(chosen.values()), devices.get("config"))
     binds = inventory.features.binding_conditions and any(d.binding and d.binding.binds_to_node for _, d in picks)
     _check_node_selector(ref, allocation.get("nodeSelector"), [d for _, d in picks], node, node_name,
@@ -395,10 +396,13 @@ def _check_all(alt: _Alt, mine: list[Device], node: dict, node_name: str, invent
                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
 
 
-def _check_constraints(ref: str, claim: _Claim, picks: list[tuple[_Alt, Device]]) -> None:
+def _check_constraints(ref: str, claim: _Claim, picks: list[tuple[_Alt, Device]], lists: bool) -> None:
+    """The picks satisfy the claim's constraints as the allocator compares attributes
+    (:mod:`kai_core.dra.constraint_values`; ``lists``: DRAListTypeAttributes)."""
     for constraint in claim.constraints:
         first: tuple[DeviceId, object] | None = None
-        seen: dict[object, DeviceId] = {}
+        shared: object = None
+        taken: dict[object, DeviceId] = {}
         for alt, device in picks:
             if not constraint.applies(alt):
                 continue
@@ -407,15 +411,23 @@ def _check_constraints(ref: str, claim: _Claim, picks: list[tuple[_Alt, Device]]
             if value is None:
                 raise AllocationRefused(f"{what}: device {device.id} has no attribute {constraint.attribute}")
             if constraint.distinct:
-                if value in seen:
-                    raise AllocationRefused(f"{what}: devices {seen[value]} and {device.id} have the same "
-                                            f"value {value[1]!r}")
-                seen[value] = device.id
+                keys = distinct_keys(value, lists, device.id)
+                if not distinct_allows(taken, value, keys, lists):
+                    other = next((taken[k] for k in keys if k in taken), None) or next(iter(taken.values()))
+                    raise AllocationRefused(f"{what}: devices {other} and {device.id} have the same "
+                                            f"value {_shown(value)}")
+                taken.update(dict.fromkeys(keys, device.id))
             elif first is None:
-                first = (device.id, value)
-            elif first[1] != value:
-                raise AllocationRefused(f"{what}: device {first[0]} has {first[1][1]!r} (a {first[1][0]}), "  # type: ignore[index]
-                                        f"device {device.id} has {value[1]!r} (a {value[0]})")  # type: ignore[index]
+                first, shared = (device.id, value), value
+            else:
+                shared = match_next(shared, value, lists)
+                if shared is None:
+                    raise AllocationRefused(f"{what}: device {first[0]} has {describe(first[1])}, "
+                                            f"device {device.id} has {describe(value)}")
+
+
+def _shown(value: object) -> str:
+    return repr(value[1]) if type(value) is tuple else describe(value)
 
 
 def _config_body(entry: dict) -> str:
