@@ -10,7 +10,11 @@ same devices, same requests, same expected devices (``None``: the claim does not
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kai_core.api.errors import Invalid
 from kai_core.api.features import KNOWN_GATES, DraFeatures, FeatureGates
@@ -339,3 +343,52 @@ def test_with_the_gate_off_the_pod_waits_naming_the_constraint(world) -> None:
     condition = w.condition("p")
     assert condition is not None and (condition["status"], condition["reason"]) == ("False", "Unschedulable")
     assert "0/1 nodes are available" in condition["message"]
+
+
+# -- against an oracle -------------------------------------------------------------------------------
+
+_VALUE = st.one_of(
+    st.none(),
+    st.integers(0, 3).map(lambda n: {"int": n}),
+    st.sets(st.integers(0, 3), min_size=1, max_size=3).map(lambda s_: {"ints": sorted(s_)}),
+)
+
+
+def _elements_of(value: dict) -> set[int]:
+    return {value["int"]} if "int" in value else set(value["ints"])
+
+
+def _fits(values: list[dict], distinct: bool, lists: bool) -> bool:
+    """The rule, from KEP-5491 and upstream's allocators, for one set of devices (all holding the
+    attribute): with the gate on, elements common to all (match) or pairwise disjoint (distinct);
+    with it off, equal scalars (a list stands alone) or distinct scalars (at most one list)."""
+    if lists:
+        sets = [_elements_of(v) for v in values]
+        if distinct:
+            return all(a.isdisjoint(b) for a, b in itertools.combinations(sets, 2))
+        return bool(set.intersection(*sets))
+    scalars = [v["int"] for v in values if "int" in v]
+    if distinct:
+        return len(set(scalars)) == len(scalars) and len(values) - len(scalars) <= 1
+    return len(values) == 1 or (len(scalars) == len(values) and len(set(scalars)) == 1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(_VALUE, min_size=1, max_size=5), counts=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+       distinct=st.booleans(), lists=st.booleans())
+def test_allocations_agree_with_the_rule(values: list, counts: list, distinct: bool, lists: bool) -> None:
+    named = [{"numa": v} if v else {} for v in values]
+    features = LISTS if lists else NO_LISTS
+    claims = [_claim("distinctAttribute" if distinct else "matchAttribute", INT, *counts)]
+    holders = [i for i, v in enumerate(values) if v]
+    need = sum(counts)
+    solvable = any(_fits([values[i] for i in pick], distinct, lists) for pick in itertools.combinations(holders, need))
+    try:
+        [allocation] = allocate(claims, node("node-1"), _inventory(*named, features=features), set())
+    except Unallocatable as refusal:
+        if not (distinct and not lists):  # gate off, distinct: upstream's answer depends on its walk
+            assert not solvable, refusal.reason
+        return
+    picked = [values[int(d.split("-")[1]) - 1] for _, d in result_names(allocation)]
+    assert len(picked) == need and all(picked) and _fits(picked, distinct, lists)
+    verify_allocations(claims, [allocation], node("node-1"), _inventory(*named, features=features))

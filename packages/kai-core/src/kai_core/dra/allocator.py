@@ -915,8 +915,12 @@ class _Call:
                     shared.append(value)
                     fixed.append((constraint, value))
                 else:
-                    now = match_next(shared[-1], value, self.lists)
-                    ok = now is not None
+                    now = shared[-1]
+                    if type(now) is tuple and type(value) is tuple:  # two scalars: the common case
+                        ok = now == value
+                    else:
+                        now = match_next(now, value, self.lists)
+                        ok = now is not None
                     if ok:
                         shared.append(now)
             if not ok:
