@@ -237,8 +237,13 @@ def test_verify_refuses_list_devices_that_share_an_element_under_distinct() -> N
     [allocation] = allocate(claims, node("node-1"), _inventory(*named, features=NO_LISTS), set())
     verify_allocations(claims, [allocation], node("node-1"), _inventory(*named, features=NO_LISTS))
     with pytest.raises(AllocationRefused, match="devices driver-a/pool-1/device-1 and driver-a/pool-1/device-2 "
-                                                "have the same value"):
+                                                "have the same value 'a'"):
         verify_allocations(claims, [allocation], node("node-1"), _inventory(*named))
+    # the same two devices the other way round: with the gate off the list may not come second
+    swapped = {**allocation, "devices": {"results": allocation["devices"]["results"][::-1]}}
+    with pytest.raises(AllocationRefused, match="device driver-a/pool-1/device-1 has strings \\['a', 'b'\\], which "
+                                                "only the first device may have with DRAListTypeAttributes off"):
+        verify_allocations(claims, [swapped], node("node-1"), _inventory(*named, features=NO_LISTS))
 
 
 # -- CEL: lists and includes() -----------------------------------------------------------------------

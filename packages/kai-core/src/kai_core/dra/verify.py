@@ -413,7 +413,10 @@ def _check_constraints(ref: str, claim: _Claim, picks: list[tuple[_Alt, Device]]
             if constraint.distinct:
                 keys = distinct_keys(value, lists, device.id)
                 if not distinct_allows(taken, value, keys, lists):
-                    other = next((taken[k] for k in keys if k in taken), None) or next(iter(taken.values()))
+                    other = next((taken[k] for k in keys if k in taken), None)
+                    if other is None:  # a list value after the first device, with the gate off
+                        raise AllocationRefused(f"{what}: device {device.id} has {describe(value)}, which only "
+                                                "the first device may have with DRAListTypeAttributes off")
                     raise AllocationRefused(f"{what}: devices {other} and {device.id} have the same "
                                             f"value {_shown(value)}")
                 taken.update(dict.fromkeys(keys, device.id))
