@@ -170,8 +170,9 @@ _MIG = ("string", "mig")
 
 
 def _attribute(device, name: str) -> object:
+    """A scalar attribute's value; None when missing or list-valued (not what these names hold)."""
     value = device.attributes.get(f"{GPU_DRIVER}/{name}")
-    return value[1] if value else None
+    return value[1] if type(value) is tuple else None
 
 
 #: NVIDIA's DeviceClasses that never select a MIG device (a request of these needs no ranking)
