@@ -16,10 +16,9 @@ message is compared once nothing changes any more.
   at the time of each placement, PV node affinity, and devices allocated from the node's own slices,
   each to one claim, matching the class). The same checks run on kube-scheduler's placements, so a
   check that wrongly fails is caught there.
-- Where kube-scheduler leaves a pod pending, kai leaves it pending with the same message, after
-  :func:`comparable`: kube-scheduler appends ``preemption: ...`` (kai does not preempt, README
-  "What kai honours"), and a reason from a PreFilter is the whole of kai's message while
-  kube-scheduler wraps it in ``0/N nodes are available: <reason>.`` (see :data:`PRE_FILTER_REASONS`).
+- Where kube-scheduler leaves a pod pending, kai leaves it pending with the same message, but for
+  kube-scheduler's ``preemption: ...`` part (kai does not preempt, README "What kai honours";
+  :func:`comparable`).
 """
 
 from __future__ import annotations
@@ -40,11 +39,6 @@ DRIVER = "gpu.differential.example.com"
 #: the label of the test's nodes, which every pod of the workloads selects
 SET, SET_VALUE = "differential.kai.example.com/set", "yes"
 
-#: reasons a PreFilter gives for the whole pod (patterns): kai's message is the reason alone,
-#: kube-scheduler's ``0/N nodes are available: <reason>.`` (a difference in kai, reported in issue 15's notes)
-PRE_FILTER_REASONS = ("pod has unbound immediate PersistentVolumeClaims", 'persistentvolumeclaim "[^"]+" not found')
-#: kube-scheduler's reasons that kai follows with ``: <details>`` (a difference, reported likewise)
-DETAILED_REASONS = ("cannot allocate all claims",)
 
 
 # -- the runs ------------------------------------------------------------------------------------------
@@ -85,32 +79,12 @@ def pending_message(pod: dict) -> str | None:
 
 
 def comparable(message: str) -> str:
-    """A pending pod's message without what kube-scheduler adds and kai does not, and what kai adds
-    and kube-scheduler does not:
-
-    - kube-scheduler's PostFilter (preemption) message after the summary: ``preemption: ...``
-      (``not found`` after a PreFilter failure); kai does not preempt (README "What kai honours");
-    - kube-scheduler's ``0/N nodes are available: <reason>.`` around a PreFilter's reason, which is
-      the whole of kai's message (:data:`PRE_FILTER_REASONS`);
-    - what kai's DRA reason says after kube-scheduler's words (``cannot allocate all claims: claim
-      ns/x request gpu: ...``): kai names the claim, request and why, so nodes kube-scheduler counts
-      under one reason may count under several; their counts are added up again.
-    """
-    m = re.match(r"(0/\d+ nodes are available)(?:: (.*?))?\.(?= |$)", message)
-    if m is None:
-        return message
-    head, reasons = m.group(1), m.group(2)
-    if reasons is None:
-        return head + "."
-    if any(re.fullmatch(r, reasons) for r in PRE_FILTER_REASONS):
-        return reasons
-    counts: Counter[str] = Counter()
-    for part in re.split(r", (?=\d+ (?:node\(s\)|Insufficient|cannot allocate all claims|more reason))", reasons):
-        n, reason = part.split(" ", 1)
-        if reason.startswith(DETAILED_REASONS):
-            reason = next(r for r in DETAILED_REASONS if reason.startswith(r))
-        counts[reason] += int(n)
-    return f"{head}: {', '.join(sorted(f'{n} {r}' for r, n in counts.items()))}."
+    """A pending pod's message without kube-scheduler's PostFilter (preemption) part, which kai
+    does not write (kai does not preempt, README "What kai honours"): after the summary
+    ``0/N nodes are available: ....`` kube-scheduler appends `` preemption: ...`` (`` not found``
+    after a PreFilter's rejection). Everything else must be equal to the letter."""
+    m = re.match(r"0/\d+ nodes are available(?:: .*?)?\.(?= |$)", message)
+    return m.group(0) if m is not None else message
 
 
 class Runs:

@@ -12,6 +12,8 @@ from kai_core.cluster import EmbeddedCluster
 from kai_core.framework.plugins import KaiPluginManager
 from kai_core.plugins import build_plugin_manager
 from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
+from kai_core.scheduler.decide import unschedulable_message
+from kai_core.scheduler.explain import DecisionRecorder
 
 
 class World:
@@ -96,6 +98,17 @@ class World:
     def message(self, name: str) -> str | None:
         cond = self.condition(name)
         return cond["message"] if cond else None
+
+    def explain(self) -> None:
+        """Record every decision from now on, as ``kai-cli explain`` does (see :meth:`detailed`)."""
+        self.scheduler.recorder = DecisionRecorder(keep_all=True)
+
+    def detailed(self, name: str) -> str:
+        """The pod's last decision summed up as its message is, but with each node's whole reason
+        as ``kai-cli explain`` shows it (a claim allocator's detail after kube-scheduler's words);
+        needs :meth:`explain` before the cycle."""
+        ex = self.scheduler.recorder.last[f"default/{name}"]
+        return unschedulable_message(len(ex.verdicts), {v.node: v.reason for v in ex.verdicts if not v.fits})
 
     def events(self, name: str) -> list[dict]:
         return [e for e in self.store.list(RES_EVENTS, "default")[0] if e["involvedObject"]["name"] == name]

@@ -32,8 +32,11 @@ def test_reasons_are_grouped_by_what_failed(world) -> None:
     ]
     w = world(*objects, config=DRA_ON)
     w.add(gpu_pod(world, "p", "pair"))
+    w.explain()
     w.cycle()
-    assert w.message("p") == (
+    # the pod's message counts kube-scheduler's words; kai-cli explain says each node's why
+    assert w.message("p") == "0/5 nodes are available: 5 cannot allocate all claims."
+    assert w.detailed("p") == (
         "0/5 nodes are available: "
         "1 cannot allocate all claims: claim default/pair request gpu: needs 2 devices of DeviceClass "
         "gpu.example.com, 0 free (2 match, 0 in use, 2 tainted gpu.nvidia.com/xid=79:NoSchedule without a "
@@ -49,8 +52,10 @@ def test_admin_access_follows_the_namespace_label(world) -> None:
     monitor = claim("monitor", request("gpu", EX, 1, adminAccess=True))
     w = world(GPU_CLASS, world.node("n1"), gpu_slice("n1", count=1), monitor, config=DRA_ON)
     w.add(gpu_pod(world, "p", "monitor"))
+    w.explain()
     w.cycle()
-    assert w.message("p") == (
+    assert w.message("p") == "0/1 nodes are available: 1 cannot allocate all claims."
+    assert w.detailed("p") == (
         "0/1 nodes are available: 1 cannot allocate all claims: claim default/monitor request gpu: "
         "adminAccess is "
         "only allowed in namespaces labelled resource.kubernetes.io/admin-access=true, and namespace default "

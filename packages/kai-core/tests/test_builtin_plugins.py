@@ -176,8 +176,9 @@ def test_a_malformed_affinity_is_reported_not_silently_unmatched(world):
     w = world(world.node("n1"), world.pod("p", affinity=required({"key": "zone", "operator": "Near"})))
     w.cycle()
     message = w.message("p")
-    assert message.startswith("invalid spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution: "
-                              "nodeSelectorTerms[0]: matchExpressions[0]: operator 'Near'")
+    assert message.startswith("0/1 nodes are available: invalid spec.affinity.nodeAffinity."
+                              "requiredDuringSchedulingIgnoredDuringExecution: nodeSelectorTerms[0]: "
+                              "matchExpressions[0]: operator 'Near'")
     assert w.bind_requests() == []
 
 
@@ -299,10 +300,12 @@ def test_a_claim_that_fits_nowhere_is_named_in_the_message(world):
         "metadata": {"name": "three-fpgas", "namespace": "default"},
         "spec": {"devices": {"requests": [{"name": "fpga", "exactly": {"deviceClassName": DRIVER, "count": 3}}]}},
     }, fpga_pod(world, "greedy", claim="three-fpgas"))
+    w.explain()
     w.cycle()
-    message = w.message("greedy")
-    assert message.startswith("0/2 nodes are available: 2 cannot allocate all claims: ")
-    assert "default/three-fpgas" in message
+    assert w.message("greedy") == "0/2 nodes are available: 2 cannot allocate all claims."
+    detailed = w.detailed("greedy")  # what kai-cli explain says of each node
+    assert detailed.startswith("0/2 nodes are available: 2 cannot allocate all claims: ")
+    assert "default/three-fpgas" in detailed
     assert w.bind_requests() == []
 
 
@@ -333,9 +336,10 @@ def carry_out(w, br: dict) -> None:
 def test_a_device_of_an_in_flight_bind_request_is_not_handed_out_twice(world):
     w = dra_world(world)
     w.add(fpga_pod(world, "first"), fpga_pod(world, "second"))
+    w.explain()
     w.cycle()
     assert set(w.placed()) == {"first"}
-    assert "0 free" in w.message("second")
+    assert "0 free" in w.detailed("second")
 
     # a restarted scheduler sees the decision only through the BindRequest in the store
     w.scheduler = Scheduler(w.store, w.pm, DRA_ON)
@@ -366,7 +370,7 @@ def test_a_bound_pod_holds_its_devices_while_the_cache_does_not_show_its_claim_a
     w.set_br_status(br, phase="Succeeded")
     w.cycle()
     assert set(w.placed()) == {"first"}
-    assert "0 free" in w.message("second")
+    assert w.message("second") == "0/1 nodes are available: 1 cannot allocate all claims."  # its one device
 
     done = w.get_pod("first")
     done["status"]["phase"] = "Succeeded"

@@ -15,6 +15,7 @@ from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.plugins import PluginRefused
 from kai_core.plugins import build_plugin_manager
 from kai_core.scheduler.cycle import Scheduler, SchedulerConfig
+from kai_core.scheduler.explain import DecisionRecorder
 
 GATES = FeatureGates.parse("DynamicResourceAllocation=true")
 
@@ -84,15 +85,18 @@ spec:
 ])
 
 
-def schedule(*plugins) -> tuple[dict[str, str], dict]:
-    """The devices the pod got (request -> device) and the pod, after one cycle with ``plugins``."""
+def schedule(*plugins, recorder: DecisionRecorder | None = None) -> tuple[dict[str, str], dict]:
+    """The devices the pod got (request -> device) and the pod, after one cycle with ``plugins``
+    (and ``recorder`` explaining the decisions)."""
     pm = build_plugin_manager(load_external=False)
     for name, plugin in plugins:
         pm.register(plugin, name=name)
     cluster = EmbeddedCluster(pm)
     for m in parse_documents(CLUSTER, "test"):
         cluster.store.restore(m.obj)
-    Scheduler(cluster.store, pm, SchedulerConfig(features=GATES)).run_cycle()
+    scheduler = Scheduler(cluster.store, pm, SchedulerConfig(features=GATES))
+    scheduler.recorder = recorder
+    scheduler.run_cycle()
     pod = cluster.store.get("pods", "p", "default")
     brs = cluster.store.list("bindrequests.scheduling.run.ai")[0]
     if not brs:
@@ -144,12 +148,15 @@ def test_a_removed_device_is_never_chosen_and_the_hook_runs_once_per_pod():
     assert plugin.calls == [{"gpu": ["gpu-0", "gpu-1"], "nic": ["nic-0", "nic-1", "nic-2"]}]
 
 
-def test_when_every_device_is_removed_the_pending_reason_names_the_plugin_and_reason():
-    picked, pod = schedule(("rdma", LinkDown(also=("nic-1", "nic-2"))))
+def test_when_every_device_is_removed_the_explanation_names_the_plugin_and_reason():
+    recorder = DecisionRecorder(["default/p"])
+    picked, pod = schedule(("rdma", LinkDown(also=("nic-1", "nic-2"))), recorder=recorder)
     assert picked == {}
-    assert message(pod) == (
-        "0/1 nodes are available: 1 cannot allocate all claims: claim default/c request nic: needs 1 device "
-        "of DeviceClass nic.example.com, 0 free (3 match, 0 in use, 3 removed by plugin 'rdma': NIC link down).")
+    assert message(pod) == "0/1 nodes are available: 1 cannot allocate all claims."  # kube-scheduler's words
+    [verdict] = recorder.last["default/p"].verdicts  # what kai-cli explain shows
+    assert verdict.reason == (
+        "cannot allocate all claims: claim default/c request nic: needs 1 device of DeviceClass nic.example.com, "
+        "0 free (3 match, 0 in use, 3 removed by plugin 'rdma': NIC link down)")
 
 
 def test_removed_devices_are_not_handed_to_the_rankers():

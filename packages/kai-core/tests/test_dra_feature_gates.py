@@ -107,8 +107,9 @@ def test_prioritized_list_off_makes_the_pod_unschedulable_in_a_cycle(world) -> N
     pod = w.pod("p", resourceClaims=[{"name": "gpus", "resourceClaimName": "c"}])
     w.add(pod)
     w.cycle()
-    assert "claim default/c, request gpu: has subrequests, but the DRAPrioritizedList feature is disabled" in (
-        w.message("p") or "")
+    # kube-scheduler's DynamicResources PreFilter: its words, for every node
+    assert w.message("p") == ("0/1 nodes are available: resource claim default/c, request gpu: has subrequests, "
+                              "but the DRAPrioritizedList feature is disabled.")
     assert w.bind_requests() == []
 
 
@@ -368,10 +369,12 @@ def test_pods_share_a_device_by_capacity_within_one_cycle(world) -> None:
               config=config)
     for name in ("a", "b", "c"):
         w.add(w.pod(f"p-{name}", resourceClaims=[{"name": "nic", "resourceClaimName": name}]))
+    w.explain()
     w.cycle()
     assert sorted(w.placed()) == ["p-a", "p-b"]
+    assert w.message("p-c") == "0/1 nodes are available: 1 cannot allocate all claims."
     assert "claim default/c request nic: needs 1 device of DeviceClass nic, 0 free (1 match, 0 in use, 1 without " \
-           "the capacity asked for left)" in (w.message("p-c") or "")
+           "the capacity asked for left)" in w.detailed("p-c")
     allocations = [br["spec"]["resourceClaimAllocations"][0]["allocation"] for br in w.bind_requests()]
     assert [a["devices"]["results"][0]["consumedCapacity"] for a in allocations] == [{"bandwidth": "40G"}] * 2
 

@@ -246,5 +246,5 @@ def test_an_existing_pod_s_preferred_anti_affinity_pushes_a_plain_pod_away(world
 def test_a_malformed_term_is_named(world):
     w = world(node(world, "n1"), pod(world, "p", WEB, aff=affinity(anti=[{"labelSelector": {}}])))
     w.cycle()
-    assert w.message("p") == ("invalid spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-                              "[0].topologyKey must not be empty")
+    assert w.message("p") == ("0/1 nodes are available: invalid spec.affinity.podAntiAffinity."
+                              "requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey must not be empty.")

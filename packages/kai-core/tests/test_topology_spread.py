@@ -138,7 +138,8 @@ def test_gang_members_spread_over_hostnames(world):
 def test_a_malformed_constraint_is_named(world):
     w = world(node(world, "n1", "a"), pod(world, "p", None, spread(skew=0)))
     w.cycle()
-    assert w.message("p") == "invalid spec.topologySpreadConstraints[0].maxSkew must be an integer of at least 1"
+    assert w.message("p") == ("0/1 nodes are available: invalid spec.topologySpreadConstraints[0].maxSkew must be "
+                              "an integer of at least 1.")
 
 
 # -- ScheduleAnyway -----------------------------------------------------------------------------
@@ -193,5 +194,5 @@ def test_a_bad_defaults_setting_is_reported_on_the_pods_it_applies_to(world, mon
     w = world(node(world, "n1"), pod(world, "r", owner="rs"), pod(world, "plain", t=1))
     w.cycle()
     assert w.placed() == {"plain": "n1"}
-    assert w.message("r") == (f"invalid {DEFAULT_SPREAD_ENV}: default constraints take no labelSelector "
-                              "(the pod's owner selects the pods)")
+    assert w.message("r") == (f"0/1 nodes are available: invalid {DEFAULT_SPREAD_ENV}: default constraints take "
+                              "no labelSelector (the pod's owner selects the pods).")

@@ -175,7 +175,8 @@ def test_an_unbound_immediate_claim_keeps_the_pod_pending(world):
               mounting(world.pod("p"), "data"))
     w.cycle()
     assert w.placed() == {}
-    assert w.message("p") == "pod has unbound immediate PersistentVolumeClaims"
+    # kube-scheduler's words for a PreFilter's rejection: every node, none counted
+    assert w.message("p") == "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
     # the PV controller (played here) binds it: the pod goes
     claim = w.store.get(RES_PVCS, "data", "default")
     w.add(pv("pv1", cls="now", zone="a", phase="Bound", claim=claim))
@@ -189,13 +190,13 @@ def test_an_unbound_immediate_claim_keeps_the_pod_pending(world):
 def test_a_claim_without_a_class_object_is_immediate(world):
     w = world(zoned(world, "n1", "a"), pvc("data", cls="nowhere"), mounting(world.pod("p"), "data"))
     w.cycle()
-    assert w.message("p") == "pod has unbound immediate PersistentVolumeClaims"
+    assert w.message("p") == "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
 
 
 def test_a_missing_claim(world):
-    w = world(zoned(world, "n1", "a"), mounting(world.pod("p"), "nope"))
+    w = world(zoned(world, "n1", "a"), zoned(world, "n2", "b"), mounting(world.pod("p"), "nope"))
     w.cycle()
-    assert w.message("p") == 'persistentvolumeclaim "nope" not found'
+    assert w.message("p") == '0/2 nodes are available: persistentvolumeclaim "nope" not found.'
 
 
 def test_a_generic_ephemeral_volume_waits_for_its_claim(world):
@@ -205,12 +206,14 @@ def test_a_generic_ephemeral_volume_waits_for_its_claim(world):
         "resources": {"requests": {"storage": "1Gi"}}}}}}]
     w = world(zoned(world, "n1", "a"), zoned(world, "n2", "b"), storage_class("zonal", zones=["b"]), pod)
     w.cycle()
-    assert w.message("p") == 'waiting for ephemeral volume controller to create the persistentvolumeclaim "p-scratch"'
+    assert w.message("p") == ('0/2 nodes are available: waiting for ephemeral volume controller to create the '
+                              'persistentvolumeclaim "p-scratch".')
     stored = w.get_pod("p")
     foreign = pvc("p-scratch", "1Gi", cls="zonal")
     w.add(foreign)
     w.cycle()
-    assert w.message("p") == "PVC default/p-scratch was not created for pod default/p (pod is not owner)"
+    assert w.message("p") == ("0/2 nodes are available: PVC default/p-scratch was not created for pod default/p "
+                              "(pod is not owner).")
     owned = w.store.get(RES_PVCS, "p-scratch", "default")
     owned["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "p",
                                              "uid": stored["metadata"]["uid"], "controller": True}]

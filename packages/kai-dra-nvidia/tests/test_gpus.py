@@ -8,6 +8,7 @@ import pytest
 
 from kai_core.dra.testing import GPU, gpu_device, gpu_slice, mig_counter_slice, mig_devices
 from kai_core.plugins import build_plugin_manager
+from kai_core.scheduler.explain import DecisionRecorder
 from kai_dra_nvidia import plugin
 from kai_dra_nvidia.gpu import gpu_config_problems, gpu_parameters_problems
 
@@ -94,7 +95,7 @@ def test_no_gpu_matching_says_so(gb200):
     c.pod("p", claims={"gpus": "want"})
     c.cycle()
     assert c.placed() == {}
-    assert c.message("p").startswith("0/1 nodes are available: 1 cannot allocate all claims:")
+    assert c.message("p") == "0/1 nodes are available: 1 cannot allocate all claims."  # kube-scheduler's words
 
 
 # -- MIG devices with shared counters ------------------------------------------------------------------
@@ -141,9 +142,12 @@ def test_whole_gpus_and_migs_share_counters(gb200):
     c.add(claim("old", "mig.nvidia.com", allocation=allocated(("m1", "gpu-0-mig-1g10gb-3"))),
           claim("two-gpus", "gpu.nvidia.com", 2))
     c.pod("p", claims={"gpus": "two-gpus"})
+    c.scheduler.recorder = recorder = DecisionRecorder(["default/p"])
     c.cycle()
     assert c.placed() == {}  # gpu-0 is carved: one whole GPU left
-    assert "not enough shared counters" in c.message("p")
+    assert c.message("p") == "0/1 nodes are available: 1 cannot allocate all claims."
+    [verdict] = recorder.last["default/p"].verdicts  # what kai-cli explain says of the node
+    assert "not enough shared counters" in verdict.reason
 
 
 # -- keeping NVLink cliques whole -------------------------------------------------------------------------

@@ -402,8 +402,10 @@ def run() -> None:
               help="Refuse to start unless this plugin is loaded (repeat for several); a plugin that "
                    "failed to load otherwise leaves the scheduler running without it.")
 @click.option("--score-weight", "score_weights", multiple=True, metavar="PLUGIN=N",
-              help="Multiply this plugin's node scores by N (a number >= 0; default 1; repeat for "
-                   "several plugins).")
+              help="Multiply this plugin's node scores by N (a number >= 0; repeat for several "
+                   "plugins). Default: kube-scheduler's default weight for kai-core's plugins doing "
+                   "one of its plugins' work (kai-core.inter-pod-affinity and kai-core.topology-spread "
+                   "2), else 1.")
 @_cluster_options
 @click.pass_context
 @friendly_errors

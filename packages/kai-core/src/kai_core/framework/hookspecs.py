@@ -143,14 +143,17 @@ class SchedulerSpecs:
         ``claims`` is the list of :class:`kai_core.dra.claims.PodClaim` of the pod (already allocated
         ones included, marked). Return ``{node_name: ClaimAllocation | str}``: for a node where the
         claims fit, a :class:`kai_core.dra.claims.ClaimAllocation` (one AllocationResult per claim,
-        in ``claims`` order); otherwise a reason string. Return None to leave the pod to the next
+        in ``claims`` order); otherwise a reason string (the pod's message counts it as
+        kube-scheduler's ``cannot allocate all claims``; ``kai-cli explain`` shows it whole; see
+        ``kai_core.framework.plugins.DRA_NODE_REASONS``). Return None to leave the pod to the next
         plugin. The first non-None answer wins; the built-in structured allocator runs last.
         Answers are reused per pod shape like ``kai_filter_nodes``'s, under the same rule.
 
         ``rank_devices`` is None when no plugin implements ``kai_rank_devices``; otherwise an
         allocator calls it at most once per pod, as ``rank_devices(claim_objects, list_devices)``
         (``list_devices()`` returns the candidate devices), and gets ``{DeviceId: score}``, None, or
-        a :class:`kai_core.framework.status.Status` error to give every node as the reason.
+        a :class:`kai_core.framework.status.Status` error to give every node as the reason (the
+        pod is then told that error, whatever the allocator answers).
         ``filter_devices`` is the same for ``kai_filter_devices``: None, or
         ``filter_devices(claim_objects, list_requests)`` (``list_requests()`` returns the
         :class:`kai_core.dra.allocator.RequestDevices`) giving ``{DeviceId: reason}`` (reasons
@@ -164,7 +167,8 @@ class SchedulerSpecs:
         score outside 0..100 (or NaN) is a bad result: the pod gets an error naming the plugin.
         Scores of all plugins are multiplied by the plugin's weight (config ``score_weights``,
         ``kai-cli run scheduler --score-weight PLUGIN=N``, chart value ``scheduler.scoreWeights``;
-        default 1) and summed; the highest total wins, ties go to the node name that sorts
+        default 1, kube-scheduler's default-profile weight for kai-core's plugins doing one of its
+        plugins' work) and summed; the highest total wins, ties go to the node name that sorts
         first. A plugin whose score for a node depends only on the pod and that node sets
         ``KAI_NODE_LOCAL = True`` on its plugin object: it is then asked only about nodes changed
         since the last pod of the same shape (the built-in binpack does); others see every

@@ -36,6 +36,27 @@ LATER_HOOK_FAMILIES = ("kai_binder_",)
 #: the highest score ``kai_score_nodes`` may give a node (the lowest is 0)
 MAX_NODE_SCORE = 100
 
+#: the weights of kube-scheduler's default profile, by its plugin name
+#: (pkg/scheduler/apis/config/v1/default_plugins.go, the same in 1.35 and 1.37): a built-in
+#: plugin that does one of these plugins' work weighs its scores as kube-scheduler does, unless
+#: the configuration names it; every other plugin weighs 1
+KUBE_SCORE_WEIGHTS = {
+    "TaintToleration": 3,
+    "NodeAffinity": 2,
+    "NodeResourcesFit": 1,
+    "PodTopologySpread": 2,
+    "InterPodAffinity": 2,
+    "DynamicResources": 2,
+    "NodeResourcesBalancedAllocation": 1,
+    "ImageLocality": 1,
+}
+
+#: kube-scheduler's DynamicResources Filter reasons for a node (dynamicresources.go), which the
+#: pod's ``0/N nodes are available`` message counts: a ``kai_allocate_claims`` reason starting with
+#: one of them (``<reason>`` or ``<reason>: <detail>``) counts under it, any other under the first;
+#: the detail is kept for ``kai-cli explain`` only
+DRA_NODE_REASONS = ("cannot allocate all claims", "resourceclaim not available on the node")
+
 #: plugin object attribute: True (answers for a node depend only on that node), False (they do
 #: not), absent (filters and allocators are assumed node-local, scores are not)
 NODE_LOCAL_ATTRIBUTE = "KAI_NODE_LOCAL"
@@ -137,6 +158,7 @@ class KaiPluginManager(pluggy.PluginManager):
         self.add_hookspecs(SchedulerSpecs)
         self.load_errors: list[PluginInfo] = []
         self._dists: dict[str, tuple[str, str]] = {}
+        self._kube: dict[str, str] = {}
         self._logged: set[tuple[str, str, str]] = set()
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
@@ -212,10 +234,25 @@ class KaiPluginManager(pluggy.PluginManager):
         log.error("%s", msg)
         self.load_errors.append(PluginInfo(name, dist, version, error=msg))
 
-    def register_builtin(self, plugin: object, name: str, distribution: str = "kai-core") -> None:
-        """Register one of our own plugins (no entry point), recording its distribution for ``info``."""
+    def register_builtin(self, plugin: object, name: str, distribution: str = "kai-core",
+                         kube_plugin: str | None = None) -> None:
+        """Register one of our own plugins (no entry point), recording its distribution for ``info``
+        and the kube-scheduler plugin whose work it does, if any (:meth:`kube_plugin`)."""
         self.register(plugin, name=name)
         self._dists[name] = (distribution, _version(distribution))
+        if kube_plugin is not None:
+            self._kube[name] = kube_plugin
+
+    def kube_plugin(self, name: str | None) -> str | None:
+        """The kube-scheduler plugin whose work the built-in plugin ``name`` does (e.g.
+        ``VolumeBinding``), None for a plugin of kai's own or an installed one."""
+        return self._kube.get(name) if name is not None else None
+
+    def default_score_weight(self, name: str) -> float:
+        """What ``name``'s scores weigh when the configuration does not say: kube-scheduler's
+        default-profile weight (:data:`KUBE_SCORE_WEIGHTS`) for a built-in doing the work of one of
+        its plugins, else 1."""
+        return float(KUBE_SCORE_WEIGHTS.get(self._kube.get(name, ""), 1))
 
     def load_entry_points(self, blocked: Iterable[str] = ()) -> None:
         """Register every installed plugin of the ``kai_scheduler.plugins`` group, in name order.
@@ -526,19 +563,24 @@ class KaiPluginManager(pluggy.PluginManager):
         return nodes, SUCCESS
 
     def allocate_claims(self, pod: dict, claims: list[PodClaim], nodes: list, snapshot: object,
-                        rejected: dict, refused_by: dict | None = None, devices: dict | None = None
-                        ) -> tuple[dict[str, ClaimAllocation], Status]:
+                        rejected: dict, refused_by: dict | None = None, devices: dict | None = None,
+                        details: dict | None = None) -> tuple[dict[str, ClaimAllocation], Status]:
         """``kai_allocate_claims`` (first answer wins) over ``nodes``: the allocation per node where
-        the claims fit; other nodes go into ``rejected`` with the plugin's reason. For a decision
-        being explained, ``refused_by`` gets the answering plugin per refused node, and ``devices``
-        what the device hooks said: ``"removed"`` (device id -> reason), ``"ranked"`` (device id
-        -> summed score) and ``"allocator"`` (the plugin that answered)."""
+        the claims fit; other nodes go into ``rejected`` with kube-scheduler's reason
+        (:func:`dra_node_reason`). For a decision being explained, ``details`` gets the plugin's
+        whole reason per refused node, ``refused_by`` the answering plugin, and ``devices`` what the
+        device hooks said: ``"removed"`` (device id -> reason), ``"ranked"`` (device id -> summed
+        score) and ``"allocator"`` (the plugin that answered)."""
         hook = "kai_allocate_claims"
         rank, filter_ = self._device_ranker(pod, snapshot), self._device_filter(pod, snapshot)
         if devices is not None:
             rank, filter_ = _kept(rank, devices, "ranked"), _kept(filter_, devices, "removed")
+        failures: list[Status] = []
+        rank, filter_ = _failures_noted(rank, failures), _failures_noted(filter_, failures)
         answer = self.call_first(hook, pod=pod, claims=claims, nodes=nodes, snapshot=snapshot,
                                  rank_devices=rank, filter_devices=filter_)
+        if failures:  # a device hook failed: the pod's message names it, not one node's reason
+            return {}, failures[0]
         if answer is None:
             return {}, Status.unresolvable("no plugin can allocate this pod's resource claims")
         plugin, res = answer
@@ -556,7 +598,9 @@ class KaiPluginManager(pluggy.PluginManager):
                         plugin, hook, f"node {n.name}: {len(got.allocations)} allocation(s) for {len(claims)} claim(s)")
                 allocations[n.name] = got
             elif isinstance(got, str):
-                rejected[n.name] = f"cannot allocate all claims: {got}"
+                rejected[n.name], detailed = dra_node_reason(got)
+                if details is not None:
+                    details[n.name] = detailed
             else:
                 return {}, self._bad(
                     plugin, hook, f"node {n.name}: expected a ClaimAllocation or a reason, got {type(got).__name__}")
@@ -633,7 +677,8 @@ class KaiPluginManager(pluggy.PluginManager):
     def score_nodes(self, pod: dict, snapshot: object, weights: Mapping[str, float], *,
                     local_nodes: Mapping[str, object], nodes: list, among: Container[str],
                     by_plugin: dict | None = None) -> tuple[dict[str, float], dict[str, float], Status]:
-        """``kai_score_nodes``, weighted and summed per node. Plugins that declare node-local scores
+        """``kai_score_nodes``, weighted (``weights`` by plugin name, else
+        :meth:`default_score_weight`) and summed per node. Plugins that declare node-local scores
         are asked about ``local_nodes`` (name -> NodeInfo) only, the others about ``nodes``, whose
         names are in ``among`` (given, not derived: this runs once per pod, and a pass over every
         feasible node per pod is what the equivalence memo avoids). Returns the node-local totals
@@ -660,7 +705,7 @@ class KaiPluginManager(pluggy.PluginManager):
                 return local_sums, others, self._bad(
                     plugin, hook, f"expected a dict {{node name: score}}, got {type(res).__name__}")
             into, among = (local_sums, local_names) if local else (others, names)
-            weight = weights.get(plugin, 1.0)
+            weight = weights[plugin] if plugin in weights else self.default_score_weight(plugin)
             try:
                 for name, score in res.items():
                     # a score out of range would outweigh every other plugin (NaN fails too)
@@ -688,6 +733,15 @@ class KaiPluginManager(pluggy.PluginManager):
         return annotations, SUCCESS
 
 
+def dra_node_reason(reason: str) -> tuple[str, str]:
+    """An allocator's reason for a node as kube-scheduler's DynamicResources words it (one of
+    :data:`DRA_NODE_REASONS`), and with kai's detail (``<kube's reason>: <detail>``)."""
+    for kube in DRA_NODE_REASONS:
+        if reason == kube or reason.startswith(f"{kube}: "):
+            return kube, reason
+    return DRA_NODE_REASONS[0], f"{DRA_NODE_REASONS[0]}: {reason}"
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -705,6 +759,21 @@ def _kept(hook_call: Callable | None, into: dict, key: str) -> Callable | None:
         answer = hook_call(claims, listed)
         if isinstance(answer, dict):
             into.setdefault(key, {}).update(answer)
+        return answer
+
+    return call
+
+
+def _failures_noted(hook_call: Callable | None, failures: list[Status]) -> Callable | None:
+    """``hook_call`` (a device ranker or filter) noting in ``failures`` the error Status it
+    answers (a device hook's plugin failed); None stays None."""
+    if hook_call is None:
+        return None
+
+    def call(claims: list[dict], listed: Callable[[], list]):
+        answer = hook_call(claims, listed)
+        if isinstance(answer, Status):
+            failures.append(answer)
         return answer
 
     return call

@@ -46,6 +46,24 @@ BUILTINS = {
     "kai-core.gang": gang,
 }
 
+#: built-in plugin -> the kube-scheduler plugin whose work it does (README "What kai honours, by
+#: kube-scheduler plugin"). Such a plugin's scores weigh as kube-scheduler's default profile weighs
+#: that plugin's, and its pre-filter reasons read as kube-scheduler shows a PreFilter's rejection
+#: (:mod:`kai_core.scheduler.decide`); queues, bin packing and gangs are KAI's own
+KUBE_SCHEDULER_PLUGINS = {
+    "kai-core.node-ready": "NodeUnschedulable",
+    "kai-core.node-name": "NodeName",
+    "kai-core.taints": "TaintToleration",
+    "kai-core.node-affinity": "NodeAffinity",
+    "kai-core.node-ports": "NodePorts",
+    "kai-core.resources-fit": "NodeResourcesFit",
+    "kai-core.volume-binding": "VolumeBinding",
+    "kai-core.volume-zone": "VolumeZone",
+    "kai-core.topology-spread": "PodTopologySpread",
+    "kai-core.inter-pod-affinity": "InterPodAffinity",
+    "kai-core.dra": "DynamicResources",
+}
+
 
 def register_builtins(pm: KaiPluginManager) -> None:
     """Register every built-in plugin on ``pm`` (a :class:`kai_core.framework.plugins.KaiPluginManager`).
@@ -54,7 +72,7 @@ def register_builtins(pm: KaiPluginManager) -> None:
     reverse to be called in :data:`BUILTINS` order.
     """
     for name, module in reversed(BUILTINS.items()):
-        pm.register_builtin(module, name)
+        pm.register_builtin(module, name, kube_plugin=KUBE_SCHEDULER_PLUGINS.get(name))
 
 
 def build_plugin_manager(load_external: bool = True, blocked: Iterable[str] = ()) -> KaiPluginManager:

@@ -82,7 +82,8 @@ class SchedulerConfig:
     #: only pods with this ``spec.schedulerName`` are scheduled
     scheduler_name: str = DEFAULT_SCHEDULER_NAME
     features: FeatureGates = field(default_factory=FeatureGates)
-    #: plugin name -> weight of its scores (default 1)
+    #: plugin name -> weight of its scores; a plugin not named weighs what its manager says
+    #: (kube-scheduler's default weight for kai-core's plugins doing one of its plugins' work, else 1)
     score_weights: dict[str, float] = field(default_factory=dict)
     #: written into each BindRequest's spec.backoffLimit (None: not set, as KAI does; the binder
     #: then makes one attempt; ``kai-cli run scheduler --backoff-limit N`` sets it).

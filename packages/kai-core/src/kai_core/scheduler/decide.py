@@ -5,6 +5,21 @@
 Within a cycle, pods of one shape share a :class:`~kai_core.scheduler.equivalence.ShapeMemo`: the
 plugins are asked only about nodes changed since the previous pod of the shape (see
 :mod:`kai_core.scheduler.equivalence`). Nothing here writes to the cluster or to the snapshot.
+
+What an unschedulable pod is told follows kube-scheduler's ``FitError``:
+
+- no node fits: ``0/N nodes are available: <count> <reason>, ...`` (:func:`unschedulable_message`);
+- a pre-filter of a built-in plugin doing a kube-scheduler plugin's work (``VolumeBinding``,
+  ``DynamicResources``, ``InterPodAffinity``...: :meth:`KaiPluginManager.kube_plugin`) turns the
+  pod down whatever the node: ``0/N nodes are available: <reason>.``, N counting every node, as
+  kube-scheduler wraps a PreFilter's rejection (:func:`pre_filter_message`);
+- any other reason is the whole message: a pre-filter of KAI's own plugins (a queue that does not
+  exist or is over its limit, a gang's PodGroup not created yet) or of an installed plugin, the
+  configs a driver's plugin refuses, a plugin's failure. kube-scheduler never gives such reasons,
+  and a failure is not a fit error there either (it reports the error itself).
+
+kube-scheduler then appends its PostFilter's (preemption's) message; kai does not preempt, so
+nothing follows.
 """
 
 from __future__ import annotations
@@ -17,7 +32,7 @@ from kai_core.api.objects import clone
 from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
 from kai_core.framework.plugins import KaiPluginManager, ListedOnUse
 from kai_core.framework.snapshot import NodeInfo, Snapshot
-from kai_core.framework.status import SUCCESS, Status
+from kai_core.framework.status import SUCCESS, Code, Status
 from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, generic_reason, pod_shape, specific_reason
 from kai_core.scheduler.explain import DecisionRecorder, DecisionTrace
 
@@ -44,6 +59,12 @@ def _refused(status: Status) -> Decision:
     return Decision(status)
 
 
+def _unresolved_claims(reason: str, snap: Snapshot) -> Decision:
+    """The pod's claims cannot be resolved (what the DRA pre-filter says, for a pod decided
+    without pre-filters: a gang member pre-filtered earlier in the cycle)."""
+    return _refused(Status.unresolvable(pre_filter_message(len(snap.nodes), reason)))
+
+
 class Decider:
     """Chooses nodes for pods with the plugins of ``pm``; scores are weighted by ``score_weights``."""
 
@@ -58,8 +79,12 @@ class Decider:
         return {} if self.pm.answers_are_node_local() else None
 
     def pre_filter(self, pod: dict, snap: Snapshot) -> Status:
-        """Every ``kai_pre_filter``: success, or the first reason given."""
-        return self.pm.pre_filter(pod, snap)
+        """Every ``kai_pre_filter``: success, or the first reason given (worded as kube-scheduler
+        words it when the plugin does a kube-scheduler plugin's work, see the module's docstring)."""
+        status = self.pm.pre_filter(pod, snap)
+        if status.ok or status.code is Code.ERROR or self.pm.kube_plugin(status.plugin) is None:
+            return status
+        return Status(status.code, pre_filter_message(len(snap.nodes), status.message), status.plugin)
 
     def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
                pre_filtered: bool = False, memos: dict[str, ShapeMemo] | None = None) -> Decision:
@@ -130,9 +155,10 @@ class Decider:
             if passed and has_claims:
                 claims, reason = pod_claims(pod, snap)
                 if reason:
-                    return _refused(Status.unresolvable(reason)), False
+                    return _unresolved_claims(reason, snap), False
                 allocations, status = self.pm.allocate_claims(
-                    pod, claims, passed, snap, rejected, refused_by, trace.devices if trace is not None else None)
+                    pod, claims, passed, snap, rejected, refused_by, trace.devices if trace is not None else None,
+                    trace.details if trace is not None else None)
                 if not status.ok:
                     return _refused(status), False
             memo.rejected.update((name, generic_reason(r, refs)) for name, r in rejected.items())
@@ -146,7 +172,7 @@ class Decider:
         if has_claims and not claims:
             claims, reason = pod_claims(pod, snap)
             if reason:
-                return _refused(Status.unresolvable(reason)), True
+                return _unresolved_claims(reason, snap), True
         if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
             return _refused(Status.unschedulable(unschedulable_message(
                 len(nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))), True
@@ -195,6 +221,13 @@ def _top(totals: dict[str, float]) -> str:
     if top is None:
         return min(totals)
     return min(name for name, total in totals.items() if total == top)
+
+
+def pre_filter_message(total: int, reason: str) -> str:
+    """kube-scheduler's summary when a PreFilter turned the pod down: ``0/3 nodes are available:
+    pod has unbound immediate PersistentVolumeClaims.`` (the reason is for every node; none is
+    counted)."""
+    return f"0/{total} nodes are available: {reason}."
 
 
 def unschedulable_message(total: int, rejected: Mapping[str, str | list[str] | tuple[str, ...]]) -> str:

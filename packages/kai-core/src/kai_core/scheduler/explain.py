@@ -2,7 +2,8 @@
 
 A :class:`DecisionRecorder` set on the scheduler's decider (``Decider.recorder``) is handed, for
 every pod decided, a :class:`DecisionTrace` that the decision itself fills in on its way: the
-plugin behind each node's refusal (``kai_filter_nodes`` or ``kai_allocate_claims``), what the
+plugin behind each node's refusal (``kai_filter_nodes`` or ``kai_allocate_claims``; a claim
+allocator's reason whole, where the pod's message counts it under kube-scheduler's words), what the
 device hooks removed and ranked, each scoring plugin's scores and weight, and which answers came
 from the equivalence memo (an earlier pod of the same shape in this cycle) rather than from the
 plugins. Nothing is computed again afterwards: an :class:`Explanation` is what that decision saw.
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kai_core.api.objects import ref
-from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, specific_reason
+from kai_core.scheduler.equivalence import ShapeMemo, claim_refs, generic_reason, specific_reason
 
 #: the logger explanations go to, at DEBUG (``kai-cli -vv`` enables it)
 EXPLAIN_LOGGER = "kai.scheduler.explain"
@@ -43,6 +44,9 @@ class MemoNotes:
 
     #: node -> the plugin that refused it
     refused_by: dict[str, str] = field(default_factory=dict)
+    #: node -> the refusal with kai's detail, where the pod's message has kube-scheduler's words only
+    #: (a claim allocator's reason), the pod's claim names taken out as in the memo
+    details: dict[str, str] = field(default_factory=dict)
     #: node -> the pod (``ns/name``) whose decision asked the plugins about it
     asked_for: dict[str, str] = field(default_factory=dict)
     #: node -> node-local scoring plugin -> its score
@@ -59,6 +63,8 @@ class DecisionTrace:
         self.refused_by: dict[str, str] = {}
         #: what the device hooks answered: ``removed``, ``ranked`` (device id -> ...), ``allocator``
         self.devices: dict = {}
+        #: node -> the claim allocator's whole reason (kube-scheduler's words, then kai's detail)
+        self.details: dict[str, str] = {}
         #: scoring plugin -> (weight, node-local, {node: score}) for the plugins asked
         self.scores: dict[str, tuple[float, bool, dict[str, float]]] = {}
         self.nodes: list[str] = []
@@ -89,6 +95,10 @@ class DecisionTrace:
         for name in rejected:
             notes.refused_by[name] = self.refused_by.get(name, "?")
             notes.asked_for[name] = self.pod
+            if name in self.details:
+                notes.details[name] = generic_reason(self.details[name], self.refs)
+            else:
+                notes.details.pop(name, None)
         for n in passed:
             notes.asked_for[n.name] = self.pod
 
@@ -211,7 +221,7 @@ def explain(pod: dict, decision, trace: DecisionTrace) -> Explanation:
             if name in memo.fits:
                 out.verdicts.append(NodeVerdict(name, True, from_memo=from_memo))
             elif name in memo.rejected:
-                reason = specific_reason(memo.rejected[name], trace.refs)
+                reason = specific_reason(notes.details.get(name, memo.rejected[name]), trace.refs)
                 if not isinstance(reason, str):
                     reason = "; ".join(reason)
                 plugin = trace.refused_by.get(name, "?") if fresh else notes.refused_by.get(name, "?")
