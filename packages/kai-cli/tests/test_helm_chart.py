@@ -545,7 +545,7 @@ def _match(allowed: list[str] | None, value: str) -> bool:
 
 READ = {"get", "list", "watch"}
 EXPECTED_SCHEDULER = {
-    ("", "pods"): READ,
+    ("", "pods"): READ | {"delete"},  # the eviction actions delete the pods they evict
     ("", "nodes"): READ,
     ("", "namespaces"): READ,
     ("", "persistentvolumes"): READ,  # VolumeBinding: read only, the binder binds

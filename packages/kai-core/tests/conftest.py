@@ -66,6 +66,18 @@ class World:
             obj["status"] = status
         return obj
 
+    @staticmethod
+    def queue(name: str, parent: str = "", quota: float = 0, weight: float = 1, limit: float = -1,
+              **spec) -> dict:
+        """A KAI Queue whose GPU terms are ``quota``/``weight``/``limit``, CPU and memory unlimited;
+        keyword arguments go into its spec (``preemptMinRuntime="10m"``)."""
+        if parent:
+            spec["parentQueue"] = parent
+        terms = {"quota": quota, "overQuotaWeight": weight, "limit": limit}
+        unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
+        return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": name},
+                "spec": {"resources": {"gpu": terms, "cpu": unlimited, "memory": dict(unlimited)}, **spec}}
+
     # -- actions and views ---------------------------------------------------------------------
 
     def add(self, *objs: dict | str) -> None:

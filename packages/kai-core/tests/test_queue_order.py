@@ -6,15 +6,6 @@ from __future__ import annotations
 from kai_core.framework.queue_order import cluster_total
 
 
-def queue(name: str, parent: str = "", quota: float = 0, weight: float = 1, limit: float = -1, **spec) -> dict:
-    if parent:
-        spec["parentQueue"] = parent
-    terms = {"quota": quota, "overQuotaWeight": weight, "limit": limit}
-    return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": name},
-            "spec": {"resources": {"gpu": terms, "cpu": {"quota": -1, "overQuotaWeight": 1, "limit": -1},
-                                   "memory": {"quota": -1, "overQuotaWeight": 1, "limit": -1}}, **spec}}
-
-
 def gpu_pod(world, name: str, queue_name: str | None, gpus: int = 1, created: str = "2026-01-01T00:00:00Z",
             **spec) -> dict:
     meta: dict = {"creationTimestamp": created}
@@ -39,7 +30,7 @@ def test_without_queues_the_oldest_pods_take_everything(world):
 
 
 def test_two_queues_of_equal_weight_take_turns_up_to_their_fair_share(world):
-    w = world(gpu_node(world), queue("team-a"), queue("team-b"),
+    w = world(gpu_node(world), world.queue("team-a"), world.queue("team-b"),
               *burst(world, "team-a", "a", "2026-01-01T00:00:00Z"),
               *burst(world, "team-b", "b", "2026-01-02T00:00:00Z"))
     w.cycle()
@@ -49,7 +40,7 @@ def test_two_queues_of_equal_weight_take_turns_up_to_their_fair_share(world):
 def test_weights_and_running_pods_count(world):
     """team-b (weight 3) is owed 3 of 4 GPUs; team-a already runs one, so team-b gets the other three."""
     running = gpu_pod(world, "a-running", "team-a", nodeName="n1")
-    w = world(gpu_node(world), queue("team-a"), queue("team-b", weight=3), running,
+    w = world(gpu_node(world), world.queue("team-a"), world.queue("team-b", weight=3), running,
               *burst(world, "team-a", "a", "2026-01-01T00:00:00Z"),
               *burst(world, "team-b", "b", "2026-01-02T00:00:00Z"))
     w.cycle()
@@ -57,7 +48,7 @@ def test_weights_and_running_pods_count(world):
 
 
 def test_a_queue_within_its_quota_goes_first_whatever_the_age(world):
-    w = world(gpu_node(world, gpus=2), queue("team-a"), queue("team-b", quota=2),
+    w = world(gpu_node(world, gpus=2), world.queue("team-a"), world.queue("team-b", quota=2),
               *burst(world, "team-a", "a", "2026-01-01T00:00:00Z"),
               *burst(world, "team-b", "b", "2026-01-02T00:00:00Z"))
     w.cycle()
@@ -66,8 +57,8 @@ def test_a_queue_within_its_quota_goes_first_whatever_the_age(world):
 
 def test_departments_share_first_then_their_projects(world):
     """research (2 projects) and ops (1 project) share 6 GPUs 3/3 at the top; research's 3 go 2/1 by age."""
-    w = world(gpu_node(world, gpus=6), queue("research"), queue("ops"),
-              queue("vision", "research"), queue("llm", "research"), queue("infra", "ops"),
+    w = world(gpu_node(world, gpus=6), world.queue("research"), world.queue("ops"),
+              world.queue("vision", "research"), world.queue("llm", "research"), world.queue("infra", "ops"),
               *burst(world, "vision", "v", "2026-01-01T00:00:00Z"),
               *burst(world, "llm", "l", "2026-01-02T00:00:00Z"),
               *burst(world, "infra", "i", "2026-01-03T00:00:00Z"))
@@ -82,7 +73,7 @@ def test_cluster_total_leaves_out_unready_nodes_and_other_schedulers_pods(world)
     w = world(gpu_node(world), gpu_node(world, "n2", gpus=8) | {"status": {"allocatable": {"nvidia.com/gpu": "8"},
                                                                            "conditions": [{"type": "Ready",
                                                                                            "status": "False"}]}},
-              other, queue("team-a"))
+              other, world.queue("team-a"))
     w.cycle()
     total = cluster_total(w.scheduler.last_snapshot)
     assert total["gpu"] == 3 and total["cpu"] == 15000 and total["memory"] == 16 * 2**30
@@ -107,7 +98,7 @@ def test_dra_gpus_a_queue_holds_count_against_its_fair_share(world):
         pod["metadata"]["uid"] = f"uid-{i}"
         held += [c, pod]
     w = world(world.node("dra-node", cpu="16"), gpu_slice("dra-node", count=2), gpu_node(world, "n1", gpus=2),
-              queue("team-a"), queue("team-b"), *held,
+              world.queue("team-a"), world.queue("team-b"), *held,
               *burst(world, "team-a", "a", "2026-01-01T00:00:00Z", n=2),
               *burst(world, "team-b", "b", "2026-01-02T00:00:00Z", n=2),
               config=SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true")))
@@ -121,7 +112,7 @@ def test_each_cycle_reports_every_queues_fair_share_allocation_and_waiting_pods(
     from kai_core.observability import SchedulerMetrics
 
     running = gpu_pod(world, "a-running", "team-a", nodeName="n1")
-    w = world(gpu_node(world), queue("team-a"), queue("team-b", weight=3), running,
+    w = world(gpu_node(world), world.queue("team-a"), world.queue("team-b", weight=3), running,
               *burst(world, "team-a", "a", "2026-01-01T00:00:00Z"),
               *burst(world, "team-b", "b", "2026-01-02T00:00:00Z", n=2))
     result = w.cycle()

@@ -164,9 +164,9 @@ class RateLimitedStore:
         self.limiter.acquire()
         return self._store.patch(resource, name, namespace, patch, subresource, strategic=strategic)
 
-    def delete(self, resource, name, namespace=None):
+    def delete(self, resource, name, namespace=None, *, uid=None):
         self.limiter.acquire()
-        return self._store.delete(resource, name, namespace)
+        return self._store.delete(resource, name, namespace, uid=uid)
 
     def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
         self.limiter.acquire()

@@ -112,9 +112,9 @@ class FaultyStore:
                            lambda: self.inner.patch(resource, name, namespace, patch, subresource,
                                                     strategic=strategic))
 
-    def delete(self, resource, name, namespace=None):
-        return self._write(("delete", resource, namespace or "", name), self.inner.delete, resource, name,
-                           namespace)
+    def delete(self, resource, name, namespace=None, *, uid=None):
+        return self._write(("delete", resource, namespace or "", name),
+                           lambda: self.inner.delete(resource, name, namespace, uid=uid))
 
     def bind(self, namespace, pod_name, node_name, pod_uid=None, *, annotations=None):
         if self.refuse_binds:  # not counted: such a bind never reaches the server's state

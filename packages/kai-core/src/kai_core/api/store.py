@@ -111,8 +111,10 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
-        """Delete (or mark deleting while finalizers remain); dependents are garbage-collected."""
+    def delete(self, resource: str, name: str, namespace: str | None = None, *, uid: str | None = None) -> None:
+        """Delete (or mark deleting while finalizers remain); dependents are garbage-collected.
+        ``uid``: only the object with this uid (a precondition: Conflict when the name now holds
+        another object, as the API server answers)."""
 
     @abstractmethod
     def bind(self, namespace: str, pod_name: str, node_name: str, pod_uid: str | None = None, *,

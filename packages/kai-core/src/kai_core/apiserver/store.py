@@ -432,13 +432,16 @@ class EmbeddedStore(Store):
                 merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             return clone(self._write_existing(merged, status_only=subresource == "status"))
 
-    def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
+    def delete(self, resource: str, name: str, namespace: str | None = None, *, uid: str | None = None) -> None:
         with self._lock:
             kind = self.kinds.get(resource)
             key = self._key(kind, name, namespace)
             current = self._objects.get(kind.resource, {}).get(key)
             if current is None:
                 raise NotFound(f'{kind.resource} "{name}" not found')
+            if uid and current["metadata"].get("uid") != uid:
+                raise Conflict(f'Operation cannot be fulfilled on {kind.resource} "{name}": Precondition failed: '
+                               f"UID in precondition: {uid}, UID in object meta: {current['metadata'].get('uid')}")
             if kind.resource == "namespaces" and name in PROTECTED_NAMESPACES:
                 raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
             md = current["metadata"]

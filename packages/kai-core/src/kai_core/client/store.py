@@ -1006,10 +1006,12 @@ class KubernetesStore(Store):
         self._write_through(kind, clone(out))
         return out
 
-    def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
+    def delete(self, resource: str, name: str, namespace: str | None = None, *, uid: str | None = None) -> None:
         kind = self.kinds.get(resource)
         ns = (namespace or "default") if kind.namespaced else None
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         path = self._path(kind, ns, name)
         out = self._request("DELETE", path, body=body, what=f"delete {kind.kind} {name}")
         if isinstance(out, dict) and out.get("kind") != "Status" and isinstance(out.get("metadata"), dict):

@@ -140,6 +140,10 @@ class Snapshot:
         #: :attr:`node_changes`: views of which pod is where (host ports, pod affinity, topology
         #: spread) replay the entries past the position they last read
         self.pod_changes: list[tuple[int, dict, str]] = []
+        #: running pods an eviction action counts as gone (simulated: :meth:`evict`), by pod key
+        self.evicted: dict[tuple[str, str], dict] = {}
+        #: claims whose every consumer is in :attr:`evicted`: their allocation counts as released
+        self.released: dict[tuple[str, str], dict] = {}
         self._count_pods()
 
     # -- building ------------------------------------------------------------------------------
@@ -192,6 +196,8 @@ class Snapshot:
                     self.assumed_allocations[claim_key] = entry.get("allocation") or {}
 
     def _stored_allocation(self, claim_key) -> dict | None:
+        if claim_key in self.released:
+            return None
         return _allocation((self.claims.get(claim_key) or {}).get("status"))
 
     def _claim_key_for(self, pod: dict, pod_claim_name: str | None) -> tuple[str, str] | None:
@@ -288,7 +294,8 @@ class Snapshot:
         if self._in_use is None:
             used: set = set()
             for key, claim in self.claims.items():
-                self._use_devices(used, _allocation(claim.get("status")), key)
+                if key not in self.released:
+                    self._use_devices(used, _allocation(claim.get("status")), key)
             for key, alloc in self.assumed_allocations.items():
                 self._use_devices(used, alloc, key)
             self._in_use = used
@@ -301,7 +308,8 @@ class Snapshot:
         a node with shared devices is tried, again after each decision."""
         hit = self.__dict__.get("_shared_capacity")
         if hit is None or hit[0] != self.generation:
-            allocations = [_allocation(claim.get("status")) for claim in self.claims.values()]
+            allocations = [_allocation(claim.get("status")) for key, claim in self.claims.items()
+                           if key not in self.released]
             allocations += list(self.assumed_allocations.values())
             hit = self._shared_capacity = (self.generation, shared_consumption(allocations))
         return hit[1]
@@ -368,6 +376,83 @@ class Snapshot:
         self._add_consumer(pod, add=False)
         self.pod_changes.append((-1, pod, node_name))
         self._changed(node_name, allocation)
+
+    # -- simulated evictions -------------------------------------------------------------------
+
+    def evict(self, pod: dict) -> None:
+        """Count a running pod as gone, as an eviction action simulates it: its requests leave its
+        node, and each of its claims whose every consumer (``reservedFor`` and pods on the way) is
+        evicted too has its allocation released (the devices are free for the simulation; on the
+        cluster the resource claim controller releases them once the pod is gone)."""
+        node_name = self.node_of(pod) or ""
+        node = self.node_by_name.get(node_name)
+        if node is not None:
+            subtract_amounts(node.requested, self.requests_of(pod))
+            node.pod_count -= 1
+        self.evicted[_key(pod)] = pod
+        shared = False
+        for claim_key in self._claim_keys(pod):
+            alloc = self.allocation_of(claim_key)
+            if alloc is None or not self._consumers(claim_key) <= self._evicted_uids():
+                continue
+            self.released[claim_key] = alloc
+            self.allocation_log.append((False, claim_key, alloc))
+            if self._in_use is not None:
+                self._release_devices(self._in_use, alloc)
+            shared = shared or not self._node_local(alloc)
+        self.pod_changes.append((-1, pod, node_name))
+        self.generation += 1
+        self.node_changes.append(node_name)
+        if shared:
+            self.shared_changes += 1
+
+    def unevict(self, pod: dict) -> None:
+        """Take back an :meth:`evict` (evictions are taken back newest first)."""
+        key = _key(pod)
+        if self.evicted.pop(key, None) is None:
+            return
+        node_name = self.node_of(pod) or ""
+        node = self.node_by_name.get(node_name)
+        if node is not None:
+            _add(node, self.requests_of(pod))
+        shared = False
+        for claim_key in self._claim_keys(pod):
+            alloc = self.released.pop(claim_key, None)
+            if alloc is None:
+                continue
+            self.allocation_log.append((True, claim_key, alloc))
+            if self._in_use is not None:
+                self._use_devices(self._in_use, alloc, claim_key)
+            shared = shared or not self._node_local(alloc)
+        self.pod_changes.append((1, pod, node_name))
+        self.generation += 1
+        self.node_changes.append(node_name)
+        if shared:
+            self.shared_changes += 1
+
+    def _claim_keys(self, pod: dict) -> list[tuple[str, str]]:
+        out = []
+        for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
+            claim_key = self._claim_key_for(pod, rc.get("name")) if isinstance(rc, dict) else None
+            if claim_key is not None and claim_key in self.claims:
+                out.append(claim_key)
+        return out
+
+    def _consumers(self, claim_key: tuple[str, str]) -> set[str]:
+        status = (self.claims.get(claim_key) or {}).get("status")
+        reserved = status.get("reservedFor") if isinstance(status, dict) else None
+        uids = {r.get("uid") for r in reserved or [] if isinstance(r, dict) and r.get("uid")}
+        return uids | self.pending_consumers.get(claim_key, set())
+
+    def _evicted_uids(self) -> set[str]:
+        return {p["metadata"].get("uid") for p in self.evicted.values()}
+
+    def _node_local(self, allocation: dict) -> bool:
+        for result in ((allocation or {}).get("devices") or {}).get("results") or []:
+            if not isinstance(result, dict) or not self.dra.pool_is_node_local(result.get("driver"),
+                                                                             result.get("pool")):
+                return False
+        return True
 
     def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:
         self.generation += 1

@@ -7,6 +7,10 @@ Statement records every :meth:`assume` in order; :meth:`checkpoint` marks a poin
 :meth:`rollback` takes back, newest first, everything assumed since (the snapshot's ``unassume``
 must undo in reverse order, since a later decision may reuse a claim an earlier one allocated).
 What is kept is left assumed: the snapshot already counts it.
+
+The eviction actions (reclaim, preempt, consolidation) also record :meth:`evict`: a running pod
+counted as gone (:meth:`Snapshot.evict`), taken back by a rollback like a decision, in the same
+newest-first order.
 """
 
 from __future__ import annotations
@@ -26,17 +30,29 @@ class Assumed:
     allocation: ClaimAllocation | None
 
 
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    """One running pod counted as gone on the snapshot."""
+
+    pod: dict
+
+
 class Statement:
     """Assumed decisions on one snapshot, with checkpoints to roll back to."""
 
     def __init__(self, snapshot) -> None:
         self._snapshot = snapshot
-        self._assumed: list[Assumed] = []
+        self._assumed: list[Assumed | Evicted] = []
 
     def assume(self, pod: dict, node: str, claims: list[PodClaim], allocation: ClaimAllocation | None) -> None:
         """Assume a decision on the snapshot and remember it."""
         self._snapshot.assume(pod, node, claims, allocation)
         self._assumed.append(Assumed(pod, node, claims, allocation))
+
+    def evict(self, pod: dict) -> None:
+        """Count a running pod as gone on the snapshot and remember it."""
+        self._snapshot.evict(pod)
+        self._assumed.append(Evicted(pod))
 
     def checkpoint(self) -> int:
         """A mark to :meth:`rollback` to."""
@@ -46,14 +62,17 @@ class Statement:
         """Take back, newest first, every decision assumed since ``checkpoint``."""
         while len(self._assumed) > checkpoint:
             a = self._assumed.pop()
-            self._snapshot.unassume(a.pod, a.node, a.claims, a.allocation)
+            if isinstance(a, Evicted):
+                self._snapshot.unevict(a.pod)
+            else:
+                self._snapshot.unassume(a.pod, a.node, a.claims, a.allocation)
 
     def undo(self, pod: dict) -> None:
         """Take back the decision of ``pod`` alone (one whose BindRequest could not be written
         while later ones were): it must not have lent a claim to a later decision."""
         for i in range(len(self._assumed) - 1, -1, -1):
             a = self._assumed[i]
-            if a.pod is pod:
+            if a.pod is pod and isinstance(a, Assumed):
                 del self._assumed[i]
                 self._snapshot.unassume(a.pod, a.node, a.claims, a.allocation)
                 return
@@ -61,4 +80,9 @@ class Statement:
     @property
     def decisions(self) -> list[Assumed]:
         """The decisions assumed and not taken back, in order."""
-        return list(self._assumed)
+        return [a for a in self._assumed if isinstance(a, Assumed)]
+
+    @property
+    def evictions(self) -> list[dict]:
+        """The pods counted as gone and not taken back, in order."""
+        return [a.pod for a in self._assumed if isinstance(a, Evicted)]

@@ -78,7 +78,7 @@ class PlacedPods:
         for key, pod in snapshot.pods.items():
             spec = pod.get("spec")
             node = spec.get("nodeName") if isinstance(spec, dict) else None
-            if node and node in known and is_active_pod(pod):
+            if node and node in known and is_active_pod(pod) and key not in snapshot.evicted:
                 self._add(key, pod, node)
         for key, br in snapshot.in_flight.items():
             pod = snapshot.pods.get(key)

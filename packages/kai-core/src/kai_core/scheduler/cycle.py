@@ -20,7 +20,10 @@ One cycle (:meth:`Scheduler.run_cycle`):
      threads while the next pods are decided (the decision is assumed at once), and the cycle
      waits for those writes before it ends;
 
-4. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
+4. what allocate left waiting may make room by evicting running pods: consolidation, reclaim and
+   preempt, in KAI's order, each simulated first (:mod:`kai_core.scheduler.actions`); the pods it
+   makes room for are bound in a later cycle, once the evicted pods are gone;
+5. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
    ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event
    (:mod:`kai_core.scheduler.conditions`).
 
@@ -56,10 +59,12 @@ from kai_core.framework.gang import pod_key
 from kai_core.framework.plugins import KaiPluginManager
 from kai_core.framework.queue_order import QueueFigures, order_pending
 from kai_core.framework.snapshot import NodeInfo, Snapshot
+from kai_core.scheduler.actions import ActionsConfig, EvictionActions
 from kai_core.scheduler.bindrequests import BindRequests, PodBackoff, WritesStopped, Written
 from kai_core.scheduler.conditions import COMPONENT, report_unschedulable
 from kai_core.scheduler.decide import Decider, Decision, unschedulable_message
 from kai_core.scheduler.equivalence import ShapeMemo
+from kai_core.scheduler.evictions import Eviction, Evictor
 from kai_core.scheduler.explain import DecisionRecorder, debug_recorder
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
 
@@ -98,6 +103,8 @@ class SchedulerConfig:
     #: threads writing single pods' BindRequests while the cycle decides the next pods (1: each
     #: written in the cycle, in order; a real API server's round trips then add up in the cycle)
     bind_request_writers: int = 1
+    #: the eviction actions after allocate (consolidation, reclaim, preempt) and their budgets
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
 
 
 @dataclass
@@ -113,6 +120,8 @@ class CycleResult:
     backed_off: int = 0
     #: every KAI queue's fair share, allocation and waiting pods at the cycle's start (None: no Queue)
     queues: dict[str, QueueFigures] | None = field(default=None, repr=False)
+    #: pods the eviction actions evicted, with why and for whom
+    evictions: list[Eviction] = field(default_factory=list, repr=False)
 
 
 def watched_resources(dra: bool, pod_groups: bool = True) -> list[str]:
@@ -182,6 +191,9 @@ class Scheduler:
                                           writers=self.config.bind_request_writers)
         self.backoff = PodBackoff(self.config.pod_initial_backoff, self.config.pod_max_backoff, clock)
         self.gangs = GangPlacer(self, self.bind_requests, self._report_unschedulable)
+        self.actions = EvictionActions(self, Evictor(store), self.config.actions)
+        #: pod key -> (pod, why it waits), while a cycle collects them (see run_cycle)
+        self._deferred: dict[tuple[str, str], tuple[dict, str]] | None = None
 
     def run_cycle(self) -> CycleResult:
         """One cycle over every pending pod; returns counts (decisions are in the store)."""
@@ -208,10 +220,17 @@ class Scheduler:
                 ready.append(pod)
         ready, result.queues = order_pending(ready, snap, self.pm.device_gpu_worth)  # below fair share first
         gangs = find_gangs(self, snap, ready) if ready else {}
+        # why pods wait is written once the actions had their say (one write per pod and cycle)
+        self._deferred = {}
         try:
             self._place(ready, gangs, snap, result)
+            if ready:
+                self._run_actions(snap, ready, gangs, result)
         finally:  # even when the cycle stops early: no write of this cycle is left in flight
+            deferred, self._deferred = self._deferred, None
             written = self.bind_requests.wait_written()
+        for pod, message in deferred.values():
+            report_unschedulable(self.store, pod, message)
         for _pod, outcome in written:
             if outcome is Written.YES:
                 result.scheduled += 1
@@ -241,6 +260,16 @@ class Scheduler:
                                 member, f"internal scheduler error: {type(exc).__name__}: {exc}")
                 continue
             self._schedule_one(pod, snap, memos, result)
+
+    def _run_actions(self, snap: Snapshot, ready: list[dict], gangs: dict, result: CycleResult) -> None:
+        """The eviction actions for what allocate left waiting (:mod:`kai_core.scheduler.actions`)."""
+        try:
+            self.actions.run(snap, ready, gangs, result.queues, result)
+        except WritesStopped:
+            raise
+        except Exception:  # a bug of ours there must not stop the cycle's allocations
+            log.exception("eviction actions: internal error")
+            result.errors += 1
 
     def close(self) -> None:
         """Stop the BindRequest writer threads (between cycles)."""
@@ -305,4 +334,7 @@ class Scheduler:
         return min(due, default=None)
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:
-        report_unschedulable(self.store, pod, message)
+        if self._deferred is not None:
+            self._deferred[pod_key(pod)] = (pod, message)
+        else:
+            report_unschedulable(self.store, pod, message)

@@ -115,6 +115,28 @@ class GangPlacer:
         failed.update(refused)
         self._commit(gang, placed, failed, snap, statement, result)
 
+    def simulate(self, gang: Gang, snap: Snapshot, statement: Statement) -> list[tuple[dict, Decision]] | None:
+        """Place the gang on the snapshot as :meth:`place` would, with each member's decision
+        assumed in ``statement`` and nothing written: the decisions when the whole gang fits
+        (left assumed), None when it does not (nothing left assumed). The eviction actions ask
+        this after counting their victims as gone."""
+        if gang.unreachable():
+            return None
+        subsets, status = self._subsets(gang, snap)
+        if not status.ok:
+            return None
+        candidates = [p for p in gang.pods if self.decider.pre_filter(p, snap).ok]
+        if not gang.satisfied(pod_key(p) for p in candidates):
+            return None
+        for subset in subsets[:MAX_SUBSETS_TRIED]:
+            mark = statement.checkpoint()
+            nodes = [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
+            placed, _failed = self._try_subset(gang, candidates, nodes, snap, statement)
+            if gang.satisfied(pod_key(p) for p, _ in placed):
+                return placed
+            statement.rollback(mark)
+        return None
+
     def _subsets(self, gang: Gang, snap: Snapshot) -> tuple[list[NodeSubset], Status]:
         """The node subsets to try (every node when no plugin proposes any), or why none can hold
         the gang."""

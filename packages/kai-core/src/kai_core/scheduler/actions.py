@@ -1,0 +1,557 @@
+"""The eviction actions that follow allocate in a cycle, in KAI's order: consolidation, reclaim,
+preempt (``pkg/scheduler/actions``). Each makes room for a workload that allocate could not place by
+evicting running ones, and only when a simulation shows the room is enough.
+
+For each waiting workload (a gang, or a single pod), in the cycle's order (queues furthest below
+their fair share first, then priority and age):
+
+1. **Releasing capacity first.** Pods already terminating (evicted earlier, being deleted) still hold
+   their node resources and devices, so allocate does not bind into them. If the workload fits once
+   they are counted as gone, it waits for them (KAI's *pipelined*): no BindRequest, no new eviction,
+   and the capacity stays promised to it for the rest of the cycle.
+2. **Victims**, by action (a victim is a running workload of this scheduler; only bound pods count):
+
+   - *consolidation*: the workload is preemptible; victims are preemptible workloads of any queue
+     whose pods a controller owns; the plan holds only if every victim fits again elsewhere (its
+     controller recreates it and the next cycles place it there; a bare pod would be gone for good,
+     so it is never moved), and it moves at most ``max_consolidation_preemptees`` pods;
+   - *reclaim*: the workload's queue stays within its fair share with it; victims are preemptible
+     workloads of other queues whose queue (at the first level where the two chains part) is above
+     its fair share in a resource the workload asks for (above its quota, when the reclaiming side
+     stays within its own quota), and a victim is taken only while its queue is still above it;
+   - *preempt*: victims are preemptible workloads of the same queue with a lower priority.
+
+   Victims are taken in reverse scheduling order: the queue most above its fair share first, then the
+   lowest priority, then the newest. A gang loses one pod at a time above its ``minMember``, then
+   the rest of its running pods all together (never fewer). Protected workloads are left alone: a
+   queue's ``preemptMinRuntime`` / ``reclaimMinRuntime`` (KAI's rules for which queue's value
+   applies) counted from when the workload started.
+3. **Simulation.** Victims are counted as gone on the snapshot (:class:`Statement`), a few at a time,
+   and the workload is placed as allocate would place it (gang all-or-nothing, every filter and
+   queue limit). The first set of victims that makes it fit is the plan; otherwise everything is
+   rolled back and nothing happens.
+4. **Commit.** The victims are evicted against the API (:mod:`kai_core.scheduler.evictions`); the
+   workload is not bound in this cycle: it stays assumed on the snapshot (nothing else takes that
+   room) and is told it waits for the evicted pods to terminate. Once they are gone, allocate places
+   it.
+
+Budgets keep a cycle short on a big cluster: at most ``max_workloads`` workloads are tried per action
+and cycle, a workload whose shape (queue, pods, requests) already failed is not tried again, and the
+actions stop once ``time_budget`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kai_core.api.objects import ref
+from kai_core.api.resources import RES_QUEUES, is_active_pod
+from kai_core.framework.gang import Gang, pod_key
+from kai_core.framework.queue_order import QueueFigures
+from kai_core.framework.queue_usage import amounts_of
+from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
+from kai_core.framework.snapshot import Snapshot
+from kai_core.framework.statement import Statement
+from kai_core.scheduler.evictions import Eviction, Evictor, eviction_message
+
+log = logging.getLogger("kai.scheduler.actions")
+
+ACTIONS = ("consolidation", "reclaim", "preempt")
+PodKey = tuple[str, str]
+
+
+@dataclass
+class ActionsConfig:
+    """What the eviction actions may do (``kai-cli run scheduler --actions ...``)."""
+
+    #: the actions run after allocate, in this order (KAI's: consolidation, reclaim, preempt)
+    actions: tuple[str, ...] = ACTIONS
+    #: the most pods one consolidation plan may move (KAI's ``--max-consolidation-preemptees``)
+    max_consolidation_preemptees: int = 16
+    #: waiting workloads tried per action and cycle
+    max_workloads: int = 32
+    #: seconds the actions of one cycle may take, all together
+    time_budget: float = 0.5
+    #: min runtime of a victim when no queue of its chain sets one (KAI's defaults: 0)
+    default_preempt_min_runtime: float = 0.0
+    default_reclaim_min_runtime: float = 0.0
+
+
+@dataclass
+class Workload:
+    """A gang or a single pod: waiting (its ``pods`` wait) or running (its ``pods`` are bound)."""
+
+    key: PodKey
+    pods: list[dict]
+    queue: str
+    priority: int
+    preemptible: bool
+    min_member: int = 1
+    pod_group: dict | None = None
+    gang: Gang | None = None
+    started: float | None = None
+
+    @property
+    def description(self) -> str:
+        kind = "pod group" if self.pod_group is not None or self.gang is not None else "pod"
+        return f"{kind} {self.key[0]}/{self.key[1]}"
+
+    def units(self) -> list[list[dict]]:
+        """The victim units of a running workload, in the order they are taken: one pod at a time
+        above ``minMember`` (newest first), then the rest together."""
+        pods = sorted(self.pods, key=_newest_first)
+        surplus = max(0, len(pods) - max(self.min_member, 1))
+        return [[p] for p in pods[:surplus]] + ([pods[surplus:]] if pods[surplus:] else [])
+
+
+@dataclass
+class Plan:
+    action: str
+    workload: Workload
+    victims: list[tuple[Workload, dict]] = field(default_factory=list)
+    #: each queue's allocation before the plan (KAI's reclaim messages tell the state before it)
+    allocated_before: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class EvictionActions:
+    """Runs the actions of one cycle (see the module docstring) for a :class:`Scheduler`."""
+
+    def __init__(self, scheduler, evictor: Evictor, config: ActionsConfig | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.scheduler = scheduler
+        self.evictor = evictor
+        self.config = config or ActionsConfig()
+        self.wall_clock = wall_clock
+
+    def run(self, snap: Snapshot, waiting: list[dict], gangs: Mapping[PodKey, Gang],
+            figures: Mapping[str, QueueFigures] | None, result) -> list[Plan]:
+        """Try the actions for the pods of ``waiting`` (in cycle order) still without a node;
+        evictions carried out are counted in ``result.evictions``. Returns the plans carried out."""
+        if not self.config.actions:
+            return []
+        left = [p for p in waiting if snap.node_of(p) is None]
+        if not left:
+            return []
+        deadline = time.perf_counter() + self.config.time_budget
+        state = _State(self, snap, figures)
+        workloads = state.waiting_workloads(left, gangs)
+        statement = Statement(snap)
+        for pod in state.terminating:  # releasing capacity: promised to whoever fits into it first
+            statement.evict(pod)
+        plans: list[Plan] = []
+        done: set[PodKey] = set()
+        for pending in workloads if state.terminating else ():
+            if time.perf_counter() > deadline:
+                break
+            if state.place(pending, statement) is not None:
+                done.add(pending.key)
+                self._report(pending, "waiting for pods being deleted to release their resources")
+        for action in self.config.actions:
+            tried = 0
+            failed_shapes: set = set()
+            for pending in workloads:
+                if pending.key in done or time.perf_counter() > deadline or tried >= self.config.max_workloads:
+                    continue
+                shape = _shape(pending, snap)
+                if shape in failed_shapes:
+                    continue
+                if not state.eligible(action, pending):
+                    continue
+                tried += 1
+                plan = state.search(action, pending, statement, deadline)
+                if plan is None:
+                    failed_shapes.add(shape)
+                    continue
+                done.add(pending.key)
+                plans.append(plan)
+                self._commit(plan, state, result)
+        return plans
+
+    def _commit(self, plan: Plan, state: _State, result) -> None:
+        pending = plan.workload
+        preemptor = pending.key
+        evicted = 0
+        for victim, pod in plan.victims:
+            message = eviction_message(plan.action, pod, preemptor)
+            if plan.action == "reclaim":
+                message += "\n" + state.reclaim_details(victim.queue, pending.queue, plan.allocated_before)
+            eviction = Eviction(pod=pod, action=plan.action, message=message, queue=victim.queue,
+                                preemptor=preemptor, preemptor_queue=pending.queue, gang_size=len(plan.victims),
+                                pod_group=victim.pod_group)
+            if self.evictor.evict(eviction):
+                evicted += 1
+                result.evictions.append(eviction)
+        log.info("%s: evicted %d pod(s) for %s (queue %s)", plan.action, evicted, pending.description,
+                 pending.queue)
+        self._report(pending, f"{plan.action}: waiting for {evicted} evicted pod(s) to terminate "
+                              f"({', '.join(ref(p) for _, p in plan.victims[:3])}"
+                              f"{', ...' if len(plan.victims) > 3 else ''})")
+
+    def _report(self, pending: Workload, message: str) -> None:
+        for pod in pending.pods:
+            self.scheduler._report_unschedulable(pod, message)
+
+
+class _State:
+    """The queues and running workloads one run of the actions works with."""
+
+    def __init__(self, actions: EvictionActions, snap: Snapshot, figures: Mapping[str, QueueFigures] | None) -> None:
+        self.actions = actions
+        self.config = actions.config
+        self.snap = snap
+        self.now = actions.wall_clock()
+        self.tree: QueueTree = tree_from_objects(snap.objects(RES_QUEUES).values()) if snap.watches(RES_QUEUES) \
+            else tree_from_objects(())
+        self.fair_share = {q: dict(f.fair_share) for q, f in (figures or {}).items()}
+        self.allocated = {q: dict(f.allocated) for q, f in (figures or {}).items()}
+        self.min_runtime = _queue_min_runtimes(snap.objects(RES_QUEUES).values() if snap.watches(RES_QUEUES) else ())
+        for sign, pod, _node in snap.pod_changes:  # this cycle's decisions so far
+            self._charge(self.queue_of(pod), amounts_of(snap.requests_of(pod)), sign)
+        self.running: list[Workload] = []
+        self.terminating: list[dict] = []
+        self._collect_running()
+
+    def queue_of(self, pod: Mapping) -> str:
+        return pod_queue_in(pod, self.snap.pod_groups)
+
+    def _charge(self, queue: str, amounts: Mapping[str, float], sign: int) -> None:
+        if queue not in self.tree.queues or not self.allocated:
+            return
+        for up in self.tree.ancestry(queue):
+            held = self.allocated.setdefault(up, dict.fromkeys(RESOURCES, 0.0))
+            for r in RESOURCES:
+                held[r] = held.get(r, 0.0) + sign * amounts.get(r, 0.0)
+
+    # -- workloads ------------------------------------------------------------------------------
+
+    def _collect_running(self) -> None:
+        snap = self.snap
+        by_key: dict[PodKey, Workload] = {}
+        for key, pod in snap.pods.items():
+            spec = pod.get("spec")
+            if not isinstance(spec, dict) or spec.get("schedulerName") != snap.scheduler_name:
+                continue
+            if not spec.get("nodeName") or spec["nodeName"] not in snap.node_by_name or not is_active_pod(pod):
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                self.terminating.append(pod)
+                continue
+            group = pod_group_in(pod, snap.pod_groups)
+            wkey = (key[0], group["metadata"]["name"]) if group is not None else key
+            workload = by_key.get(wkey)
+            if workload is None:
+                workload = by_key[wkey] = Workload(
+                    key=wkey, pods=[], queue=self.queue_of(pod), priority=_priority(pod),
+                    preemptible=preemptible(pod, group), min_member=_min_member(group), pod_group=group)
+            workload.pods.append(pod)
+            workload.priority = max(workload.priority, _priority(pod))
+            started = _started(pod)
+            if started is not None and (workload.started is None or started < workload.started):
+                workload.started = started
+        self.running = list(by_key.values())
+
+    def waiting_workloads(self, pods: Iterable[dict], gangs: Mapping[PodKey, Gang]) -> list[Workload]:
+        out: list[Workload] = []
+        seen: set[int] = set()
+        for pod in pods:
+            gang = gangs.get(pod_key(pod))
+            if gang is not None:
+                if id(gang) in seen:
+                    continue
+                seen.add(id(gang))
+                members = [p for p in gang.pods if self.snap.node_of(p) is None]
+                group = pod_group_in(pod, self.snap.pod_groups)
+                key = (pod["metadata"].get("namespace", ""), group["metadata"]["name"] if group else gang.name)
+                out.append(Workload(key=key, pods=members, queue=self.queue_of(pod),
+                                    priority=max(_priority(p) for p in members), gang=gang, pod_group=group,
+                                    preemptible=preemptible(pod, group)))
+            else:
+                group = pod_group_in(pod, self.snap.pod_groups)
+                out.append(Workload(key=pod_key(pod), pods=[pod], queue=self.queue_of(pod), priority=_priority(pod),
+                                    preemptible=preemptible(pod, group), pod_group=group))
+        return out
+
+    def requests(self, workload: Workload) -> dict[str, float]:
+        total = dict.fromkeys(RESOURCES, 0.0)
+        for pod in workload.pods:
+            for r, v in amounts_of(self.snap.requests_of(pod)).items():
+                total[r] = total.get(r, 0.0) + v
+        return total
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def place(self, workload: Workload, statement: Statement) -> list | None:
+        """Place the waiting workload on the snapshot (assumed in ``statement``), or None."""
+        scheduler = self.actions.scheduler
+        if workload.gang is not None:
+            return scheduler.gangs.simulate(workload.gang, self.snap, statement)
+        pod = workload.pods[0]
+        decision = scheduler.decide(pod, self.snap)
+        if not decision.ok:
+            return None
+        statement.assume(pod, decision.node, decision.claims, decision.allocation)
+        return [(pod, decision)]
+
+    def replace(self, victims: list[tuple[Workload, dict]], statement: Statement) -> bool:
+        """Whether every victim pod fits again on the snapshot (each assumed where it fits)."""
+        scheduler = self.actions.scheduler
+        for _w, pod in victims:
+            again = _unbound_copy(pod)
+            decision = scheduler.decide(again, self.snap)
+            if not decision.ok:
+                return False
+            statement.assume(again, decision.node, decision.claims, decision.allocation)
+        return True
+
+    # -- the actions ----------------------------------------------------------------------------
+
+    def eligible(self, action: str, pending: Workload) -> bool:
+        if action == "consolidation":
+            return pending.preemptible and self.config.max_consolidation_preemptees > 0
+        if action == "reclaim":
+            if pending.queue not in self.fair_share or not self.tree.is_leaf(pending.queue):
+                return False
+            want = self.requests(pending)
+            held = self.allocated.get(pending.queue, {})
+            share = self.fair_share[pending.queue]
+            return all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES if want[r] > 0)
+        return action == "preempt"
+
+    def candidates(self, action: str, pending: Workload) -> list[Workload]:
+        """The running workloads this action may take from for ``pending``, in the order taken."""
+        out = []
+        for w in self.running:
+            if not w.pods or not w.preemptible or w.key == pending.key:
+                continue
+            if action == "consolidation" and not all(_recreated(p) for p in w.pods):
+                continue
+            if action == "preempt":
+                if w.queue != pending.queue or w.priority >= pending.priority:
+                    continue
+                if self._protected(w, self._preempt_min_runtime(w.queue)):
+                    continue
+            elif action == "reclaim":
+                if w.queue == pending.queue or w.queue not in self.tree.queues:
+                    continue
+                if self._protected(w, self._reclaim_min_runtime(pending.queue, w.queue)):
+                    continue
+                if not self._over(pending, w):
+                    continue
+            out.append(w)
+        over = {q: self._dominant_over(q) for q in {w.queue for w in out}}
+        out.sort(key=lambda w: (-over[w.queue], w.priority, -(w.started or 0.0), w.key))
+        return out
+
+    def _levels(self, reclaimer: str, victim: str) -> tuple[str | None, str]:
+        """The two queues where the chains of ``reclaimer`` and ``victim`` part (None: other trees)."""
+        up_r = list(reversed(self.tree.ancestry(reclaimer)))
+        up_v = list(reversed(self.tree.ancestry(victim)))
+        i = 0
+        while i < min(len(up_r), len(up_v)) and up_r[i] == up_v[i]:
+            i += 1
+        return (up_r[i] if i < len(up_r) else None), up_v[min(i, len(up_v) - 1)]
+
+    def _over(self, pending: Workload, victim: Workload) -> bool:
+        """Whether the victim's side is over its share where the reclaimer's side needs room."""
+        mine, theirs = self._levels(pending.queue, victim.queue)
+        want = self.requests(pending)
+        asked = [r for r in RESOURCES if want[r] > 0]
+        held_v = self.allocated.get(theirs, {})
+        if mine is not None and self._within_quota(mine, want):
+            quota = self.tree.queues[theirs]
+            return any(held_v.get(r, 0.0) > _quota(quota.terms(r).quota) for r in asked)
+        share_v = self.fair_share.get(theirs, {})
+        return any(held_v.get(r, 0.0) > share_v.get(r, 0.0) + 1e-9 for r in asked)
+
+    def _within_quota(self, queue: str, want: Mapping[str, float]) -> bool:
+        q = self.tree.queues[queue]
+        held = self.allocated.get(queue, {})
+        return all(held.get(r, 0.0) + want[r] <= _quota(q.terms(r).quota) for r in RESOURCES if want[r] > 0)
+
+    def _dominant_over(self, queue: str) -> float:
+        held, share = self.allocated.get(queue, {}), self.fair_share.get(queue, {})
+        return max((held.get(r, 0.0) - share.get(r, 0.0)) / max(share.get(r, 0.0), 1.0) for r in RESOURCES)
+
+    def _protected(self, w: Workload, min_runtime: float) -> bool:
+        return min_runtime > 0 and w.started is not None and self.now < w.started + min_runtime
+
+    def _preempt_min_runtime(self, queue: str) -> float:
+        for q in self.tree.ancestry(queue) if queue in self.tree.queues else ():
+            found = self.min_runtime.get(q, {}).get("preemptMinRuntime")
+            if found is not None:
+                return found
+        return self.config.default_preempt_min_runtime
+
+    def _reclaim_min_runtime(self, reclaimer: str, victim: str) -> float:
+        mine, theirs = self._levels(reclaimer, victim)
+        chain = self.tree.ancestry(theirs) if mine is not None else [self.tree.ancestry(victim)[-1]]
+        for q in chain:
+            found = self.min_runtime.get(q, {}).get("reclaimMinRuntime")
+            if found is not None:
+                return found
+        return self.config.default_reclaim_min_runtime
+
+    def search(self, action: str, pending: Workload, statement: Statement, deadline: float) -> Plan | None:
+        """The smallest prefix of victim units (tried at 1, 2, 4, ... units, then each one more)
+        after which ``pending`` fits; None (nothing left assumed) when none does."""
+        units = [(w, unit) for w in self.candidates(action, pending) for unit in w.units()]
+        if not units:
+            return None
+        start = statement.checkpoint()
+        before = {q: dict(held) for q, held in self.allocated.items()}
+        taken: list[tuple[Workload, dict]] = []
+        charged: list[tuple[str, dict[str, float]]] = []
+        limit = self.config.max_consolidation_preemptees if action == "consolidation" else None
+        next_try = 1
+        for n, (workload, unit) in enumerate(units, 1):
+            if time.perf_counter() > deadline:
+                break
+            if action == "reclaim" and not self._still_over(pending, workload):
+                continue
+            if limit is not None and len(taken) + len(unit) > limit:
+                break
+            for pod in unit:
+                statement.evict(pod)
+                taken.append((workload, pod))
+                amounts = amounts_of(self.snap.requests_of(pod))
+                self._charge(workload.queue, amounts, -1)
+                charged.append((workload.queue, amounts))
+            if n < next_try and n < len(units):
+                continue
+            next_try = n * 2
+            mark = statement.checkpoint()
+            if self.place(pending, statement) is not None and (
+                    action != "consolidation" or self.replace(taken, statement)):
+                self._charge(pending.queue, self.requests(pending), 1)
+                for w, pod in taken:
+                    if pod in w.pods:
+                        w.pods.remove(pod)
+                return Plan(action, pending, taken, before)
+            statement.rollback(mark)
+        statement.rollback(start)
+        for queue, amounts in charged:
+            self._charge(queue, amounts, 1)
+        return None
+
+    def _still_over(self, pending: Workload, victim: Workload) -> bool:
+        return self._over(pending, victim)
+
+    def reclaim_details(self, victim_queue: str, reclaimer_queue: str,
+                        allocated: Mapping[str, Mapping[str, float]]) -> str:
+        """KAI's second and third lines of a reclaim message: each side's usage, quota and share."""
+        mine, theirs = self._levels(reclaimer_queue, victim_queue)
+        lines = []
+        for name in (theirs, mine or reclaimer_queue):
+            q = self.tree.queues.get(name)
+            if q is None:
+                continue
+            lines.append(f"{name} uses <{_amounts(allocated.get(name, {}))}> with a quota of "
+                         f"<{_amounts({r: q.terms(r).quota for r in RESOURCES})}>, fair-share of "
+                         f"<{_amounts(self.fair_share.get(name, {}))}> and queue priority of <{q.priority}>.")
+        return "\n".join(lines)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _shape(w: Workload, snap: Snapshot) -> tuple:
+    return (w.queue, w.priority, len(w.pods),
+            tuple(sorted(tuple(sorted(snap.requests_of(p).items())) for p in w.pods)))
+
+
+def _priority(pod: Mapping) -> int:
+    priority = (pod.get("spec") or {}).get("priority")
+    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+
+
+def _min_member(group: Mapping | None) -> int:
+    spec = (group or {}).get("spec")
+    value = spec.get("minMember") if isinstance(spec, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _parse_time(text: object) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _started(pod: Mapping) -> float | None:
+    """When the pod started running: its ``status.startTime``, else when it was scheduled, else
+    its creation."""
+    status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+    found = _parse_time(status.get("startTime"))
+    if found is None:
+        for cond in status.get("conditions") or []:
+            if isinstance(cond, dict) and cond.get("type") == "PodScheduled" and cond.get("status") == "True":
+                found = _parse_time(cond.get("lastTransitionTime"))
+    return found if found is not None else _parse_time(pod["metadata"].get("creationTimestamp"))
+
+
+def _newest_first(pod: Mapping) -> tuple:
+    return (-(_started(pod) or 0.0), pod["metadata"].get("name", ""))
+
+
+def _recreated(pod: Mapping) -> bool:
+    """Whether a controller owns the pod (it creates the pod again once evicted): only such pods
+    can be moved by consolidation; a bare pod evicted is gone for good."""
+    return any(isinstance(o, dict) and o.get("controller") for o in pod["metadata"].get("ownerReferences") or [])
+
+
+def _unbound_copy(pod: dict) -> dict:
+    """The pod as its controller would create it again: without a node, waiting."""
+    spec = dict(pod.get("spec") or {})
+    spec.pop("nodeName", None)
+    return {**pod, "spec": spec, "status": {"phase": "Pending"}}
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: object) -> float | None:
+    """A Kubernetes ``metav1.Duration`` (Go's duration: ``90s``, ``10m``, ``1h30m``) in seconds, or
+    None when it is not one."""
+    if not isinstance(text, str) or not text:
+        return None
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) else None
+
+
+def _queue_min_runtimes(queues: Iterable[Mapping]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for obj in queues:
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        name = (obj.get("metadata") or {}).get("name")
+        for field_name in ("preemptMinRuntime", "reclaimMinRuntime"):
+            seconds = parse_duration(spec.get(field_name))
+            if name and seconds is not None:
+                out.setdefault(name, {})[field_name] = seconds
+    return out
+
+
+def _quota(value: float) -> float:
+    return float("inf") if value == -1 else value
+
+
+def _amounts(amounts: Mapping[str, float]) -> str:
+    """GPUs, CPU cores and memory GB, -1 (a quota of "the whole share") as ``unlimited``."""
+    parts = []
+    for label, r, scale, unit in (("GPUs", "gpu", 1, ""), ("CPU", "cpu", 1000, " cores"),
+                                  ("memory", "memory", 1e9, " GB")):
+        value = amounts.get(r, 0.0)
+        parts.append(f"{label}: unlimited" if value == -1 else f"{label}: {value / scale:g}{unit}")
+    return ", ".join(parts)

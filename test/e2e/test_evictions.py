@@ -1,0 +1,121 @@
+"""Eviction actions on the real control plane: kai's scheduler and binder (processes under the
+chart's RBAC) reclaim GPUs for a queue below its fair share, and preempt by priority within a queue.
+
+There is no kubelet: a deleted pod that is on a node stays terminating until the test removes it
+(``gracePeriodSeconds: 0``, what the kubelet does once the containers stopped). While it terminates,
+its GPUs stay held: the pod it was evicted for is not bound, and nothing more is evicted for it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+Q = "scheduling.run.ai/v2"
+
+
+@pytest.fixture
+def queues(kube, namespace):
+    """Queues named after the test's namespace (they are cluster-scoped); deleted afterwards."""
+    made: list[str] = []
+
+    def make(name: str, quota: float, weight: float = 1) -> str:
+        name = f"{namespace}-{name}"
+        unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
+        kube.create({"apiVersion": Q, "kind": "Queue", "metadata": {"name": name},
+                     "spec": {"resources": {"gpu": {"quota": quota, "overQuotaWeight": weight, "limit": -1},
+                                            "cpu": unlimited, "memory": unlimited}}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        kube.delete(Q, "Queue", name)
+
+
+def gpu_pod(name: str, queue: str, *, node: str = "", priority_class: str = "") -> dict:
+    container = {"name": "c", "image": "busybox:1",
+                 "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": "1"}}}
+    spec: dict = {"schedulerName": "kai-scheduler", "containers": [container]}
+    if node:
+        spec["nodeName"] = node  # running before the test starts kai
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"kai.scheduler/queue": queue}}, "spec": spec}
+
+
+def terminating(kube, namespace: str, names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        pod = kube.get("v1", "Pod", name, namespace)
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):
+            out.append(name)
+    return out
+
+
+def test_a_queue_below_its_fair_share_reclaims_a_gpu(kube, kai, nodes, namespace, queues):
+    node = f"{namespace}-n1"
+    nodes.add(node, capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "2"})
+    team_a, team_b = queues("a", quota=0), queues("b", quota=1)
+    running = ["a-0", "a-1"]
+    for name in running:
+        kube.create(gpu_pod(name, team_a, node=node), namespace)
+    kai.start("scheduler")
+    kai.start("binder")
+    kube.create(gpu_pod("b-0", team_b), namespace)
+
+    (victim,) = kai.wait_for(lambda: terminating(kube, namespace, running), "a pod of team a to be evicted")
+    pod = kube.get("v1", "Pod", victim, namespace)
+    cond = next(c for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert cond["reason"] == "PreemptionByScheduler"
+    assert cond["message"].startswith(f"Pod {namespace}/{victim} was preempted by workload {namespace}/b-0.")
+    events = [e for e in kube.list("v1", "Event", namespace)
+              if e["involvedObject"]["name"] == victim and e["reason"] == "Evict"]
+    assert events and events[0]["message"] == cond["message"]
+
+    # while the evicted pod terminates, its GPU stays held: b-0 waits, and nothing more is evicted
+    kai.wait_for(lambda: "waiting for" in _scheduled_message(kube, namespace, "b-0"), "b-0 to say it waits")
+    time.sleep(3)  # a few cycles
+    assert kube.list("scheduling.run.ai/v1alpha2", "BindRequest", namespace) == []
+    assert terminating(kube, namespace, running) == [victim]
+
+    kube.delete("v1", "Pod", victim, namespace, grace=0)  # the kubelet is done with it
+    pod, _br = kai.wait_bound(namespace, "b-0")
+    assert pod["spec"]["nodeName"] == node
+    kai.assert_no_forbidden()
+    kai.assert_clean_stop()
+
+
+def test_a_higher_priority_pod_preempts_within_its_queue(kube, kai, nodes, namespace, queues):
+    node = f"{namespace}-n1"
+    nodes.add(node, capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "1"})
+    team = queues("team", quota=1)
+    for name, value in ((f"{namespace}-train", 50), (f"{namespace}-build", 100)):
+        kube.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                    "value": value})
+    try:
+        kube.create(gpu_pod("train", team, node=node, priority_class=f"{namespace}-train"), namespace)
+        kai.start("scheduler")
+        kai.start("binder")
+        kube.create(gpu_pod("build", team, priority_class=f"{namespace}-build"), namespace)
+        kai.wait_for(lambda: terminating(kube, namespace, ["train"]), "the train pod to be preempted")
+        events = [e for e in kube.list("v1", "Event", namespace)
+                  if e["involvedObject"]["name"] == "train" and e["reason"] == "Evict"]
+        assert events[0]["message"] == (
+            f"Pod {namespace}/train was preempted by higher priority workload {namespace}/build")
+        kube.delete("v1", "Pod", "train", namespace, grace=0)
+        kai.wait_bound(namespace, "build")
+        kai.assert_clean_stop()
+    finally:
+        for name in (f"{namespace}-train", f"{namespace}-build"):
+            kube.delete("scheduling.k8s.io/v1", "PriorityClass", name)
+
+
+def _scheduled_message(kube, namespace: str, name: str) -> str:
+    pod = kube.get("v1", "Pod", name, namespace) or {}
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled":
+            return c.get("message") or ""
+    return ""
