@@ -84,6 +84,13 @@ def test_a_queue_below_its_fair_share_reclaims_from_the_queues_above_theirs(worl
     assert [(e.action, e.queue, e.preemptor_queue) for e in result.evictions] == [
         ("reclaim", "queue0", "reclaimer"), ("reclaim", "queue1", "reclaimer")]
     assert w.message("train-0").startswith("reclaim: waiting for 2 evicted pod(s) to terminate")
+    from kai_core.observability import SchedulerMetrics
+
+    metrics = SchedulerMetrics()
+    metrics.observe_cycle(result)
+    text = metrics.exposition()[0].decode()
+    assert 'kai_pods_evicted_total{action="reclaim",queue="queue0"} 1.0' in text
+    assert 'kai_pods_evicted_total{action="reclaim",queue="queue1"} 1.0' in text
     w.cycle()  # the evicted pods are gone: allocate places the gang
     assert sorted(w.placed()) == ["train-0", "train-1"]
 
@@ -269,3 +276,37 @@ def test_a_plan_that_does_not_place_the_whole_gang_evicts_nothing(world):
                                           ("", None), ("10", None), ("5 m", None), ("m", None)])
 def test_min_runtimes_are_go_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+# -- DRA -----------------------------------------------------------------------------------------
+
+
+def test_a_dra_gpu_is_preempted_and_its_device_goes_to_the_preemptor(world):
+    """The victim's claim holds the node's only DRA GPU: the simulation counts it released, the
+    victim is evicted, the resource claim controller deallocates its claim once the pod is gone,
+    and the preemptor's claim gets that device."""
+    from kai_core.api.features import FeatureGates
+    from kai_core.dra.testing import GPU, claim, device_class, gpu_slice, request
+
+    held = claim("held", request("gpu", "gpu.nvidia.com"))
+    held["status"] = {"allocation": {"devices": {"results": [
+        {"request": "gpu", "driver": GPU, "pool": "n1", "device": "gpu-0"}]}},
+        "reservedFor": [{"resource": "pods", "name": "train", "uid": "uid-train"}]}
+    victim = gpu_pod(world, "train", "test", gpus=0, priority=50, nodeName="n1",
+                     resourceClaims=[{"name": "gpu", "resourceClaimName": "held"}])
+    victim["metadata"]["uid"] = "uid-train"
+    wanted = claim("wanted", request("gpu", "gpu.nvidia.com"))
+    w = world(world.node("n1", cpu="16"), gpu_slice("n1", count=1),
+              device_class("gpu.nvidia.com", f'device.driver == "{GPU}"'),
+              world.queue("test", quota=-1), held, victim, wanted,
+              gpu_pod(world, "build", "test", gpus=0, priority=75,
+                      resourceClaims=[{"name": "gpu", "resourceClaimName": "wanted"}]),
+              config=SchedulerConfig(features=FeatureGates.parse("DynamicResourceAllocation=true")))
+    result = w.cycle()
+    assert [(e.action, e.pod["metadata"]["name"]) for e in result.evictions] == [("preempt", "train")]
+    assert w.bind_requests() == []
+    w.cycle()  # the controller released the victim's claim; allocate gives its GPU to build
+    (br,) = w.bind_requests()
+    assert br["spec"]["podName"] == "build"
+    results = br["spec"]["resourceClaimAllocations"][0]["allocation"]["devices"]["results"]
+    assert [r["device"] for r in results] == ["gpu-0"]

@@ -86,7 +86,9 @@ class SchedulerMetrics(ComponentMetrics):
       internal error;
     * ``kai_queue_fair_share`` and ``kai_queue_allocated`` (labels ``queue``, ``resource``: ``gpu`` in
       devices, ``cpu`` in cores, ``memory`` in bytes) and ``kai_queue_pending_pods`` (``queue``), at
-      the start of the last cycle, once any KAI Queue exists.
+      the start of the last cycle, once any KAI Queue exists;
+    * ``kai_pods_evicted_total`` (labels ``action``: ``consolidation``, ``reclaim``, ``preempt`` or
+      ``stale-gang``; ``queue``: the evicted pod's queue): pods the scheduler evicted.
     """
 
     def __init__(self) -> None:
@@ -110,6 +112,8 @@ class SchedulerMetrics(ComponentMetrics):
                                      ["queue", "resource"], registry=self.registry)
         self.queue_pending = Gauge("kai_queue_pending_pods", "Pods of a KAI queue waiting to be scheduled.",
                                    ["queue"], registry=self.registry)
+        self.evicted = Counter("kai_pods_evicted", "Pods the scheduler evicted, by action and by their queue.",
+                               ["action", "queue"], registry=self.registry)
 
     def observe_cycle(self, result) -> None:
         """Record a :class:`kai_core.scheduler.cycle.CycleResult`."""
@@ -120,6 +124,8 @@ class SchedulerMetrics(ComponentMetrics):
             self.unschedulable.inc(result.unschedulable)
         if result.errors:
             self.errors.inc(result.errors)
+        for eviction in getattr(result, "evictions", None) or ():
+            self.evicted.labels(eviction.action, eviction.queue).inc()
         self.observe_queues(getattr(result, "queues", None))
 
     def observe_queues(self, queues) -> None:

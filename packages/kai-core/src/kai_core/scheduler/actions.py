@@ -42,10 +42,12 @@ actions stop once ``time_budget`` seconds have passed.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -213,7 +215,10 @@ class _State:
         for sign, pod, _node in snap.pod_changes:  # this cycle's decisions so far
             self._charge(self.queue_of(pod), amounts_of(snap.requests_of(pod)), sign)
         self.running: list[Workload] = []
+        #: running workloads by queue, in the order victims are taken (lowest priority, newest first)
+        self.by_queue: dict[str, list[Workload]] = {}
         self.terminating: list[dict] = []
+        self._free: dict[str, int] | None = None
         self._collect_running()
 
     def queue_of(self, pod: Mapping) -> str:
@@ -254,6 +259,10 @@ class _State:
             if started is not None and (workload.started is None or started < workload.started):
                 workload.started = started
         self.running = list(by_key.values())
+        for w in self.running:
+            self.by_queue.setdefault(w.queue, []).append(w)
+        for line in self.by_queue.values():
+            line.sort(key=_victim_order)
 
     def waiting_workloads(self, pods: Iterable[dict], gangs: Mapping[PodKey, Gang]) -> list[Workload]:
         out: list[Workload] = []
@@ -322,30 +331,32 @@ class _State:
             return all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES if want[r] > 0)
         return action == "preempt"
 
-    def candidates(self, action: str, pending: Workload) -> list[Workload]:
-        """The running workloads this action may take from for ``pending``, in the order taken."""
-        out = []
-        for w in self.running:
-            if not w.pods or not w.preemptible or w.key == pending.key:
-                continue
-            if action == "consolidation" and not all(_recreated(p) for p in w.pods):
-                continue
-            if action == "preempt":
-                if w.queue != pending.queue or w.priority >= pending.priority:
+    def candidates(self, action: str, pending: Workload) -> Iterator[Workload]:
+        """The running workloads this action may take from for ``pending``, in the order taken
+        (lazily: a search seldom needs more than the first few)."""
+        if action == "preempt":
+            queues = [pending.queue] if pending.queue in self.by_queue else []
+            protection = self._preempt_min_runtime(pending.queue)
+        elif action == "reclaim":
+            queues = [q for q in self.by_queue
+                      if q != pending.queue and q in self.tree.queues and self._over(pending, q)]
+        else:
+            queues = list(self.by_queue)
+        over = {q: self._dominant_over(q) for q in queues}
+        queues.sort(key=lambda q: -over[q])
+        for _, tied in itertools.groupby(queues, key=lambda q: over[q]):
+            for w in heapq.merge(*(self.by_queue[q] for q in tied), key=_victim_order):
+                if not w.pods or not w.preemptible or w.key == pending.key:
                     continue
-                if self._protected(w, self._preempt_min_runtime(w.queue)):
+                if action == "consolidation":
+                    if not all(_recreated(p) for p in w.pods):
+                        continue
+                elif action == "preempt":
+                    if w.priority >= pending.priority or self._protected(w, protection):
+                        continue
+                elif self._protected(w, self._reclaim_min_runtime(pending.queue, w.queue)):
                     continue
-            elif action == "reclaim":
-                if w.queue == pending.queue or w.queue not in self.tree.queues:
-                    continue
-                if self._protected(w, self._reclaim_min_runtime(pending.queue, w.queue)):
-                    continue
-                if not self._over(pending, w):
-                    continue
-            out.append(w)
-        over = {q: self._dominant_over(q) for q in {w.queue for w in out}}
-        out.sort(key=lambda w: (-over[w.queue], w.priority, -(w.started or 0.0), w.key))
-        return out
+                yield w
 
     def _levels(self, reclaimer: str, victim: str) -> tuple[str | None, str]:
         """The two queues where the chains of ``reclaimer`` and ``victim`` part (None: other trees)."""
@@ -356,9 +367,9 @@ class _State:
             i += 1
         return (up_r[i] if i < len(up_r) else None), up_v[min(i, len(up_v) - 1)]
 
-    def _over(self, pending: Workload, victim: Workload) -> bool:
-        """Whether the victim's side is over its share where the reclaimer's side needs room."""
-        mine, theirs = self._levels(pending.queue, victim.queue)
+    def _over(self, pending: Workload, victim_queue: str) -> bool:
+        """Whether the victim queue's side is over its share where the reclaimer's side needs room."""
+        mine, theirs = self._levels(pending.queue, victim_queue)
         want = self.requests(pending)
         asked = [r for r in RESOURCES if want[r] > 0]
         held_v = self.allocated.get(theirs, {})
@@ -399,47 +410,76 @@ class _State:
     def search(self, action: str, pending: Workload, statement: Statement, deadline: float) -> Plan | None:
         """The smallest prefix of victim units (tried at 1, 2, 4, ... units, then each one more)
         after which ``pending`` fits; None (nothing left assumed) when none does."""
-        units = [(w, unit) for w in self.candidates(action, pending) for unit in w.units()]
-        if not units:
-            return None
+        if action == "consolidation" and not self._room_for(pending):
+            return None  # moving pods frees nothing: the free room must already be there
         start = statement.checkpoint()
         before = {q: dict(held) for q, held in self.allocated.items()}
         taken: list[tuple[Workload, dict]] = []
         charged: list[tuple[str, dict[str, float]]] = []
         limit = self.config.max_consolidation_preemptees if action == "consolidation" else None
+        n = tried_at = 0
         next_try = 1
-        for n, (workload, unit) in enumerate(units, 1):
-            if time.perf_counter() > deadline:
+        for workload in self.candidates(action, pending):
+            for unit in workload.units():
+                if time.perf_counter() > deadline:
+                    break
+                if action == "reclaim" and not self._over(pending, workload.queue):
+                    break  # its queue is no longer above its share: the rest of it stays too
+                if limit is not None and len(taken) + len(unit) > limit:
+                    break
+                for pod in unit:
+                    statement.evict(pod)
+                    taken.append((workload, pod))
+                    amounts = amounts_of(self.snap.requests_of(pod))
+                    self._charge(workload.queue, amounts, -1)
+                    charged.append((workload.queue, amounts))
+                n += 1
+                if n < next_try:
+                    continue
+                next_try, tried_at = n * 2, n
+                if self._fits(action, pending, taken, statement):
+                    return self._planned(action, pending, taken, before)
+            if time.perf_counter() > deadline or (limit is not None and len(taken) >= limit):
                 break
-            if action == "reclaim" and not self._still_over(pending, workload):
-                continue
-            if limit is not None and len(taken) + len(unit) > limit:
-                break
-            for pod in unit:
-                statement.evict(pod)
-                taken.append((workload, pod))
-                amounts = amounts_of(self.snap.requests_of(pod))
-                self._charge(workload.queue, amounts, -1)
-                charged.append((workload.queue, amounts))
-            if n < next_try and n < len(units):
-                continue
-            next_try = n * 2
-            mark = statement.checkpoint()
-            if self.place(pending, statement) is not None and (
-                    action != "consolidation" or self.replace(taken, statement)):
-                self._charge(pending.queue, self.requests(pending), 1)
-                for w, pod in taken:
-                    if pod in w.pods:
-                        w.pods.remove(pod)
-                return Plan(action, pending, taken, before)
-            statement.rollback(mark)
+        if n > tried_at and time.perf_counter() <= deadline and self._fits(action, pending, taken, statement):
+            return self._planned(action, pending, taken, before)
         statement.rollback(start)
         for queue, amounts in charged:
             self._charge(queue, amounts, 1)
         return None
 
-    def _still_over(self, pending: Workload, victim: Workload) -> bool:
-        return self._over(pending, victim)
+    def _fits(self, action: str, pending: Workload, taken: list[tuple[Workload, dict]], statement: Statement) -> bool:
+        """Whether ``pending`` fits now (and, for consolidation, every moved pod fits again); what
+        was tried is rolled back unless it fits."""
+        mark = statement.checkpoint()
+        if self.place(pending, statement) is not None and (
+                action != "consolidation" or self.replace(taken, statement)):
+            return True
+        statement.rollback(mark)
+        return False
+
+    def _planned(self, action: str, pending: Workload, taken: list[tuple[Workload, dict]],
+                 before: dict[str, dict[str, float]]) -> Plan:
+        self._charge(pending.queue, self.requests(pending), 1)
+        self._free = None
+        for w, pod in taken:
+            if pod in w.pods:
+                w.pods.remove(pod)
+        return Plan(action, pending, taken, before)
+
+    def _room_for(self, pending: Workload) -> bool:
+        """Whether the cluster's free room, all nodes together, holds what ``pending`` asks for."""
+        if self._free is None:
+            free: dict[str, int] = {}
+            for node in self.snap.nodes:
+                for r, v in node.allocatable.items():
+                    free[r] = free.get(r, 0) + v - node.requested.get(r, 0)
+            self._free = free
+        want: dict[str, int] = {}
+        for pod in pending.pods:
+            for r, v in self.snap.requests_of(pod).items():
+                want[r] = want.get(r, 0) + v
+        return all(self._free.get(r, 0) >= v for r, v in want.items() if v > 0)
 
     def reclaim_details(self, victim_queue: str, reclaimer_queue: str,
                         allocated: Mapping[str, Mapping[str, float]]) -> str:
@@ -457,6 +497,10 @@ class _State:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _victim_order(w: Workload) -> tuple:
+    return (w.priority, -(w.started or 0.0), w.key)
 
 
 def _shape(w: Workload, snap: Snapshot) -> tuple:
