@@ -131,11 +131,15 @@ class Runs:
         return pod if decided(pod) else None
 
     def clear(self) -> None:
-        """Delete the run's pods (no kubelet: at once) and wait until they and the claims made for
-        them from templates are gone, so that the next run finds the nodes and devices free."""
+        """Delete the run's pods (no kubelet: at once) and the claims the workload made itself, and
+        wait until they and the claims made for the pods from templates are gone, so that the next
+        run finds the nodes and devices free."""
         for ns in self.namespaces:
             for pod in self.kube.list("v1", "Pod", ns):
                 self.kube.delete("v1", "Pod", pod["metadata"]["name"], ns, grace=0)
+            for c in self.kube.list("resource.k8s.io/v1", "ResourceClaim", ns):
+                if not c["metadata"].get("ownerReferences"):  # not a template's: the controller leaves it
+                    self.kube.delete("resource.k8s.io/v1", "ResourceClaim", c["metadata"]["name"], ns)
         self.kai.wait_for(lambda: not any(self.kube.list("v1", "Pod", ns) or self.kube.list(
             "resource.k8s.io/v1", "ResourceClaim", ns) for ns in self.namespaces),
                           "the run's pods and their claims to be deleted", timeout=60)
@@ -800,6 +804,42 @@ def test_dra_prioritized_lists_match_attribute_and_all(runs, nodes, namespace, k
     assert pending(outcome) == {"linked-2", "all-h100-2"}
     assert outcome["linked"] == (n2, n2) and outcome["all-h100"] == (n3, n3)
     assert outcome["fallback"] == outcome["fallback-2"] == (n1, n1)
+
+
+def test_dra_a_shared_claim_allocated_elsewhere_and_a_missing_device_class(runs, nodes, namespace, kube, gpu_class):
+    """DynamicResources' reason for a node an allocated claim cannot be used on, counted per node,
+    and its PreFilter's for a request of a DeviceClass that does not exist."""
+    cls = gpu_class
+    names = [f"{namespace}-n{i}" for i in (1, 2, 3)]
+    for name in names:
+        nodes.add(name, labels={HOST: name, SET: SET_VALUE}, capacity={"cpu": "8", "memory": "32Gi", "pods": "110"},
+                  slices=[gpu_slice(name, ["a100"])])
+    kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                 "metadata": {"name": "no-class", "namespace": namespace},
+                 "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                     "deviceClassName": f"{namespace}-no-such-class"}}]}}}})
+
+    def sharing(scheduler: str, name: str, claim_name: str, cpu: str) -> dict:
+        p = pod(name, scheduler, cpu=cpu, resourceClaims=[{"name": "gpus", "resourceClaimName": claim_name}])
+        p["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpus"}]
+        return p
+
+    def workload(run: str, scheduler: str) -> list[dict]:
+        shared = f"shared-{run}"  # made for the run, deleted with its pods
+        kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                     "metadata": {"name": shared, "namespace": namespace},
+                     "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": cls}}]}}})
+        return [sharing(scheduler, "holder", shared, "7"),  # the claim's GPU and most of its node's cpu
+                sharing(scheduler, "sharer", shared, "2"),  # its node is too full, the others lack the GPU
+                claiming(scheduler, "classless", "no-class")]
+
+    outcome = compare(runs.run(workload), kube)
+    assert pending(outcome) == {"sharer", "classless"}
+    # (nodes other tests left behind count too, as not matching the node selector)
+    reasons = set(comparable(outcome["sharer"][1]).split(": ", 1)[1].rstrip(".").split(", "))
+    assert {"1 Insufficient cpu", "2 resourceclaim not available on the node"} <= reasons, outcome["sharer"]
+    assert comparable(outcome["classless"][1]).endswith(
+        f": request gpu: device class {namespace}-no-such-class does not exist."), outcome["classless"]
 
 
 @pytest.fixture
