@@ -80,7 +80,9 @@ class SchedulerSpecs:
     def kai_pre_filter(self, pod, snapshot):
         """Called once per pending pod, before any node is looked at. Return None to go on, or a
         reason (str) that makes the pod unschedulable this cycle whatever the nodes; the reason
-        becomes the pod's condition message as it is. All plugins are called, in pluggy's order
+        becomes the pod's condition message as it is (a built-in doing a kube-scheduler plugin's
+        work: ``0/N nodes are available: <reason>.``, as kube-scheduler words a PreFilter's
+        rejection). All plugins are called, in pluggy's order
         (built-ins first); the first reason wins. Checking a driver's opaque configs is
         ``kai_check_configs``'s job (kai finds them and words the reason)."""
 
