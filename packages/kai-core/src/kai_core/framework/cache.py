@@ -32,12 +32,14 @@ from kai_core.api.resources import (
     subtract_amounts,
 )
 from kai_core.api.store import Store
+from kai_core.framework.queue_usage import UsageIndex
 
 _Key = tuple[str, str]
 
 
 class PodIndex:
-    """Per-node usage of bound pods and the set of unbound pods, updated one pod at a time."""
+    """Per-node usage of bound pods, the set of unbound pods and the pods' requests by queue
+    (:class:`~kai_core.framework.queue_usage.UsageIndex`), updated one pod at a time."""
 
     def __init__(self) -> None:
         #: node name -> summed requests (milli-units) of the active pods bound to it
@@ -48,6 +50,8 @@ class PodIndex:
         self.unbound: dict[_Key, dict] = {}
         #: bound active pod -> (node, the pod object counted, its requests)
         self._counted: dict[_Key, tuple[str, dict, dict[str, int]]] = {}
+        #: requests by what decides each pod's queue (the queue order's and limits' starting point)
+        self.usage = UsageIndex()
 
     def requests_of(self, key: _Key, pod: dict) -> dict[str, int] | None:
         """The requests counted for this very pod object, or None when it is not counted."""
@@ -57,13 +61,18 @@ class PodIndex:
     def put(self, key: _Key, pod: dict) -> None:
         """The pod was added or changed."""
         self.remove(key)
+        req = None
+        if UsageIndex.counts(pod):
+            req = pod_requests(pod)
+            self.usage.put(key, pod, req)
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
             self.unbound[key] = pod
             return
         if not is_active_pod(pod):
             return
-        req = pod_requests(pod)
+        if req is None:
+            req = pod_requests(pod)
         self._counted[key] = (node, pod, req)
         add_amounts(self.requested.setdefault(node, {}), req)
         self.pod_count[node] = self.pod_count.get(node, 0) + 1
@@ -71,6 +80,7 @@ class PodIndex:
     def remove(self, key: _Key) -> None:
         """The pod is gone (or about to be put again)."""
         self.unbound.pop(key, None)
+        self.usage.remove(key)
         counted = self._counted.pop(key, None)
         if counted is None:
             return

@@ -47,7 +47,8 @@ class QueueLedger:
         self.queue_of = queue_of
         self.preemptible = preemptible
         start = snapshot_usage(snapshot, tree)  # shared with the queue order of the same cycle
-        candidates, usage = start.candidates, start.usage
+        usage = start.usage
+        self._members = start.members
         self._index = DeviceIndex(snapshot.objects(RES_SLICES).values())
         self._counted: set = set(start.counted)
         #: DRA GPUs counted for pods this cycle placed, by pod (taken back if the placement is undone)
@@ -55,11 +56,6 @@ class QueueLedger:
         self.allocated = {q: dict(u.allocated) for q, u in usage.items()}
         self.firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
         self._read = len(snapshot.pod_changes)
-        self._groups: dict[tuple[str, str], list[Mapping]] = {}
-        for pod, _ in candidates:
-            group = _group_of(pod)
-            if group is not None:
-                self._groups.setdefault(group, []).append(pod)
 
     def _catch_up(self, snapshot) -> None:
         changes: Sequence = snapshot.pod_changes
@@ -101,7 +97,7 @@ class QueueLedger:
         minimum = spec.get("minMember") if isinstance(spec, Mapping) else None
         if not isinstance(minimum, int) or isinstance(minimum, bool):
             minimum = 0
-        members = self._groups.get(group, []) if group else []
+        members = self._members(group) if group else []
         placed = sum(1 for m in members if snapshot.node_of(m) is not None)
         waiting = sorted((m for m in members if snapshot.node_of(m) is None and m is not pod),
                          key=lambda m: m["metadata"].get("name", ""))

@@ -44,6 +44,9 @@ __all__ = [
     "pod_group_in",
     "pod_queue_in",
     "preemptible",
+    "preemptible_in_group",
+    "high_priority",
+    "queue_of_group",
     "tree_from_objects",
     "why_not_schedulable",
     "queue_from_object",
@@ -216,10 +219,14 @@ def fair_shares(tree: QueueTree, total: Mapping[str, float],
 def pod_queue(pod: Mapping, pod_group: Mapping | None) -> str:
     """The queue a pod's workload is in: its PodGroup's ``spec.queue``, else its label
     ``kai.scheduler/queue``, else ``default-queue`` (what KAI's pod-grouper writes into the group)."""
+    return queue_of_group(pod_group, ((pod.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL))
+
+
+def queue_of_group(pod_group: Mapping | None, label: object) -> str:
+    """:func:`pod_queue` from the pod's PodGroup (or None) and its ``kai.scheduler/queue`` label's value."""
     spec = (pod_group or {}).get("spec")
     if isinstance(spec, Mapping) and isinstance(spec.get("queue"), str) and spec["queue"]:
         return spec["queue"]
-    label = ((pod.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
     return label if isinstance(label, str) and label else DEFAULT_QUEUE
 
 
@@ -243,14 +250,21 @@ def preemptible(pod: Mapping, pod_group: Mapping | None) -> bool:
     """Whether the pod's workload may be preempted or reclaimed: its PodGroup's ``spec.preemptibility``
     (``preemptible`` / ``non-preemptible``), else a priority below 100 (the pod's ``spec.priority``,
     which the API server fills from its PriorityClass)."""
+    return preemptible_in_group(pod_group, high_priority((pod.get("spec") or {}).get("priority")))
+
+
+def high_priority(priority: object) -> bool:
+    """Whether a pod's ``spec.priority`` is at or above KAI's non-preemptible threshold."""
+    return isinstance(priority, int) and not isinstance(priority, bool) and priority >= NON_PREEMPTIBLE_PRIORITY
+
+
+def preemptible_in_group(pod_group: Mapping | None, high: bool) -> bool:
+    """:func:`preemptible` from the pod's PodGroup (or None) and :func:`high_priority` of the pod."""
     spec = (pod_group or {}).get("spec")
     said = spec.get("preemptibility") if isinstance(spec, Mapping) else None
     if said in ("preemptible", "non-preemptible"):
         return said == "preemptible"
-    priority = (pod.get("spec") or {}).get("priority")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        priority = 0
-    return priority < NON_PREEMPTIBLE_PRIORITY
+    return not high
 
 
 def tree_from_objects(objs: Iterable[Mapping]) -> QueueTree:
