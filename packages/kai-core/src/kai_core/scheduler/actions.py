@@ -54,6 +54,7 @@ from datetime import datetime
 from kai_core.api.objects import ref
 from kai_core.api.resources import RES_QUEUES, is_active_pod
 from kai_core.framework.gang import Gang, pod_key
+from kai_core.framework.pending_gpus import pending_dra_gpus
 from kai_core.framework.queue_order import QueueFigures
 from kai_core.framework.queue_usage import amounts_of
 from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
@@ -219,6 +220,7 @@ class _State:
         self.by_queue: dict[str, list[Workload]] = {}
         self.terminating: list[dict] = []
         self._free: dict[str, int] | None = None
+        self._requests: dict[int, dict[str, float]] = {}
         self._collect_running()
 
     def queue_of(self, pod: Mapping) -> str:
@@ -286,10 +288,18 @@ class _State:
         return out
 
     def requests(self, workload: Workload) -> dict[str, float]:
+        """What a waiting workload asks for: its pods' requests, and the GPUs of the DRA
+        allocation each would get (:func:`pending_dra_gpus`)."""
+        found = self._requests.get(id(workload))
+        if found is not None:
+            return found
         total = dict.fromkeys(RESOURCES, 0.0)
+        worth = self.actions.scheduler.pm.device_gpu_worth
         for pod in workload.pods:
             for r, v in amounts_of(self.snap.requests_of(pod)).items():
                 total[r] = total.get(r, 0.0) + v
+            total["gpu"] += pending_dra_gpus(pod, self.snap, worth)
+        self._requests[id(workload)] = total
         return total
 
     # -- placement ------------------------------------------------------------------------------
@@ -451,12 +461,47 @@ class _State:
     def _fits(self, action: str, pending: Workload, taken: list[tuple[Workload, dict]], statement: Statement) -> bool:
         """Whether ``pending`` fits now (and, for consolidation, every moved pod fits again); what
         was tried is rolled back unless it fits."""
+        if action == "reclaim" and not self._saturation_ok(pending, taken):
+            return False
         mark = statement.checkpoint()
         if self.place(pending, statement) is not None and (
                 action != "consolidation" or self.replace(taken, statement)):
             return True
         statement.rollback(mark)
         return False
+
+    def _saturation_ok(self, pending: Workload, taken: list[tuple[Workload, dict]]) -> bool:
+        """KAI's last reclaim check, level by level up the reclaimer's chain against each sibling
+        that loses victims: refused when, in a resource the reclaimer asks for, the reclaimer's
+        side would end above its fair share (ratio r > 1) and no less saturated than the sibling
+        (r >= the sibling's ratio; a sibling with no share counts as infinitely saturated)."""
+        want = self.requests(pending)
+        asked = [r for r in RESOURCES if want[r] > 0]
+        losers = {w.queue for w, _ in taken}
+        for level in self.tree.ancestry(pending.queue):
+            parent = self.tree.queues[level].parent
+            siblings = {self._child_towards(parent, q) for q in losers} - {level, None}
+            for sibling in siblings:
+                for r in asked:
+                    share = self.fair_share.get(level, {}).get(r, 0.0)
+                    mine = (self.allocated.get(level, {}).get(r, 0.0) + want[r]) / share if share > 0 \
+                        else float("inf")
+                    if mine <= 1:
+                        continue
+                    theirs_share = self.fair_share.get(sibling, {}).get(r, 0.0)
+                    theirs = (self.allocated.get(sibling, {}).get(r, 0.0) / theirs_share if theirs_share > 0
+                              else float("inf"))
+                    if theirs_share > 0 and mine >= theirs:
+                        return False
+        return True
+
+    def _child_towards(self, parent: str, queue: str) -> str | None:
+        """The child of ``parent`` ("" the root) on ``queue``'s chain, or None when not under it."""
+        chain = self.tree.ancestry(queue) if queue in self.tree.queues else []
+        for i, q in enumerate(chain):
+            if self.tree.queues[q].parent == parent:
+                return chain[i]
+        return None
 
     def _planned(self, action: str, pending: Workload, taken: list[tuple[Workload, dict]],
                  before: dict[str, dict[str, float]]) -> Plan:
