@@ -36,7 +36,6 @@ from kai_core.framework.queue_usage import (
     DeviceIndex,
     QueueUsage,
     WorthFn,
-    amounts_of,
     gpu_worth,
     snapshot_usage,
 )
@@ -104,40 +103,42 @@ def _allocatable(queue: Queue, resource: str, fair_share: float, total: float) -
     return total if share == UNLIMITED else share
 
 
-def _within(amount: float, bound: float) -> bool:
-    return bound == UNLIMITED or amount <= bound
-
-
 class _Standing:
-    """One queue's fair share and allocation during the ordering."""
+    """One queue's fair share and allocation during the ordering, by resource in :data:`RESOURCES`'
+    order (lists: the key is computed once per pod taken and queue up its chain)."""
+
+    __slots__ = ("allocated", "fair", "cap", "quota", "order", "age")
 
     def __init__(self, queue: Queue, fair_share: Mapping[str, float], allocated: Mapping[str, float],
                  total: Mapping[str, float]) -> None:
-        self.queue = queue
-        self.fair_share = fair_share
-        self.allocated = dict(allocated)
-        self.allocatable = {r: _allocatable(queue, r, fair_share.get(r, 0.0), total[r]) for r in RESOURCES}
-        self.quota = {r: queue.terms(r).quota for r in RESOURCES}
-        self.order = (-queue.priority,)
+        self.allocated = [allocated[r] for r in RESOURCES]
+        self.fair = [fair_share.get(r, 0.0) for r in RESOURCES]
+        self.cap = [_allocatable(queue, r, fair_share.get(r, 0.0), total[r]) for r in RESOURCES]
+        self.quota = [queue.terms(r).quota for r in RESOURCES]
+        self.order = -queue.priority
         self.age = (queue.created, queue.name)
 
-    def _dominant(self, extra: Mapping[str, float]) -> float:
-        worst = 0.0
-        for r in RESOURCES:
-            used = self.allocated[r] + extra[r]
-            cap = self.allocatable[r]
-            worst = max(worst, used * _NO_SHARE_PENALTY if cap == 0 else used / cap)
-        return worst
+    def key(self, job: Sequence[float]) -> tuple:
+        """KAI's comparison of this queue taking ``job`` (GPUs, millicores, bytes), smallest first."""
+        a0, a1, a2 = self.allocated
+        j0, j1, j2 = job
+        f0, f1, f2 = self.fair
+        q0, q1, q2 = self.quota
+        c0, c1, c2 = self.cap
+        u0, u1, u2 = a0 + j0, a1 + j1, a2 + j2
+        over = a0 > f0 and a1 > f1 and a2 > f2
+        starved = ((q0 == UNLIMITED or u0 <= q0) and (q1 == UNLIMITED or u1 <= q1)
+                   and (q2 == UNLIMITED or u2 <= q2))
+        no_share = (c0 == 0 and u0 > 0) or (c1 == 0 and u1 > 0) or (c2 == 0 and u2 > 0)
+        return (over, not starved, self.order, no_share, _dominant(u0, u1, u2, c0, c1, c2),
+                _dominant(a0, a1, a2, c0, c1, c2), *self.age)
 
-    def key(self, job: Mapping[str, float]) -> tuple:
-        alloc, fair, cap = self.allocated, self.fair_share, self.allocatable
-        over = all(alloc[r] > fair.get(r, 0.0) for r in RESOURCES)
-        starved = all(_within(alloc[r] + job[r], self.quota[r]) for r in RESOURCES)
-        no_share = any(cap[r] == 0 and alloc[r] + job[r] > 0 for r in RESOURCES)
-        return (over, not starved, *self.order, no_share, self._dominant(job), self._dominant(_NOTHING), *self.age)
 
-
-_NOTHING = dict.fromkeys(RESOURCES, 0.0)
+def _dominant(u0: float, u1: float, u2: float, c0: float, c1: float, c2: float) -> float:
+    """The largest share of the queue's allocatable used, over the three resources (KAI's penalty
+    for a resource of which it may have nothing)."""
+    return max(0.0, u0 * _NO_SHARE_PENALTY if c0 == 0 else u0 / c0, u1 * _NO_SHARE_PENALTY if c1 == 0 else u1 / c1,
+               u2 * _NO_SHARE_PENALTY if c2 == 0 else u2 / c2)
 
 
 def queue_standing(snapshot, tree: QueueTree, worth: WorthFn | None = None
@@ -158,10 +159,10 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     if sum(1 for name in tree.queues if tree.is_leaf(name)) <= 1 and figures is None:
         return list(pods)
     total, usage, shares = queue_standing(snapshot, tree, worth)
+    queues = [queue_of(pod) for pod in pods]
     if figures is not None:
         counts: dict[str, int] = {}
-        for pod in pods:
-            queue = queue_of(pod)
+        for queue in queues:
             counts[queue] = counts.get(queue, 0) + 1
         for name in tree.queues:
             figures[name] = QueueFigures(shares.get(name, {}), usage[name].allocated, counts.get(name, 0))
@@ -171,8 +172,7 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
                 for name, q in tree.queues.items()}
     waiting: dict[str, list[dict]] = {}
     rest = []
-    for pod in pods:
-        queue = queue_of(pod)
+    for pod, queue in zip(pods, queues, strict=True):
         if tree.is_leaf(queue):
             waiting.setdefault(queue, []).append(pod)
         else:
@@ -180,20 +180,24 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
     for line in waiting.values():
         line.reverse()  # pop() from the end takes them in pod order
 
-    amounts: dict[int, dict[str, float]] = {}
+    amounts: dict[int, tuple[float, float, float]] = {}
+    start = snapshot_usage(snapshot, tree, worth)  # the one queue_standing used
 
-    def amounts_for(pod: dict) -> dict[str, float]:
+    def amounts_for(pod: dict) -> tuple[float, float, float]:
         found = amounts.get(id(pod))
         if found is None:
-            found = amounts[id(pod)] = amounts_of(snapshot.requests_of(pod))
+            found = amounts[id(pod)] = start.job(snapshot, pod)
         return found
 
     # one heap per parent ("" is the root) of its children that still have pending pods, keyed by the
     # child's standing with its subtree's best pod; taking a pod changes only the keys along its
     # queue's chain, which are pushed again (stale entries are skipped by their version)
     heaps: dict[str, list] = {}
-    version: dict[str, int] = {}
+    version: dict[str, int] = dict.fromkeys(tree.queues, 0)
     best: dict[str, str] = {}  # queue -> the leaf whose next pod is its subtree's best
+    leaves = {name for name in tree.queues if tree.is_leaf(name)}
+    parent_of = {name: q.parent for name, q in tree.queues.items()}
+    chains: dict[str, list[str]] = {}
 
     def top(parent: str) -> tuple | None:
         heap = heaps.get(parent)
@@ -203,8 +207,8 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
 
     def refresh(name: str) -> None:
         """Push ``name``'s current key into its parent's heap, or drop it when nothing waits under it."""
-        version[name] = version.get(name, 0) + 1
-        if tree.is_leaf(name):
+        version[name] += 1
+        if name in leaves:
             leaf = name if waiting.get(name) else None
         else:
             entry = top(name)
@@ -214,7 +218,7 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
             return
         best[name] = leaf
         key = standing[name].key(amounts_for(waiting[leaf][-1]))
-        heapq.heappush(heaps.setdefault(tree.queues[name].parent, []), (key, name, version[name]))
+        heapq.heappush(heaps.setdefault(parent_of[name], []), (key, name, version[name]))
 
     # children before parents: a parent's key needs its best child's
     for name in sorted(tree.queues, key=lambda q: -len(tree.ancestry(q))):
@@ -224,11 +228,15 @@ def order_by_queues(pods: Sequence[dict], snapshot, tree: QueueTree, queue_of: C
         leaf = best[entry[1]]
         pod = waiting[leaf].pop()
         out.append(pod)
-        job = amounts_for(pod)
-        chain = tree.ancestry(leaf)
+        j0, j1, j2 = amounts_for(pod)
+        chain = chains.get(leaf)
+        if chain is None:
+            chain = chains[leaf] = tree.ancestry(leaf)
         for q in chain:
-            for r in RESOURCES:
-                standing[q].allocated[r] += job[r]
+            held = standing[q].allocated
+            held[0] += j0
+            held[1] += j1
+            held[2] += j2
         for q in chain:
             refresh(q)
     return out + rest

@@ -342,9 +342,22 @@ class SnapshotUsage:
     counted: frozenset
     #: (namespace, PodGroup name) -> this scheduler's pods of it (active, not being deleted)
     groups: Callable[[_Key], list[Mapping]]
+    #: a pod's requests as the index holds them (GPUs, CPU, memory in milli-units), or None
+    indexed: Callable[[_Key], tuple[int, int, int] | None] = lambda _key: None
 
     def members(self, group: _Key) -> list[Mapping]:
         return self.groups(group)
+
+    def job(self, snapshot, pod: Mapping) -> tuple[float, float, float]:
+        """What the pod asks for, DRA claims aside, as :func:`amounts_of` gives it: GPUs, millicores,
+        bytes (read from the index when it holds this very pod)."""
+        md = pod["metadata"]
+        key = (md.get("namespace", ""), md.get("name", ""))
+        milli = self.indexed(key) if snapshot.pods.get(key) is pod else None
+        if milli is None:
+            job = amounts_of(snapshot.requests_of(pod))
+            return job["gpu"], job["cpu"], job["memory"]
+        return milli[0] / 1000, float(milli[1]), milli[2] / 1000
 
 
 _by_snapshot: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -429,4 +442,4 @@ def _indexed_usage(snapshot, tree: QueueTree, worth: WorthFn | None, index: Usag
     def members(key: _Key) -> list[Mapping]:
         return [p for p in (index.groups.get(key) or {}).values() if p["spec"]["schedulerName"] == mine]
 
-    return SnapshotUsage(usage, frozenset(counted), members)
+    return SnapshotUsage(usage, frozenset(counted), members, index.milli)
