@@ -8,18 +8,20 @@ plugins are asked only about nodes changed since the previous pod of the shape (
 
 What an unschedulable pod is told follows kube-scheduler's ``FitError``:
 
-- no node fits: ``0/N nodes are available: <count> <reason>, ...`` (:func:`unschedulable_message`);
+- no node fits: ``0/N nodes are available: <count> <reason>, ...`` (:func:`unschedulable_message`),
+  each node counted under its reason in kube-scheduler's words (a claim allocator's under
+  DynamicResources' ``cannot allocate all claims``, its detail kept for ``kai-cli explain``);
 - a pre-filter of a built-in plugin doing a kube-scheduler plugin's work (``VolumeBinding``,
   ``DynamicResources``, ``InterPodAffinity``...: :meth:`KaiPluginManager.kube_plugin`) turns the
   pod down whatever the node: ``0/N nodes are available: <reason>.``, N counting every node, as
-  kube-scheduler wraps a PreFilter's rejection (:func:`pre_filter_message`);
+  kube-scheduler wraps a PreFilter's rejection (:func:`pre_filter_message`); whatever the reason,
+  a malformed spec's included (kube-scheduler wraps InterPodAffinity's ``parsing pod: ...`` alike);
 - any other reason is the whole message: a pre-filter of KAI's own plugins (a queue that does not
   exist or is over its limit, a gang's PodGroup not created yet) or of an installed plugin, the
   configs a driver's plugin refuses, a plugin's failure. kube-scheduler never gives such reasons,
   and a failure is not a fit error there either (it reports the error itself).
 
-kube-scheduler then appends its PostFilter's (preemption's) message; kai does not preempt, so
-nothing follows.
+kube-scheduler then appends its PostFilter's (preemption's) message; this summary has no such part.
 """
 
 from __future__ import annotations
