@@ -113,6 +113,53 @@ def test_a_higher_priority_pod_preempts_within_its_queue(kube, kai, nodes, names
             kube.delete("scheduling.k8s.io/v1", "PriorityClass", name)
 
 
+def test_a_preempted_pods_gpus_are_released_by_kubernetes_and_given_to_the_preemptor(kube, kai, nodes, namespace,
+                                                                                     queues, nvidia):
+    """DRA: `train` holds all four GPUs of a GB200 node through a claim made from a template; `build`
+    (higher priority, same queue) wants two. kai evicts `train`; once its pod is gone the real
+    resourceclaim controller releases its claim (and garbage collection deletes it), and kai gives
+    the freed GPUs to `build`."""
+    nodes.add_gb200(1)
+    team = queues("team", quota=-1)
+    for name, value in ((f"{namespace}-train", 50), (f"{namespace}-build", 100)):
+        kube.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                    "value": value})
+    try:
+        for gpus in (4, 2):
+            kube.create({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                         "metadata": {"name": f"gpus-{gpus}", "namespace": namespace},
+                         "spec": {"spec": {"devices": {"requests": [{"name": "gpus", "exactly": {
+                             "deviceClassName": "gpu.nvidia.com", "count": gpus}}]}}}})
+
+        def dra_pod(name: str, gpus: int) -> dict:
+            return {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": {"kai.scheduler/queue": team}},
+                    "spec": {"schedulerName": "kai-scheduler", "priorityClassName": f"{namespace}-{name}",
+                             "containers": [{"name": "c", "image": "busybox:1",
+                                             "resources": {"claims": [{"name": "gpus"}]}}],
+                             "resourceClaims": [{"name": "gpus", "resourceClaimTemplateName": f"gpus-{gpus}"}]}}
+
+        kai.start("scheduler")
+        kai.start("binder")
+        kube.create(dra_pod("train", 4), namespace)
+        train, _ = kai.wait_bound(namespace, "train")
+        kube.create(dra_pod("build", 2), namespace)
+        kai.wait_for(lambda: terminating(kube, namespace, ["train"]), "train to be preempted")
+        held = kube.pod_claim(train, "gpus")
+        assert held["status"]["reservedFor"][0]["name"] == "train"  # released only once the pod is gone
+        assert kube.list("scheduling.run.ai/v1alpha2", "BindRequest", namespace)[0]["spec"]["podName"] == "train"
+
+        kube.delete("v1", "Pod", "train", namespace, grace=0)
+        build, br = kai.wait_bound(namespace, "build", timeout=90)
+        [claim] = kai.assert_carried_out(build, br)
+        assert len(claim["status"]["allocation"]["devices"]["results"]) == 2
+        assert kube.get("resource.k8s.io/v1", "ResourceClaim", held["metadata"]["name"], namespace) is None
+        kai.assert_clean_stop()
+    finally:
+        for name in (f"{namespace}-train", f"{namespace}-build"):
+            kube.delete("scheduling.k8s.io/v1", "PriorityClass", name)
+
+
 def _scheduled_message(kube, namespace: str, name: str) -> str:
     pod = kube.get("v1", "Pod", name, namespace) or {}
     for c in (pod.get("status") or {}).get("conditions") or []:
