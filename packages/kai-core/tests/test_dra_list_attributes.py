@@ -330,6 +330,7 @@ def _pair_world(world, gates: str):
     config = SchedulerConfig(features=FeatureGates.parse(f"DynamicResourceAllocation=true{gates}"))
     w = world(CPU_CLASS, GPU_CLASS, world.node("n1"), NODE_SLICE, PAIR, config=config)
     w.add(w.pod("p", resourceClaims=[{"name": "devices", "resourceClaimName": "pair"}]))
+    w.explain()
     w.cycle()
     return w
 
@@ -345,9 +346,9 @@ def test_a_cycle_places_the_pod_on_devices_sharing_a_pcie_root(world) -> None:
 def test_with_the_gate_off_the_pod_waits_naming_the_constraint(world) -> None:
     w = _pair_world(world, "")
     assert w.placed() == {}
-    condition = w.condition("p")
-    assert condition is not None and (condition["status"], condition["reason"]) == ("False", "Unschedulable")
-    assert "0/1 nodes are available" in condition["message"]
+    assert w.message("p") == "0/1 nodes are available: 1 cannot allocate all claims."  # kube-scheduler's words
+    assert ("claim default/pair: constraint #0 (matchAttribute resource.kubernetes.io/pcieRoot over all requests) "
+            "cannot be satisfied by the free devices") in w.detailed("p")  # kai-cli explain's detail
 
 
 # -- against an oracle -------------------------------------------------------------------------------
