@@ -554,7 +554,7 @@ EXPECTED_SCHEDULER = {
     ("", "pods/status"): {"update", "patch"},
     ("", "events"): {"create"},
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
-    ("scheduling.run.ai", "podgroups"): READ,
+    ("scheduling.run.ai", "podgroups"): READ | {"patch"},  # the stale-since annotation of a stale gang
     ("scheduling.run.ai", "queues"): READ,
     ("scheduling.run.ai", "queues/status"): {"update"},
     ("resource.k8s.io", "resourceclaims"): READ,

@@ -23,6 +23,8 @@ One cycle (:meth:`Scheduler.run_cycle`):
 4. what allocate left waiting may make room by evicting running pods: consolidation, reclaim and
    preempt, in KAI's order, each simulated first (:mod:`kai_core.scheduler.actions`); the pods it
    makes room for are bound in a later cycle, once the evicted pods are gone;
+   last, a gang left running below its minimum for its grace period is evicted
+   (:mod:`kai_core.scheduler.stale_gangs`);
 5. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
    ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event
    (:mod:`kai_core.scheduler.conditions`).
@@ -67,6 +69,8 @@ from kai_core.scheduler.equivalence import ShapeMemo
 from kai_core.scheduler.evictions import Eviction, Evictor
 from kai_core.scheduler.explain import DecisionRecorder, debug_recorder
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
+from kai_core.scheduler.podgroups import groups_of
+from kai_core.scheduler.stale_gangs import StaleGangConfig, StaleGangEviction, wall_time_following
 
 __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
            "SchedulerConfig", "WritesStopped", "default_resources", "plugin_watches", "unschedulable_message",
@@ -105,6 +109,8 @@ class SchedulerConfig:
     bind_request_writers: int = 1
     #: the eviction actions after allocate (consolidation, reclaim, preempt) and their budgets
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    #: stale gang eviction, the cycle's last action (:mod:`kai_core.scheduler.stale_gangs`)
+    stale_gangs: StaleGangConfig = field(default_factory=StaleGangConfig)
 
 
 @dataclass
@@ -192,6 +198,8 @@ class Scheduler:
         self.backoff = PodBackoff(self.config.pod_initial_backoff, self.config.pod_max_backoff, clock)
         self.gangs = GangPlacer(self, self.bind_requests, self._report_unschedulable)
         self.actions = EvictionActions(self, Evictor(store), self.config.actions)
+        self.stale_gangs = StaleGangEviction(store, self.actions.evictor, self.config.stale_gangs,
+                                             wall_clock=wall_time_following(clock))
         #: pod key -> (pod, why it waits), while a cycle collects them (see run_cycle)
         self._deferred: dict[tuple[str, str], tuple[dict, str]] | None = None
 
@@ -226,6 +234,7 @@ class Scheduler:
             self._place(ready, gangs, snap, result)
             if ready:
                 self._run_actions(snap, ready, gangs, result)
+            self._run_stale_gangs(snap, result)
         finally:  # even when the cycle stops early: no write of this cycle is left in flight
             deferred, self._deferred = self._deferred, None
             written = self.bind_requests.wait_written()
@@ -269,6 +278,14 @@ class Scheduler:
             raise
         except Exception:  # a bug of ours there must not stop the cycle's allocations
             log.exception("eviction actions: internal error")
+            result.errors += 1
+
+    def _run_stale_gangs(self, snap: Snapshot, result: CycleResult) -> None:
+        """Stale gang eviction, the last action (:mod:`kai_core.scheduler.stale_gangs`)."""
+        try:
+            self.stale_gangs.run(snap, groups_of(snap), result)
+        except Exception:  # a bug of ours there must not stop the cycle
+            log.exception("stale gang eviction: internal error")
             result.errors += 1
 
     def close(self) -> None:
@@ -328,9 +345,10 @@ class Scheduler:
 
     def next_due(self) -> float | None:
         """When (on the scheduler's ``clock``) a cycle is next wanted although nothing changed: a
-        pod backing off may be scheduled again, or a write with a lost reply may be read back;
-        None when neither is waiting."""
-        due = [t for t in (self.backoff.next_due(), self.bind_requests.next_check()) if t is not None]
+        pod backing off may be scheduled again, a write with a lost reply may be read back, or a
+        stale gang's grace period ends; None when none is waiting."""
+        due = [t for t in (self.backoff.next_due(), self.bind_requests.next_check(),
+                           self.stale_gangs.next_due(self.clock)) if t is not None]
         return min(due, default=None)
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:

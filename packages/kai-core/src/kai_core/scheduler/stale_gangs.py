@@ -1,0 +1,216 @@
+"""Stale gangs: a PodGroup that keeps running below its minimum, and is evicted after a grace period
+(KAI's ``stalegangeviction`` action, the last of a cycle).
+
+A group is **stale** (KAI's ``PodGroupInfo.IsStale``) when none of its pods has Succeeded, at least
+one is active, and one of its pod sets (:mod:`kai_core.scheduler.podgroups`) has fewer active pods
+than its minimum. A pod is active from the moment it has a node (decided in this cycle, in flight
+to the binder, bound) until it has finished, terminating ones included: a gang that lost a pod to
+a failure or a deletion is stale, one whose pods are being bound is not.
+
+When a group first shows stale, the time is kept in its annotation
+``kai.scheduler/stale-podgroup-timestamp`` (as KAI does, so a restarted scheduler keeps counting
+from it), and a ``StaleJob`` Event says so; the annotation goes once the group is no longer stale.
+Once the group has been stale for its ``spec.stalenessGracePeriod`` (a duration; else the
+scheduler's default, 60s; a negative one: never), every pod of it that holds a node and is not
+already terminating is evicted (:class:`~kai_core.scheduler.evictions.Evictor`, action
+``stale-gang``), each with KAI's message: the rest of the gang cannot do its work, and its
+resources go back to the waiting workloads. No simulation is needed: nothing is placed instead.
+
+A grace period that is not a Go duration is logged and the group is left running: an unreadable
+setting never costs running work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kai_core.api.errors import ApiError
+from kai_core.api.events import pod_event
+from kai_core.api.objects import ref
+from kai_core.api.resources import POD_GROUP_API_VERSION, RES_POD_GROUPS, is_active_pod
+from kai_core.framework.gang import POD_GROUP_ANNOTATION
+from kai_core.framework.snapshot import Snapshot
+from kai_core.scheduler.conditions import COMPONENT
+from kai_core.scheduler.evictions import Eviction, Evictor
+from kai_core.scheduler.podgroups import DEFAULT_POD_SET, GroupPods, annotation_time, go_duration, rfc3339
+
+log = logging.getLogger("kai.scheduler.stale_gangs")
+
+#: the PodGroup annotation holding when the group became stale (KAI's ``StalePodgroupTimeStamp``)
+STALE_SINCE_ANNOTATION = "kai.scheduler/stale-podgroup-timestamp"
+#: the ``action`` of a stale gang's evictions
+STALE_GANG = "stale-gang"
+
+
+@dataclass
+class StaleGangConfig:
+    """Stale gang eviction (KAI's ``stalegangeviction`` action)."""
+
+    enabled: bool = True
+    #: seconds a group may stay stale when its ``spec.stalenessGracePeriod`` is unset (KAI's
+    #: ``--default-staleness-grace-period``); negative: stale groups are never evicted
+    default_grace_period: float = 60.0
+
+
+class StaleGangEviction:
+    """Finds stale gangs at the end of a cycle and evicts those past their grace period."""
+
+    def __init__(self, store, evictor: Evictor, config: StaleGangConfig | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.evictor = evictor
+        self.config = config or StaleGangConfig()
+        self.wall_clock = wall_clock
+        #: the wall time at which the next stale group's grace period ends (None: none waits)
+        self.next_deadline: float | None = None
+
+    def run(self, snap: Snapshot, groups: Mapping[tuple[str, str], GroupPods], result) -> list[Eviction]:
+        """Check every group; evictions carried out go into ``result.evictions`` too."""
+        self.next_deadline = None
+        if not self.config.enabled:
+            return []
+        now = self.wall_clock()
+        done: list[Eviction] = []
+        for gp in groups.values():
+            since = annotation_time(gp.group, STALE_SINCE_ANNOTATION)
+            missing = stale_sets(gp, snap)
+            if missing is None:
+                if _annotated(gp.group):
+                    self._stamp(gp, None)
+                continue
+            if since is None:
+                since = now
+                self._stamp(gp, rfc3339(now))
+                self._event(gp, missing)
+            grace = self._grace(gp)
+            if grace is None or grace < 0:
+                continue
+            if now < since + grace:
+                end = since + grace
+                self.next_deadline = end if self.next_deadline is None else min(self.next_deadline, end)
+                continue
+            done += self._evict(gp, snap)
+        self._forget_emptied(snap, groups)
+        result.evictions.extend(done)
+        return done
+
+    def _forget_emptied(self, snap: Snapshot, groups: Mapping[tuple[str, str], GroupPods]) -> None:
+        """Remove the annotation of groups whose pods are all gone (no longer stale either)."""
+        left = [key for key, pg in snap.pod_groups.items() if key not in groups and _annotated(pg)]
+        if not left:
+            return
+        named = {((p["metadata"].get("namespace", "")), (p["metadata"].get("annotations") or {}).get(
+            POD_GROUP_ANNOTATION)) for p in snap.pods.values()}
+        for key in left:
+            if key not in named:
+                self._stamp(GroupPods(key, snap.pod_groups[key]), None)
+
+    def next_due(self, clock: Callable[[], float]) -> float | None:
+        """When, on ``clock``, the next stale group's grace period ends (None: none is waiting)."""
+        if self.next_deadline is None:
+            return None
+        return clock() + max(0.0, self.next_deadline - self.wall_clock())
+
+    def _grace(self, gp: GroupPods) -> float | None:
+        spec = gp.group.get("spec") if isinstance(gp.group.get("spec"), dict) else {}
+        text = spec.get("stalenessGracePeriod")
+        if text is None:
+            return self.config.default_grace_period
+        seconds = go_duration(text)
+        if seconds is None:
+            log.warning("PodGroup %s/%s: spec.stalenessGracePeriod %r is not a duration (such as 60s or -1s); "
+                        "the stale group is not evicted", *gp.key, text)
+        return seconds
+
+    def _evict(self, gp: GroupPods, snap: Snapshot) -> list[Eviction]:
+        victims = [p for p in gp.pods if gp.set_of(p) is not None and _evictable(p, snap)]
+        done = []
+        for pod in victims:
+            eviction = Eviction(pod=pod, action=STALE_GANG, message=stale_gang_message(gp, pod),
+                                queue=(gp.group.get("spec") or {}).get("queue") or "", gang_size=len(victims),
+                                pod_group=gp.group)
+            if self.evictor.evict(eviction):
+                done.append(eviction)
+        if done:
+            log.info("stale gang: evicted %d pod(s) of PodGroup %s/%s", len(done), *gp.key)
+        return done
+
+    def _stamp(self, gp: GroupPods, value: str | None) -> None:
+        """Set (or, with None, remove) the stale-since annotation, with a merge patch: only the
+        annotation changes, whatever else was written meanwhile."""
+        patch = {"metadata": {"annotations": {STALE_SINCE_ANNOTATION: value}}}
+        try:
+            self.store.patch(RES_POD_GROUPS, gp.key[1], gp.key[0], patch)
+        except ApiError as exc:  # tried again next cycle: the group is still (or no longer) stale
+            log.warning("PodGroup %s/%s: cannot update %s: %s", *gp.key, STALE_SINCE_ANNOTATION, exc.message)
+
+    def _event(self, gp: GroupPods, missing: list[tuple[str, int, int]]) -> None:
+        md = gp.group["metadata"]
+        event = pod_event(md, "Normal", "StaleJob", stale_job_message(gp, missing), COMPONENT)
+        event["involvedObject"].update(apiVersion=gp.group.get("apiVersion", POD_GROUP_API_VERSION),
+                                       kind="PodGroup")
+        try:
+            self.store.create(event)
+        except ApiError as exc:
+            log.warning("PodGroup %s/%s: cannot record the StaleJob event: %s", *gp.key, exc.message)
+
+
+def wall_time_following(clock: Callable[[], float]) -> Callable[[], float]:
+    """Unix time that advances as the scheduler's ``clock`` does: the wall clock itself for a
+    real clock, a simulated one for a simulated clock (an until-idle run that moves its clock past
+    a grace period sees the group due, as a real run would after that long)."""
+    if clock is time.monotonic:
+        return time.time
+    offset = time.time() - clock()
+    return lambda: offset + clock()
+
+
+def stale_sets(gp: GroupPods, snap: Snapshot) -> list[tuple[str, int, int]] | None:
+    """None when the group is not stale; else every pod set as ``(name, minimum, active pods)``."""
+    active = dict.fromkeys(gp.pod_sets, 0)
+    for pod in gp.pods:
+        name = gp.set_of(pod)
+        if name is None:
+            continue
+        if (pod.get("status") or {}).get("phase") == "Succeeded":
+            return None
+        if is_active_pod(pod) and snap.node_of(pod) is not None:
+            active[name] += 1
+    if not any(active.values()):
+        return None
+    sets = [(name, minimum, active[name]) for name, minimum in gp.pod_sets.items()]
+    return sets if any(n < minimum for _, minimum, n in sets) else None
+
+
+def _evictable(pod: dict, snap: Snapshot) -> bool:
+    """Whether the pod holds a node and is not already on its way out."""
+    md = pod["metadata"]
+    return (is_active_pod(pod) and snap.node_of(pod) is not None and not md.get("deletionTimestamp")
+            and (md.get("namespace", ""), md["name"]) not in snap.evicted)
+
+
+def _annotated(group: Mapping) -> bool:
+    return STALE_SINCE_ANNOTATION in ((group.get("metadata") or {}).get("annotations") or {})
+
+
+def stale_gang_message(gp: GroupPods, pod: Mapping) -> str:
+    """KAI's words for a stale gang's eviction (``GetGangEvictionMessage``)."""
+    who = ref(pod)
+    name = gp.set_of(pod) or DEFAULT_POD_SET
+    minimum = gp.pod_sets.get(name, 0)
+    if list(gp.pod_sets) == [DEFAULT_POD_SET]:
+        return f"Workload doesn't meet the minimum required number of pods ({minimum}), evicting remaining pod: {who}"
+    return (f"Workload doesn't meet the minimum required number of pods ({minimum}) in sub-group {name}, "
+            f"evicting remaining pod: {who}")
+
+
+def stale_job_message(gp: GroupPods, sets: list[tuple[str, int, int]]) -> str:
+    """KAI's ``StaleJob`` Event message: active pods and minimum in all, then each short sub-group."""
+    message = f"Job is stale. {sum(n for *_, n in sets)} pods are active, minMember is {sum(m for _, m, _ in sets)}"
+    for name, minimum, n in sets:
+        if n < minimum and name != DEFAULT_POD_SET:
+            message += f", subGroup {name} minMember is {minimum} and {n} pods are active"
+    return message

@@ -1,0 +1,245 @@
+"""Gangs and the eviction actions on the embedded cluster: stale gangs evicted after their grace
+period (kai_core.scheduler.stale_gangs), a PodGroup's preemptionDelay, and the PodGroup status
+conditions that say why a group waits (kai_core.scheduler.podgroup_status). Scenarios after KAI's
+(``../shared/reference/kai-queues-and-fairness.md``, T10 and T11)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kai_core.api.resources import RES_POD_GROUPS, RES_PODS
+from kai_core.scheduler.podgroups import format_go_duration, go_duration
+from kai_core.scheduler.stale_gangs import STALE_SINCE_ANNOTATION
+
+T0 = 1_800_000_000.0  # the tests' wall clock starts here (2027-01-15T08:00:00Z)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def group(name: str, min_member: int | None = None, queue: str = "", **spec) -> dict:
+    if min_member is not None:
+        spec["minMember"] = min_member
+    if queue:
+        spec["queue"] = queue
+    return {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+def member(world, name: str, group_name: str, node: str | None = "n1", *, gpus: int = 1, subgroup: str = "",
+           phase: str = "Running", queue: str = "", priority: int = 0) -> dict:
+    meta: dict = {"annotations": {"pod-group-name": group_name}, "uid": f"uid-{name}",
+                  "creationTimestamp": "2026-01-01T00:00:00Z"}
+    labels = {}
+    if subgroup:
+        labels["kai.scheduler/subgroup-name"] = subgroup
+    if queue:
+        labels["kai.scheduler/queue"] = queue
+    if labels:
+        meta["labels"] = labels
+    spec = {"nodeName": node} if node else {}
+    status = {"phase": phase, "startTime": "2026-01-01T00:00:00Z"} if node else None
+    return world.pod(name, "1", meta=meta, limits={"nvidia.com/gpu": str(gpus)}, status=status,
+                     priority=priority, **spec)
+
+
+def gpu_node(world) -> dict:
+    return world.node("n1", cpu="16", extra={"nvidia.com/gpu": "4"})
+
+
+def exists(w, name: str) -> bool:
+    return any(p["metadata"]["name"] == name for p in w.store.list(RES_PODS, "default")[0])
+
+
+def stale_since(w, name: str) -> str | None:
+    pg = w.store.get(RES_POD_GROUPS, name, "default")
+    return (pg["metadata"].get("annotations") or {}).get(STALE_SINCE_ANNOTATION)
+
+
+def with_clock(w) -> Clock:
+    clock = Clock()
+    w.scheduler.stale_gangs.wall_clock = clock
+    return clock
+
+
+# -- stale gangs ---------------------------------------------------------------------------------
+
+
+def test_a_gang_that_lost_a_pod_is_evicted_after_the_default_grace_period(world):
+    """T10: minMember 3, one pod lost: the other two are evicted 60s later, not before."""
+    w = world(gpu_node(world), group("train", 3), *[member(world, f"t-{i}", "train") for i in range(3)])
+    clock = with_clock(w)
+    assert w.cycle().evictions == [] and stale_since(w, "train") is None
+    w.store.delete(RES_PODS, "t-2", "default")
+    assert w.cycle().evictions == []
+    assert stale_since(w, "train") == "2027-01-15T08:00:00Z"
+    (event,) = [e for e in w.events("train") if e["reason"] == "StaleJob"]
+    assert event["message"] == "Job is stale. 2 pods are active, minMember is 3"
+    assert event["involvedObject"]["kind"] == "PodGroup"
+    assert w.scheduler.next_due() == pytest.approx(w.scheduler.clock() + 60, abs=1)
+    clock.now += 59
+    assert w.cycle().evictions == [] and exists(w, "t-0") and exists(w, "t-1")
+    clock.now += 1
+    result = w.cycle()
+    assert sorted((e.action, e.pod["metadata"]["name"]) for e in result.evictions) == [
+        ("stale-gang", "t-0"), ("stale-gang", "t-1")]
+    assert not exists(w, "t-0") and not exists(w, "t-1")
+    (evict,) = [e for e in w.events("t-0") if e["reason"] == "Evict"]
+    assert evict["message"] == ("Workload doesn't meet the minimum required number of pods (3), "
+                                "evicting remaining pod: default/t-0")
+    group_events = [e for e in w.events("train") if e["reason"] == "Evict"]
+    assert {e["metadata"]["annotations"]["evictor-action-type"] for e in group_events} == {"stale-gang"}
+    assert group_events[0]["metadata"]["annotations"]["num-evicted-pods"] == "2"
+    w.cycle()  # nothing of it is active any more: no longer stale
+    assert stale_since(w, "train") is None
+    assert w.scheduler.next_due() is None
+
+
+def test_a_negative_grace_period_never_evicts(world):
+    """T10: stalenessGracePeriod -1s: a stale gang keeps running."""
+    w = world(gpu_node(world), group("train", 3, stalenessGracePeriod="-1s"),
+              *[member(world, f"t-{i}", "train") for i in range(2)])
+    clock = with_clock(w)
+    w.cycle()
+    assert stale_since(w, "train") is not None
+    clock.now += 86400
+    assert w.cycle().evictions == [] and exists(w, "t-0") and exists(w, "t-1")
+    assert w.scheduler.next_due() is None
+
+
+@pytest.mark.parametrize("grace,evicted_at", [("30s", 30), ("2m", 120), ("0s", 0)])
+def test_the_podgroup_sets_its_own_grace_period(world, grace, evicted_at):
+    w = world(gpu_node(world), group("train", 3, stalenessGracePeriod=grace),
+              *[member(world, f"t-{i}", "train") for i in range(2)])
+    clock = with_clock(w)
+    if evicted_at:
+        assert w.cycle().evictions == []
+        clock.now += evicted_at - 1
+        assert w.cycle().evictions == []
+        clock.now += 1
+    assert len(w.cycle().evictions) == 2
+
+
+def test_a_grace_period_that_is_not_a_duration_leaves_the_gang_running(world, caplog):
+    w = world(gpu_node(world), group("train", 3, stalenessGracePeriod="-1"),
+              *[member(world, f"t-{i}", "train") for i in range(2)])
+    clock = with_clock(w)
+    w.cycle()
+    clock.now += 3600
+    assert w.cycle().evictions == []
+    assert "spec.stalenessGracePeriod '-1' is not a duration" in caplog.text
+
+
+def test_the_stale_time_survives_a_scheduler_restart(world):
+    """The annotation is where the count starts: a new scheduler evicts at once when it is old."""
+    pg = group("train", 3)
+    pg["metadata"]["annotations"] = {STALE_SINCE_ANNOTATION: "2027-01-15T07:58:00Z"}
+    w = world(gpu_node(world), pg, *[member(world, f"t-{i}", "train") for i in range(2)])
+    with_clock(w)
+    assert len(w.cycle().evictions) == 2
+    assert [e for e in w.events("train") if e["reason"] == "StaleJob"] == []  # it was stale already
+
+
+def test_a_gang_being_bound_or_finished_is_not_stale(world):
+    """Pods in flight to the binder count as active; a gang with a Succeeded pod is done, not stale."""
+    w = world(gpu_node(world), group("train", 3), *[member(world, f"t-{i}", "train", node=None) for i in range(3)])
+    clock = with_clock(w)
+    w.cycle()
+    assert len(w.bind_requests()) == 3
+    w.store.bind("default", "t-0", "n1")  # one bound, two still in flight
+    clock.now += 3600
+    assert w.cycle().evictions == [] and stale_since(w, "train") is None
+
+    w = world(gpu_node(world), group("done", 3), member(world, "d-0", "done", phase="Succeeded"),
+              member(world, "d-1", "done"))
+    clock = with_clock(w)
+    w.cycle()
+    clock.now += 3600
+    assert w.cycle().evictions == [] and stale_since(w, "done") is None
+
+
+def test_a_gang_that_gets_its_pod_back_is_no_longer_stale(world):
+    w = world(gpu_node(world), group("train", 3), *[member(world, f"t-{i}", "train") for i in range(2)])
+    clock = with_clock(w)
+    w.cycle()
+    assert stale_since(w, "train") is not None
+    w.add(member(world, "t-2", "train", node=None))  # its controller creates it again
+    clock.now += 30
+    w.cycle()  # placed: three active again
+    assert w.placed() == {"t-2": "n1"}
+    assert stale_since(w, "train") is None
+    clock.now += 3600
+    assert w.cycle().evictions == []
+
+
+def test_each_sub_group_must_keep_its_own_minimum(world):
+    """KAI's pod sets: with sub-groups, each leaf sub-group has its minimum; a group whose workers
+    sub-group is short is stale although it has as many pods in all as its sets ask for."""
+    sub_groups = [{"name": "roles"}, {"name": "leader", "parent": "roles", "minMember": 1},
+                  {"name": "workers", "parent": "roles", "minMember": 2}]
+    pods = [member(world, "lead-0", "job", subgroup="leader"), member(world, "lead-1", "job", subgroup="leader"),
+            member(world, "work-0", "job", subgroup="workers")]
+    w = world(gpu_node(world), group("job", subGroups=sub_groups, stalenessGracePeriod="0s"), *pods)
+    with_clock(w)
+    result = w.cycle()
+    assert sorted(e.pod["metadata"]["name"] for e in result.evictions) == ["lead-0", "lead-1", "work-0"]
+    (event,) = [e for e in w.events("job") if e["reason"] == "StaleJob"]
+    assert event["message"] == ("Job is stale. 3 pods are active, minMember is 3, "
+                                "subGroup workers minMember is 2 and 1 pods are active")
+    evict = [e for e in w.events("work-0") if e["reason"] == "Evict"][0]
+    assert evict["message"] == ("Workload doesn't meet the minimum required number of pods (2) in sub-group "
+                                "workers, evicting remaining pod: default/work-0")
+
+
+def test_a_gang_without_minimum_or_of_one_pod_is_never_stale(world):
+    w = world(gpu_node(world), group("elastic", 0), group("single"),
+              member(world, "e-0", "elastic"), member(world, "s-0", "single"))
+    clock = with_clock(w)
+    w.cycle()
+    clock.now += 3600
+    assert w.cycle().evictions == []
+    assert stale_since(w, "elastic") is None and stale_since(w, "single") is None
+
+
+def test_stale_gang_eviction_can_be_turned_off(world):
+    from kai_core.scheduler.cycle import SchedulerConfig
+    from kai_core.scheduler.stale_gangs import StaleGangConfig
+
+    w = world(gpu_node(world), group("train", 3, stalenessGracePeriod="0s"),
+              *[member(world, f"t-{i}", "train") for i in range(2)],
+              config=SchedulerConfig(stale_gangs=StaleGangConfig(enabled=False)))
+    assert w.cycle().evictions == [] and stale_since(w, "train") is None
+
+
+def test_an_until_idle_run_moves_past_the_grace_period_on_its_simulated_clock(world):
+    """The embedded runner's simulated clock carries the stale gang's wait: the run ends with the
+    gang evicted, not by giving up."""
+    from kai_binder.clock import ManualClock
+    from kai_cli.runner import run_embedded
+    from kai_core.scheduler.cycle import Scheduler
+
+    w = world(gpu_node(world), group("train", 3), *[member(world, f"t-{i}", "train") for i in range(2)])
+    clock = ManualClock()
+    scheduler = Scheduler(w.store, w.pm, clock=clock.now)
+    summary = run_embedded(w.cluster, scheduler, None, until_idle=True, clock=clock)
+    assert not summary.gave_up and summary.skipped == pytest.approx(60, abs=1)
+    assert not exists(w, "t-0") and not exists(w, "t-1")
+
+
+@pytest.mark.parametrize("text,seconds", [("60s", 60), ("-1s", -1), ("0", 0), ("1h30m", 5400), ("1.5m", 90),
+                                          ("+2s", 2), ("-1", None), ("", None), ("5 m", None), ("-", None)])
+def test_grace_periods_are_go_durations(text, seconds):
+    assert go_duration(text) == seconds
+
+
+@pytest.mark.parametrize("seconds,text", [(300, "5m0s"), (3600, "1h0m0s"), (90.5, "1m30.5s"), (0, "0s"),
+                                          (0.5, "500ms"), (45, "45s")])
+def test_durations_print_as_go_prints_them(seconds, text):
+    assert format_go_duration(seconds) == text
+
+
