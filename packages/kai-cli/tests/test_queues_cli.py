@@ -36,3 +36,19 @@ def test_the_queues_example_runs_and_get_queues_shows_usage(tmp_path):
     narrow = invoke("get", "queues", "--cluster", str(state)).output.splitlines()
     assert narrow[0].split() == ["NAME", "PARENT", "GPU-QUOTA", "GPU-LIMIT", "GPU-ALLOCATED", "GPU-REQUESTED",
                                  "GPU-FAIR-SHARE", "AGE"]
+
+
+def test_the_reclaim_example_evicts_the_newest_pods_of_the_queue_above_its_share(tmp_path):
+    state = tmp_path / "state.yaml"
+    example = EXAMPLE.with_name("reclaim.yaml")
+    run = invoke("run", "scheduler", "--cluster", str(example), "--until-idle", "--save", str(state))
+    assert run.exit_code == 0, run.output
+    lines = run.output.splitlines()
+    assert [line for line in lines if "evicted" in line] == [
+        "pod default/sweep-3: evicted by reclaim for default/train (queue team-a)",
+        "pod default/sweep-2: evicted by reclaim for default/train (queue team-a)"]
+    assert {"pod default/sweep-0: bound to n1", "pod default/sweep-1: bound to n1"} <= set(lines)
+    assert sum(1 for line in lines if line.startswith("pod default/train-") and ": bound to n1" in line) == 2
+    table = invoke("get", "queues", "--cluster", str(state)).output.splitlines()
+    assert [row.split()[:7] for row in table[1:]] == [
+        ["team-a", "<none>", "0", "-1", "2", "2", "2"], ["team-b", "<none>", "2", "-1", "2", "2", "2"]]

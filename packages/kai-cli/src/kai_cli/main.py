@@ -510,6 +510,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
         summary = run_scheduler_embedded(cluster, pm, gates, config, until_idle=until_idle, binder=binder_kwargs,
                                          period=period, stop=stop)
+    for line in summary.eviction_lines():
+        click.echo(line)
     _print_result(cluster.store, scheduler_name, show_bind_requests=demo, dump=dump_objects)
     click.echo(summary.line())
     click.echo(f"kai-cli: {summary.cost_line()}")

@@ -46,6 +46,18 @@ class RunSummary:
     #: per component (``controllers``, ``scheduler``, ``binder``): wall and CPU seconds of its calls
     wall: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    #: the scheduler's evictions (``kai_core.scheduler.evictions.Eviction``), in order
+    evictions: list = field(default_factory=list)
+
+    def eviction_lines(self) -> list[str]:
+        """One line per evicted pod: by which action, for whom, from which queue."""
+        out = []
+        for e in self.evictions:
+            md = e.pod["metadata"]
+            whom = f" for {e.preemptor[0]}/{e.preemptor[1]}" if e.preemptor else ""
+            out.append(f"pod {md.get('namespace', 'default')}/{md['name']}: evicted by {e.action}{whom} "
+                       f"(queue {e.queue})")
+        return out
 
     @property
     def pods_per_second(self) -> float:
@@ -191,6 +203,7 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
             cpu[component] += process() - c
 
     start = perf()
+    evicted: list = []
     rounds = 0
     skipped = 0.0
     gave_up = False
@@ -199,7 +212,7 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
         while (max_rounds is None or rounds < max_rounds) and not (stop is not None and stop.is_set()):
             before = store.resource_version
             timed("controllers", cluster.reconcile_controllers)
-            timed("scheduler", scheduler.run_cycle)
+            timed("scheduler", lambda: evicted.extend(scheduler.run_cycle().evictions))
             if binder is not None:
                 timed("binder", binder.run_once)
             rounds += 1
@@ -239,7 +252,7 @@ def run_embedded(cluster, scheduler, binder=None, until_idle: bool = False, peri
     if binder is None:
         del wall["binder"], cpu["binder"]
     return RunSummary(bound, pending, unschedulable, seconds, rounds, skipped=skipped, gave_up=gave_up,
-                      waiting=waiting if gave_up else [], wall=wall, cpu=cpu)
+                      waiting=waiting if gave_up else [], wall=wall, cpu=cpu, evictions=evicted)
 
 
 def run_scheduler_embedded(cluster, pm, gates, config, *, until_idle: bool, binder: dict | None,
