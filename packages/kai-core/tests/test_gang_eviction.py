@@ -5,6 +5,9 @@ conditions that say why a group waits (kai_core.scheduler.podgroup_status). Scen
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from kai_core.api.resources import RES_POD_GROUPS, RES_PODS
@@ -33,8 +36,9 @@ def group(name: str, min_member: int | None = None, queue: str = "", **spec) -> 
 
 def member(world, name: str, group_name: str, node: str | None = "n1", *, gpus: int = 1, subgroup: str = "",
            phase: str = "Running", queue: str = "", priority: int = 0) -> dict:
-    meta: dict = {"annotations": {"pod-group-name": group_name}, "uid": f"uid-{name}",
-                  "creationTimestamp": "2026-01-01T00:00:00Z"}
+    meta: dict = {"uid": f"uid-{name}", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    if group_name:
+        meta["annotations"] = {"pod-group-name": group_name}
     labels = {}
     if subgroup:
         labels["kai.scheduler/subgroup-name"] = subgroup
@@ -243,3 +247,41 @@ def test_durations_print_as_go_prints_them(seconds, text):
     assert format_go_duration(seconds) == text
 
 
+
+
+# -- preemptionDelay -----------------------------------------------------------------------------
+
+
+def ago(minutes: float) -> str:
+    return datetime.fromtimestamp(time.time() - minutes * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def delayed_world(world, created_minutes_ago: float, **annotations):
+    """One 2-GPU node in queue `test`: `train` (priority 50) runs on one GPU; PodGroup `build`
+    (priority 75, minMember 1, preemptionDelay 5m) waits with two 1-GPU pods."""
+    pg = group("build", 1, "test", preemptionDelay="5m")
+    pg["metadata"]["creationTimestamp"] = ago(created_minutes_ago)
+    if annotations:
+        pg["metadata"]["annotations"] = annotations
+    return world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), world.queue("test", quota=2),
+                 member(world, "train", "", queue="test", priority=50),
+                 pg, *[member(world, f"build-{i}", "build", node=None, queue="test", priority=75) for i in range(2)])
+
+
+def test_within_its_preemption_delay_a_group_only_takes_free_capacity(world):
+    """T11: preemptionDelay 5m, pending for 1m: one pod goes into the free GPU, nothing is evicted."""
+    w = delayed_world(world, 1)
+    result = w.cycle()
+    assert result.evictions == [] and exists(w, "train")
+    assert len(w.placed()) == 1
+
+
+def test_after_its_preemption_delay_a_group_preempts(world):
+    w = delayed_world(world, 6)
+    result = w.cycle()
+    assert [(e.action, e.pod["metadata"]["name"]) for e in result.evictions] == [("preempt", "train")]
+
+
+def test_the_preemption_delay_counts_again_from_the_last_eviction(world):
+    w = delayed_world(world, 60, **{"kai.scheduler/last-eviction-timestamp": ago(2)})
+    assert w.cycle().evictions == [] and exists(w, "train")

@@ -35,6 +35,10 @@ their fair share first, then priority and age):
    room) and is told it waits for the evicted pods to terminate. Once they are gone, allocate places
    it.
 
+A PodGroup with a ``spec.preemptionDelay`` evicts nothing until that long after the later of its
+creation and its last eviction (the annotation ``kai.scheduler/last-eviction-timestamp``; KAI's
+``PreemptionDelayNotElapsed``): until then it only takes free (or releasing) capacity.
+
 Budgets keep a cycle short on a big cluster: at most ``max_workloads`` workloads are tried per action
 and cycle, a workload whose shape (queue, pods, requests) already failed is not tried again, and the
 actions stop once ``time_budget`` seconds have passed.
@@ -160,6 +164,8 @@ class EvictionActions:
             for pending in workloads:
                 if pending.key in done or time.perf_counter() > deadline or tried >= self.config.max_workloads:
                     continue
+                if within_preemption_delay(pending.pod_group, state.now):
+                    continue  # KAI's PreemptionDelayNotElapsed: free capacity only, for now
                 shape = _shape(pending, snap)
                 if shape in failed_shapes:
                     continue
@@ -571,6 +577,30 @@ def _parse_time(text: object) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+#: the PodGroup annotation KAI stamps when the group's pods are evicted (RFC 3339)
+LAST_EVICTION_ANNOTATION = "kai.scheduler/last-eviction-timestamp"
+
+
+def preemption_delay_end(group: Mapping | None) -> float | None:
+    """When a waiting PodGroup may first make room by evicting others (KAI's
+    ``PreemptionDelayEnd``): its ``spec.preemptionDelay`` after the later of its creation and its
+    last eviction; None when it sets no delay."""
+    spec = (group or {}).get("spec")
+    delay = parse_duration(spec.get("preemptionDelay")) if isinstance(spec, Mapping) else None
+    if not delay or delay <= 0:
+        return None
+    md = group.get("metadata") or {}
+    anchor = _parse_time(md.get("creationTimestamp")) or 0.0
+    last = _parse_time((md.get("annotations") or {}).get(LAST_EVICTION_ANNOTATION))
+    return max(anchor, last or 0.0) + delay
+
+
+def within_preemption_delay(group: Mapping | None, now: float) -> bool:
+    """Whether the group is still within its preemption delay at ``now`` (Unix seconds)."""
+    end = preemption_delay_end(group)
+    return end is not None and now < end
 
 
 def _started(pod: Mapping) -> float | None:
