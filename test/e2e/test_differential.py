@@ -415,12 +415,17 @@ def test_host_ports_and_a_cordoned_node(runs, nodes, namespace, kube):
 
         tolerant = http("tolerant", tolerations=[{"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
                                                   "effect": "NoSchedule"}], node_selector={HOST: names[2]})
+        # one term naming two nodes (NodeAffinity's PreFilter: "pod affinity terms conflict")
+        conflict = pod("conflict", scheduler, affinity={"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": [name]} for name in names[:2]]}]}}})
         return [http("http-0"), http("http-1"), http("udp", "UDP"), tolerant,
                 http("http-2"),  # both schedulable nodes have the port taken
-                pod("cordoned", scheduler, node_selector={HOST: names[2]})]
+                pod("cordoned", scheduler, node_selector={HOST: names[2]}), conflict]
 
     outcome = compare(runs.run(workload), kube)
-    assert pending(outcome) == {"http-2", "cordoned"}
+    assert pending(outcome) == {"http-2", "cordoned", "conflict"}
+    assert comparable(outcome["conflict"][0]).endswith(": pod affinity terms conflict."), outcome["conflict"]
     assert outcome["tolerant"] == (names[2], names[2])
 
 

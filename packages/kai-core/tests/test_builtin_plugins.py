@@ -182,6 +182,23 @@ def test_a_malformed_affinity_is_reported_not_silently_unmatched(world):
     assert w.bind_requests() == []
 
 
+def by_name(*terms: list[str]) -> dict:
+    """Required node affinity: one term per list, with a ``metadata.name In`` requirement per name
+    of the list (one value each, as the API server wants): a term naming two nodes names none."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]} for name in names]}
+        for names in terms]}}}
+
+
+def test_node_names_no_term_can_meet_are_kube_schedulers_conflict(world):
+    w = world(world.node("n1"), world.node("n2"), world.pod("p", affinity=by_name(["n1", "n2"], ["n2", "n1"])),
+              world.pod("q", affinity=by_name(["n1", "n2"], ["n2"])))
+    w.cycle()
+    # NodeAffinity's PreFilter: no term can be met by any node name
+    assert w.message("p") == "0/2 nodes are available: pod affinity terms conflict."
+    assert w.placed() == {"q": "n2"}  # the second term can
+
+
 # -- taints and tolerations ------------------------------------------------------------------
 
 
