@@ -1449,6 +1449,7 @@ def test_stored_built_in_objects_pass_kubernetes_validate(store):
         "Namespace",
         "Node",
         "Pod",
+        "PriorityClass",  # the system classes
         "DeviceClass",
         "ResourceClaim",
         "ResourceClaimTemplate",

@@ -143,6 +143,8 @@ def builtin_kinds() -> list[ResourceKind]:
         ResourceKind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, short_names=("sc",),
                      singular="storageclass"),
         ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", True, singular="lease"),
+        ResourceKind("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, short_names=("pc",),
+                     singular="priorityclass"),
         _dra("DeviceClass", "deviceclasses", False, convert_from=conversion.to_v1("DeviceClass")),
         _dra(
             "ResourceSlice",

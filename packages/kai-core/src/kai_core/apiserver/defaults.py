@@ -122,8 +122,7 @@ def _pod(obj: dict) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("securityContext", {})
-    spec.setdefault("priority", 0)
+    spec.setdefault("securityContext", {})  # spec.priority is the Priority admission plugin's (priority.py)
     _normalize_map(spec.get("overhead"))
     _normalize_resources(spec.get("resources"))
     for key in ("initContainers", "containers"):

@@ -132,7 +132,7 @@ def read_manifests(path: str | os.PathLike) -> list[Manifest]:
 def _apply_order(m: Manifest) -> int:
     # what other objects need must exist first, as `kubectl apply` users order their files
     kind = m.obj.get("kind")
-    return {"CustomResourceDefinition": 0, "Namespace": 1}.get(kind, 2)
+    return {"CustomResourceDefinition": 0, "Namespace": 1, "PriorityClass": 1}.get(kind, 2)
 
 
 def _identity(store, obj: dict):

@@ -52,6 +52,7 @@ from kai_core.api.objects import (
 )
 from kai_core.api.store import Store, WatchEvent, select
 from kai_core.apiserver import defaults as _defaults
+from kai_core.apiserver import priority as _priority
 from kai_core.apiserver.catalog import served_kinds
 from kai_core.apiserver.validation import immutable_paths, transition_rule_validator, validate_metadata, validate_name
 
@@ -193,6 +194,8 @@ class EmbeddedStore(Store):
             self._write_new(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, restore=False
             )
+        for pc in _priority.system_classes():  # what kube-apiserver creates when it starts
+            self._write_new(pc, restore=False)
 
     # -- kinds ---------------------------------------------------------------------------------
 
@@ -444,6 +447,8 @@ class EmbeddedStore(Store):
                                f"UID in precondition: {uid}, UID in object meta: {current['metadata'].get('uid')}")
             if kind.resource == "namespaces" and name in PROTECTED_NAMESPACES:
                 raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+            if kind.resource == _priority.RESOURCE:
+                _priority.refuse_system_delete(name)
             md = current["metadata"]
             if md.get("deletionTimestamp"):
                 return  # already being deleted
@@ -595,6 +600,31 @@ class EmbeddedStore(Store):
                 f"the `{ADMIN_ACCESS_LABEL}: true` label on the containing namespace"
             )
 
+    def _priority_classes(self) -> dict[str, dict]:
+        return {name: pc for (_ns, name), pc in self._objects.get(_priority.RESOURCE, {}).items()}
+
+    def _admit_new(self, kind: ResourceKind, obj: dict, restore: bool) -> None:
+        """The Priority admission plugin on a create: a pod's priority from its PriorityClass, one
+        globalDefault class at most. A restore over a stored object is an update."""
+        if kind.resource not in ("pods", _priority.RESOURCE):
+            return
+        name = obj["metadata"].get("name")
+        existing = None
+        if restore and isinstance(name, str) and name:
+            existing = self._objects.get(kind.resource, {}).get(self._key(kind, name, obj["metadata"].get("namespace")))
+        if existing is not None:
+            self._admit_update(kind, obj, existing)
+        elif kind.resource == "pods":
+            _priority.admit_pod(obj, self._priority_classes(), keep_given=restore)
+        else:
+            _priority.admit_priority_class(obj, self._priority_classes().values())
+
+    def _admit_update(self, kind: ResourceKind, new: dict, current: dict) -> None:
+        if kind.resource == "pods":
+            _priority.keep_pod_priority(current, new)
+        elif kind.resource == _priority.RESOURCE:
+            _priority.admit_priority_class(new, self._priority_classes().values())
+
     def _write_new(self, obj: dict, restore: bool) -> dict:
         kind = self.kinds.for_object(obj)
         obj = _convert(kind, obj)
@@ -609,6 +639,7 @@ class EmbeddedStore(Store):
                 new_namespace = self._check_namespace(kind, md, restore)
             else:
                 md.pop("namespace", None)
+            self._admit_new(kind, obj, restore)
             if not md.get("name"):
                 prefix = md.get("generateName")
                 if not prefix or not isinstance(prefix, str):
@@ -706,6 +737,8 @@ class EmbeddedStore(Store):
                     else:
                         new.pop("status", None)
             new["metadata"]["resourceVersion"] = cur_md["resourceVersion"]
+            if not status_only:
+                self._admit_update(kind, new, current)
             new = self._default_and_validate(kind, new, old=current, status_only=status_only)
             if status_only and kind.resource == "resourceclaims.resource.k8s.io":
                 self._check_admin_access_status(new, current)
@@ -918,6 +951,7 @@ class EmbeddedStore(Store):
 _SAVE_FIRST = [
     "customresourcedefinitions.apiextensions.k8s.io",
     "namespaces",
+    "priorityclasses.scheduling.k8s.io",  # before the pods that name them
     "deviceclasses.resource.k8s.io",
     "nodes",
     "resourceslices.resource.k8s.io",
