@@ -1,11 +1,12 @@
-"""The cache's per-queue usage index (kai_core.framework.queue_usage.UsageIndex) against a walk over
-every pod: after every step of random sequences of pods, PodGroups and BindRequests created,
-changed and deleted, a cycle's snapshot reads the same usage from both, and the same members of
-every PodGroup."""
+"""The cache's per-queue usage index (kai_core.framework.queue_usage.UsageIndex) and per-scheduler
+node sums against a walk over every pod: after every step of random sequences of pods, PodGroups and
+BindRequests created, changed and deleted, a cycle's snapshot reads the same usage from both, the
+same members of every PodGroup and the same cluster total (queue_order.cluster_total)."""
 
 from __future__ import annotations
 
 import random
+from unittest.mock import patch
 
 import pytest
 
@@ -14,7 +15,9 @@ from kai_core.api.features import FeatureGates
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_POD_GROUPS, RES_PODS
 from kai_core.apiserver.store import EmbeddedStore
 from kai_core.cluster import builtin_crds
+from kai_core.framework import queue_order
 from kai_core.framework.cache import Cache
+from kai_core.framework.queue_order import cluster_total
 from kai_core.framework.queue_usage import _indexed_usage, _walked_usage, snapshot_usage
 from kai_core.framework.queues import tree_from_objects
 from kai_core.framework.snapshot import Snapshot
@@ -116,6 +119,10 @@ def _store() -> EmbeddedStore:
         store.restore(crd)
     for q in QUEUES:
         store.restore(q)
+    for node in ("n1", "n2"):
+        store.restore({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+                       "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": "8"},
+                                  "conditions": [{"type": "Ready", "status": "True"}]}})
     for namespace in NAMESPACES:
         results = [{"request": "gpus", "driver": "gpu.nvidia.com", "pool": "n1", "device": f"gpu-{i}"}
                    for i in range(2)]
@@ -165,6 +172,9 @@ def _replay(seed: int) -> int:
         assert _figures(indexed) == _figures(walked)
         assert _members(indexed) == _members(walked)
         assert indexed.counted == walked.counted
+        total = cluster_total(snap)  # what other schedulers' pods hold comes off, from the index's sums
+        with patch.object(queue_order, "indexed_pods", lambda _snapshot: None):
+            assert cluster_total(snap) == total
         claimed += bool(indexed.counted)
     return claimed
 

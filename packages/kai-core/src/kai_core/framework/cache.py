@@ -48,6 +48,10 @@ class PodIndex:
         self.pod_count: dict[str, int] = {}
         #: pods without ``spec.nodeName`` (any phase), by key
         self.unbound: dict[_Key, dict] = {}
+        #: scheduler name -> node name -> summed requests of its active pods bound there (part of
+        #: :attr:`requested`; what other schedulers' pods hold is the rest)
+        self.scheduler_requested: dict[str, dict[str, dict[str, int]]] = {}
+        self._scheduler_pods: dict[tuple[str, str], int] = {}
         #: bound active pod -> (node, the pod object counted, its requests)
         self._counted: dict[_Key, tuple[str, dict, dict[str, int]]] = {}
         #: requests by what decides each pod's queue (the queue order's and limits' starting point)
@@ -76,6 +80,10 @@ class PodIndex:
         self._counted[key] = (node, pod, req)
         add_amounts(self.requested.setdefault(node, {}), req)
         self.pod_count[node] = self.pod_count.get(node, 0) + 1
+        scheduler = pod["spec"].get("schedulerName")
+        if isinstance(scheduler, str):
+            add_amounts(self.scheduler_requested.setdefault(scheduler, {}).setdefault(node, {}), req)
+            self._scheduler_pods[(scheduler, node)] = self._scheduler_pods.get((scheduler, node), 0) + 1
 
     def remove(self, key: _Key) -> None:
         """The pod is gone (or about to be put again)."""
@@ -84,7 +92,7 @@ class PodIndex:
         counted = self._counted.pop(key, None)
         if counted is None:
             return
-        node, _pod, req = counted
+        node, pod, req = counted
         subtract_amounts(self.requested[node], req)
         count = self.pod_count[node] - 1
         if count:
@@ -92,6 +100,17 @@ class PodIndex:
         else:
             del self.pod_count[node]
             del self.requested[node]
+        scheduler = pod["spec"].get("schedulerName")
+        if isinstance(scheduler, str):
+            by_node = self.scheduler_requested[scheduler]
+            subtract_amounts(by_node[node], req)
+            count = self._scheduler_pods.pop((scheduler, node)) - 1
+            if count:
+                self._scheduler_pods[(scheduler, node)] = count
+            else:
+                del by_node[node]
+                if not by_node:
+                    del self.scheduler_requested[scheduler]
 
 
 class Cache:

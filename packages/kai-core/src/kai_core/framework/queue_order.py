@@ -37,6 +37,7 @@ from kai_core.framework.queue_usage import (
     QueueUsage,
     WorthFn,
     gpu_worth,
+    indexed_pods,
     snapshot_usage,
 )
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree, fair_shares, pod_queue_in, tree_from_objects
@@ -68,11 +69,20 @@ def cluster_total(snapshot) -> dict[str, float]:
             continue
         ready.add(node.name)
         _add(total, node_allocatable(node.obj), 1)
-    for pod in snapshot.pods.values():
-        spec = pod.get("spec") or {}
-        theirs = spec.get("schedulerName") != snapshot.scheduler_name
-        if theirs and spec.get("nodeName") in ready and is_active_pod(pod):
-            _add(total, pod_requests(pod), -1)
+    pods = indexed_pods(snapshot)
+    if pods is not None:  # the cache's sums by node: all active bound pods', and this scheduler's
+        mine = pods.scheduler_requested.get(snapshot.scheduler_name, {})
+        for name in sorted(ready):
+            held = pods.requested.get(name)
+            if held:
+                ours = mine.get(name, {})
+                _add(total, {r: v - ours.get(r, 0) for r, v in held.items()}, -1)
+    else:
+        for pod in snapshot.pods.values():
+            spec = pod.get("spec") or {}
+            theirs = spec.get("schedulerName") != snapshot.scheduler_name
+            if theirs and spec.get("nodeName") in ready and is_active_pod(pod):
+                _add(total, pod_requests(pod), -1)
     slices = list(snapshot.objects(RES_SLICES).values())
     index = DeviceIndex(slices)
     for s in slices:

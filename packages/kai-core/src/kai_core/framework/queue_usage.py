@@ -47,7 +47,7 @@ from kai_core.framework.queues import (
 )
 
 __all__ = ["GPU_RESOURCE", "AllocationFn", "DeviceIndex", "QueueUsage", "UsageIndex", "WorthFn", "amounts_of",
-           "dra_gpus", "gpu_worth", "pod_amounts", "queue_usage", "SnapshotUsage", "snapshot_usage"]
+           "dra_gpus", "gpu_worth", "indexed_pods", "pod_amounts", "queue_usage", "SnapshotUsage", "snapshot_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
@@ -369,21 +369,28 @@ def snapshot_usage(snapshot, tree: QueueTree, worth: WorthFn | None = None) -> S
     :class:`UsageIndex` when the snapshot's pods are the cache's, else pod by pod."""
     found = _by_snapshot.get(snapshot)
     if found is None:
-        index = _index_of(snapshot)
-        found = _by_snapshot[snapshot] = (_indexed_usage(snapshot, tree, worth, index) if index is not None
+        pods = indexed_pods(snapshot)
+        found = _by_snapshot[snapshot] = (_indexed_usage(snapshot, tree, worth, pods.usage) if pods is not None
                                           else _walked_usage(snapshot, tree, worth))
     return found
 
 
-def _index_of(snapshot) -> UsageIndex | None:
-    """The cache's usage index, when it describes exactly the snapshot's pods (the cache may have
-    moved on since the snapshot was built; then the pods are walked)."""
-    cache = getattr(snapshot, "_cache", None)
-    pod_index = getattr(cache, "pod_index", None)
-    index = getattr(pod_index, "usage", None)
-    if index is None or getattr(snapshot, "_index", None) is not pod_index:
-        return None
-    return index if snapshot.pods == cache.objects.get(RES_PODS, {}) else None
+def indexed_pods(snapshot):
+    """The cache's :class:`~kai_core.framework.cache.PodIndex` (with its :class:`UsageIndex`), when it
+    describes exactly the snapshot's pods; None when the cache has moved on since the snapshot was
+    built (the caller then walks the pods). Checked once per snapshot."""
+    found = _pods_by_snapshot.get(snapshot, False)
+    if found is False:
+        cache = getattr(snapshot, "_cache", None)
+        found = getattr(cache, "pod_index", None)
+        if getattr(found, "usage", None) is None or getattr(snapshot, "_index", None) is not found \
+                or snapshot.pods != cache.objects.get(RES_PODS, {}):
+            found = None
+        _pods_by_snapshot[snapshot] = found
+    return found
+
+
+_pods_by_snapshot: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _walked_usage(snapshot, tree: QueueTree, worth: WorthFn | None) -> SnapshotUsage:
