@@ -29,12 +29,30 @@ def plugin_crds(pm: KaiPluginManager) -> list[dict]:
     return [crd for _plugin, crd in pm.resource_kinds()]
 
 
+#: KAI's workload PriorityClasses (name, value), as KAI-Scheduler's Helm chart and ours
+#: (deploy/helm/kai-scheduler, defaultPriorityClasses) install them: below 100 a workload is preemptible
+KAI_PRIORITY_CLASSES = (("train", 50), ("build-preemptible", 75), ("build", 100), ("inference", 125))
+
+
+def kai_priority_classes() -> list[dict]:
+    """The PriorityClass objects of :data:`KAI_PRIORITY_CLASSES`."""
+    return [{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+             "value": value} for name, value in KAI_PRIORITY_CLASSES]
+
+
 class EmbeddedCluster:
+    """kai as the chart installs it, on an embedded API server: our CRDs and the plugins' kinds,
+    KAI's PriorityClasses (so pods may name ``train`` or ``inference`` as on a real cluster; a
+    manifest defining one of them replaces it), and the embedded controllers. The chart's default
+    queues are not objects here: the scheduler assumes them while no Queue of that name exists."""
+
     def __init__(self, pm: KaiPluginManager) -> None:
         self.pm = pm
         self.store = EmbeddedStore()
         for crd in builtin_crds() + plugin_crds(pm):
             self.store.restore(crd)
+        for pc in kai_priority_classes():
+            self.store.restore(pc)
         # KAI's queue controller: Queue status from the pods, DRA devices valued by the plugins
         queues = QueueStatusController(worth=pm.device_gpu_worth)
         self.controllers = [ResourceClaimController(), queues, *pm.embedded_controllers(self.store)]
