@@ -159,59 +159,70 @@ def build_gangs(
     ``declared`` are ``(plugin, GroupSpec)`` pairs; ``waiting`` the pods this cycle may place, in
     scheduling order; ``placed_of(pod)`` the node a pod is bound to or in flight to (or None);
     ``known`` the snapshot's pods (members it does not hold are dropped). Returns waiting pod key ->
-    its gang; gangs without a waiting member are left out.
+    its gang; gangs without a waiting member are left out (their members' states are not even
+    looked at: on a large cluster most groups run, and only the waiting ones cost a cycle anything).
     """
-    specs: list[tuple[str, GroupSpec, list[dict]]] = []
+    order = {pod_key(p): i for i, p in enumerate(waiting)}
+    specs: list[tuple[str, GroupSpec, list[dict], list[PodKey]]] = []
+    owner: dict[PodKey, int] = {}  # pod -> the first declaration listing it
+    shared = False
     for source, spec in declared:
-        members = []
+        members: list[dict] = []
+        keys: list[PodKey] = []
         seen: set[PodKey] = set()
         for pod in spec.pods:
             key = pod_key(pod)
             if key in known and key not in seen:
                 seen.add(key)
                 members.append(known[key])
+                keys.append(key)
         if members:
-            specs.append((source, spec, members))
-    parent: dict[PodKey, PodKey] = {}
+            index = len(specs)
+            specs.append((source, spec, members, keys))
+            for key in keys:
+                if owner.setdefault(key, index) != index:
+                    shared = True
+    # declarations sharing a pod are one gang: each joins the first declaration of its group
+    parent = list(range(len(specs)))
 
-    def find(k: PodKey) -> PodKey:
-        while parent.setdefault(k, k) != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-    for _source, _spec, members in specs:
-        first = find(pod_key(members[0]))
-        for pod in members[1:]:
-            root = find(pod_key(pod))
-            if root != first:
-                parent[root] = first
-    order = {pod_key(p): i for i, p in enumerate(waiting)}
+    if shared:
+        for index, (_source, _spec, _members, keys) in enumerate(specs):
+            for key in keys:
+                a, b = find(index), find(owner[key])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    live = {find(i) for i, (_s, _g, _m, keys) in enumerate(specs) if any(k in order for k in keys)}
     gangs: dict[PodKey, Gang] = {}
-    by_root: dict[PodKey, Gang] = {}
-    for source, spec, members in specs:
-        root = find(pod_key(members[0]))
+    by_root: dict[int, Gang] = {}
+    for index, (source, spec, members, keys) in enumerate(specs):
+        root = find(index)
+        if root not in live:
+            continue
         gang = by_root.get(root)
         if gang is None:
             gang = by_root[root] = Gang(spec.name, spec.describe())
         else:
             gang.name = f"{gang.name}+{spec.name}"
             gang.description = f"{gang.description} and {spec.describe()}"
-        keys = {pod_key(p) for p in members}
-        state = _SpecState(spec, source, keys)
-        for pod in members:
-            key = pod_key(pod)
+        state = _SpecState(spec, source, set(keys))
+        for pod, key in zip(members, keys, strict=True):
             if placed_of(pod):
                 state.placed += 1
             elif key in order:
                 state.waiting += 1
         gang._specs.append(state)
     for gang in by_root.values():
-        members: dict[PodKey, dict] = {}
+        in_gang: dict[PodKey, dict] = {}
         for s in gang._specs:
             for key in s.keys:
-                members[key] = known[key]
-        for key, pod in members.items():
+                in_gang[key] = known[key]
+        for key, pod in in_gang.items():
             if placed_of(pod):
                 gang.placed.append(pod)
             elif key in order:
