@@ -398,3 +398,14 @@ def test_allocations_agree_with_the_rule(values: list, counts: list, distinct: b
     picked = [values[int(d.split("-")[1]) - 1] for _, d in result_names(allocation)]
     assert len(picked) == need and all(picked) and _fits(picked, distinct, lists)
     verify_allocations(claims, [allocation], node("node-1"), _inventory(*named, features=features))
+
+
+def test_includes_costs_what_in_costs() -> None:
+    """One comparison per element of the attribute's list, as ``in`` (upstream charges 48 per call)."""
+    from kai_core.dra.cel import _eval_env
+    from kai_core.dra.celcost import estimate_cost
+
+    def cost(expression: str) -> int:
+        return estimate_cost(_eval_env().compile(expression).serialize()).cost
+
+    assert cost(f"{ATTR}.includes('fish')") == cost(f"'fish' in {ATTR}") >= 48

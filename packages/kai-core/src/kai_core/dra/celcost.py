@@ -267,8 +267,9 @@ class _Estimator:
         if name in ("_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_"):
             return _SCALAR, cost + min(v.size for v in values) + 1
         if name in ("@in", "includes"):
-            # One comparison per element of the list (a map lookup is cheaper still).
-            container, item = values[-1], values[0] if name == "@in" else values[-1]
+            # One comparison per element of the list (a map lookup is cheaper still): ``x in list``,
+            # ``attribute.includes(x)``.
+            container, item = (values[-1], values[0]) if name == "@in" else (values[0], values[-1])
             return _SCALAR, cost + container.count * min(item.size, container.item().size) + 1
         # Logic, arithmetic, size(), conversions, quantity() and semver() helpers: scalar results
         # after looking at their inputs once.
