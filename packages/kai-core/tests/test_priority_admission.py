@@ -101,7 +101,7 @@ def test_a_pods_priority_cannot_change_and_an_update_without_it_keeps_it(store):
     (pc("system-mine", 5), "metadata.name: Forbidden: priority class names with 'system-' prefix are reserved "
                            "for system use only. error: system-mine is not a known system priority class"),
     (pc("odd", 5, preemptionPolicy="Sometimes"),
-     "preemptionPolicy: Unsupported value: 'Sometimes': supported values: \"Never\", \"PreemptLowerPriority\""),
+     "preemptionPolicy: Unsupported value: \"Sometimes\": supported values: \"PreemptLowerPriority\", \"Never\""),
     (pc("big", 2**31), "value: must be a 32-bit integer, got 2147483648"),
 ])
 def test_priority_class_validation(store, obj, message):
@@ -114,7 +114,7 @@ def test_negative_values_are_allowed_and_value_and_policy_are_immutable(store):
     store.create(pc("scavenger", -100))
     with pytest.raises(Invalid, match='"scavenger" is invalid: value: Forbidden: may not be changed in an update'):
         store.patch(PC, "scavenger", None, {"value": -99})
-    with pytest.raises(Invalid, match="preemptionPolicy: Invalid value: 'Never': field is immutable"):
+    with pytest.raises(Invalid, match='preemptionPolicy: Invalid value: "Never": field is immutable'):
         store.patch(PC, "scavenger", None, {"preemptionPolicy": "Never"})
     assert store.patch(PC, "scavenger", None, {"description": "best effort"})["description"] == "best effort"
 

@@ -12,6 +12,7 @@ pkg/apis/scheduling/validation, pkg/registry/scheduling/priorityclass.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 
 from kai_core.api.errors import Forbidden, Invalid, short_repr, shorten
@@ -35,7 +36,7 @@ SYSTEM_CLASSES: dict[str, tuple[int, str]] = {
     ),
 }
 PREEMPT_LOWER_PRIORITY = "PreemptLowerPriority"
-PREEMPTION_POLICIES = ("Never", PREEMPT_LOWER_PRIORITY)  # in the order the API server lists them
+PREEMPTION_POLICIES = (PREEMPT_LOWER_PRIORITY, "Never")  # in the order the API server lists them
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -61,6 +62,11 @@ def default_priority_class(obj: dict) -> dict:
 def _name(obj: dict) -> str:
     md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     return str(md.get("name") or md.get("generateName") or "")
+
+
+def _quoted(value) -> str:
+    """A value as the API server's field errors print it: a string in double quotes."""
+    return json.dumps(shorten(value)) if isinstance(value, str) else short_repr(value)
 
 
 def _int32(value) -> bool:
@@ -95,7 +101,7 @@ def validate_priority_class(obj: dict) -> None:
                         f"{HIGHEST_USER_DEFINABLE_PRIORITY}")
     policy = obj.get("preemptionPolicy")
     if policy not in PREEMPTION_POLICIES:
-        problems.append(f"preemptionPolicy: Unsupported value: {short_repr(policy)}: supported values: "
+        problems.append(f"preemptionPolicy: Unsupported value: {_quoted(policy)}: supported values: "
                         + ", ".join(f'"{p}"' for p in PREEMPTION_POLICIES))
     description = obj.get("description")
     if description is not None and not isinstance(description, str):
@@ -110,7 +116,7 @@ def validate_priority_class_update(old: dict, new: dict) -> None:
     if new.get("value", 0) != old.get("value", 0):
         problems.append("value: Forbidden: may not be changed in an update.")
     if new.get("preemptionPolicy") != old.get("preemptionPolicy"):
-        problems.append(f"preemptionPolicy: Invalid value: {short_repr(new.get('preemptionPolicy'))}: "
+        problems.append(f"preemptionPolicy: Invalid value: {_quoted(new.get('preemptionPolicy'))}: "
                         "field is immutable")
     if problems:
         raise Invalid(f'PriorityClass.scheduling.k8s.io "{_name(new)}" is invalid: ' + "; ".join(problems))
