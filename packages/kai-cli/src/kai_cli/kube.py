@@ -448,9 +448,11 @@ class SchedulerComponent(Component):
 
     def __init__(self, opts: ClusterOptions, features: FeatureGates, pm: KaiPluginManager, *,
                  scheduler_name: str = "kai-scheduler", backoff_limit: int | None = None,
-                 score_weights: dict[str, float] | None = None, **kw) -> None:
+                 score_weights: dict[str, float] | None = None, actions=None, **kw) -> None:
         super().__init__(opts, features, pm, **kw)
         self.scheduler_name = scheduler_name
+        #: the eviction actions' ActionsConfig (None: KAI's defaults)
+        self.actions = actions
         self.backoff_limit = backoff_limit
         self.score_weights = dict(score_weights or {})
         self.lease_default = scheduler_name
@@ -488,6 +490,8 @@ class SchedulerComponent(Component):
 
         config = SchedulerConfig(self.scheduler_name, self.features, backoff_limit=self.backoff_limit,
                                  score_weights=self.score_weights, bind_request_writers=BIND_REQUEST_WRITERS)
+        if self.actions is not None:
+            config.actions = self.actions
         self.scheduler = Scheduler(self.store, self.pm, config, resources=list(self.watched),
                                    may_write=self._write_fence)
         # KAI's queue controller, run by the scheduler on its own caches: Queue status after each cycle

@@ -406,11 +406,22 @@ def run() -> None:
                    "plugins). Default: kube-scheduler's default weight for kai-core's plugins doing "
                    "one of its plugins' work (kai-core.inter-pod-affinity and kai-core.topology-spread "
                    "2), else 1.")
+@click.option("--actions", "actions", default=None, metavar="LIST",
+              help="The eviction actions run after allocate, in this order: a comma-separated list of "
+                   "consolidation, reclaim and preempt (\"\" for none). Default: all three, in KAI's order "
+                   "consolidation,reclaim,preempt.")
+@click.option("--max-consolidation-preemptees", "max_preemptees", default=None, metavar="N",
+              help="The most running pods one consolidation may move (KAI's flag; default 16). 0 turns "
+                   "consolidation off.")
+@click.option("--actions-time-budget", "actions_budget", default=None, metavar="SECONDS",
+              help="Seconds the eviction actions of one cycle may take together (default 0.5); what is "
+                   "not tried by then waits for the next cycle.")
 @_cluster_options
 @click.pass_context
 @friendly_errors
 def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, save_path, no_binder,
-                  period, backoff_limit, require_plugins=(), score_weights=(), **cluster) -> None:
+                  period, backoff_limit, require_plugins=(), score_weights=(), actions=None, max_preemptees=None,
+                  actions_budget=None, **cluster) -> None:
     """Run the scheduler.
 
     Against a cluster (--kubeconfig FILE or --in-cluster) it runs alone; the binder is a separate
@@ -425,6 +436,7 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     _check_mode(ctx, real, cluster["kubeconfig"], cluster["in_cluster"])
     _check_save_path(save_path)
     gates = FeatureGates.parse(feature_gates)
+    eviction_actions = _actions_config(actions, max_preemptees, actions_budget)
     pm = _plugin_manager_requiring(require_plugins)
     weights = _score_weights(score_weights, pm)
     if real:
@@ -432,6 +444,7 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
 
         component = SchedulerComponent(
             _cluster_opts(cluster, period), gates, pm, scheduler_name=scheduler_name, score_weights=weights,
+            actions=eviction_actions,
             backoff_limit=backoff_limit, announce=lambda line: click.echo(f"kai-cli: {line}"))
         if not gates.dra:
             click.echo("kai-cli: DynamicResourceAllocation is off: pods with resource claims stay pending "
@@ -441,9 +454,20 @@ def run_scheduler(ctx, cluster_path, feature_gates, scheduler_name, until_idle, 
     restore_logging = _embedded_logging(cluster["log_format"])
     try:
         _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
-                                backoff_limit, pm=pm, score_weights=weights)
+                                backoff_limit, pm=pm, score_weights=weights, actions=eviction_actions)
     finally:
         restore_logging()
+
+
+def _actions_config(actions: str | None, max_preemptees: str | None, budget: str | None):
+    """The eviction actions' ActionsConfig from ``--actions``, ``--max-consolidation-preemptees`` and
+    ``--actions-time-budget``; a bad value is a one-line error."""
+    from kai_cli.action_flags import ActionFlagError, actions_config
+
+    try:
+        return actions_config(actions, max_preemptees, budget)
+    except ActionFlagError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _score_weights(given: tuple[str, ...], pm) -> dict[str, float]:
@@ -481,7 +505,7 @@ def _embedded_logging(log_format: str):
 
 
 def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, save_path, no_binder, period,
-                            backoff_limit, pm=None, score_weights=None) -> None:
+                            backoff_limit, pm=None, score_weights=None, actions=None) -> None:
     from kai_cli.runner import binder_options, run_scheduler_embedded
     from kai_core.apiserver.manifests import dump_objects
     from kai_core.scheduler.cycle import SchedulerConfig
@@ -505,6 +529,8 @@ def _run_embedded_scheduler(gates, cluster_path, scheduler_name, until_idle, sav
     tune_gc()
     config = SchedulerConfig(scheduler_name, gates, backoff_limit=backoff_limit,
                              score_weights=dict(score_weights or {}))
+    if actions is not None:
+        config.actions = actions
     binder_kwargs = None if no_binder else binder_options(embedded=True, scheduler_names=[scheduler_name])
     stop = threading.Event()
     with _on_signals(stop.set, (signal.SIGTERM,)):  # Ctrl-C ends the loop as KeyboardInterrupt
