@@ -27,6 +27,9 @@ def test_the_priorities_example_preempts_by_class_and_only_with_preempt_on():
     result, evicted = run("--cluster", str(EXAMPLES / "priorities.yaml"))
     assert result.exit_code == 0, result.output
     assert evicted == ["pod default/finetune: evicted by preempt for default/serve (queue default-queue)"]
+    readme = EXAMPLES.parents[1] / "README.md"
+    if readme.is_file():  # the README quotes what the example prints
+        assert f"prints `{evicted[0]}`" in readme.read_text()
     assert "pod default/serve: bound to n1" in result.output
     for actions in ("", "consolidation,reclaim"):
         result, evicted = run("--cluster", str(EXAMPLES / "priorities.yaml"), "--actions", actions)
