@@ -419,12 +419,18 @@ def test_host_ports_and_a_cordoned_node(runs, nodes, namespace, kube):
         conflict = pod("conflict", scheduler, affinity={"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [
                 {"key": "metadata.name", "operator": "In", "values": [name]} for name in names[:2]]}]}}})
+        # a DaemonSet's pod for the cordoned node: only that node is tried, every other counted
+        # under NodeAffinity's PreFilter result
+        daemon = pod("daemon", scheduler, affinity={"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": [names[2]]}]}]}}})
         return [http("http-0"), http("http-1"), http("udp", "UDP"), tolerant,
                 http("http-2"),  # both schedulable nodes have the port taken
-                pod("cordoned", scheduler, node_selector={HOST: names[2]}), conflict]
+                pod("cordoned", scheduler, node_selector={HOST: names[2]}), conflict, daemon]
 
     outcome = compare(runs.run(workload), kube)
-    assert pending(outcome) == {"http-2", "cordoned", "conflict"}
+    assert pending(outcome) == {"http-2", "cordoned", "conflict", "daemon"}
+    assert "node(s) didn't satisfy plugin(s) [NodeAffinity]" in outcome["daemon"][0], outcome["daemon"]
     assert comparable(outcome["conflict"][0]).endswith(": pod affinity terms conflict."), outcome["conflict"]
     assert outcome["tolerant"] == (names[2], names[2])
 

@@ -199,6 +199,21 @@ def test_node_names_no_term_can_meet_are_kube_schedulers_conflict(world):
     assert w.placed() == {"q": "n2"}  # the second term can
 
 
+def test_a_pod_naming_its_node_is_tried_there_only_and_the_others_counted_as_kube_scheduler_does(world):
+    """A DaemonSet's pod names its node by ``metadata.name``: kube-scheduler's NodeAffinity PreFilter
+    keeps the other nodes from every filter, each counted under its own reason."""
+    w = world(world.node("full", cpu="1"), world.node("tainted", taints=[taint("gpu", "yes", "NoSchedule")]),
+              world.node("free"), world.pod("daemon", cpu="2", affinity=by_name(["full"])),
+              world.pod("other", cpu="2", affinity=by_name(["free"], ["tainted"])))
+    w.cycle()
+    assert w.message("daemon") == ("0/3 nodes are available: 1 Insufficient cpu, "
+                                   "2 node(s) didn't satisfy plugin(s) [NodeAffinity].")
+    assert w.placed() == {"other": "free"}
+    w = world(world.node("n1"), world.pod("p", affinity=by_name(["gone"])))
+    w.cycle()
+    assert w.message("p") == "0/1 nodes are available: 1 node(s) didn't satisfy plugin(s) [NodeAffinity]."
+
+
 # -- taints and tolerations ------------------------------------------------------------------
 
 

@@ -44,6 +44,24 @@ def node_selector_for_node(node_name: str) -> dict:
     }
 
 
+def named_nodes(terms: list) -> set[str] | None:
+    """The node names a required node affinity's (valid) ``nodeSelectorTerms`` let through by
+    ``matchFields`` ``metadata.name In`` requirements, as kube-scheduler's NodeAffinity PreFilter
+    reads them: a term's requirements intersected, the terms joined; None when some term names no
+    node (any node may match it). An empty set: no name can meet the terms."""
+    names: set[str] = set()
+    for term in terms:
+        named = None
+        for r in (term.get("matchFields") or []) if isinstance(term, dict) else ():
+            if isinstance(r, dict) and r.get("key") == "metadata.name" and r.get("operator") == "In":
+                values = {v for v in r.get("values") or [] if isinstance(v, str)}
+                named = values if named is None else named & values
+        if named is None:
+            return None
+        names |= named
+    return names
+
+
 def match_node_selector(selector: dict | None, node: dict) -> bool:
     """Whether ``node`` satisfies ``selector`` (a v1 ``NodeSelector``); ``None`` admits every node.
 

@@ -248,6 +248,11 @@ class KaiPluginManager(pluggy.PluginManager):
         ``VolumeBinding``), None for a plugin of kai's own or an installed one."""
         return self._kube.get(name) if name is not None else None
 
+    def doing_work_of(self, kube_plugin: str) -> str | None:
+        """The registered built-in plugin doing the work of kube-scheduler's ``kube_plugin``, if any."""
+        return next((name for name, kube in self._kube.items() if kube == kube_plugin and self.has_plugin(name)),
+                    None)
+
     def default_score_weight(self, name: str) -> float:
         """What ``name``'s scores weigh when the configuration does not say: kube-scheduler's
         default-profile weight (:data:`KUBE_SCORE_WEIGHTS`) for a built-in doing the work of one of

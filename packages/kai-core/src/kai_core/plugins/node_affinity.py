@@ -9,7 +9,12 @@ at pre-filter with a reason naming the bad requirement, instead of silently matc
 
 from __future__ import annotations
 
-from kai_core.api.nodeaffinity import NodeSelectorError, match_node_selector, match_node_selector_term
+from kai_core.api.nodeaffinity import (
+    NodeSelectorError,
+    match_node_selector,
+    match_node_selector_term,
+    named_nodes,
+)
 from kai_core.framework.hookspecs import hookimpl
 
 REASON = "node(s) didn't match Pod's node affinity/selector"
@@ -45,26 +50,9 @@ def kai_pre_filter(pod):
             match_node_selector_term(term, _PROBE_NODE)  # validates every requirement of the term
         except NodeSelectorError as exc:
             return f"invalid {_AFFINITY_PATH}: nodeSelectorTerms[{i}]: {exc}"
-    if _named_nodes(terms) == set():
+    if named_nodes(terms) == set():
         return CONFLICT
     return None
-
-
-def _named_nodes(terms: list) -> set[str] | None:
-    """The node names the terms let through by ``matchFields`` ``metadata.name`` ``In`` (a term's
-    requirements intersected, the terms joined), as kube-scheduler's NodeAffinity PreFilter reads
-    them; None when some term names no node (any node may match it)."""
-    names: set[str] = set()
-    for term in terms:
-        named = None
-        for r in term.get("matchFields") or []:
-            if r.get("key") == "metadata.name" and r.get("operator") == "In":
-                values = set(r.get("values") or [])
-                named = values if named is None else named & values
-        if named is None:
-            return None
-        names |= named
-    return names
 
 
 @hookimpl(tryfirst=True)

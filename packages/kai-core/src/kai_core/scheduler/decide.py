@@ -16,6 +16,10 @@ What an unschedulable pod is told follows kube-scheduler's ``FitError``:
   pod down whatever the node: ``0/N nodes are available: <reason>.``, N counting every node, as
   kube-scheduler wraps a PreFilter's rejection (:func:`pre_filter_message`); whatever the reason,
   a malformed spec's included (kube-scheduler wraps InterPodAffinity's ``parsing pod: ...`` alike);
+- a pod whose required node affinity names its nodes (``matchFields`` ``metadata.name``, as a
+  DaemonSet's pods) is tried on those nodes only, the others counted as ``node(s) didn't satisfy
+  plugin(s) [NodeAffinity]``, as kube-scheduler does with NodeAffinity's PreFilter result
+  (:meth:`Decider._unnamed`);
 - any other reason is the whole message: a pre-filter of KAI's own plugins (a queue that does not
   exist or is over its limit, a gang's PodGroup not created yet) or of an installed plugin, the
   configs a driver's plugin refuses, a plugin's failure. kube-scheduler never gives such reasons,
@@ -30,6 +34,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kai_core.api.nodeaffinity import named_nodes
 from kai_core.api.objects import clone
 from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
 from kai_core.framework.plugins import KaiPluginManager, ListedOnUse
@@ -40,6 +45,11 @@ from kai_core.scheduler.explain import DecisionRecorder, DecisionTrace
 
 #: distinct reasons listed in an unschedulable message; the rest are summed up in one entry
 MAX_REASONS_IN_MESSAGE = 10
+NODE_AFFINITY = "NodeAffinity"
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+#: kube-scheduler's reason for a node its PreFilter result leaves out (schedule_one.go, ``%v`` of
+#: the plugins' sorted names)
+UNNAMED_REASON = f"node(s) didn't satisfy plugin(s) [{NODE_AFFINITY}]"
 
 
 @dataclass
@@ -113,6 +123,11 @@ class Decider:
             nodes = snap.nodes
         if not nodes:
             return _refused(Status.unschedulable("0/0 nodes are available: no nodes in the cluster."))
+        total, unnamed = len(nodes), self._unnamed(pod, nodes)
+        if unnamed:
+            nodes = [n for n in nodes if n.name not in unnamed]
+            if not nodes:
+                return _refused(Status.unschedulable(unschedulable_message(total, unnamed)))
         shape = pod_shape(pod, snap) if memos is not None and nodes is snap.nodes else None
         memo = memos.get(shape) if shape is not None else None
         if memo is None or memo.shared != snap.shared_changes:
@@ -128,7 +143,7 @@ class Decider:
         if trace is not None:
             trace.begin(pod, snap, nodes, todo, memo)
         try:
-            decision, complete = self._decide_among(pod, snap, nodes, memo, todo, trace)
+            decision, complete = self._decide_among(pod, snap, nodes, memo, todo, trace, total, unnamed)
         except BaseException:
             complete = False
             raise
@@ -138,10 +153,12 @@ class Decider:
         return decision
 
     def _decide_among(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo], memo: ShapeMemo,
-                      todo: list[NodeInfo], trace: DecisionTrace | None) -> tuple[Decision, bool]:
+                      todo: list[NodeInfo], trace: DecisionTrace | None, total: int,
+                      unnamed: Mapping[str, str]) -> tuple[Decision, bool]:
         """:meth:`decide` with ``memo`` holding the answers already known for ``nodes``: filters
         and the allocator are asked about ``todo`` only. Returns the decision and whether the memo
-        is still complete (a plugin's failure cuts its answers short)."""
+        is still complete (a plugin's failure cuts its answers short). ``total`` nodes were
+        candidates, ``unnamed`` of them left out before (:meth:`_unnamed`)."""
         has_claims = bool((pod.get("spec") or {}).get("resourceClaims"))
         claims: list[PodClaim] = []
         # reasons are kept with the pod's own claim names taken out (the allocator names the
@@ -177,7 +194,7 @@ class Decider:
                 return _unresolved_claims(reason, snap), True
         if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
             return _refused(Status.unschedulable(unschedulable_message(
-                len(nodes), {name: specific_reason(r, refs) for name, r in memo.rejected.items()}))), True
+                total, {**unnamed, **{name: specific_reason(r, refs) for name, r in memo.rejected.items()}}))), True
         best, status = self._best_node(pod, nodes, snap, memo, trace)
         if not status.ok:
             return _refused(status), False  # scores half recorded
@@ -185,6 +202,22 @@ class Decider:
         if allocation is not None:  # the memo's copy may serve the next pod of the shape too
             allocation = ClaimAllocation(clone(allocation.allocations))
         return Decision(SUCCESS, best, claims, allocation), True
+
+    def _unnamed(self, pod: dict, nodes: list[NodeInfo]) -> dict[str, str]:
+        """kube-scheduler's NodeAffinity PreFilterResult: when every required node affinity term
+        names its nodes (``matchFields`` ``metadata.name In``, as a DaemonSet's pods do), only those
+        nodes are filtered; each other candidate is counted under kube-scheduler's reason for it.
+        Empty when the pod names no nodes or no plugin does NodeAffinity's work."""
+        affinity = (pod.get("spec") or {}).get("affinity")
+        node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+        required = node_affinity.get(REQUIRED) if isinstance(node_affinity, dict) else None
+        terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+        if not isinstance(terms, list) or not terms:
+            return {}
+        named = named_nodes(terms)
+        if named is None or self.pm.doing_work_of(NODE_AFFINITY) is None:
+            return {}
+        return {n.name: UNNAMED_REASON for n in nodes if n.name not in named}
 
     def _best_node(self, pod: dict, nodes: list[NodeInfo], snap: Snapshot, memo: ShapeMemo,
                    trace: DecisionTrace | None) -> tuple[str, Status]:
