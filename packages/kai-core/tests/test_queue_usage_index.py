@@ -1,7 +1,9 @@
 """The cache's per-queue usage index (kai_core.framework.queue_usage.UsageIndex) and per-scheduler
 node sums against a walk over every pod: after every step of random sequences of pods, PodGroups and
 BindRequests created, changed and deleted, a cycle's snapshot reads the same usage from both, the
-same members of every PodGroup and the same cluster total (queue_order.cluster_total)."""
+same members of every PodGroup and the same cluster total (queue_order.cluster_total). The queue
+limits' workload of a gang member (read from running sums) is checked against the member-by-member
+count."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from kai_core.apiserver.store import EmbeddedStore
 from kai_core.cluster import builtin_crds
 from kai_core.framework import queue_order
 from kai_core.framework.cache import Cache
+from kai_core.framework.queue_limits import QueueLedger
 from kai_core.framework.queue_order import cluster_total
-from kai_core.framework.queue_usage import _indexed_usage, _walked_usage, snapshot_usage
-from kai_core.framework.queues import tree_from_objects
+from kai_core.framework.queue_usage import _indexed_usage, _walked_usage, amounts_of, snapshot_usage
+from kai_core.framework.queues import pod_queue_in, tree_from_objects
 from kai_core.framework.snapshot import Snapshot
 from kai_core.scheduler.cycle import watched_resources
 
@@ -201,3 +204,49 @@ def test_a_snapshot_older_than_the_cache_is_walked():
     newer = Snapshot(cache, MINE, FeatureGates())
     assert snapshot_usage(newer, tree).usage["q1"].allocated["gpu"] == 5
     assert snapshot_usage(newer, tree).usage["top"].requested["gpu"] == 5
+
+
+def _reference_workload(ledger, pod: dict, snapshot) -> dict[str, float]:
+    """What a pod's workload asks for, computed member by member: the pod, the waiting members of
+    its PodGroup named before it, and enough named after it for the group's minMember."""
+    group = (pod["metadata"].get("annotations") or {}).get("pod-group-name")
+    key = (pod["metadata"]["namespace"], group)
+    minimum = ((snapshot.pod_groups.get(key) or {}).get("spec") or {}).get("minMember", 0) if group else 0
+    members = ledger._members(key) if group else []
+    placed = sum(1 for m in members if snapshot.node_of(m) is not None)
+    waiting = sorted((m for m in members if snapshot.node_of(m) is None and m is not pod),
+                     key=lambda m: m["metadata"]["name"])
+    mine = pod["metadata"]["name"]
+    before = [m for m in waiting if m["metadata"]["name"] < mine]
+    after = [m for m in waiting if m["metadata"]["name"] >= mine]
+    wanted = dict.fromkeys(("gpu", "cpu", "memory"), 0.0)
+    for member in [pod, *before, *after[:max(0, minimum - placed - 1 - len(before))]]:
+        for r, v in amounts_of(snapshot.requests_of(member)).items():
+            wanted[r] += v
+    return wanted
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_gang_members_workload_is_the_members_placed_alongside_it(seed):
+    rng = random.Random(seed)
+    store = _store()
+    for g in GROUPS[:2]:
+        group = _group(g, "a", "q1", None)
+        group["spec"]["minMember"] = rng.randint(0, 6)
+        store.restore(group)
+    for _ in range(rng.randint(1, 9)):
+        pod = _pod(f"m{rng.randint(0, 20):02d}", "a", MINE, None, rng.choice(GROUPS), None,
+                   rng.choice([None, None, None, "n1"]), None, False, rng.randint(0, 2), rng.randint(0, 3000),
+                   rng.randint(0, 100))
+        store.restore(pod)
+    cache = Cache(store, [*watched_resources(dra=False)])
+    cache.sync()
+    snap = Snapshot(cache, MINE, FeatureGates())
+    tree = tree_from_objects(QUEUES)
+    ledger = QueueLedger(snap, tree, lambda p: pod_queue_in(p, snap.pod_groups), lambda p: True)
+    waiting = snap.pending_pods()
+    for step in range(3):  # the cycle places some of them: the views follow
+        for pod in snap.pods.values():
+            assert ledger._workload(pod, snap) == _reference_workload(ledger, pod, snap), (step, pod["metadata"])
+        if waiting:
+            snap.assume(waiting.pop(rng.randrange(len(waiting))), "n2", [], None)

@@ -16,13 +16,14 @@ allocated, and are not checked against limits yet.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 
 from kai_core.api.claims import claim_name_for
 from kai_core.api.resources import RES_SLICES
 from kai_core.framework.fairshare import UNLIMITED
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
-from kai_core.framework.queue_usage import DeviceIndex, amounts_of, dra_gpus, snapshot_usage
+from kai_core.framework.queue_usage import GPU_RESOURCE, DeviceIndex, amounts_of, dra_gpus, snapshot_usage
 from kai_core.framework.queues import RESOURCES, Queue, QueueTree
 
 __all__ = ["QueueLedger"]
@@ -56,6 +57,10 @@ class QueueLedger:
         self.allocated = {q: dict(u.allocated) for q, u in usage.items()}
         self.firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
         self._read = len(snapshot.pod_changes)
+        #: queue -> [(queue or ancestor, Queue, {"limit"|"quota": {resource: bound}})], up the chain
+        self._chains: dict[str, list[tuple[str, Queue, dict[str, dict[str, float]]]]] = {}
+        #: PodGroup -> (snapshot generation, its view: see _group_view)
+        self._views: dict[tuple[str, str], tuple[int, tuple]] = {}
 
     def _catch_up(self, snapshot) -> None:
         changes: Sequence = snapshot.pod_changes
@@ -97,27 +102,64 @@ class QueueLedger:
         minimum = spec.get("minMember") if isinstance(spec, Mapping) else None
         if not isinstance(minimum, int) or isinstance(minimum, bool):
             minimum = 0
-        members = self._members(group) if group else []
-        placed = sum(1 for m in members if snapshot.node_of(m) is not None)
-        waiting = sorted((m for m in members if snapshot.node_of(m) is None and m is not pod),
-                         key=lambda m: m["metadata"].get("name", ""))
+        placed, waiting, sums = self._group_view(group, snapshot)
+        # the pod's place among the waiting members by name: those before it, then enough after it
+        # for the gang's minimum (sums[i] is what the first i waiting members ask for)
         mine = pod["metadata"].get("name", "")
-        before = [m for m in waiting if m["metadata"].get("name", "") < mine]
-        after = [m for m in waiting if m["metadata"].get("name", "") >= mine]
-        together = [pod, *before, *after[:max(0, minimum - placed - 1 - len(before))]]
-        wanted = dict.fromkeys(RESOURCES, 0.0)
-        for member in together:
-            for r, v in amounts_of(snapshot.requests_of(member)).items():
-                wanted[r] += v
-        return wanted
+        at = bisect_left(waiting, mine, key=lambda m: m["metadata"].get("name", ""))
+        if at < len(waiting) and waiting[at] is pod:  # the pod, those before it and ``more`` after it
+            more = min(len(waiting) - at - 1, max(0, minimum - placed - 1 - at))
+            total = sums[at + 1 + more]
+        else:  # not among the waiting members (already placed, or not one of the group's pods)
+            more = min(len(waiting) - at, max(0, minimum - placed - 1 - at))
+            total = [own + ahead for own, ahead in zip(self._milli(pod, snapshot), sums[at + more], strict=True)]
+        return {"gpu": total[0] / 1000, "cpu": float(total[1]), "memory": total[2] / 1000}
+
+    def _group_view(self, group: tuple[str, str] | None, snapshot) -> tuple[int, list[Mapping], list[list[int]]]:
+        """The group's members placed (bound, in flight or placed this cycle), those waiting sorted by
+        name, and the running sums of what the waiting ones ask for (milli-units: GPUs, CPU, memory);
+        worked out once per group and snapshot generation (the members of a gang are checked one
+        after another with nothing placed in between)."""
+        if group is None:
+            return 0, [], [[0, 0, 0]]
+        cached = self._views.get(group)
+        if cached is not None and cached[0] == snapshot.generation:
+            return cached[1]
+        placed, waiting = 0, []
+        for m in self._members(group):
+            if snapshot.node_of(m) is not None:
+                placed += 1
+            else:
+                waiting.append(m)
+        waiting.sort(key=lambda m: m["metadata"].get("name", ""))
+        sums = [[0, 0, 0]]
+        for m in waiting:
+            milli = self._milli(m, snapshot)
+            last = sums[-1]
+            sums.append([last[0] + milli[0], last[1] + milli[1], last[2] + milli[2]])
+        view = (placed, waiting, sums)
+        self._views[group] = (snapshot.generation, view)
+        return view
+
+    @staticmethod
+    def _milli(pod: Mapping, snapshot) -> tuple[int, int, int]:
+        requests = snapshot.requests_of(pod)
+        return requests.get(GPU_RESOURCE, 0), requests.get("cpu", 0), requests.get("memory", 0)
 
     def _breach(self, queue: str, wanted: Mapping[str, float], held: Mapping[str, Mapping[str, float]],
-                bound: Callable[[Queue, str], float]) -> tuple[Queue, str, float, float] | None:
-        """The first queue up the chain, and resource, where ``held + wanted`` exceeds ``bound``."""
-        for name in self.tree.ancestry(queue):
-            q = self.tree.queues[name]
+                bound: str) -> tuple[Queue, str, float, float] | None:
+        """The first queue up the chain, and resource, where ``held + wanted`` exceeds the queue's
+        ``bound`` ("limit" or "quota")."""
+        chain = self._chains.get(queue)
+        if chain is None:
+            chain = self._chains[queue] = [
+                (name, self.tree.queues[name], {"limit": {r: self.tree.queues[name].terms(r).limit for r in RESOURCES},
+                                                "quota": {r: self.tree.queues[name].terms(r).quota for r in RESOURCES}})
+                for name in self.tree.ancestry(queue)]
+        for name, q, bounds in chain:
+            caps = bounds[bound]
             for r in RESOURCES:
-                cap, asked = bound(q, r), wanted[r]
+                cap, asked = caps[r], wanted[r]
                 if cap != UNLIMITED and asked != 0 and held[name][r] + asked > cap:
                     return q, r, cap, held[name][r]
         return None
@@ -128,7 +170,7 @@ class QueueLedger:
         (``NonPreemptibleOverQuota``: what non-preemptible workloads hold stays within the quota)."""
         self._catch_up(snapshot)
         wanted = self._workload(pod, snapshot)
-        found = self._breach(queue, wanted, self.allocated, lambda q, r: q.terms(r).limit)
+        found = self._breach(queue, wanted, self.allocated, "limit")
         if found is not None:
             q, r, limit, held = found
             what, unit, scale = _SHOWN[r]
@@ -137,7 +179,7 @@ class QueueLedger:
                     f"allocated and workload requested {wanted[r] / scale:g} {unit}")
         if self.preemptible(pod):
             return None
-        found = self._breach(queue, wanted, self.firm, lambda q, r: q.terms(r).quota)
+        found = self._breach(queue, wanted, self.firm, "quota")
         if found is None:
             return None
         q, r, quota, held = found
