@@ -71,6 +71,15 @@ def with_clock(w) -> Clock:
     return clock
 
 
+@pytest.fixture(params=["index", "walk"])
+def world(request, world, monkeypatch):
+    """Each scenario twice: with the cache's pod index, and with every pod walked (a snapshot the
+    index does not describe)."""
+    if request.param == "walk":
+        monkeypatch.setattr("kai_core.scheduler.podgroups.indexed_pods", lambda snap: None)
+    return world
+
+
 # -- stale gangs ---------------------------------------------------------------------------------
 
 
@@ -285,3 +294,87 @@ def test_after_its_preemption_delay_a_group_preempts(world):
 def test_the_preemption_delay_counts_again_from_the_last_eviction(world):
     w = delayed_world(world, 60, **{"kai.scheduler/last-eviction-timestamp": ago(2)})
     assert w.cycle().evictions == [] and exists(w, "train")
+
+
+# -- PodGroup status -----------------------------------------------------------------------------
+
+
+def conditions(w, name: str) -> list[dict]:
+    return (w.store.get(RES_POD_GROUPS, name, "default").get("status") or {}).get("schedulingConditions") or []
+
+
+def resource_version(w, name: str) -> str:
+    return w.store.get(RES_POD_GROUPS, name, "default")["metadata"]["resourceVersion"]
+
+
+def test_a_gang_that_does_not_fit_says_why_on_its_podgroup_once(world):
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), group("train", 3),
+              *[member(world, f"t-{i}", "train", node=None) for i in range(3)])
+    w.cycle()
+    (cond,) = conditions(w, "train")
+    why = w.message("t-0")
+    assert {k: v for k, v in cond.items() if k != "lastTransitionTime"} == {
+        "type": "UnschedulableOnNodePool", "nodePool": "default", "reason": "Unschedulable", "status": "True",
+        "message": f"PodSchedulingErrors: {why.rstrip('.')}.", "transitionID": "1",
+        "reasons": [{"reason": "PodSchedulingErrors", "message": why}]}
+    assert cond["lastTransitionTime"].endswith("Z")
+    written = resource_version(w, "train")
+    for _ in range(3):  # the same reason: no write storm
+        w.cycle()
+    assert resource_version(w, "train") == written
+
+
+def test_the_condition_stays_until_the_group_is_bound_then_goes(world):
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), group("train", 3),
+              *[member(world, f"t-{i}", "train", node=None) for i in range(3)])
+    w.cycle()
+    assert conditions(w, "train")
+    w.add(world.node("n2", cpu="16", extra={"nvidia.com/gpu": "2"}))
+    w.cycle()
+    assert len(w.placed()) == 3
+    assert conditions(w, "train")  # decided, not bound: a failed binding still finds the explanation
+    for name, node in w.placed().items():
+        w.store.bind("default", name, node)
+    w.cycle()
+    assert conditions(w, "train") == []
+    assert "schedulingConditions" not in (w.store.get(RES_POD_GROUPS, "train", "default").get("status") or {})
+
+
+def test_a_new_reason_is_a_new_transition_and_other_node_pools_are_kept(world):
+    pg = group("train", 1, "missing")
+    pg["metadata"]["labels"] = {"kai.scheduler/node-pool": "pool-a"}
+    other = {"type": "UnschedulableOnNodePool", "nodePool": "pool-b", "reason": "Unschedulable",
+             "message": "elsewhere", "status": "True", "transitionID": "4",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    pg["status"] = {"schedulingConditions": [other]}
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), world.queue("test", quota=2), pg,
+              member(world, "t-0", "train", node=None, queue="missing"))
+    w.cycle()
+    kept, cond = conditions(w, "train")
+    assert kept == other
+    assert cond["nodePool"] == "pool-a" and cond["transitionID"] == "5"
+    assert cond["reasons"] == [{"reason": "QueueDoesNotExist", "message": "Queue 'missing' does not exist"}]
+    assert cond["message"] == "QueueDoesNotExist: Queue 'missing' does not exist."
+
+
+def test_a_group_short_of_pods_or_partly_running_gets_no_condition(world):
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "1"}), group("short", 3), group("elastic", 1),
+              *[member(world, f"s-{i}", "short", node=None) for i in range(2)],
+              *[member(world, f"e-{i}", "elastic", node=None) for i in range(2)])
+    w.cycle()
+    assert len(w.placed()) == 1  # one elastic pod runs, the other waits
+    assert conditions(w, "short") == [] and conditions(w, "elastic") == []
+
+
+def test_a_group_within_its_preemption_delay_says_so(world):
+    pg = group("build", 1, "test", preemptionDelay="5m")
+    pg["metadata"]["creationTimestamp"] = ago(1)
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "1"}), world.queue("test", quota=2),
+              member(world, "train", "", queue="test", priority=50), pg,
+              member(world, "build-0", "build", node=None, queue="test", priority=75))
+    w.cycle()
+    (cond,) = conditions(w, "build")
+    assert [r["reason"] for r in cond["reasons"]] == ["PodSchedulingErrors", "PreemptionDelayNotElapsed"]
+    assert cond["reasons"][1]["message"].startswith(
+        "Workload is within its preemption delay window (5m0s) and may not trigger evictions before ")
+    assert cond["message"].startswith("Unable to schedule podgroup: ")

@@ -7,8 +7,9 @@ name in their namespace, and at least its ``spec.minMember`` pods are placed tog
   so those pods are scheduled one by one. ``subGroups`` and ``minSubGroup`` are not enforced:
   the group's own ``minMember`` is. ``queue``, ``priorityClassName``, ``preemptibility`` and the
   topology constraint are KAI's queueing and placement features, not read here (a plugin can
-  place a gang by topology through ``kai_group_node_subsets``). Nothing is written to PodGroups:
-  the reason a gang waits is on its pods' conditions and events.
+  place a gang by topology through ``kai_group_node_subsets``). This plugin writes nothing; the
+  scheduler says why a gang waits on its pods and in the PodGroup's ``status.schedulingConditions``
+  (:mod:`kai_core.scheduler.podgroup_status`).
 - ``kai_pre_filter`` keeps a pod waiting while the PodGroup it names does not exist (KAI's
   pod-grouper creates the group right after the pod), so that no member of a gang is placed
   before the gang's size is known. When the scheduler does not watch PodGroups (their CRD is not

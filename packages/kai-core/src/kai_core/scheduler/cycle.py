@@ -27,7 +27,8 @@ One cycle (:meth:`Scheduler.run_cycle`):
    (:mod:`kai_core.scheduler.stale_gangs`);
 5. a pod that fits nowhere gets ``PodScheduled=False`` / ``Unschedulable`` with kube-scheduler's
    ``0/N nodes are available: ...`` message and a ``FailedScheduling`` Event
-   (:mod:`kai_core.scheduler.conditions`).
+   (:mod:`kai_core.scheduler.conditions`), and a PodGroup waiting for that reason a
+   ``schedulingConditions`` entry (:mod:`kai_core.scheduler.podgroup_status`).
 
 A plugin that raises, or returns something of the wrong shape, makes only the current pod
 unschedulable, with a message naming the plugin and the hook; a bug of ours on one pod is logged
@@ -69,7 +70,8 @@ from kai_core.scheduler.equivalence import ShapeMemo
 from kai_core.scheduler.evictions import Eviction, Evictor
 from kai_core.scheduler.explain import DecisionRecorder, debug_recorder
 from kai_core.scheduler.gangs import GangPlacer, find_gangs
-from kai_core.scheduler.podgroups import groups_of
+from kai_core.scheduler.podgroup_status import PodGroupStatus
+from kai_core.scheduler.podgroups import CycleGroups
 from kai_core.scheduler.stale_gangs import StaleGangConfig, StaleGangEviction, wall_time_following
 
 __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "CycleResult", "Decision", "Scheduler",
@@ -200,6 +202,7 @@ class Scheduler:
         self.actions = EvictionActions(self, Evictor(store), self.config.actions)
         self.stale_gangs = StaleGangEviction(store, self.actions.evictor, self.config.stale_gangs,
                                              wall_clock=wall_time_following(clock))
+        self.pod_group_status = PodGroupStatus(store, wall_clock=self.stale_gangs.wall_clock)
         #: pod key -> (pod, why it waits), while a cycle collects them (see run_cycle)
         self._deferred: dict[tuple[str, str], tuple[dict, str]] | None = None
 
@@ -234,12 +237,14 @@ class Scheduler:
             self._place(ready, gangs, snap, result)
             if ready:
                 self._run_actions(snap, ready, gangs, result)
-            self._run_stale_gangs(snap, result)
+            groups = CycleGroups(snap)
+            self._run_stale_gangs(snap, groups, result)
         finally:  # even when the cycle stops early: no write of this cycle is left in flight
             deferred, self._deferred = self._deferred, None
             written = self.bind_requests.wait_written()
         for pod, message in deferred.values():
             report_unschedulable(self.store, pod, message)
+        self._write_pod_group_status(snap, groups, deferred)
         for _pod, outcome in written:
             if outcome is Written.YES:
                 result.scheduled += 1
@@ -280,13 +285,20 @@ class Scheduler:
             log.exception("eviction actions: internal error")
             result.errors += 1
 
-    def _run_stale_gangs(self, snap: Snapshot, result: CycleResult) -> None:
+    def _run_stale_gangs(self, snap: Snapshot, groups: CycleGroups, result: CycleResult) -> None:
         """Stale gang eviction, the last action (:mod:`kai_core.scheduler.stale_gangs`)."""
         try:
-            self.stale_gangs.run(snap, groups_of(snap), result)
+            self.stale_gangs.run(snap, groups, result)
         except Exception:  # a bug of ours there must not stop the cycle
             log.exception("stale gang eviction: internal error")
             result.errors += 1
+
+    def _write_pod_group_status(self, snap: Snapshot, groups: CycleGroups, deferred: dict) -> None:
+        """Why each PodGroup waits, on the PodGroup (:mod:`kai_core.scheduler.podgroup_status`)."""
+        try:
+            self.pod_group_status.write(snap, groups, deferred, bool(self.config.actions.actions))
+        except Exception:  # a bug of ours there must not stop the cycle
+            log.exception("PodGroup status: internal error")
 
     def close(self) -> None:
         """Stop the BindRequest writer threads (between cycles)."""

@@ -15,12 +15,14 @@ As KAI builds them (``pkg/scheduler/api/podgroup_info``, ``subgroup_info/factory
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
+from kai_core.api.resources import is_active_pod
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
+from kai_core.framework.queue_usage import indexed_pods
 from kai_core.framework.snapshot import Snapshot
 from kai_core.scheduler.actions import _parse_time, parse_duration
 
@@ -71,10 +73,12 @@ def _count(value: object, unset: int) -> int:
     return unset
 
 
-def groups_of(snap: Snapshot) -> dict[PodKey, GroupPods]:
-    """Every PodGroup the snapshot holds that pods of this scheduler name, with those pods."""
+def groups_of(snap: Snapshot, only: Iterable[PodKey] | None = None) -> dict[PodKey, GroupPods]:
+    """Every PodGroup the snapshot holds that pods of this scheduler name (or those of ``only``),
+    with all those pods, finished and terminating ones too: one walk over every pod."""
     out: dict[PodKey, GroupPods] = {}
-    if not snap.pod_groups:
+    wanted = set(only) if only is not None else None
+    if not snap.pod_groups or wanted == set():
         return out
     for pod in snap.pods.values():
         md = pod["metadata"]
@@ -85,11 +89,82 @@ def groups_of(snap: Snapshot) -> dict[PodKey, GroupPods]:
         found = out.get(key)
         if found is None:
             group = snap.pod_groups.get(key)
-            if group is None:
+            if group is None or (wanted is not None and key not in wanted):
                 continue
             found = out[key] = GroupPods(key, group)
         found.pods.append(pod)
     return out
+
+
+class CycleGroups:
+    """This cycle's PodGroups and their pods, read from the cache's pod index
+    (:func:`~kai_core.framework.queue_usage.indexed_pods`) when the snapshot has one, so that a
+    cycle on a big cluster does not walk every pod: the index holds each group's pods that may run
+    (not finished, not being deleted) and how many of them are bound. Without an index every pod is
+    walked once."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self._index = indexed_pods(snap)
+        self._walked: dict[PodKey, GroupPods] | None = None
+
+    def _walk(self) -> dict[PodKey, GroupPods]:
+        if self._walked is None:
+            self._walked = groups_of(self.snap)
+        return self._walked
+
+    def alive(self, key: PodKey) -> GroupPods:
+        """The group with its pods of this scheduler that are not finished nor being deleted."""
+        group = self.snap.pod_groups[key]
+        if self._index is None:
+            found = self._walk().get(key)
+            pods = [p for p in found.pods if _alive(p)] if found is not None else []
+        else:
+            mine = self.snap.scheduler_name
+            pods = [p for p in (self._index.usage.groups.get(key) or {}).values()
+                    if p["spec"]["schedulerName"] == mine]
+        return GroupPods(key, group, pods)
+
+    def others(self, key: PodKey) -> bool:
+        """Whether pods of other schedulers that may run name the group (known from the index only)."""
+        if self._index is None:
+            return False
+        mine = self.snap.scheduler_name
+        return any(p["spec"]["schedulerName"] != mine for p in (self._index.usage.groups.get(key) or {}).values())
+
+    def holding_nodes(self) -> dict[PodKey, int]:
+        """Group -> how many of its pods of this scheduler hold a node (bound, in flight to the
+        binder or decided this cycle) and are neither finished nor being deleted."""
+        counts: dict[PodKey, int] = {}
+        snap = self.snap
+        if self._index is None:
+            for key, gp in self._walk().items():
+                counts[key] = sum(1 for p in gp.pods if _alive(p) and snap.node_of(p) is not None)
+            return counts
+        mine = snap.scheduler_name
+        for (scheduler, namespace, group, _label, _high, bound), sums in self._index.usage.buckets.items():
+            if bound and group is not None and scheduler == mine:
+                counts[(namespace, group)] = counts.get((namespace, group), 0) + sums[0]
+        for key in snap.in_flight:
+            pod = snap.pods.get(key)
+            spec = (pod or {}).get("spec") or {}
+            if spec.get("schedulerName") != mine or spec.get("nodeName") or not _alive(pod):
+                continue  # a bound pod is counted already (a consolidation's simulated move is not a pod)
+            name = (pod["metadata"].get("annotations") or {}).get(POD_GROUP_ANNOTATION)
+            if name:
+                counts[(key[0], name)] = counts.get((key[0], name), 0) + 1
+        return counts
+
+    def complete(self, keys: Iterable[PodKey]) -> dict[PodKey, GroupPods]:
+        """These groups with every pod of this scheduler naming them, finished and terminating ones
+        too (one walk over the pods, unless already done)."""
+        if self._walked is not None:
+            return {k: self._walked[k] for k in keys if k in self._walked}
+        return groups_of(self.snap, keys)
+
+
+def _alive(pod: Mapping) -> bool:
+    return is_active_pod(pod) and not pod["metadata"].get("deletionTimestamp")
 
 
 def node_pool(group: Mapping) -> str:

@@ -31,11 +31,18 @@ from kai_core.api.errors import ApiError
 from kai_core.api.events import pod_event
 from kai_core.api.objects import ref
 from kai_core.api.resources import POD_GROUP_API_VERSION, RES_POD_GROUPS, is_active_pod
-from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.snapshot import Snapshot
 from kai_core.scheduler.conditions import COMPONENT
 from kai_core.scheduler.evictions import Eviction, Evictor
-from kai_core.scheduler.podgroups import DEFAULT_POD_SET, GroupPods, annotation_time, go_duration, rfc3339
+from kai_core.scheduler.podgroups import (
+    DEFAULT_POD_SET,
+    CycleGroups,
+    GroupPods,
+    annotation_time,
+    go_duration,
+    pod_sets,
+    rfc3339,
+)
 
 log = logging.getLogger("kai.scheduler.stale_gangs")
 
@@ -66,15 +73,19 @@ class StaleGangEviction:
         self.wall_clock = wall_clock
         #: the wall time at which the next stale group's grace period ends (None: none waits)
         self.next_deadline: float | None = None
+        #: group -> a pod of it seen Succeeded (a group with one is done, never stale)
+        self._succeeded: dict[tuple[str, str], str] = {}
+        #: group -> (the object read, its pod sets)
+        self._sets: dict[tuple[str, str], tuple[dict, dict[str, int]]] = {}
 
-    def run(self, snap: Snapshot, groups: Mapping[tuple[str, str], GroupPods], result) -> list[Eviction]:
+    def run(self, snap: Snapshot, groups: CycleGroups, result) -> list[Eviction]:
         """Check every group; evictions carried out go into ``result.evictions`` too."""
         self.next_deadline = None
-        if not self.config.enabled:
+        if not self.config.enabled or not snap.pod_groups:
             return []
         now = self.wall_clock()
         done: list[Eviction] = []
-        for gp in groups.values():
+        for gp in self._candidates(snap, groups):
             since = annotation_time(gp.group, STALE_SINCE_ANNOTATION)
             missing = stale_sets(gp, snap)
             if missing is None:
@@ -93,20 +104,60 @@ class StaleGangEviction:
                 self.next_deadline = end if self.next_deadline is None else min(self.next_deadline, end)
                 continue
             done += self._evict(gp, snap)
-        self._forget_emptied(snap, groups)
         result.evictions.extend(done)
         return done
 
-    def _forget_emptied(self, snap: Snapshot, groups: Mapping[tuple[str, str], GroupPods]) -> None:
-        """Remove the annotation of groups whose pods are all gone (no longer stale either)."""
-        left = [key for key, pg in snap.pod_groups.items() if key not in groups and _annotated(pg)]
-        if not left:
-            return
-        named = {((p["metadata"].get("namespace", "")), (p["metadata"].get("annotations") or {}).get(
-            POD_GROUP_ANNOTATION)) for p in snap.pods.values()}
-        for key in left:
-            if key not in named:
-                self._stamp(GroupPods(key, snap.pod_groups[key]), None)
+    def _candidates(self, snap: Snapshot, groups: CycleGroups) -> list[GroupPods]:
+        """The groups that may be stale, with all their pods. Most are settled from counts alone: a
+        group without sub-groups with at least its minimum of pods holding nodes is not stale (its
+        annotation, if any, goes), nor is one with none (pods on their way out aside, which could
+        not be evicted anyway); a group with a pod known to have Succeeded is done."""
+        for key in [k for k in self._succeeded if k not in snap.pod_groups]:
+            del self._succeeded[key]
+        if len(self._sets) > len(snap.pod_groups):  # groups were deleted
+            self._sets = {k: v for k, v in self._sets.items() if k in snap.pod_groups}
+        holding = groups.holding_nodes()
+        maybe = []
+        for key, group in snap.pod_groups.items():
+            n = holding.get(key, 0)
+            annotated = _annotated(group)
+            if n == 0 and not annotated:
+                continue
+            sets = self._pod_sets(key, group)
+            if n >= sum(sets.values()) and (_one_set(sets) or _satisfied(groups.alive(key), sets, snap)):
+                if annotated:
+                    self._stamp(GroupPods(key, group), None)
+                continue
+            if self._done(snap, key):
+                continue
+            maybe.append(key)
+        found = groups.complete(maybe)
+        out = []
+        for key in maybe:
+            gp = found.get(key) or GroupPods(key, snap.pod_groups[key])
+            succeeded = next((p for p in gp.pods if (p.get("status") or {}).get("phase") == "Succeeded"), None)
+            if succeeded is not None:
+                self._succeeded[key] = succeeded["metadata"]["name"]
+            out.append(gp)
+        return out
+
+    def _pod_sets(self, key: tuple[str, str], group: dict) -> dict[str, int]:
+        """:func:`pod_sets` of the group, read again only when the group changed."""
+        found = self._sets.get(key)
+        if found is None or found[0] is not group:
+            found = self._sets[key] = (group, pod_sets(group))
+        return found[1]
+
+    def _done(self, snap: Snapshot, key: tuple[str, str]) -> bool:
+        """Whether a pod of the group seen Succeeded is still there (so no walk is needed)."""
+        name = self._succeeded.get(key)
+        if name is None:
+            return False
+        pod = snap.pods.get((key[0], name))
+        if pod is not None and (pod.get("status") or {}).get("phase") == "Succeeded":
+            return True
+        del self._succeeded[key]
+        return False
 
     def next_due(self, clock: Callable[[], float]) -> float | None:
         """When, on ``clock``, the next stale group's grace period ends (None: none is waiting)."""
@@ -185,6 +236,22 @@ def stale_sets(gp: GroupPods, snap: Snapshot) -> list[tuple[str, int, int]] | No
     return sets if any(n < minimum for _, minimum, n in sets) else None
 
 
+def _satisfied(gp: GroupPods, sets: Mapping[str, int], snap: Snapshot) -> bool:
+    """Whether each pod set has its minimum of pods holding a node among ``gp.pods`` (pods that
+    may run; terminating ones would only add to them)."""
+    count = dict.fromkeys(sets, 0)
+    for pod in gp.pods:
+        name = gp.set_of(pod)
+        if name is not None and snap.node_of(pod) is not None:
+            count[name] += 1
+    return all(count[name] >= minimum for name, minimum in sets.items())
+
+
+def _one_set(sets: Mapping[str, int]) -> bool:
+    """A group without sub-groups: all its pods are in one set, so their count says it all."""
+    return len(sets) == 1 and DEFAULT_POD_SET in sets
+
+
 def _evictable(pod: dict, snap: Snapshot) -> bool:
     """Whether the pod holds a node and is not already on its way out."""
     md = pod["metadata"]
@@ -193,7 +260,8 @@ def _evictable(pod: dict, snap: Snapshot) -> bool:
 
 
 def _annotated(group: Mapping) -> bool:
-    return STALE_SINCE_ANNOTATION in ((group.get("metadata") or {}).get("annotations") or {})
+    annotations = group["metadata"].get("annotations")
+    return annotations is not None and STALE_SINCE_ANNOTATION in annotations
 
 
 def stale_gang_message(gp: GroupPods, pod: Mapping) -> str:
