@@ -124,3 +124,18 @@ def test_the_embedded_cluster_has_the_charts_classes(chart):
     with pytest.raises(Forbidden, match="no PriorityClass with name trian was found"):
         cluster.store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "typo"},
                               "spec": {"priorityClassName": "trian", "containers": [{"name": "c", "image": "b:1"}]}})
+
+
+def test_get_priorityclasses_lists_them_with_their_values(tmp_path):
+    from click.testing import CliRunner
+
+    from kai_cli.main import cli
+
+    state = tmp_path / "state.yaml"
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "1"}}}
+    state.write_text(yaml.safe_dump(node))
+    rows = CliRunner().invoke(cli, ["get", "pc", "--cluster", str(state)]).output.splitlines()
+    assert rows[0].split() == ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE"]
+    assert {r.split()[0]: r.split()[1:3] for r in rows[1:]} == {
+        **{n: [str(v), "false"] for n, v in KAI_CLASSES.items()},
+        "system-cluster-critical": ["2000000000", "false"], "system-node-critical": ["2000001000", "false"]}
