@@ -1,12 +1,13 @@
 """Dynamic Resource Allocation: resolve a pod's ResourceClaims, then allocate them per node.
 
-Pre-filter refuses pods whose claims cannot be considered at all (the feature gate is off, a
-claim or template is missing, a claim is being deleted or reserved by 256 pods, a request's
-DeviceClass does not exist or asks for sub-requests with DRAPrioritizedList off, the last two in
-kube-scheduler's words). The allocation
-hook runs the structured allocator on every candidate node; it is registered ``trylast`` so a
-device plugin can answer first for pods it knows better. Devices of allocated claims, of in-flight
-BindRequests and of this cycle's earlier decisions are never handed out (``snapshot.devices_in_use``).
+Pre-filter refuses pods whose claims cannot be considered at all (a claim or template is
+missing, a claim is being deleted or reserved by 256 pods, a request's DeviceClass does not exist
+or asks for sub-requests with DRAPrioritizedList off, the last two in kube-scheduler's words); with
+DynamicResourceAllocation off the scheduler itself says so (:mod:`kai_core.scheduler.decide`). The
+allocation hook runs the structured allocator on every candidate node; it is registered
+``trylast`` so a device plugin can answer first for pods it knows better. Devices of allocated
+claims, of in-flight BindRequests and of this cycle's earlier decisions are never handed out
+(``snapshot.devices_in_use``).
 
 A node's reason is kai's detail: the pod's ``0/N nodes are available`` message counts it under
 kube-scheduler's words (``cannot allocate all claims``, or ``resourceclaim not available on the
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import re
 
-from kai_core.api.features import dra_disabled_message
 from kai_core.api.nodeaffinity import NodeSelectorError
 from kai_core.dra.allocator import (
     Unallocatable,
@@ -43,7 +43,7 @@ def kai_pre_filter(pod, snapshot):
     if not (pod.get("spec") or {}).get("resourceClaims"):
         return None
     if not snapshot.features.dra:
-        return f"pod has resource claims but {dra_disabled_message()}"
+        return None  # the scheduler tells the pod its configuration is the problem (scheduler.decide)
     claims, reason = pod_claims(pod, snapshot)
     return reason or _unusable_request(claims, snapshot)
 

@@ -22,8 +22,10 @@ What an unschedulable pod is told follows kube-scheduler's ``FitError``:
   (:meth:`Decider._unnamed`);
 - any other reason is the whole message: a pre-filter of KAI's own plugins (a queue that does not
   exist or is over its limit, a gang's PodGroup not created yet) or of an installed plugin, the
-  configs a driver's plugin refuses, a plugin's failure. kube-scheduler never gives such reasons,
-  and a failure is not a fit error there either (it reports the error itself).
+  configs a driver's plugin refuses, a plugin's failure, the scheduler's own configuration (a pod
+  with resource claims while DynamicResourceAllocation is off: one message however many nodes).
+  kube-scheduler never gives such reasons, and a failure is not a fit error there either (it
+  reports the error itself).
 
 kube-scheduler then appends its PostFilter's (preemption's) message; this summary has no such part.
 """
@@ -34,6 +36,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kai_core.api.features import dra_disabled_message
 from kai_core.api.nodeaffinity import named_nodes
 from kai_core.api.objects import clone
 from kai_core.dra.claims import ClaimAllocation, PodClaim, pod_claims
@@ -94,7 +97,11 @@ class Decider:
         """Every ``kai_pre_filter``: success, or the first reason given (worded as kube-scheduler
         words it when the plugin does a kube-scheduler plugin's work, see the module's docstring)."""
         status = self.pm.pre_filter(pod, snap)
-        if status.ok or status.code is Code.ERROR or self.pm.kube_plugin(status.plugin) is None:
+        if status.ok:
+            if not snap.features.dra and (pod.get("spec") or {}).get("resourceClaims"):
+                return Status.unresolvable(f"pod has resource claims but {dra_disabled_message()}")
+            return status
+        if status.code is Code.ERROR or self.pm.kube_plugin(status.plugin) is None:
             return status
         return Status(status.code, pre_filter_message(len(snap.nodes), status.message), status.plugin)
 
