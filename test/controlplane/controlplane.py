@@ -83,6 +83,7 @@ DEFAULT_CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
     "persistentvolume-binder-controller",
+    "replicaset-controller",  # creates an evicted replica again (consolidation moves pods that way)
 )
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"

@@ -160,9 +160,106 @@ def test_a_preempted_pods_gpus_are_released_by_kubernetes_and_given_to_the_preem
             kube.delete("scheduling.k8s.io/v1", "PriorityClass", name)
 
 
+def test_consolidation_moves_a_replicaset_pod_to_make_room(kube, kai, nodes, namespace):
+    """Two 2-GPU nodes, each running one 1-GPU pod of a ReplicaSet; a 2-GPU pod waits. kai moves one
+    of them: it is evicted, the real ReplicaSet controller creates it again, and once the old pod is
+    gone the big pod gets the emptied node and the new replica the GPU left beside its sibling."""
+    gpus = {"cpu": "8", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "2"}
+    n1, n2 = f"{namespace}-n1", f"{namespace}-n2"
+    nodes.add(n1, capacity=gpus)
+    nodes.add(n2, capacity=gpus)
+    container = {"name": "c", "image": "busybox:1",
+                 "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": "1"}}}
+    term = {"labelSelector": {"matchLabels": {"tier": "web"}}, "topologyKey": "kubernetes.io/hostname"}
+    apart = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": term}]}}
+
+    def replicas() -> list[dict]:
+        return [p for p in kube.list("v1", "Pod", namespace) if p["metadata"]["name"].startswith("web-")]
+
+    kai.start("scheduler")
+    kai.start("binder")
+    for i in range(2):  # kai spreads them (preferred anti-affinity): one GPU used on each node
+        kube.create({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": f"web-{i}"},
+                     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"web-{i}"}},
+                              "template": {"metadata": {"labels": {"app": f"web-{i}", "tier": "web"}},
+                                           "spec": {"schedulerName": "kai-scheduler", "affinity": apart,
+                                                    "containers": [container]}}}}, namespace)
+        kai.wait_for(lambda i=i: [p for p in replicas() if p["metadata"]["name"].startswith(f"web-{i}-")
+                                  and p["spec"].get("nodeName")], f"web-{i}'s pod to be bound")
+
+    assert {p["spec"]["nodeName"] for p in replicas()} == {n1, n2}
+    big = {**container, "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": "2"}}}
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+                 "spec": {"schedulerName": "kai-scheduler", "containers": [big]}}, namespace)
+    moved = kai.wait_for(lambda: [p for p in replicas() if p["metadata"].get("deletionTimestamp")],
+                         "a replica to be moved")
+    assert len(moved) == 1, [p["metadata"]["name"] for p in moved]
+    kube.delete("v1", "Pod", moved[0]["metadata"]["name"], namespace, grace=0)
+    pod, _ = kai.wait_bound(namespace, "big")
+    assert pod["spec"]["nodeName"] == moved[0]["spec"]["nodeName"]
+    other = ({n1, n2} - {pod["spec"]["nodeName"]}).pop()
+    again = kai.wait_for(lambda: [p for p in replicas() if p["spec"].get("nodeName") and
+                                  p["metadata"]["uid"] != moved[0]["metadata"]["uid"] and
+                                  p["metadata"]["labels"]["app"] == moved[0]["metadata"]["labels"]["app"]],
+                         "the moved replica's new pod to be bound")
+    assert again[0]["spec"]["nodeName"] == other
+    kai.assert_clean_stop()
+
+
 def _scheduled_message(kube, namespace: str, name: str) -> str:
     pod = kube.get("v1", "Pod", name, namespace) or {}
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == "PodScheduled":
             return c.get("message") or ""
     return ""
+
+
+def test_a_gang_says_why_it_waits_on_its_podgroup_and_is_evicted_once_stale(kube, kai, nodes, namespace, queues):
+    """A 3-pod gang on a 2-GPU node: its PodGroup's status says why it waits (written by the
+    scheduler through the status subresource, under the chart's RBAC); a second node lets it run and
+    the condition goes once it is bound. Then one pod is lost: the PodGroup is stamped stale, and
+    after its 2s grace period the other two are evicted."""
+    pg_version = "scheduling.run.ai/v2alpha2"
+    nodes.add(f"{namespace}-n1", capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "2"})
+    team = queues("a", quota=4)
+    kube.create({"apiVersion": pg_version, "kind": "PodGroup", "metadata": {"name": "train"},
+                 "spec": {"minMember": 3, "queue": team, "stalenessGracePeriod": "2s"}}, namespace)
+    names = ["t-0", "t-1", "t-2"]
+    for name in names:
+        pod = gpu_pod(name, team)
+        pod["metadata"]["annotations"] = {"pod-group-name": "train"}
+        kube.create(pod, namespace)
+    kai.start("scheduler")
+    kai.start("binder")
+
+    def group() -> dict:
+        return kube.get(pg_version, "PodGroup", "train", namespace) or {}
+
+    def conditions() -> list[dict]:
+        return (group().get("status") or {}).get("schedulingConditions") or []
+
+    (cond,) = kai.wait_for(conditions, "the PodGroup to say why it waits")
+    assert (cond["type"], cond["status"], cond["reason"], cond["nodePool"], cond["transitionID"]) == (
+        "UnschedulableOnNodePool", "True", "Unschedulable", "default", "1")
+    assert [r["reason"] for r in cond["reasons"]] == ["PodSchedulingErrors"]
+    assert cond["message"].startswith("PodSchedulingErrors: ")
+
+    nodes.add(f"{namespace}-n2", capacity={"cpu": "8", "memory": "16Gi", "pods": "110", "nvidia.com/gpu": "2"})
+    kai.wait_for(lambda: all((kube.get("v1", "Pod", n, namespace) or {}).get("spec", {}).get("nodeName")
+                             for n in names), "the gang to be bound")
+    kai.wait_for(lambda: not conditions(), "the condition to go once the gang is bound")
+
+    kube.delete("v1", "Pod", "t-0", namespace, grace=0)  # one pod lost
+    kai.wait_for(lambda: (group()["metadata"].get("annotations") or {}).get("kai.scheduler/stale-podgroup-timestamp"),
+                 "the PodGroup to be stamped stale")
+    kai.wait_for(lambda: terminating(kube, namespace, ["t-1", "t-2"]) == ["t-1", "t-2"],
+                 "the rest of the stale gang to be evicted")
+    events = [e for e in kube.list("v1", "Event", namespace) if e["involvedObject"]["name"] == "t-1"
+              and e["reason"] == "Evict"]
+    assert events[0]["message"] == (f"Workload doesn't meet the minimum required number of pods (3), "
+                                    f"evicting remaining pod: {namespace}/t-1")
+    assert [e["message"] for e in kube.list("v1", "Event", namespace)
+            if e["involvedObject"]["name"] == "train" and e["reason"] == "StaleJob"] == [
+        "Job is stale. 2 pods are active, minMember is 3"]
+    kai.assert_clean_stop()

@@ -310,3 +310,25 @@ def test_a_dra_gpu_is_preempted_and_its_device_goes_to_the_preemptor(world):
     assert br["spec"]["podName"] == "build"
     results = br["spec"]["resourceClaimAllocations"][0]["allocation"]["devices"]["results"]
     assert [r["device"] for r in results] == ["gpu-0"]
+
+
+def test_room_being_released_is_promised_to_the_first_workload_that_fits_into_it(world):
+    """A 2-GPU node, one GPU held by a pod being deleted: the older 2-GPU pod waits for it, and the
+    newer 1-GPU pod does not take the free GPU it needs (KAI's pipelined allocation)."""
+    dying = gpu_pod(world, "dying", nodeName="n1", finalizers=["example.com/hold"])
+    w = world(gpu_node(world, gpus=2), dying)
+    w.store.delete(RES_PODS, "dying", "default")  # terminating: the finalizer keeps it
+    big = gpu_pod(world, "big", gpus=2)
+    big["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    small = gpu_pod(world, "small")
+    small["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    w.add(big, small)
+    result = w.cycle()
+    assert w.bind_requests() == [] and result.evictions == []
+    assert w.message("big") == "waiting for pods being deleted to release their resources"
+    assert w.message("small").startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu")
+    pod = w.get_pod("dying")
+    pod["metadata"]["finalizers"] = []
+    w.store.update(pod)
+    w.cycle()
+    assert list(w.placed()) == ["big"]

@@ -6,9 +6,9 @@ For each waiting workload (a gang, or a single pod), in the cycle's order (queue
 their fair share first, then priority and age):
 
 1. **Releasing capacity first.** Pods already terminating (evicted earlier, being deleted) still hold
-   their node resources and devices, so allocate does not bind into them. If the workload fits once
-   they are counted as gone, it waits for them (KAI's *pipelined*): no BindRequest, no new eviction,
-   and the capacity stays promised to it for the rest of the cycle.
+   their node resources and devices, so allocate does not bind into them. If a workload fits once
+   they are counted as gone, allocate has it wait for them (KAI's *pipelined*, :meth:`pipeline`):
+   no BindRequest, no eviction, and the room stays promised to it for the rest of the cycle.
 2. **Victims**, by action (a victim is a running workload of this scheduler; only bound pods count):
 
    - *consolidation*: the workload is preemptible; victims are preemptible workloads of any queue
@@ -134,6 +134,10 @@ class EvictionActions:
         self.evictor = evictor
         self.config = config or ActionsConfig()
         self.wall_clock = wall_clock
+        #: uids of pods this scheduler evicted that its cache may not show deleted yet (a watch
+        #: lags behind its own writes): they count as terminating, never as victims again
+        self.evicted: set[str] = set()
+        self._releasing_in: tuple[Snapshot, list[dict]] | None = None
 
     def run(self, snap: Snapshot, waiting: list[dict], gangs: Mapping[PodKey, Gang],
             figures: Mapping[str, QueueFigures] | None, result) -> list[Plan]:
@@ -141,6 +145,9 @@ class EvictionActions:
         evictions carried out are counted in ``result.evictions``. Returns the plans carried out."""
         if not self.config.actions:
             return []
+        if self.evicted:
+            present = {p["metadata"].get("uid") for p in snap.pods.values()}
+            self.evicted &= present
         left = [p for p in waiting if snap.node_of(p) is None]
         if not left:
             return []
@@ -148,16 +155,10 @@ class EvictionActions:
         state = _State(self, snap, figures)
         workloads = state.waiting_workloads(left, gangs)
         statement = Statement(snap)
-        for pod in state.terminating:  # releasing capacity: promised to whoever fits into it first
+        for pod in state.terminating:  # their room is already promised (see pipeline)
             statement.evict(pod)
         plans: list[Plan] = []
         done: set[PodKey] = set()
-        for pending in workloads if state.terminating else ():
-            if time.perf_counter() > deadline:
-                break
-            if state.place(pending, statement) is not None:
-                done.add(pending.key)
-                self._report(pending, "waiting for pods being deleted to release their resources")
         for action in self.config.actions:
             tried = 0
             failed_shapes: set = set()
@@ -181,6 +182,46 @@ class EvictionActions:
                 self._commit(plan, state, result)
         return plans
 
+    def pipeline(self, snap: Snapshot, pods: list[dict], gang: Gang | None) -> bool:
+        """Allocate's last try for a workload that fits nowhere: does it fit once the pods being
+        deleted are gone? Then it waits for them (KAI's *pipelined*): it is assumed where it fits,
+        with no BindRequest, while the terminating pods stay counted too, so no later workload of
+        the cycle takes that room (the node counts both until they are gone). True when pipelined."""
+        releasing = self._releasing(snap)
+        if not releasing:
+            return False
+        for pod in releasing:
+            snap.evict(pod)
+        try:
+            statement = Statement(snap)
+            if gang is not None:
+                placed = self.scheduler.gangs.simulate(gang, snap, statement) is not None
+            else:
+                decision = self.scheduler.decide(pods[0], snap)
+                placed = decision.ok
+                if placed:
+                    statement.assume(pods[0], decision.node, decision.claims, decision.allocation)
+        finally:
+            for pod in reversed(releasing):
+                snap.unevict(pod)
+        return placed
+
+    def _releasing(self, snap: Snapshot) -> list[dict]:
+        """Pods on nodes being deleted (or evicted by this scheduler, which its cache may not show
+        yet): their resources and devices are released soon. Once per snapshot."""
+        found = self._releasing_in
+        if found is not None and found[0] is snap:
+            return found[1]
+        out = []
+        for pod in snap.pods.values():
+            spec = pod.get("spec")
+            if not isinstance(spec, dict) or spec.get("nodeName") not in snap.node_by_name or not is_active_pod(pod):
+                continue
+            if pod["metadata"].get("deletionTimestamp") or pod["metadata"].get("uid") in self.evicted:
+                out.append(pod)
+        self._releasing_in = (snap, out)
+        return out
+
     def _commit(self, plan: Plan, state: _State, result) -> None:
         pending = plan.workload
         preemptor = pending.key
@@ -195,6 +236,9 @@ class EvictionActions:
             if self.evictor.evict(eviction):
                 evicted += 1
                 result.evictions.append(eviction)
+                uid = pod["metadata"].get("uid")
+                if uid:
+                    self.evicted.add(uid)
         log.info("%s: evicted %d pod(s) for %s (queue %s)", plan.action, evicted, pending.description,
                  pending.queue)
         self._report(pending, f"{plan.action}: waiting for {evicted} evicted pod(s) to terminate "
@@ -251,8 +295,11 @@ class _State:
                 continue
             if not spec.get("nodeName") or spec["nodeName"] not in snap.node_by_name or not is_active_pod(pod):
                 continue
-            if pod["metadata"].get("deletionTimestamp"):
+            uid = pod["metadata"].get("uid")
+            if pod["metadata"].get("deletionTimestamp") or uid in self.actions.evicted:
                 self.terminating.append(pod)
+                if uid in self.actions.evicted and pod["metadata"].get("deletionTimestamp"):
+                    self.actions.evicted.discard(uid)  # the cache shows it now
                 continue
             group = pod_group_in(pod, snap.pod_groups)
             wkey = (key[0], group["metadata"]["name"]) if group is not None else key
@@ -620,9 +667,11 @@ def _newest_first(pod: Mapping) -> tuple:
 
 
 def _recreated(pod: Mapping) -> bool:
-    """Whether a controller owns the pod (it creates the pod again once evicted): only such pods
-    can be moved by consolidation; a bare pod evicted is gone for good."""
-    return any(isinstance(o, dict) and o.get("controller") for o in pod["metadata"].get("ownerReferences") or [])
+    """Whether a controller owns the pod and creates it again once evicted, for the scheduler to
+    place: only such pods can be moved by consolidation (a bare pod evicted is gone for good)."""
+    owners = [o for o in pod["metadata"].get("ownerReferences") or [] if isinstance(o, dict) and o.get("controller")]
+    # a DaemonSet creates its pod again on the very same node: moving it would free nothing
+    return bool(owners) and all(o.get("kind") != "DaemonSet" for o in owners)
 
 
 def _unbound_copy(pod: dict) -> dict:

@@ -81,6 +81,8 @@ __all__ = ["COMPONENT", "DEFAULT_BACKOFF_LIMIT", "DEFAULT_SCHEDULER_NAME", "Cycl
 log = logging.getLogger("kai.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "kai-scheduler"
+#: why a pod that fits only into the room of pods being deleted waits (see EvictionActions.pipeline)
+PIPELINED = "waiting for pods being deleted to release their resources"
 #: the ``backoff_limit`` kai-cli wrote by default before it left ``spec.backoffLimit`` unset, as
 #: KAI's scheduler does (kept for plugins that import it; nothing passes it by default any more).
 DEFAULT_BACKOFF_LIMIT = 3
@@ -264,6 +266,10 @@ class Scheduler:
                     done.add(id(gang))
                     try:
                         self.gangs.place(gang, snap, result)
+                        if gang.pods and all(snap.node_of(p) is None for p in gang.pods) and \
+                                self.actions.pipeline(snap, gang.pods, gang):
+                            for member in gang.pods:
+                                self._report_unschedulable(member, PIPELINED)
                     except WritesStopped:
                         raise
                     except Exception as exc:  # a bug of ours on one gang must not stop the others
@@ -311,7 +317,10 @@ class Scheduler:
             decision = self.decide(pod, snap, memos=memos)
             if not decision.ok:
                 result.unschedulable += 1
-                self._report_unschedulable(pod, decision.status.message)
+                if self.actions.pipeline(snap, [pod], None):
+                    self._report_unschedulable(pod, PIPELINED)
+                else:
+                    self._report_unschedulable(pod, decision.status.message)
                 return
             written = self._commit(pod, decision, snap)
         except WritesStopped:
