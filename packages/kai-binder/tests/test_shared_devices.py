@@ -4,6 +4,8 @@ the other claims that share it."""
 
 from __future__ import annotations
 
+from kai_core.scheduler.explain import DecisionRecorder
+
 SHARED = """
 apiVersion: resource.k8s.io/v1
 kind: ResourceSlice
@@ -37,6 +39,7 @@ def slot_pod(rig, name: str) -> dict:
 def test_two_pods_share_the_device_and_a_third_waits(rig):
     r = rig(nodes=("n1",), devices=0, extra=SHARED)
     r.add(*(slot_pod(rig, n) for n in ("a", "b", "c")))
+    r.scheduler.recorder = recorder = DecisionRecorder(["default/c"])
     r.settle()
     assert sorted(n for n in ("a", "b", "c") if r.node_of(n) == "n1") == ["a", "b"]
     assert r.node_of("c") is None
@@ -47,4 +50,7 @@ def test_two_pods_share_the_device_and_a_third_waits(rig):
         assert (result["device"], result["consumedCapacity"]) == ("fpga-big", {"slots": "2"})
         shares.append(result["shareID"])
     assert len(set(shares)) == 2
-    assert "without the capacity asked for left" in (r.condition("c", "PodScheduled") or {}).get("message", "")
+    assert (r.condition("c", "PodScheduled") or {}).get("message") == (
+        "0/1 nodes are available: 1 cannot allocate all claims.")  # kube-scheduler's words
+    [verdict] = recorder.last["default/c"].verdicts  # what kai-cli explain says of n1
+    assert "without the capacity asked for left" in verdict.reason
