@@ -98,6 +98,7 @@ def test_a_gang_that_lost_a_pod_is_evicted_after_the_default_grace_period(world)
     clock.now += 59
     assert w.cycle().evictions == [] and exists(w, "t-0") and exists(w, "t-1")
     clock.now += 1
+    assert w.scheduler.next_due() <= w.scheduler.clock()  # due: a loop comparing with its clock runs a cycle
     result = w.cycle()
     assert sorted((e.action, e.pod["metadata"]["name"]) for e in result.evictions) == [
         ("stale-gang", "t-0"), ("stale-gang", "t-1")]
@@ -333,6 +334,8 @@ def test_the_condition_stays_until_the_group_is_bound_then_goes(world):
     w.cycle()
     assert len(w.placed()) == 3
     assert conditions(w, "train")  # decided, not bound: a failed binding still finds the explanation
+    # the binding is no work for the scheduler: it asks for a cycle a second later to look again
+    assert w.scheduler.next_due() == pytest.approx(w.scheduler.clock() + 1, abs=0.5)
     for name, node in w.placed().items():
         w.store.bind("default", name, node)
     w.cycle()
@@ -378,3 +381,22 @@ def test_a_group_within_its_preemption_delay_says_so(world):
     assert cond["reasons"][1]["message"].startswith(
         "Workload is within its preemption delay window (5m0s) and may not trigger evictions before ")
     assert cond["message"].startswith("Unable to schedule podgroup: ")
+
+
+def test_a_group_long_waiting_for_its_binding_is_looked_at_less_often_then_left(world):
+    """No binder here: the group's pods stay in flight. The scheduler looks again 1 s, 2 s, ... 32 s
+    later (a binding is no work for it), then leaves the condition to the next cycle run anyway."""
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "2"}), group("train", 3),
+              *[member(world, f"t-{i}", "train", node=None) for i in range(3)])
+    w.cycle()
+    w.add(world.node("n2", cpu="16", extra={"nvidia.com/gpu": "2"}))
+    clock = Clock()
+    w.scheduler.pod_group_status.wall_clock = clock
+    waits = []
+    for _ in range(8):
+        w.cycle()
+        due = w.scheduler.next_due()
+        waits.append(None if due is None else round(due - w.scheduler.clock()))
+        clock.now += 100
+    assert waits == [1, 2, 4, 8, 16, 32, None, None]
+    assert conditions(w, "train")

@@ -366,10 +366,12 @@ class Scheduler:
 
     def next_due(self) -> float | None:
         """When (on the scheduler's ``clock``) a cycle is next wanted although nothing changed: a
-        pod backing off may be scheduled again, a write with a lost reply may be read back, or a
-        stale gang's grace period ends; None when none is waiting."""
+        pod backing off may be scheduled again, a write with a lost reply may be read back, a
+        stale gang's grace period ends, or a PodGroup's condition may go once its pods are bound;
+        None when none is waiting."""
         due = [t for t in (self.backoff.next_due(), self.bind_requests.next_check(),
-                           self.stale_gangs.next_due(self.clock)) if t is not None]
+                           self.stale_gangs.next_due(self.clock), self.pod_group_status.next_due(self.clock))
+               if t is not None]
         return min(due, default=None)
 
     def _report_unschedulable(self, pod: dict, message: str) -> None:

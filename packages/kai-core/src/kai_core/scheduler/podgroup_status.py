@@ -42,6 +42,12 @@ log = logging.getLogger("kai.scheduler.podgroup_status")
 
 PodKey = tuple[str, str]
 
+#: seconds after which groups whose pods wait for their binding are looked at again, doubled at
+#: each look that finds the same groups waiting, at most :data:`RECHECKS` times (1 s ... 32 s): a
+#: binding that takes longer leaves the condition to the next cycle that runs for another reason
+RECHECK_SECONDS = 1.0
+RECHECKS = 6
+
 UNSCHEDULABLE_ON_NODE_POOL = "UnschedulableOnNodePool"
 UNSCHEDULABLE = "Unschedulable"
 #: KAI's reason of a pod's own scheduling failure, and the condition's reason with several
@@ -64,6 +70,11 @@ class PodGroupStatus:
         self.wall_clock = wall_clock
         #: group -> (resourceVersion it had, conditions written): until the cache shows the write
         self._sent: dict[PodKey, tuple[str | None, list]] = {}
+        #: a group keeps its conditions only until its pods are bound: the binding is no news to
+        #: the scheduler (no cycle for it), so it looks again at this wall time (None: no need)
+        self.recheck_at: float | None = None
+        self._awaiting: set[PodKey] = set()
+        self._rechecks = 0
 
     def write(self, snap: Snapshot, groups: CycleGroups, reports: Mapping[PodKey, tuple[dict, str]],
               evictions_on: bool = True) -> int:
@@ -71,6 +82,7 @@ class PodGroupStatus:
         with conditions; ``evictions_on``: the eviction actions ran, so a preemption delay holds a
         group back. Returns the number of groups written."""
         now = self.wall_clock()
+        awaiting: set[PodKey] = set()
         keys: dict[PodKey, None] = {}
         for pod, _ in reports.values():
             md = pod["metadata"]
@@ -93,7 +105,22 @@ class PodGroupStatus:
             wanted = self._wanted(gp, snap, reports, current, now, evictions_on)
             if wanted is not None and wanted != current:
                 written += self._patch(gp, wanted)
+            elif wanted is None and current and _binding(gp, snap):
+                awaiting.add(key)
+        self._schedule_recheck(awaiting, now)
         return written
+
+    def _schedule_recheck(self, awaiting: set[PodKey], now: float) -> None:
+        self._rechecks = self._rechecks + 1 if awaiting and awaiting == self._awaiting else 0
+        self._awaiting = awaiting
+        self.recheck_at = (now + RECHECK_SECONDS * 2 ** self._rechecks
+                           if awaiting and self._rechecks < RECHECKS else None)
+
+    def next_due(self, clock: Callable[[], float]) -> float | None:
+        """When, on ``clock``, to look again at groups waiting for their pods' binding (or None)."""
+        if self.recheck_at is None:
+            return None
+        return clock() + (self.recheck_at - self.wall_clock())  # in the past once due: a loop comparing sees it
 
     def _current(self, gp: GroupPods) -> list:
         rv = gp.group["metadata"].get("resourceVersion")
@@ -111,7 +138,7 @@ class PodGroupStatus:
         alive = [p for p in gp.pods if gp.set_of(p) is not None and _alive(p, snap)]
         waiting = [p for p in alive if snap.node_of(p) is None]
         if not waiting:
-            if any(not (p.get("spec") or {}).get("nodeName") for p in alive):
+            if _binding(gp, snap):
                 return None  # decided, not bound yet: keep the explanation until it is
             return [] if current else None
         if not _ready(gp, alive) or len(waiting) < len(alive):
@@ -154,6 +181,12 @@ def _alive(pod: dict, snap: Snapshot) -> bool:
     """Not evicted this cycle (the group's pods are KAI's alive ones: not finished nor being deleted)."""
     md = pod["metadata"]
     return (md.get("namespace", ""), md["name"]) not in snap.evicted
+
+
+def _binding(gp: GroupPods, snap: Snapshot) -> bool:
+    """Whether pods of the group hold a node they are not bound to yet (decided, in flight)."""
+    return any(not (p.get("spec") or {}).get("nodeName") and snap.node_of(p) is not None
+               and _alive(p, snap) for p in gp.pods)
 
 
 def _ready(gp: GroupPods, alive: list[dict]) -> bool:

@@ -163,7 +163,7 @@ class StaleGangEviction:
         """When, on ``clock``, the next stale group's grace period ends (None: none is waiting)."""
         if self.next_deadline is None:
             return None
-        return clock() + max(0.0, self.next_deadline - self.wall_clock())
+        return clock() + (self.next_deadline - self.wall_clock())  # in the past once due: a loop comparing sees it
 
     def _grace(self, gp: GroupPods) -> float | None:
         spec = gp.group.get("spec") if isinstance(gp.group.get("spec"), dict) else {}
