@@ -400,3 +400,25 @@ def test_a_group_long_waiting_for_its_binding_is_looked_at_less_often_then_left(
         clock.now += 100
     assert waits == [1, 2, 4, 8, 16, 32, None, None]
     assert conditions(w, "train")
+
+
+def test_an_evicted_group_is_stamped_and_its_preemption_delay_counts_again(world):
+    """The victim's PodGroup gets kai.scheduler/last-eviction-timestamp: when its pods come back
+    waiting, its own preemptionDelay counts from that eviction, not from its creation long ago."""
+    victim_group = group("old", 1, "test", preemptionDelay="5m")
+    victim_group["metadata"]["creationTimestamp"] = ago(60)
+    w = world(world.node("n1", cpu="16", extra={"nvidia.com/gpu": "1"}), world.queue("test", quota=2), victim_group,
+              member(world, "old-0", "old", queue="test", priority=50),
+              member(world, "new-0", "", node=None, queue="test", priority=75))
+    assert [e.pod["metadata"]["name"] for e in w.cycle().evictions] == ["old-0"]
+    stamp = w.store.get(RES_POD_GROUPS, "old", "default")["metadata"]["annotations"][
+        "kai.scheduler/last-eviction-timestamp"]
+    assert abs(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - time.time()) < 5
+    w.cycle()  # new-0 is placed on the freed GPU
+    w.store.bind("default", "new-0", "n1")
+    w.add(member(world, "old-1", "old", node=None, queue="test", priority=90))  # its controller's new pod
+    assert w.cycle().evictions == []  # within its delay again: it would preempt new-0 (75) otherwise
+    pg = w.store.get(RES_POD_GROUPS, "old", "default")
+    del pg["metadata"]["annotations"]["kai.scheduler/last-eviction-timestamp"]
+    w.store.update(pg)
+    assert [e.pod["metadata"]["name"] for e in w.cycle().evictions] == ["new-0"]

@@ -64,7 +64,7 @@ from kai_core.framework.queue_usage import amounts_of
 from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
 from kai_core.framework.snapshot import Snapshot
 from kai_core.framework.statement import Statement
-from kai_core.scheduler.evictions import Eviction, Evictor, eviction_message
+from kai_core.scheduler.evictions import LAST_EVICTION_ANNOTATION, Eviction, Evictor, eviction_message
 
 log = logging.getLogger("kai.scheduler.actions")
 
@@ -624,10 +624,6 @@ def _parse_time(text: object) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-#: the PodGroup annotation KAI stamps when the group's pods are evicted (RFC 3339)
-LAST_EVICTION_ANNOTATION = "kai.scheduler/last-eviction-timestamp"
 
 
 def preemption_delay_end(group: Mapping | None) -> float | None:

@@ -9,7 +9,10 @@
    precondition, so a pod created again under the same name is never the one deleted;
 3. an Event ``Evict`` is recorded on the pod, and on its PodGroup when it has one, the latter with
    KAI's annotations (``num-evicted-pods``, ``evictor-action-type``,
-   ``evictor-pod-group-name``/``-namespace``).
+   ``evictor-pod-group-name``/``-namespace``);
+4. the PodGroup is annotated ``kai.scheduler/last-eviction-timestamp`` (the time, to the second; one
+   write for a gang evicted within the same second): its ``spec.preemptionDelay`` counts again
+   from then.
 
 The claims' reservations are not touched here: Kubernetes releases them (the resource claim
 controller drops a pod from ``reservedFor`` once the pod is gone or finished, and deallocates a claim
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from kai_core.api.errors import ApiError, Conflict, NotFound
 from kai_core.api.events import pod_event
 from kai_core.api.objects import now_rfc3339, ref
-from kai_core.api.resources import RES_PODS
+from kai_core.api.resources import RES_POD_GROUPS, RES_PODS
 from kai_core.api.store import Store
 from kai_core.scheduler.conditions import COMPONENT
 
@@ -39,6 +42,8 @@ EVICTED_PODS_ANNOTATION = "num-evicted-pods"
 ACTION_ANNOTATION = "evictor-action-type"
 PREEMPTOR_NAME_ANNOTATION = "evictor-pod-group-name"
 PREEMPTOR_NAMESPACE_ANNOTATION = "evictor-pod-group-namespace"
+#: the PodGroup annotation saying when its pods were last evicted (KAI's ``LastEvictionTimeStamp``)
+LAST_EVICTION_ANNOTATION = "kai.scheduler/last-eviction-timestamp"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Evictor:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: PodGroup -> the last-eviction time last written on it
+        self._stamped: dict[tuple[str, str], str] = {}
 
     def evict(self, eviction: Eviction) -> bool:
         """Mark, delete and report one pod; True when it is deleted (or was already gone), False
@@ -91,7 +98,23 @@ class Evictor:
             return False
         log.info("pod %s evicted (%s): %s", ref(pod), eviction.action, eviction.message.splitlines()[0])
         self._record(eviction)
+        if eviction.pod_group is not None:
+            self._stamp(eviction.pod_group)
         return True
+
+    def _stamp(self, group: dict) -> None:
+        md = group["metadata"]
+        key, now = (md.get("namespace", ""), md["name"]), now_rfc3339()
+        if self._stamped.get(key) == now:
+            return
+        if len(self._stamped) > 1024:  # only the latest few matter (the same second)
+            self._stamped.clear()
+        self._stamped[key] = now
+        patch = {"metadata": {"annotations": {LAST_EVICTION_ANNOTATION: now}}}
+        try:
+            self.store.patch(RES_POD_GROUPS, key[1], key[0], patch)
+        except ApiError as exc:  # the delay then counts from the group's creation, as before
+            log.warning("PodGroup %s/%s: cannot set %s: %s", *key, LAST_EVICTION_ANNOTATION, exc.message)
 
     def _record(self, eviction: Eviction) -> None:
         md = eviction.pod["metadata"]
