@@ -560,7 +560,7 @@ EXPECTED_SCHEDULER = {
     ("", "pods/status"): {"update", "patch"},
     ("", "events"): {"create"},
     ("scheduling.run.ai", "bindrequests"): READ | {"create", "delete"},
-    ("scheduling.run.ai", "podgroups"): READ | {"patch"},  # the stale-since annotation of a stale gang
+    ("scheduling.run.ai", "podgroups"): READ | {"patch"},  # annotations: stale since, last eviction
     ("scheduling.run.ai", "podgroups/status"): {"patch"},  # schedulingConditions: why a group waits
     ("scheduling.run.ai", "queues"): READ,
     ("scheduling.run.ai", "queues/status"): {"update"},
