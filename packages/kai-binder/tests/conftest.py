@@ -64,6 +64,10 @@ spec: {{devices: {{requests: [{{name: fpga, exactly: {{deviceClassName: {DRIVER}
 """
 
 
+#: ``pod(priority=N)`` names the PriorityClass ``priority-N``, of value N
+PRIORITY_CLASS_PREFIX = "priority-"
+
+
 def pod(name: str, cpu: str = "1", claims: int = 0, shared: list[str] | tuple[str, ...] = (),
         priority: int | None = None) -> dict:
     """A pod of kai-scheduler asking for ``cpu``, ``claims`` devices from the one-fpga template
@@ -75,8 +79,8 @@ def pod(name: str, cpu: str = "1", claims: int = 0, shared: list[str] | tuple[st
     if rcs:
         spec["resourceClaims"] = rcs
         spec["containers"][0]["resources"]["claims"] = [{"name": rc["name"]} for rc in rcs]
-    if priority is not None:
-        spec["priority"] = priority
+    if priority is not None:  # as on a real cluster, through a PriorityClass (the Rig creates it)
+        spec["priorityClassName"] = f"{PRIORITY_CLASS_PREFIX}{priority}"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
             "spec": spec}
 
@@ -103,7 +107,7 @@ class Rig:
             for m in parse_documents(text, "rig"):
                 self.store.restore(m.obj)
             for p in pods:
-                self.store.create(p)
+                self._create(p)
         self.faulty = FaultyStore(self.store, faults)
         self.clock = ManualClock(1000.0)
         self.config = SchedulerConfig(features=DRA, backoff_limit=backoff_limit)
@@ -123,7 +127,16 @@ class Rig:
 
     def add(self, *objs: dict) -> None:
         for o in objs:
-            self.store.create(o)
+            self._create(o)
+
+    def _create(self, obj: dict) -> None:
+        """Create ``obj``, and first the PriorityClass a pod of :func:`pod` names."""
+        name = (obj.get("spec") or {}).get("priorityClassName") or "" if obj.get("kind") == "Pod" else ""
+        if name.startswith(PRIORITY_CLASS_PREFIX) and not self.store.list(
+                "priorityclasses", field_selector=f"metadata.name={name}")[0]:
+            self.store.create({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                               "metadata": {"name": name}, "value": int(name[len(PRIORITY_CLASS_PREFIX):])})
+        self.store.create(obj)
 
     def schedule(self):
         self.cluster.reconcile_controllers()
