@@ -102,6 +102,11 @@ def test_a_gang_that_lost_a_pod_is_evicted_after_the_default_grace_period(world)
     result = w.cycle()
     assert sorted((e.action, e.pod["metadata"]["name"]) for e in result.evictions) == [
         ("stale-gang", "t-0"), ("stale-gang", "t-1")]
+    from kai_core.observability import SchedulerMetrics
+
+    metrics = SchedulerMetrics()
+    metrics.observe_cycle(result)
+    assert 'kai_pods_evicted_total{action="stale-gang",queue="default-queue"} 2.0' in metrics.exposition()[0].decode()
     assert not exists(w, "t-0") and not exists(w, "t-1")
     (evict,) = [e for e in w.events("t-0") if e["reason"] == "Evict"]
     assert evict["message"] == ("Workload doesn't meet the minimum required number of pods (3), "

@@ -31,6 +31,7 @@ from kai_core.api.errors import ApiError
 from kai_core.api.events import pod_event
 from kai_core.api.objects import ref
 from kai_core.api.resources import POD_GROUP_API_VERSION, RES_POD_GROUPS, is_active_pod
+from kai_core.framework.queues import pod_queue
 from kai_core.framework.snapshot import Snapshot
 from kai_core.scheduler.conditions import COMPONENT
 from kai_core.scheduler.evictions import Eviction, Evictor
@@ -181,7 +182,7 @@ class StaleGangEviction:
         done = []
         for pod in victims:
             eviction = Eviction(pod=pod, action=STALE_GANG, message=stale_gang_message(gp, pod),
-                                queue=(gp.group.get("spec") or {}).get("queue") or "", gang_size=len(victims),
+                                queue=pod_queue(pod, gp.group), gang_size=len(victims),
                                 pod_group=gp.group)
             if self.evictor.evict(eviction):
                 done.append(eviction)
