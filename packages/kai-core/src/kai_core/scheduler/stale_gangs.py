@@ -78,6 +78,8 @@ class StaleGangEviction:
         self._succeeded: dict[tuple[str, str], str] = {}
         #: group -> (the object read, its pod sets)
         self._sets: dict[tuple[str, str], tuple[dict, dict[str, int]]] = {}
+        #: group -> the unreadable grace period already logged
+        self._warned: dict[tuple[str, str], object] = {}
 
     def run(self, snap: Snapshot, groups: CycleGroups, result) -> list[Eviction]:
         """Check every group; evictions carried out go into ``result.evictions`` too."""
@@ -125,11 +127,10 @@ class StaleGangEviction:
             if n == 0 and not annotated:
                 continue
             sets = self._pod_sets(key, group)
-            if n >= sum(sets.values()) and (_one_set(sets) or _satisfied(groups.alive(key), sets, snap)):
+            if self._done(snap, key) or (
+                    n >= sum(sets.values()) and (_one_set(sets) or _satisfied(groups.alive(key), sets, snap))):
                 if annotated:
                     self._stamp(GroupPods(key, group), None)
-                continue
-            if self._done(snap, key):
                 continue
             maybe.append(key)
         found = groups.complete(maybe)
@@ -172,7 +173,8 @@ class StaleGangEviction:
         if text is None:
             return self.config.default_grace_period
         seconds = go_duration(text)
-        if seconds is None:
+        if seconds is None and self._warned.get(gp.key) != text:
+            self._warned[gp.key] = text
             log.warning("PodGroup %s/%s: spec.stalenessGracePeriod %r is not a duration (such as 60s or -1s); "
                         "the stale group is not evicted", *gp.key, text)
         return seconds
