@@ -185,6 +185,8 @@ def scenarios(draw) -> dict:
         "min_memory": draw(st.sampled_from(MEMORY)),
         "count": draw(st.sampled_from([1, 1, 2])),
         "gang_min": draw(st.integers(1, 2)),
+        # gang pods alternate between two PodGroups: gangs of the same shapes, one after the other
+        "two_gangs": draw(st.booleans()),
         # a score relative to the other nodes (spreading), so later pods often go elsewhere
         "spread": draw(st.booleans()),
     }
@@ -214,8 +216,9 @@ def scenario_objects(world, s: dict) -> list[dict]:
         claim_template("gpus", GPU_CLASS_NAME, s["count"],
                        f"device.capacity['{GPU}'].memory.compareTo(quantity('{s['min_memory']}')) >= 0"),
         claim("team", request("dev", GPU_CLASS_NAME, 1)),
-        {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
-         "metadata": {"name": "g", "namespace": "default"}, "spec": {"minMember": s["gang_min"]}},
+        *({"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+           "metadata": {"name": g, "namespace": "default"}, "spec": {"minMember": s["gang_min"]}}
+          for g in ("g", "h")),
     ]
     for i, n in enumerate(s["nodes"]):
         name = f"n{i}"
@@ -247,7 +250,8 @@ def scenario_objects(world, s: dict) -> list[dict]:
             spec["affinity"] = pod_affinity(shape["affinity"], f"shape-{shape['target'] % len(s['shapes'])}")
         p = pod(world, f"p{i}", shape["cpu"], templates=("gpus",) if shape["claim"] else (),
                 shared=("team",) if shape["shared"] else (), labels={"app": f"shape-{k}"},
-                annotations={"pod-group-name": "g"} if shape["gang"] else None, **spec)
+                annotations={"pod-group-name": "h" if s.get("two_gangs") and i % 2 else "g"}
+                if shape["gang"] else None, **spec)
         if shape["gpu"]:
             p["spec"]["containers"][0]["resources"]["limits"] = {"nvidia.com/gpu": str(shape["gpu"])}
         if shape.get("ports"):
@@ -440,8 +444,8 @@ def test_once_a_shape_fits_nowhere_its_next_pods_ask_no_filter(world) -> None:
 
 
 def test_nodes_a_gang_took_are_asked_again(world) -> None:
-    """Gang members are decided without the memo, but their decisions count as changes for the
-    shapes around them: the pod of the shape after the gang does not go where the gang went."""
+    """Gang members' decisions count as changes for the shapes around them: the pod of the shape
+    after the gang does not go where the gang went."""
     log = EarlyFilterLog()
     gang = {"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
             "metadata": {"name": "g", "namespace": "default"}, "spec": {"minMember": 2}}

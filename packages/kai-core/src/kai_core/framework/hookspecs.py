@@ -105,7 +105,8 @@ class SchedulerSpecs:
         for a node depends on other nodes (spreading over zones, say) sets ``KAI_NODE_LOCAL =
         False`` on its plugin object, and is then asked about every node for every pod. For the
         same reason a reason must not name the pod itself (naming the pod's own ResourceClaims is
-        fine: the scheduler puts the next pod's claim names in their place)."""
+        fine: the scheduler puts the next pod's claim names in their place), nor depend on the
+        pod's PodGroup (its ``pod-group-name`` annotation: pods of like gangs share answers)."""
 
     @hookspec
     def kai_check_configs(self, pod, configs, snapshot):

@@ -9,6 +9,7 @@ when a gang does not fit as a whole (:attr:`Snapshot.generation` counts both).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -127,6 +128,12 @@ class Snapshot:
         #: bumped by every assume() and unassume(): plugins caching views of this cycle's decisions
         #: (which node holds what) key them by it
         self.generation = 0
+        #: names what is placed and evicted on the snapshot: a new number after every change, and
+        #: the number it had before when a Statement rolls the changes back, so two equal states
+        #: mean nothing differs (the converse need not hold). Outcomes known to follow from the
+        #: snapshot alone (a gang that did not fit) are kept for as long as it stays the same.
+        self.state = 0
+        self._states = itertools.count(1)
         #: every change to :attr:`assumed_allocations` after the snapshot was built, in order:
         #: ``(added, claim key, allocation)``. A plugin keeping an index of allocations applies the
         #: entries past the position it last read, instead of rescanning (O(1) per decision).
@@ -402,6 +409,7 @@ class Snapshot:
             shared = shared or not self._node_local(alloc)
         self.pod_changes.append((-1, pod, node_name))
         self.generation += 1
+        self.state = next(self._states)
         self.node_changes.append(node_name)
         if shared:
             self.shared_changes += 1
@@ -426,6 +434,7 @@ class Snapshot:
             shared = shared or not self._node_local(alloc)
         self.pod_changes.append((1, pod, node_name))
         self.generation += 1
+        self.state = next(self._states)
         self.node_changes.append(node_name)
         if shared:
             self.shared_changes += 1
@@ -456,6 +465,7 @@ class Snapshot:
 
     def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:
         self.generation += 1
+        self.state = next(self._states)
         self.node_changes.append(node_name)
         if allocation is None:
             return

@@ -259,6 +259,7 @@ class Scheduler:
         """Place every ready pod, highest priority first (gangs as a whole)."""
         done: set[int] = set()
         memos = self.decider.memos()
+        self.gangs.start_cycle(memos, remember_failures=self.decider.recorder is None)
         for pod in ready:
             gang = gangs.get(pod_key(pod))
             if gang is not None:

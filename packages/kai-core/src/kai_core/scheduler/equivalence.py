@@ -8,9 +8,12 @@ unless something was placed on that node meanwhile. So the cycle keeps, per shap
 about the nodes changed since (``Snapshot.node_changes``): the first pod of a shape costs a pass
 over every node, the next ones a pass over one or two.
 
-What makes two pods the same shape (:func:`pod_shape`): namespace, labels, annotations, owner
-references and the whole spec, with each ResourceClaim replaced by its spec, and the name of the
-ServiceAccount token volume left out: the API server's ServiceAccount admission gives every pod
+What makes two pods the same shape (:func:`pod_shape`): namespace, labels, annotations (but KAI's
+``pod-group-name``), owner references and the whole spec, with each ResourceClaim replaced by its
+spec, and the name of the ServiceAccount token volume left out. Which PodGroup a pod belongs to is
+for the gang hooks (``kai_pod_groups``, ``kai_group_node_subsets``) and the pre-filters, never for
+a node's filter or node-local score: so the gangs of one template share their answers. As for the
+token volume: the API server's ServiceAccount admission gives every pod
 its own ``kube-api-access-<5 random characters>`` projected volume (and a mount of it in every
 container), which no scheduling decision reads, and without this no two pods of a real cluster
 would ever share a shape. Pods whose claims are
@@ -43,6 +46,7 @@ from dataclasses import dataclass, field
 
 from kai_core.api.claims import claim_name_for
 from kai_core.dra.claims import ClaimAllocation
+from kai_core.framework.gang import POD_GROUP_ANNOTATION
 from kai_core.framework.plugins import declares_node_local  # noqa: F401 (re-exported for callers)
 from kai_core.framework.pod_constraints import has_hard_spread, has_required_anti_affinity, has_required_terms
 from kai_core.framework.snapshot import NodeInfo, Snapshot
@@ -66,9 +70,12 @@ def pod_shape(pod: dict, snapshot: Snapshot) -> str | None:
         if claim is None or snapshot.allocation_of((ns, name)) is not None:
             return None
         claim_specs.append(claim.get("spec"))
+    annotations = md.get("annotations")
+    if isinstance(annotations, dict) and POD_GROUP_ANNOTATION in annotations:
+        annotations = {k: v for k, v in annotations.items() if k != POD_GROUP_ANNOTATION}
     try:
         return json.dumps(
-            [ns, md.get("labels"), md.get("annotations"), md.get("ownerReferences"),
+            [ns, md.get("labels"), annotations, md.get("ownerReferences"),
              _without_token_volume_name(pod.get("spec")), claim_specs],
             sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):  # not JSON (a test's odd object): decide it on its own

@@ -8,12 +8,21 @@ each decision assumed in a :class:`~kai_core.framework.statement.Statement` so t
 it. The first subset where every declaration of the gang is satisfied wins and all its BindRequests
 are written (after every ``kai_bind_request`` answered); otherwise the statement is rolled back and
 nothing is written: the members get one reason naming the gang, what fit and what did not.
+
+Members are decided with the cycle's shape memos (:mod:`kai_core.scheduler.equivalence`) when the
+gang may go anywhere (no plugin proposed subsets): gangs made from one template share the filters'
+answers as single pods do. And a gang that did not fit is remembered by its members' shapes with
+the snapshot's :attr:`~kai_core.framework.snapshot.Snapshot.state`: a later gang of the same shapes
+and need, tried while nothing was placed or evicted since (a failed attempt rolls back to the same
+state), gets the same answer without deciding its members again. On a full cluster, where thousands
+of like gangs wait, that is what keeps a cycle short.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from kai_core.api.objects import ref
@@ -32,10 +41,13 @@ from kai_core.framework.statement import Statement
 from kai_core.framework.status import Status
 from kai_core.scheduler.bindrequests import BindRequests, Written
 from kai_core.scheduler.decide import Decision
+from kai_core.scheduler.equivalence import ShapeMemo, pod_shape
 
 log = logging.getLogger("kai.scheduler")
 
 PodKey = tuple[str, str]
+#: how a member's failure by a bug of ours starts
+INTERNAL_ERROR = "internal scheduler error"
 
 
 class Deciding(Protocol):
@@ -47,7 +59,7 @@ class Deciding(Protocol):
     def pre_filter(self, pod: dict, snap: Snapshot) -> Status: ...
 
     def decide(self, pod: dict, snap: Snapshot, nodes: list[NodeInfo] | None = None, *,
-               pre_filtered: bool = False) -> Decision: ...
+               pre_filtered: bool = False, memos: dict[str, ShapeMemo] | None = None) -> Decision: ...
 
 
 def find_gangs(decider: Deciding, snap: Snapshot, ready: list[dict]) -> dict[PodKey, Gang]:
@@ -66,6 +78,18 @@ class GangPlacer:
         self.decider = decider
         self.bind_requests = bind_requests
         self.report = report
+        #: the cycle's shape memos (None: each member decided on its own)
+        self.memos: dict[str, ShapeMemo] | None = None
+        #: gangs known not to fit in this cycle: outcome key -> _Failure (None: not remembered)
+        self._failures: dict[tuple, _Failure] | None = None
+
+    def start_cycle(self, memos: dict[str, ShapeMemo] | None, remember_failures: bool = True) -> None:
+        """Called before a cycle places its first gang, with the cycle's memo table; what earlier
+        cycles learnt is forgotten. ``remember_failures`` False decides every gang afresh (while
+        decisions are explained, each member's decision is recorded); so does a cycle without
+        memos (a plugin's answers are not node-local: what is remembered is not checked either)."""
+        self.memos = memos
+        self._failures = {} if remember_failures and memos is not None else None
 
     def place(self, gang: Gang, snap: Snapshot, result) -> None:
         """Place the gang's waiting members all in one node subset, or none of them; counts go
@@ -93,23 +117,28 @@ class GangPlacer:
                            f"cannot be scheduled now: {_first(refused)}")
             self._unschedulable(gang, message, result)
             return
+        key = self._outcome_key(gang, candidates, subsets, snap)
+        known = self._failures.get(key) if key is not None else None
+        if known is not None and known.state == snap.state:
+            self._unschedulable(gang, known.message(gang, candidates, subsets), result)
+            return
         statement = Statement(snap)
         attempts: list[tuple[NodeSubset, int, str]] = []
         placed: list[tuple[dict, Decision]] = []
         failed: dict[PodKey, str] = {}
         for subset in subsets[:MAX_SUBSETS_TRIED]:
-            nodes = [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
-            placed, failed = self._try_subset(gang, candidates, nodes, snap, statement)
+            placed, failed = self._try_subset(gang, candidates, self._nodes(subset, snap), snap, statement)
             if gang.satisfied(pod_key(p) for p, _ in placed):
                 break
             statement.rollback()
             attempts.append((subset, len(placed), _first(failed)))
             placed = []
         if not placed:
-            if len(gang.pods) == 1 and len(attempts) == 1 and not attempts[0][0].name and failed:
-                message = next(iter(failed.values()))  # a gang of one: the pod's own reason says it all
-            else:
-                message = _gang_message(gang, subsets, attempts)
+            failure = _Failure.of(snap.state, candidates, attempts, failed)
+            if key is not None and failure is not None:
+                self._failures[key] = failure
+            message = failure.message(gang, candidates, subsets) if failure is not None else \
+                _gang_message(gang, subsets, attempts)
             self._unschedulable(gang, message, result)
             return
         failed.update(refused)
@@ -130,8 +159,7 @@ class GangPlacer:
             return None
         for subset in subsets[:MAX_SUBSETS_TRIED]:
             mark = statement.checkpoint()
-            nodes = [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
-            placed, _failed = self._try_subset(gang, candidates, nodes, snap, statement)
+            placed, _failed = self._try_subset(gang, candidates, self._nodes(subset, snap), snap, statement)
             if gang.satisfied(pod_key(p) for p, _ in placed):
                 return placed
             statement.rollback(mark)
@@ -154,6 +182,33 @@ class GangPlacer:
                 f"{gang.description}: no node subset proposed by plugin(s) {names} holds a node of the cluster")
         return subsets, status
 
+    @staticmethod
+    def _nodes(subset: NodeSubset, snap: Snapshot) -> list[NodeInfo]:
+        """The subset's nodes; the snapshot's own list when it is every node (the shape memos hold
+        answers about that list only)."""
+        if not subset.name and len(subset.nodes) == len(snap.nodes):
+            return snap.nodes
+        return [snap.node_by_name[n] for n in dict.fromkeys(subset.nodes)]
+
+    def _outcome_key(self, gang: Gang, candidates: list[dict], subsets: list[NodeSubset],
+                     snap: Snapshot) -> tuple | None:
+        """What decides whether the gang fits, given the snapshot: its need and its candidates'
+        shapes in order. None when that is not all (several declarations, node subsets proposed by
+        plugins, a member without a shape or with claims, whose reasons name its own claims) or
+        failures are not remembered."""
+        if self._failures is None or len(gang.specs) != 1 or len(subsets) != 1 or \
+                self._nodes(subsets[0], snap) is not snap.nodes:
+            return None
+        shapes = []
+        for pod in candidates:
+            if (pod.get("spec") or {}).get("resourceClaims"):
+                return None
+            shape = pod_shape(pod, snap)
+            if shape is None:
+                return None
+            shapes.append(shape)
+        return (gang.need, tuple(shapes))
+
     def _try_subset(self, gang: Gang, pods: list[dict], nodes: list[NodeInfo], snap: Snapshot,
                     statement: Statement) -> tuple[list[tuple[dict, Decision]], dict[PodKey, str]]:
         """Decide every member inside ``nodes``, assuming each decision in ``statement``; stops
@@ -166,10 +221,10 @@ class GangPlacer:
             key = pod_key(pod)
             remaining.discard(key)
             try:
-                d = self.decider.decide(pod, snap, nodes, pre_filtered=True)
+                d = self.decider.decide(pod, snap, nodes, pre_filtered=True, memos=self.memos)
             except Exception as exc:  # a bug of ours on one member fails the attempt, not the cycle
                 log.exception("pod %s: internal error while scheduling", ref(pod))
-                failed[key] = f"internal scheduler error: {type(exc).__name__}: {exc}"
+                failed[key] = f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc}"
             else:
                 if d.ok:
                     statement.assume(pod, d.node, d.claims, d.allocation)
@@ -223,6 +278,38 @@ class GangPlacer:
         for pod in gang.pods:
             result.unschedulable += 1
             self.report(pod, message)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A gang that fit nowhere while the snapshot was in ``state``, in terms that hold for a gang
+    of the same shapes: how many members fit before the attempt was given up, and the first
+    member that failed (its index among the candidates) with its reason."""
+
+    state: int
+    fit: int
+    index: int
+    reason: str
+
+    @classmethod
+    def of(cls, state: int, candidates: list[dict], attempts: list[tuple[NodeSubset, int, str]],
+           failed: Mapping[PodKey, str]) -> _Failure | None:
+        """The failure of one attempt over every node; None for any other (several subsets, no
+        member failing: an answer not worth repeating), or one that hit an internal error."""
+        if len(attempts) != 1 or attempts[0][0].name or not failed:
+            return None
+        first, reason = next(iter(failed.items()))
+        if reason.startswith(INTERNAL_ERROR):
+            return None
+        index = next((i for i, p in enumerate(candidates) if pod_key(p) == first), None)
+        return None if index is None else cls(state, attempts[0][1], index, reason)
+
+    def message(self, gang: Gang, candidates: list[dict], subsets: list[NodeSubset]) -> str:
+        """What ``gang``'s members are told (named after ``gang``'s own pods)."""
+        if len(gang.pods) == 1:
+            return self.reason  # a gang of one: the pod's own reason says it all
+        why = _first({pod_key(candidates[self.index]): self.reason})
+        return _gang_message(gang, subsets, [(subsets[0], self.fit, why)])
 
 
 def _gang_message(gang: Gang, subsets: list[NodeSubset], attempts: list[tuple[NodeSubset, int, str]]) -> str:
