@@ -524,27 +524,33 @@ class _State:
         return False
 
     def _saturation_ok(self, pending: Workload, taken: list[tuple[Workload, dict]]) -> bool:
-        """KAI's last reclaim check, level by level up the reclaimer's chain against each sibling
-        that loses victims: refused when, in a resource the reclaimer asks for, the reclaimer's
-        side would end above its fair share (ratio r > 1) and no less saturated than the sibling
-        (r >= the sibling's ratio; a sibling with no share counts as infinitely saturated)."""
+        """KAI's last reclaim check (the proportion plugin's reclaim validator), level by level up
+        the reclaimer's chain against each sibling whose subtree loses victims: refused when, in a
+        resource involved (one the reclaimer asks for or the sibling's victims free), the
+        reclaimer's side would end above its fair share (ratio r > 1) and no less saturated than the
+        sibling (r >= the sibling's ratio after losing its victims); a sibling without a fair share
+        in that resource is never compared. Called with the victims already uncharged, so every
+        allocation read here is what remains after the plan."""
         want = self.requests(pending)
-        asked = [r for r in RESOURCES if want[r] > 0]
-        losers = {w.queue for w, _ in taken}
+        asked = {r for r in RESOURCES if want[r] > 0}
+        freed: dict[str, set[str]] = {}  # loser queue -> resources its victims hold
+        for w, pod in taken:
+            amounts = amounts_of(self.snap.requests_of(pod))
+            freed.setdefault(w.queue, set()).update(r for r in RESOURCES if amounts.get(r, 0.0) > 0)
         for level in self.tree.ancestry(pending.queue):
             parent = self.tree.queues[level].parent
-            siblings = {self._child_towards(parent, q) for q in losers} - {level, None}
-            for sibling in siblings:
-                for r in asked:
-                    share = self.fair_share.get(level, {}).get(r, 0.0)
-                    mine = (self.allocated.get(level, {}).get(r, 0.0) + want[r]) / share if share > 0 \
-                        else float("inf")
-                    if mine <= 1:
-                        continue
+            involved: dict[str, set[str]] = {}
+            for loser, resources in freed.items():
+                sibling = self._child_towards(parent, loser)
+                if sibling is not None and sibling != level:
+                    involved.setdefault(sibling, set(asked)).update(resources)
+            for sibling, resources in involved.items():
+                for r in resources:
+                    mine = _saturation(self.allocated.get(level, {}).get(r, 0.0) + want[r],
+                                       self.fair_share.get(level, {}).get(r, 0.0))
                     theirs_share = self.fair_share.get(sibling, {}).get(r, 0.0)
-                    theirs = (self.allocated.get(sibling, {}).get(r, 0.0) / theirs_share if theirs_share > 0
-                              else float("inf"))
-                    if theirs_share > 0 and mine >= theirs:
+                    if mine > 1 and theirs_share > 0 and \
+                            mine >= _saturation(self.allocated.get(sibling, {}).get(r, 0.0), theirs_share):
                         return False
         return True
 
@@ -595,6 +601,13 @@ class _State:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _saturation(allocated: float, fair_share: float) -> float:
+    """allocated / fair share; with no fair share, infinite when anything is allocated, else 0."""
+    if fair_share <= 0:
+        return float("inf") if allocated > 1e-9 else 0.0
+    return allocated / fair_share
 
 
 def _victim_order(w: Workload) -> tuple:
