@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kai_core.api.features import FeatureGates
+from kai_core.api.features import DRA, FeatureGates
 from kai_core.api.quantity import format_quantity
 from kai_core.framework.cache import Cache
 from kai_core.framework.queue_order import snapshot_standing
@@ -17,7 +17,9 @@ def fair_share_columns(cluster, scheduler_name: str = DEFAULT_SCHEDULER_NAME) ->
     """``{queue: {column: value}}``: GPU fair share (devices), CPU (cores) and memory fair shares."""
     cache = Cache(cluster.store, default_resources(cluster.store, cluster.pm, dra=True))
     cache.sync()
-    snapshot = Snapshot(cache, scheduler_name, FeatureGates())
+    # the DRA kinds are read (as a scheduler with DRA on reads them): a pending pod's claims count in
+    # its queue's demand as in its GPU-REQUESTED column
+    snapshot = Snapshot(cache, scheduler_name, FeatureGates.parse(f"{DRA}=true"))
     _tree, _usage, shares = snapshot_standing(snapshot, cluster.pm.device_gpu_worth)
     out = {}
     for name, share in shares.items():

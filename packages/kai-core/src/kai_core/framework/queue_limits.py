@@ -10,8 +10,9 @@ is 0, so a queue that does not set a limit for a resource takes no workload aski
 PodGroup placed alongside it (KAI checks a gang's ``minMember`` pods together, then each further
 pod on top of those); what the cycle has already placed counts as allocated.
 
-GPUs here are ``nvidia.com/gpu``: a pending pod's DRA GPUs are not known before its claims are
-allocated, and are not checked against limits yet.
+GPUs here are ``nvidia.com/gpu`` and DRA GPUs: those of a pending pod's claims are the GPUs of the
+allocation it would get (:mod:`kai_core.framework.pending_gpus`, worked out once per cycle with the
+queues' usage), those of the pods placed this cycle the devices they were allocated.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class QueueLedger:
         start = snapshot_usage(snapshot, tree)  # shared with the queue order of the same cycle
         usage = start.usage
         self._members = start.members
+        #: pending pods' DRA GPUs, by (namespace, name)
+        self._pending = start.pending
         self._index = DeviceIndex(snapshot.objects(RES_SLICES).values())
         self._counted: set = set(start.counted)
         #: DRA GPUs counted for pods this cycle placed, by pod (taken back if the placement is undone)
@@ -112,16 +115,17 @@ class QueueLedger:
             total = sums[at + 1 + more]
         else:  # not among the waiting members (already placed, or not one of the group's pods)
             more = min(len(waiting) - at, max(0, minimum - placed - 1 - at))
-            total = [own + ahead for own, ahead in zip(self._milli(pod, snapshot), sums[at + more], strict=True)]
-        return {"gpu": total[0] / 1000, "cpu": float(total[1]), "memory": total[2] / 1000}
+            total = [own + ahead for own, ahead in zip(self._asked(pod, snapshot), sums[at + more], strict=True)]
+        # DRA GPUs (fractions of a GPU for MIG devices) are summed apart from the exact milli-units
+        return {"gpu": total[0] / 1000 + total[3], "cpu": float(total[1]), "memory": total[2] / 1000}
 
-    def _group_view(self, group: tuple[str, str] | None, snapshot) -> tuple[int, list[Mapping], list[list[int]]]:
+    def _group_view(self, group: tuple[str, str] | None, snapshot) -> tuple[int, list[Mapping], list[list]]:
         """The group's members placed (bound, in flight or placed this cycle), those waiting sorted by
-        name, and the running sums of what the waiting ones ask for (milli-units: GPUs, CPU, memory);
-        worked out once per group and snapshot generation (the members of a gang are checked one
-        after another with nothing placed in between)."""
+        name, and the running sums of what the waiting ones ask for (:meth:`_asked`); worked out
+        once per group and snapshot generation (the members of a gang are checked one after another
+        with nothing placed in between)."""
         if group is None:
-            return 0, [], [[0, 0, 0]]
+            return 0, [], [[0, 0, 0, 0.0]]
         cached = self._views.get(group)
         if cached is not None and cached[0] == snapshot.generation:
             return cached[1]
@@ -132,19 +136,22 @@ class QueueLedger:
             else:
                 waiting.append(m)
         waiting.sort(key=lambda m: m["metadata"].get("name", ""))
-        sums = [[0, 0, 0]]
+        sums = [[0, 0, 0, 0.0]]
         for m in waiting:
-            milli = self._milli(m, snapshot)
+            asked = self._asked(m, snapshot)
             last = sums[-1]
-            sums.append([last[0] + milli[0], last[1] + milli[1], last[2] + milli[2]])
+            sums.append([last[0] + asked[0], last[1] + asked[1], last[2] + asked[2], last[3] + asked[3]])
         view = (placed, waiting, sums)
         self._views[group] = (snapshot.generation, view)
         return view
 
-    @staticmethod
-    def _milli(pod: Mapping, snapshot) -> tuple[int, int, int]:
+    def _asked(self, pod: Mapping, snapshot) -> tuple[int, int, int, float]:
+        """What a pod asks for: GPUs, CPU and memory of its requests in milli-units, and the DRA
+        GPUs of the allocation it would get, as worked out when the cycle started."""
         requests = snapshot.requests_of(pod)
-        return requests.get(GPU_RESOURCE, 0), requests.get("cpu", 0), requests.get("memory", 0)
+        md = pod["metadata"]
+        dra = self._pending.get((md.get("namespace", ""), md.get("name", "")), 0.0) if self._pending else 0.0
+        return requests.get(GPU_RESOURCE, 0), requests.get("cpu", 0), requests.get("memory", 0), dra
 
     def _breach(self, queue: str, wanted: Mapping[str, float], held: Mapping[str, Mapping[str, float]],
                 bound: str) -> tuple[Queue, str, float, float] | None:

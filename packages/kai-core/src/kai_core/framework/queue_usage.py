@@ -9,30 +9,33 @@ controllers sum them into ``status.allocated`` and ``status.requested`` of a Que
   ``status.allocation`` results. A claim shared by several pods counts once, for the first of its
   pods (by namespace and name). A device counts by :func:`gpu_worth`: a device of a driver whose
   name contains "gpu" is one GPU, a MIG device the fraction of its parent GPU's memory it has.
-  A pending pod's DRA GPUs are not in ``requested`` yet (its allocation is not known before it is
-  placed).
+  A pending pod's DRA GPUs are those of the allocation it would get
+  (:class:`~kai_core.framework.pending_gpus.PendingDevices`): they count in ``requested``, a
+  claim shared by pending pods once, a claim already allocated not again.
 
 A device plugin may say what its devices are worth (hook ``kai_device_gpu_worth``, passed in as
-``worth``); :func:`gpu_worth` is the rule for devices no plugin answers for.
+``worth``); :func:`gpu_worth` is the rule for devices no plugin answers for
+(:mod:`kai_core.framework.device_worth`).
 
 A scheduler's cycle does not walk every pod for this: its cache keeps the pods' requests summed by
 what decides their queue and standing (:class:`UsageIndex`, updated one pod event at a time), and a
 cycle reads those sums (one per PodGroup, or per queue label), the pods in flight and the pods with
 claims (:func:`snapshot_usage`). Both ways give the same figures: requests are summed in
-milli-units, exactly, and the DRA GPUs pod by pod in the same order.
+milli-units, exactly, and the DRA GPUs pod by pod in the same order (bound pods first, then pending
+ones). Pods without claims cost nothing more for that.
 """
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kai_core.api.claims import claim_name_for
-from kai_core.api.quantity import QuantityError, parse_quantity
 from kai_core.api.resources import RES_PODS, RES_SLICES, is_active_pod, pod_requests
+from kai_core.framework.device_worth import DeviceIndex, WorthFn, gpu_worth, results_gpus
 from kai_core.framework.gang import POD_GROUP_ANNOTATION
+from kai_core.framework.pending_gpus import PendingDevices
 from kai_core.framework.queues import (
     QUEUE_LABEL,
     RESOURCES,
@@ -50,56 +53,6 @@ __all__ = ["GPU_RESOURCE", "AllocationFn", "DeviceIndex", "QueueUsage", "UsageIn
            "dra_gpus", "gpu_worth", "indexed_pods", "pod_amounts", "queue_usage", "SnapshotUsage", "snapshot_usage"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
-#: compute slices of a MIG-capable GPU (A100, H100, B200), for a MIG device whose parent is not published
-_MIG_SLICES = 7
-_PROFILE = re.compile(r"^(\d+)g\.")
-
-
-class DeviceIndex:
-    """The devices of ResourceSlices by (driver, pool, name), and full GPUs by uuid."""
-
-    def __init__(self, slices: Iterable[Mapping]) -> None:
-        self.devices: dict[tuple[str, str, str], Mapping] = {}
-        self.by_uuid: dict[str, Mapping] = {}
-        self.pools: dict[tuple[str, str], list[Mapping]] = {}
-        for s in slices:
-            spec = s.get("spec") or {}
-            driver, pool = spec.get("driver", ""), (spec.get("pool") or {}).get("name", "")
-            for d in spec.get("devices") or []:
-                self.devices[(driver, pool, d.get("name", ""))] = d
-                self.pools.setdefault((driver, pool), []).append(d)
-                uuid = _attribute(d, "uuid")
-                if uuid and _attribute(d, "type") != "mig":
-                    self.by_uuid[uuid] = d
-
-
-def _attribute(device: Mapping, name: str):
-    value = (device.get("attributes") or {}).get(name) or {}
-    return next(iter(value.values()), None) if isinstance(value, Mapping) else None
-
-
-def _memory(device: Mapping) -> float | None:
-    raw = ((device.get("capacity") or {}).get("memory") or {}).get("value")
-    try:
-        return float(parse_quantity(raw)) if raw is not None else None
-    except QuantityError:
-        return None
-
-
-def gpu_worth(driver: str, device: Mapping | None, index: DeviceIndex) -> float:
-    """How many GPUs one allocated device is: 0 unless its driver's name contains "gpu"; a MIG
-    device is its memory over its parent GPU's (or its profile's compute slices over 7 when the
-    parent is not published); any other device of such a driver is one GPU."""
-    if "gpu" not in driver:
-        return 0.0
-    if device is None or _attribute(device, "type") != "mig":
-        return 1.0
-    parent = index.by_uuid.get(_attribute(device, "parentUUID") or "")
-    mine, whole = _memory(device), _memory(parent) if parent else None
-    if mine and whole:
-        return min(1.0, mine / whole)
-    match = _PROFILE.match(str(_attribute(device, "profile") or ""))
-    return int(match.group(1)) / _MIG_SLICES if match else 1.0
 
 
 class QueueUsage:
@@ -131,10 +84,6 @@ def amounts_of(requests: Mapping[str, int]) -> dict[str, float]:
             "memory": requests.get("memory", 0) / 1000}
 
 
-#: ``(driver, device or None, the pool's devices) -> GPUs or None`` (None: kai's rule decides)
-WorthFn = Callable[[str, Mapping | None, list], float | None]
-
-
 #: a claim's allocation (``status.allocation``, or one decided but not written yet) by (namespace, name)
 AllocationFn = Callable[[tuple[str, str]], Mapping | None]
 
@@ -158,11 +107,7 @@ def dra_gpus(pod: Mapping, allocation_of: AllocationFn, index: DeviceIndex, wort
             continue
         if counted is not None:
             counted.add((ns, name))
-        for r in (allocation.get("devices") or {}).get("results") or []:
-            driver, pool = r.get("driver", ""), r.get("pool", "")
-            device = index.devices.get((driver, pool, r.get("device", "")))
-            said = worth(driver, device, index.pools.get((driver, pool), [])) if worth else None
-            total += gpu_worth(driver, device, index) if said is None else said
+        total += results_gpus(allocation, index, worth)
     return total
 
 
@@ -170,7 +115,8 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
                 slices: Iterable[Mapping], bound: Callable[[Mapping], bool] | None = None,
                 non_preemptible: Callable[[Mapping], bool] | None = None,
                 worth: WorthFn | None = None, allocation_of: AllocationFn | None = None,
-                counted: set | None = None) -> dict[str, QueueUsage]:
+                counted: set | None = None, pending: PendingDevices | None = None,
+                pending_gpus: dict | None = None) -> dict[str, QueueUsage]:
     """Usage of every queue of ``tree`` from ``(pod, its queue)`` pairs; pods of queues outside the
     tree are not counted (KAI does not schedule them). ``bound`` says whether a pod holds its
     resources (default: it has a node); the scheduler also counts pods whose binding is in flight.
@@ -178,19 +124,25 @@ def queue_usage(tree: QueueTree, pods: Iterable[tuple[Mapping, str]], claims: Ma
     ``worth`` is the plugins' say on DRA devices (``KaiPluginManager.device_gpu_worth``);
     ``allocation_of`` finds a claim's allocation (default: its ``status.allocation`` in ``claims``; the
     scheduler also knows allocations in flight); ``counted`` receives the claims counted (a caller
-    that counts more pods later passes it on to :func:`dra_gpus`)."""
+    that counts more pods later passes it on to :func:`dra_gpus`). With ``pending``, the pending
+    pods' DRA GPUs are in ``requested`` too, each pod's figure put in ``pending_gpus`` (by
+    namespace and name) when given."""
     sums = _Sums(tree)
     held_with_claims = []
+    waiting_with_claims = []
     for pod, queue in pods:
         if queue not in tree.queues or not is_active_pod(pod):
             continue
         holds = bound(pod) if bound else bool((pod.get("spec") or {}).get("nodeName"))
         firm = bool(holds and non_preemptible and non_preemptible(pod))
         sums.add(queue, _milli_amounts(pod_requests(pod)), holds, firm)
-        if holds and (pod.get("spec") or {}).get("resourceClaims"):
-            held_with_claims.append((pod, queue, firm))
+        if (pod.get("spec") or {}).get("resourceClaims"):
+            if holds:
+                held_with_claims.append((pod, queue, firm))
+            elif pending is not None:
+                waiting_with_claims.append((pod, queue))
     return sums.finish(held_with_claims, allocation_of or _stored_allocation(claims), DeviceIndex(slices), worth,
-                       set() if counted is None else counted)
+                       set() if counted is None else counted, waiting_with_claims, pending, pending_gpus)
 
 
 def _milli_amounts(requests: Mapping[str, int]) -> tuple[int, int, int]:
@@ -217,10 +169,14 @@ class _Sums:
             row[2] += sign * milli[2]
 
     def finish(self, held_with_claims: list[tuple[Mapping, str, bool]], allocation_of: AllocationFn,
-               index: DeviceIndex, worth: WorthFn | None, counted: set) -> dict[str, QueueUsage]:
+               index: DeviceIndex, worth: WorthFn | None, counted: set,
+               waiting_with_claims: list[tuple[Mapping, str]] = (), pending: PendingDevices | None = None,
+               pending_gpus: dict | None = None) -> dict[str, QueueUsage]:
         """Every queue's usage; the DRA GPUs of ``held_with_claims`` (pods holding their resources,
         with their queues and whether they are non-preemptible) are counted pod by pod, in the
-        order of their namespace and name, a claim once."""
+        order of their namespace and name, a claim once; then, with ``pending``, those of the
+        allocations ``waiting_with_claims`` (pending pods and their queues) would get, in
+        ``requested`` only, the same way (each pod's figure into ``pending_gpus``)."""
         totals: dict[str, list[list[int]]] = {}
         for queue, rows in self.own.items():
             for up in self.tree.ancestry(queue):
@@ -249,6 +205,21 @@ class _Sums:
                 u.allocated["gpu"] += gpus
                 if firm:
                     u.allocated_non_preemptible["gpu"] += gpus
+        if pending is None or not waiting_with_claims:
+            return usage
+        waiting_with_claims = sorted(waiting_with_claims, key=lambda e: (e[0]["metadata"].get("namespace", ""),
+                                                                         e[0]["metadata"].get("name", "")))
+        # claims not allocated yet: kept apart from ``counted`` (the claims of allocations counted),
+        # as a cycle that allocates one counts it as allocated then
+        shared: set = set()
+        for pod, queue in waiting_with_claims:
+            gpus = pending.gpus(pod, shared)
+            if pending_gpus is not None:
+                md = pod["metadata"]
+                pending_gpus[(md.get("namespace", ""), md.get("name", ""))] = gpus
+            if gpus:
+                for up in self.tree.ancestry(queue):
+                    usage[up].requested["gpu"] += gpus
         return usage
 
 
@@ -344,20 +315,23 @@ class SnapshotUsage:
     groups: Callable[[_Key], list[Mapping]]
     #: a pod's requests as the index holds them (GPUs, CPU, memory in milli-units), or None
     indexed: Callable[[_Key], tuple[int, int, int] | None] = lambda _key: None
+    #: the DRA GPUs of the allocation each pending pod with claims would get, by (namespace, name)
+    pending: Mapping[_Key, float] = field(default_factory=dict)
 
     def members(self, group: _Key) -> list[Mapping]:
         return self.groups(group)
 
     def job(self, snapshot, pod: Mapping) -> tuple[float, float, float]:
-        """What the pod asks for, DRA claims aside, as :func:`amounts_of` gives it: GPUs, millicores,
-        bytes (read from the index when it holds this very pod)."""
+        """What the pod asks for, as :func:`amounts_of` gives it, plus its pending DRA GPUs (see
+        :attr:`pending`): GPUs, millicores, bytes (read from the index when it holds this very pod)."""
         md = pod["metadata"]
         key = (md.get("namespace", ""), md.get("name", ""))
         milli = self.indexed(key) if snapshot.pods.get(key) is pod else None
+        dra = self.pending.get(key, 0.0) if self.pending else 0.0
         if milli is None:
             job = amounts_of(snapshot.requests_of(pod))
-            return job["gpu"], job["cpu"], job["memory"]
-        return milli[0] / 1000, float(milli[1]), milli[2] / 1000
+            return job["gpu"] + dra, job["cpu"], job["memory"]
+        return milli[0] / 1000 + dra, float(milli[1]), milli[2] / 1000
 
 
 _by_snapshot: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -397,17 +371,19 @@ def _walked_usage(snapshot, tree: QueueTree, worth: WorthFn | None) -> SnapshotU
     groups = snapshot.pod_groups
     candidates = [(p, pod_queue_in(p, groups)) for p in snapshot.group_candidates()]
     counted: set = set()
+    pending: dict[_Key, float] = {}
     usage = queue_usage(tree, candidates, snapshot.claims, snapshot.objects(RES_SLICES).values(),
                         bound=lambda p: snapshot.node_of(p) is not None,
                         non_preemptible=lambda p: not preemptible(p, pod_group_in(p, groups)),
-                        worth=worth, allocation_of=snapshot.allocation_of, counted=counted)
+                        worth=worth, allocation_of=snapshot.allocation_of, counted=counted,
+                        pending=PendingDevices.of_snapshot(snapshot, worth), pending_gpus=pending)
     members: dict[_Key, list[Mapping]] = {}
     for pod, _ in candidates:
         md = pod["metadata"]
         group = (md.get("annotations") or {}).get(POD_GROUP_ANNOTATION)
         if group:
             members.setdefault((md.get("namespace", ""), group), []).append(pod)
-    return SnapshotUsage(usage, frozenset(counted), lambda key: members.get(key, []))
+    return SnapshotUsage(usage, frozenset(counted), lambda key: members.get(key, []), pending=pending)
 
 
 def _indexed_usage(snapshot, tree: QueueTree, worth: WorthFn | None, index: UsageIndex) -> SnapshotUsage:
@@ -435,18 +411,25 @@ def _indexed_usage(snapshot, tree: QueueTree, worth: WorthFn | None, index: Usag
             sums.add(queue, milli, True, not preemptible(pod, pod_group))
             sums.add(queue, milli, False, False, sign=-1)  # counted once: requested already has it
     held_with_claims = []
+    waiting_with_claims = []
     for pod in index.with_claims.values():
-        if pod["spec"]["schedulerName"] != mine or snapshot.node_of(pod) is None:
+        if pod["spec"]["schedulerName"] != mine:
             continue
         pod_group = pod_group_in(pod, groups)
         queue = pod_queue(pod, pod_group)
-        if queue in tree.queues:
+        if queue not in tree.queues:
+            continue
+        if snapshot.node_of(pod) is None:
+            waiting_with_claims.append((pod, queue))
+        else:
             held_with_claims.append((pod, queue, not preemptible(pod, pod_group)))
     counted: set = set()
+    pending: dict[_Key, float] = {}
     usage = sums.finish(held_with_claims, snapshot.allocation_of, DeviceIndex(snapshot.objects(RES_SLICES).values()),
-                        worth, counted)
+                        worth, counted, waiting_with_claims,
+                        PendingDevices.of_snapshot(snapshot, worth) if waiting_with_claims else None, pending)
 
     def members(key: _Key) -> list[Mapping]:
         return [p for p in (index.groups.get(key) or {}).values() if p["spec"]["schedulerName"] == mine]
 
-    return SnapshotUsage(usage, frozenset(counted), members, index.milli)
+    return SnapshotUsage(usage, frozenset(counted), members, index.milli, pending)

@@ -12,7 +12,8 @@ per cycle.
 On the embedded cluster (:mod:`kai_core.cluster` runs it, with the plugins' ``kai_device_gpu_worth``),
 :class:`QueueStatusController` plays KAI's queue controller: it writes each
 Queue's ``status.allocated``, ``status.allocatedNonPreemptible``, ``status.requested``
-(:mod:`kai_core.framework.queue_usage`) and ``status.childQueues``. Against a real cluster
+(:mod:`kai_core.framework.queue_usage`; a pending pod's DRA GPUs are those of the allocation it would
+get, :mod:`kai_core.framework.pending_gpus`) and ``status.childQueues``. Against a real cluster
 ``kai-cli run scheduler`` runs it after each cycle, on its own caches.
 """
 
@@ -27,6 +28,7 @@ from kai_core.api.objects import clone
 from kai_core.api.quantity import format_quantity
 from kai_core.api.resources import RES_CLAIMS, RES_POD_GROUPS, RES_PODS, RES_QUEUES, RES_SLICES
 from kai_core.framework.hookspecs import hookimpl
+from kai_core.framework.pending_gpus import PendingDevices
 from kai_core.framework.queue_limits import QueueLedger
 from kai_core.framework.queue_usage import GPU_RESOURCE, QueueUsage, WorthFn, queue_usage
 from kai_core.framework.queues import (
@@ -71,8 +73,10 @@ def kai_pre_filter(pod, snapshot):
         return reason
     if snapshot not in _ledgers:  # None: no Queue object, only the assumed defaults: nothing to check
         checked = tree.from_objects
-        _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, snapshot),
-                                         lambda p: preemptible(p, group_of(p, snapshot))) if checked else None
+        # through a proxy: a ledger kept for a snapshot must not keep the snapshot alive
+        view = weakref.proxy(snapshot)
+        _ledgers[snapshot] = QueueLedger(snapshot, tree, lambda p: queue_of(p, view),
+                                         lambda p: preemptible(p, group_of(p, view))) if checked else None
     ledger = _ledgers[snapshot]
     return ledger.over_capacity(pod, queue, snapshot) if ledger is not None else None
 
@@ -110,8 +114,13 @@ class QueueStatusController:
         groups, claims = _by_key(self._listed(store, RES_POD_GROUPS)), _by_key(self._listed(store, RES_CLAIMS))
         ours = [(p, pod_queue_in(p, groups)) for p in pods
                 if (p.get("spec") or {}).get("schedulerName") == self.scheduler_name]
+        # pending pods' claims are given to the allocator (nodes, slices, classes and namespaces
+        # listed) only when there are any
+        pending = (PendingDevices.of_objects(claims, lambda kind: self._listed(store, kind), self.worth)
+                   if claims else None)
         usage = queue_usage(tree, ours, claims, self._listed(store, RES_SLICES),
-                            non_preemptible=lambda p: not preemptible(p, pod_group_in(p, groups)), worth=self.worth)
+                            non_preemptible=lambda p: not preemptible(p, pod_group_in(p, groups)), worth=self.worth,
+                            pending=pending)
         wrote = False
         for obj in queues:
             name = obj["metadata"]["name"]
