@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from kai_core.api.errors import NotFound
 from kai_core.api.resources import RES_BIND_REQUESTS, RES_EVENTS, RES_PODS
 from kai_core.apiserver.manifests import parse_documents
 from kai_core.cluster import EmbeddedCluster
@@ -78,7 +79,38 @@ class World:
         return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue", "metadata": {"name": name},
                 "spec": {"resources": {"gpu": terms, "cpu": unlimited, "memory": dict(unlimited)}, **spec}}
 
+    @staticmethod
+    def gpu_node(name: str = "n1", gpus: int = 4) -> dict:
+        """A 16-cpu Node with ``gpus`` ``nvidia.com/gpu``."""
+        return World.node(name, cpu="16", extra={"nvidia.com/gpu": str(gpus)})
+
+    @staticmethod
+    def gpu_pod(name: str, queue_name: str | None = None, gpus: int = 1, *, priority: int = 0,
+                group: str | None = None, started: str | None = None, finalizers: list | None = None,
+                **spec) -> dict:
+        """A pod asking ``gpus`` ``nvidia.com/gpu`` (and 1 cpu), in ``queue_name`` (its
+        ``kai.scheduler/queue`` label) and PodGroup ``group``; running since ``started`` when
+        ``nodeName`` is given."""
+        meta: dict = {"creationTimestamp": "2026-01-01T00:00:00Z"}
+        if queue_name:
+            meta["labels"] = {"kai.scheduler/queue": queue_name}
+        if group:
+            meta["annotations"] = {"pod-group-name": group}
+        if finalizers:
+            meta["finalizers"] = finalizers
+        status = {"phase": "Running", "startTime": started or "2026-01-01T00:00:00Z"} if spec.get("nodeName") else None
+        return World.pod(name, "1", meta=meta, limits={"nvidia.com/gpu": str(gpus)}, priority=priority,
+                         status=status, **spec)
+
     # -- actions and views ---------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        """Whether the pod of the default namespace still exists."""
+        try:
+            self.get_pod(name)
+        except NotFound:
+            return False
+        return True
 
     def add(self, *objs: dict | str) -> None:
         for obj in objs:

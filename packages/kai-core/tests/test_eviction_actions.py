@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kai_core.api.errors import NotFound
 from kai_core.api.resources import RES_EVENTS, RES_PODS
 from kai_core.scheduler.actions import ActionsConfig, parse_duration
 from kai_core.scheduler.cycle import SchedulerConfig
@@ -21,18 +20,8 @@ def pod_group(name: str, min_member: int, queue_name: str, **spec) -> dict:
             "spec": {"minMember": min_member, "queue": queue_name, **spec}}
 
 
-def gpu_pod(world, name: str, queue_name: str | None = None, gpus: int = 1, *, priority: int = 0,
-            group: str | None = None, started: str | None = None, finalizers: list | None = None, **spec) -> dict:
-    meta: dict = {"creationTimestamp": "2026-01-01T00:00:00Z"}
-    if queue_name:
-        meta["labels"] = {"kai.scheduler/queue": queue_name}
-    if group:
-        meta["annotations"] = {"pod-group-name": group}
-    if finalizers:
-        meta["finalizers"] = finalizers
-    status = {"phase": "Running", "startTime": started or "2026-01-01T00:00:00Z"} if spec.get("nodeName") else None
-    return world.pod(name, "1", meta=meta, limits={"nvidia.com/gpu": str(gpus)}, priority=priority,
-                     status=status, **spec)
+def gpu_pod(world, name: str, *args, **kw) -> dict:
+    return world.gpu_pod(name, *args, **kw)
 
 
 def owned(pod: dict, owner: str = "rs") -> dict:
@@ -42,15 +31,11 @@ def owned(pod: dict, owner: str = "rs") -> dict:
 
 
 def gpu_node(world, name: str = "n1", gpus: int = 4) -> dict:
-    return world.node(name, cpu="16", extra={"nvidia.com/gpu": str(gpus)})
+    return world.gpu_node(name, gpus)
 
 
 def exists(w, name: str) -> bool:
-    try:
-        w.get_pod(name)
-    except NotFound:
-        return False
-    return True
+    return w.exists(name)
 
 
 def evict_events(w, name: str) -> list[dict]:

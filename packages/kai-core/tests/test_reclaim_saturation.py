@@ -7,7 +7,17 @@ the queues' fair shares (quota, over-quota weight 0 so nothing beyond quota is h
 
 from __future__ import annotations
 
-from test_eviction_actions import exists, gpu_node, gpu_pod
+
+def gpu_pod(world, name: str, *args, **kw) -> dict:
+    return world.gpu_pod(name, *args, **kw)
+
+
+def gpu_node(world, name: str = "n1", gpus: int = 4) -> dict:
+    return world.gpu_node(name, gpus)
+
+
+def exists(w, name: str) -> bool:
+    return w.exists(name)
 
 
 def two_departments(world, team_y_gpus: int, team_z_gpus: int):
