@@ -52,3 +52,40 @@ def test_the_reclaim_example_evicts_the_newest_pods_of_the_queue_above_its_share
     table = invoke("get", "queues", "--cluster", str(state)).output.splitlines()
     assert [row.split()[:7] for row in table[1:]] == [
         ["team-a", "<none>", "0", "-1", "2", "2", "2"], ["team-b", "<none>", "2", "-1", "2", "2", "2"]]
+
+
+STALE_GANG = """\
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {allocatable: {cpu: "16", memory: 64Gi, pods: "110", nvidia.com/gpu: "4"},
+         conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: scheduling.run.ai/v2alpha2
+kind: PodGroup
+metadata: {name: train, namespace: default}
+spec: {minMember: 3}
+""" + "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: t-{i}, namespace: default, annotations: {{pod-group-name: train}}}}
+spec:
+  schedulerName: kai-scheduler
+  nodeName: n1
+  containers: [{{name: c, image: busybox:1, resources: {{limits: {{nvidia.com/gpu: "1"}}}}}}]
+status: {{phase: Running, startTime: "2026-01-01T00:00:00Z"}}
+""" for i in range(2))
+
+
+def test_an_until_idle_run_waits_out_a_stale_gangs_grace_period_on_its_simulated_clock(tmp_path):
+    """Two pods of a gang of three run: the gang is stale, and after KAI's default grace period
+    (60 s, skipped over on the run's simulated clock) both are evicted; the run ends there, not by
+    giving up."""
+    manifest = tmp_path / "stale.yaml"
+    manifest.write_text(STALE_GANG)
+    run = invoke("run", "scheduler", "--cluster", str(manifest), "--until-idle")
+    assert run.exit_code == 0, run.output
+    assert sorted(line for line in run.output.splitlines() if "evicted" in line) == [
+        "pod default/t-0: evicted by stale-gang (queue default-queue)",
+        "pod default/t-1: evicted by stale-gang (queue default-queue)"]
+    assert "stopped waiting" not in run.output

@@ -238,21 +238,6 @@ def test_stale_gang_eviction_can_be_turned_off(world):
     assert w.cycle().evictions == [] and stale_since(w, "train") is None
 
 
-def test_an_until_idle_run_moves_past_the_grace_period_on_its_simulated_clock(world):
-    """The embedded runner's simulated clock carries the stale gang's wait: the run ends with the
-    gang evicted, not by giving up."""
-    from kai_binder.clock import ManualClock
-    from kai_cli.runner import run_embedded
-    from kai_core.scheduler.cycle import Scheduler
-
-    w = world(gpu_node(world), group("train", 3), *[member(world, f"t-{i}", "train") for i in range(2)])
-    clock = ManualClock()
-    scheduler = Scheduler(w.store, w.pm, clock=clock.now)
-    summary = run_embedded(w.cluster, scheduler, None, until_idle=True, clock=clock)
-    assert not summary.gave_up and summary.skipped == pytest.approx(60, abs=1)
-    assert not exists(w, "t-0") and not exists(w, "t-1")
-
-
 @pytest.mark.parametrize("text,seconds", [("60s", 60), ("-1s", -1), ("0", 0), ("1h30m", 5400), ("1.5m", 90),
                                           ("+2s", 2), ("-1", None), ("", None), ("5 m", None), ("-", None)])
 def test_grace_periods_are_go_durations(text, seconds):
