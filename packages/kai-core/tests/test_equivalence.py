@@ -443,6 +443,24 @@ def test_once_a_shape_fits_nowhere_its_next_pods_ask_no_filter(world) -> None:
     assert log.by_pod() == {"p0": [["n0", "n1", "n2"]], "p1": [["n0"]], "p2": [["n1"]], "p3": [["n2"]]}
 
 
+def test_the_next_pods_of_a_shape_that_fits_nowhere_are_told_without_a_pass_over_the_nodes(world, monkeypatch):
+    import kai_core.scheduler.decide as decide
+
+    summed: list[int] = []
+    real = decide.unschedulable_message
+
+    def counted(total, rejected):
+        summed.append(len(rejected))
+        return real(total, rejected)
+
+    monkeypatch.setattr(decide, "unschedulable_message", counted)
+    w = world_with(world, *(world.node(f"n{i}", cpu="1") for i in range(3)),
+                   *(pod(world, f"p{i}", "2", labels={"app": "web"}) for i in range(5)))
+    assert w.cycle().unschedulable == 5
+    assert {w.message(f"p{i}") for i in range(5)} == {"0/3 nodes are available: 3 Insufficient cpu."}
+    assert summed == [3]  # once for the shape, not once per pod
+
+
 def test_nodes_a_gang_took_are_asked_again(world) -> None:
     """Gang members' decisions count as changes for the shapes around them: the pod of the shape
     after the gang does not go where the gang went."""

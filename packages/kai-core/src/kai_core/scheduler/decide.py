@@ -172,6 +172,7 @@ class Decider:
         # claim), so the next pod of the shape is told about its claims, not this one's
         refs = claim_refs(pod, snap)
         if todo:
+            memo.summary = None
             rejected: dict[str, str | list[str]] = {}
             refused_by = trace.refused_by if trace is not None else None
             passed, status = self.pm.filter_nodes(pod, todo, snap, rejected, refused_by)
@@ -200,8 +201,14 @@ class Decider:
             if reason:
                 return _unresolved_claims(reason, snap), True
         if not memo.fits:  # the memo is complete: the next pods of the shape need ask nothing
-            return _refused(Status.unschedulable(unschedulable_message(
-                total, {**unnamed, **{name: specific_reason(r, refs) for name, r in memo.rejected.items()}}))), True
+            if refs or unnamed:
+                message = unschedulable_message(
+                    total, {**unnamed, **{name: specific_reason(r, refs) for name, r in memo.rejected.items()}})
+            else:
+                if memo.summary is None:
+                    memo.summary = unschedulable_message(total, memo.rejected)
+                message = memo.summary
+            return _refused(Status.unschedulable(message)), True
         best, status = self._best_node(pod, nodes, snap, memo, trace)
         if not status.ok:
             return _refused(status), False  # scores half recorded

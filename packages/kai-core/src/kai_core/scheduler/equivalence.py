@@ -195,6 +195,10 @@ class ShapeMemo:
     #: while decisions are recorded, who gave the answers above
     #: (:class:`kai_core.scheduler.explain.MemoNotes`); None otherwise
     explained: object | None = None
+    #: while the pod fits nowhere: the unschedulable message ``rejected`` makes (pods without
+    #: claims and without nodes left out beforehand), so the next pods of the shape are told it
+    #: without a pass over every node; None once any answer changes
+    summary: str | None = None
 
     def stale_nodes(self, snapshot: Snapshot) -> set[str]:
         """Names of the nodes changed since the memo was last brought up to date: every node when a
@@ -206,6 +210,8 @@ class ShapeMemo:
 
     def forget(self, names: set[str]) -> None:
         """Drop every answer about ``names`` (they are about to be asked again)."""
+        if names:
+            self.summary = None
         for name in names:
             self.rejected.pop(name, None)
             self.totals.pop(name, None)
