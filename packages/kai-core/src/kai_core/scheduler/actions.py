@@ -15,10 +15,13 @@ their fair share first, then priority and age):
      whose pods a controller owns; the plan holds only if every victim fits again elsewhere (its
      controller recreates it and the next cycles place it there; a bare pod would be gone for good,
      so it is never moved), and it moves at most ``max_consolidation_preemptees`` pods;
-   - *reclaim*: the workload's queue stays within its fair share with it; victims are preemptible
-     workloads of other queues whose queue (at the first level where the two chains part) is above
-     its fair share in a resource the workload asks for (above its quota, when the reclaiming side
-     stays within its own quota), and a victim is taken only while its queue is still above it;
+   - *reclaim*: the workload's queue stays within its fair share with it, and, for a
+     non-preemptible workload, what non-preemptible workloads hold stays within the quota of its
+     queue and of every queue above it, in every resource (not only those it asks for); victims
+     are preemptible workloads of other queues whose queue (at the first level where the two
+     chains part) is above its fair share in a resource the workload asks for (above its quota,
+     when the reclaiming side stays within its own quota), and a victim is taken only while its
+     queue is still above it;
    - *preempt*: victims are preemptible workloads of the same queue with a lower priority.
 
    Victims are taken in reverse scheduling order: the queue most above its fair share first, then the
@@ -58,9 +61,9 @@ from datetime import datetime
 from kai_core.api.objects import ref
 from kai_core.api.resources import RES_QUEUES, is_active_pod
 from kai_core.framework.gang import Gang, pod_key
-from kai_core.framework.pending_gpus import pending_dra_gpus
+from kai_core.framework.pending_gpus import PendingDevices
 from kai_core.framework.queue_order import QueueFigures
-from kai_core.framework.queue_usage import amounts_of
+from kai_core.framework.queue_usage import amounts_of, snapshot_usage
 from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
 from kai_core.framework.snapshot import Snapshot
 from kai_core.framework.statement import Statement
@@ -271,6 +274,12 @@ class _State:
         self.terminating: list[dict] = []
         self._free: dict[str, int] | None = None
         self._requests: dict[int, dict[str, float]] = {}
+        #: what non-preemptible workloads hold by queue (:meth:`_firm`), worked out on first need, from
+        #: the cycle's start, its first ``_changes_before`` placements and the plans' non-preemptible
+        #: reclaimers (``_firm_planned``)
+        self._firm_held: dict[str, dict[str, float]] | None = None
+        self._changes_before = len(snap.pod_changes)
+        self._firm_planned: list[tuple[str, dict[str, float]]] = []
         self._collect_running()
 
     def queue_of(self, pod: Mapping) -> str:
@@ -342,16 +351,19 @@ class _State:
 
     def requests(self, workload: Workload) -> dict[str, float]:
         """What a waiting workload asks for: its pods' requests, and the GPUs of the DRA
-        allocation each would get (:func:`pending_dra_gpus`)."""
+        allocation its claims would get (:class:`PendingDevices`), a claim its pods share once."""
         found = self._requests.get(id(workload))
         if found is not None:
             return found
         total = dict.fromkeys(RESOURCES, 0.0)
-        worth = self.actions.scheduler.pm.device_gpu_worth
+        devices = PendingDevices.of_snapshot(self.snap, self.actions.scheduler.pm.device_gpu_worth) \
+            if any((p.get("spec") or {}).get("resourceClaims") for p in workload.pods) else None
+        counted: set = set()  # the workload's claims counted so far: members sharing one get it once
         for pod in workload.pods:
             for r, v in amounts_of(self.snap.requests_of(pod)).items():
                 total[r] = total.get(r, 0.0) + v
-            total["gpu"] += pending_dra_gpus(pod, self.snap, worth)
+            if devices is not None:
+                total["gpu"] += devices.gpus(pod, counted)
         self._requests[id(workload)] = total
         return total
 
@@ -391,7 +403,9 @@ class _State:
             want = self.requests(pending)
             held = self.allocated.get(pending.queue, {})
             share = self.fair_share[pending.queue]
-            return all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES if want[r] > 0)
+            if not all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES if want[r] > 0):
+                return False
+            return self._non_preemptible_within_quota(pending)
         return action == "preempt"
 
     def candidates(self, action: str, pending: Workload) -> Iterator[Workload]:
@@ -554,6 +568,42 @@ class _State:
                         return False
         return True
 
+    def _non_preemptible_within_quota(self, pending: Workload) -> bool:
+        """KAI's bound on a non-preemptible reclaimer (the proportion plugin's reclaim checks): at
+        every level of its queue chain, what non-preemptible workloads hold there plus what it asks
+        for stays within the queue's quota (deserved), in every resource, not only those it asks for
+        (a queue whose non-preemptible workloads already hold more than a quota, lowered since they
+        started, reclaims nothing for another one). Victims are preemptible, so no plan changes
+        these figures: reclaim checks this once per workload, before looking for victims."""
+        if pending.preemptible:
+            return True
+        want = self.requests(pending)
+        firm = self._firm()
+        for level in self.tree.ancestry(pending.queue):
+            queue = self.tree.queues[level]
+            held = firm.get(level, {})
+            if any(held.get(r, 0.0) + want[r] > _quota(queue.terms(r).quota) + 1e-9 for r in RESOURCES):
+                return False
+        return True
+
+    def _firm(self) -> dict[str, dict[str, float]]:
+        """What non-preemptible workloads hold in each queue, its children's included: bound and in
+        flight when the cycle started, then allocate's placements and the reclaimers planned since."""
+        if self._firm_held is None:
+            usage = snapshot_usage(self.snap, self.tree).usage
+            firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
+            changes = [(sign, self.queue_of(pod), amounts_of(self.snap.requests_of(pod)))
+                       for sign, pod, _node in self.snap.pod_changes[:self._changes_before]
+                       if not preemptible(pod, pod_group_in(pod, self.snap.pod_groups))]
+            changes += [(1, queue, amounts) for queue, amounts in self._firm_planned]
+            for sign, queue, amounts in changes:
+                for up in self.tree.ancestry(queue) if queue in self.tree.queues else ():
+                    held = firm.setdefault(up, dict.fromkeys(RESOURCES, 0.0))
+                    for r in RESOURCES:
+                        held[r] += sign * amounts.get(r, 0.0)
+            self._firm_held = firm
+        return self._firm_held
+
     def _child_towards(self, parent: str, queue: str) -> str | None:
         """The child of ``parent`` ("" the root) on ``queue``'s chain, or None when not under it."""
         chain = self.tree.ancestry(queue) if queue in self.tree.queues else []
@@ -565,6 +615,9 @@ class _State:
     def _planned(self, action: str, pending: Workload, taken: list[tuple[Workload, dict]],
                  before: dict[str, dict[str, float]]) -> Plan:
         self._charge(pending.queue, self.requests(pending), 1)
+        if not pending.preemptible:  # held by a non-preemptible workload from now on
+            self._firm_planned.append((pending.queue, self.requests(pending)))
+            self._firm_held = None
         self._free = None
         for w, pod in taken:
             if pod in w.pods:
