@@ -7,6 +7,7 @@ is the same as deciding every gang: each gang's message names its own pod."""
 from __future__ import annotations
 
 from kai_core.api.features import FeatureGates
+from kai_core.api.resources import RES_PODS
 from kai_core.dra.claims import ClaimAllocation
 from kai_core.framework.hookspecs import hookimpl
 from kai_core.framework.snapshot import Snapshot
@@ -157,3 +158,43 @@ def test_undoing_one_decision_leaves_no_earlier_state_to_come_back(world):
     statement.rollback()  # takes q back too: the snapshot is as it started, but not known to be
     assert snap.node_by_name["n1"].requested.get("cpu", 0) == 0
     assert snap.state not in (start, with_p)
+
+
+def being_released(world) -> list[dict]:
+    """:func:`full_cluster` with a 1-cpu pod on n1 that a finalizer keeps once it is deleted (see
+    :func:`delete_dying`): n2 has 1 cpu free, n1 will have 1 once that pod is gone."""
+    dying = world.pod("dying", cpu="1", nodeName="n1", meta={"finalizers": ["example.com/hold"]},
+                      status={"phase": "Running"})
+    return [world.node("n1", cpu="2"), world.node("n2", cpu="2"), world.pod("hog-1", cpu="1", nodeName="n1"),
+            dying, world.pod("hog-2", cpu="1", nodeName="n2")]
+
+
+def delete_dying(w) -> None:
+    w.store.delete(RES_PODS, "dying", "default")
+
+
+def test_like_gangs_are_not_decided_again_while_pods_are_being_deleted(world):
+    """A pod being deleted (a finalizer holds it): each gang that fits nowhere is also tried in the
+    room that pod leaves (pipelined allocation). That try, which does not fit either, leaves the
+    snapshot as it was: the next like gangs are still told without being decided again."""
+    w, log = logged_world(world, *being_released(world), pod_group("a", 3), pod_group("b", 3), pod_group("c", 3),
+                          *gang(world, "a", 3), *gang(world, "b", 3), *gang(world, "c", 3))
+    delete_dying(w)
+    result = w.cycle()
+    assert (result.scheduled, result.unschedulable) == (0, 9)
+    assert set(log.pods) == {"a-0", "a-1", "a-2"}
+    for group in ("b", "c"):
+        assert w.message(f"{group}-0") == (
+            f"PodGroup default/{group} (minMember 3): 3 pod(s) must be placed together but only 1 fit: "
+            f"pod default/{group}-1: 0/2 nodes are available: 2 Insufficient cpu.")
+
+
+def test_a_gang_that_fits_into_the_room_being_released_waits_for_it(world):
+    w, _log = logged_world(world, *being_released(world), pod_group("a", 2), pod_group("b", 2),
+                           *gang(world, "a", 2), *gang(world, "b", 2))
+    delete_dying(w)
+    w.cycle()
+    assert w.bind_requests() == []
+    assert w.message("a-0") == "waiting for pods being deleted to release their resources"
+    # a's place in the room being released is promised: b, like a, fits nowhere else
+    assert w.message("b-0").startswith("PodGroup default/b (minMember 2): 2 pod(s) must be placed together")

@@ -67,6 +67,7 @@ from kai_core.framework.queue_usage import amounts_of, snapshot_usage
 from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
 from kai_core.framework.snapshot import Snapshot
 from kai_core.framework.statement import Statement
+from kai_core.scheduler.equivalence import pod_shape
 from kai_core.scheduler.evictions import LAST_EVICTION_ANNOTATION, Eviction, Evictor, eviction_message
 
 log = logging.getLogger("kai.scheduler.actions")
@@ -141,6 +142,8 @@ class EvictionActions:
         #: lags behind its own writes): they count as terminating, never as victims again
         self.evicted: set[str] = set()
         self._releasing_in: tuple[Snapshot, list[dict]] | None = None
+        #: (snapshot, {workload's outcome key: the snapshot state in which it did not fit}) for pipeline
+        self._not_pipelined: tuple[Snapshot, dict[tuple, int]] | None = None
 
     def run(self, snap: Snapshot, waiting: list[dict], gangs: Mapping[PodKey, Gang],
             figures: Mapping[str, QueueFigures] | None, result) -> list[Plan]:
@@ -185,18 +188,34 @@ class EvictionActions:
                 self._commit(plan, state, result)
         return plans
 
-    def pipeline(self, snap: Snapshot, pods: list[dict], gang: Gang | None) -> bool:
+    def pipeline(self, snap: Snapshot, pods: list[dict], gang: Gang | None, outcome: tuple | None = None) -> bool:
         """Allocate's last try for a workload that fits nowhere: does it fit once the pods being
         deleted are gone? Then it waits for them (KAI's *pipelined*): it is assumed where it fits,
         with no BindRequest, while the terminating pods stay counted too, so no later workload of
-        the cycle takes that room (the node counts both until they are gone). True when pipelined."""
+        the cycle takes that room (the node counts both until they are gone). True when pipelined.
+
+        ``outcome`` names what decides the answer besides the snapshot (a gang's outcome key, see
+        :class:`~kai_core.scheduler.gangs.GangPlacer`; a single pod's shape is worked out here): a
+        workload found not to fit is not tried again while the snapshot's state is the same, and a
+        try that does not fit leaves the snapshot in the state it found (so like gangs after it are
+        still told what the first one was)."""
         releasing = self._releasing(snap)
         if not releasing:
             return False
+        if outcome is None and gang is None and not (pods[0].get("spec") or {}).get("resourceClaims"):
+            shape = pod_shape(pods[0], snap)
+            outcome = ("pod", shape) if shape is not None else None
+        misses = self._not_pipelined
+        if misses is None or misses[0] is not snap:
+            misses = self._not_pipelined = (snap, {})
+        if outcome is not None and misses[1].get(outcome) == snap.state:
+            return False
+        before = snap.state
+        statement = Statement(snap)
         for pod in releasing:
-            snap.evict(pod)
+            statement.evict(pod)
+        placed = False
         try:
-            statement = Statement(snap)
             if gang is not None:
                 placed = self.scheduler.gangs.simulate(gang, snap, statement) is not None
             else:
@@ -205,8 +224,13 @@ class EvictionActions:
                 if placed:
                     statement.assume(pods[0], decision.node, decision.claims, decision.allocation)
         finally:
-            for pod in reversed(releasing):
-                snap.unevict(pod)
+            if placed:  # the workload stays assumed, the terminating pods counted again beside it
+                for pod in reversed(releasing):
+                    snap.unevict(pod)
+            else:
+                statement.rollback()
+        if not placed and outcome is not None and snap.state == before:
+            misses[1][outcome] = before
         return placed
 
     def _releasing(self, snap: Snapshot) -> list[dict]:

@@ -268,7 +268,7 @@ class Scheduler:
                     try:
                         self.gangs.place(gang, snap, result)
                         if gang.pods and all(snap.node_of(p) is None for p in gang.pods) and \
-                                self.actions.pipeline(snap, gang.pods, gang):
+                                self.actions.pipeline(snap, gang.pods, gang, self.gangs.last_outcome):
                             for member in gang.pods:
                                 self._report_unschedulable(member, PIPELINED)
                     except WritesStopped:

@@ -82,6 +82,9 @@ class GangPlacer:
         self.memos: dict[str, ShapeMemo] | None = None
         #: gangs known not to fit in this cycle: outcome key -> _Failure (None: not remembered)
         self._failures: dict[tuple, _Failure] | None = None
+        #: the outcome key of the gang :meth:`place` last tried (None: it has none, or failures are
+        #: not remembered), for the pipelined allocation's try that follows
+        self.last_outcome: tuple | None = None
 
     def start_cycle(self, memos: dict[str, ShapeMemo] | None, remember_failures: bool = True) -> None:
         """Called before a cycle places its first gang, with the cycle's memo table; what earlier
@@ -94,6 +97,7 @@ class GangPlacer:
     def place(self, gang: Gang, snap: Snapshot, result) -> None:
         """Place the gang's waiting members all in one node subset, or none of them; counts go
         into ``result`` (a CycleResult)."""
+        self.last_outcome = None
         why = gang.unreachable()
         if why:
             self._unschedulable(gang, why, result)
@@ -117,7 +121,7 @@ class GangPlacer:
                            f"cannot be scheduled now: {_first(refused)}")
             self._unschedulable(gang, message, result)
             return
-        key = self._outcome_key(gang, candidates, subsets, snap)
+        key = self.last_outcome = self._outcome_key(gang, candidates, subsets, snap)
         known = self._failures.get(key) if key is not None else None
         if known is not None and known.state == snap.state:
             self._unschedulable(gang, known.message(gang, candidates, subsets), result)
