@@ -427,7 +427,9 @@ class _State:
             want = self.requests(pending)
             held = self.allocated.get(pending.queue, {})
             share = self.fair_share[pending.queue]
-            if not all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES if want[r] > 0):
+            # KAI's CanReclaimResources: within its fair share with the workload in every resource,
+            # not only those the workload asks for (above its CPU share, a queue reclaims no GPU)
+            if not all(held.get(r, 0.0) + want[r] <= share.get(r, 0.0) + 1e-9 for r in RESOURCES):
                 return False
             return self._non_preemptible_within_quota(pending)
         return action == "preempt"
