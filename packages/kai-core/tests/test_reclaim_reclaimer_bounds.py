@@ -22,11 +22,9 @@ def pod_group(name: str, min_member: int, queue_name: str) -> dict:
             "spec": {"minMember": min_member, "queue": queue_name}}
 
 
-def test_a_gang_sharing_one_claim_asks_for_its_gpus_once_and_reclaims_them(world):
-    """One DRA GPU, held by a preemptible pod of team-a (no quota). team-b (quota 1, so a fair share
-    of 1) waits with a gang of two pods sharing one claim of one GPU: the gang asks for 1 GPU, within
-    its fair share, so team-a's pod is reclaimed, and once it is gone both members run on that GPU.
-    (Counted once per member, the gang would ask for 2, above its fair share, and reclaim nothing.)"""
+def team_a_on_gpu_0(world) -> tuple[dict, dict]:
+    """The claim ``held``, allocated DRA GPU gpu-0 of n1, and team-a's preemptible running pod a-0
+    holding it."""
     held = claim("held", request("gpu", "gpu.nvidia.com"))
     held["status"] = {"allocation": {"devices": {"results": [
         {"request": "gpu", "driver": GPU, "pool": "n1", "device": "gpu-0"}]}},
@@ -34,6 +32,15 @@ def test_a_gang_sharing_one_claim_asks_for_its_gpus_once_and_reclaims_them(world
     victim = world.gpu_pod("a-0", "team-a", gpus=0, priority=10, nodeName="n1",
                            resourceClaims=[{"name": "gpu", "resourceClaimName": "held"}])
     victim["metadata"]["uid"] = "uid-a-0"
+    return held, victim
+
+
+def test_a_gang_sharing_one_claim_asks_for_its_gpus_once_and_reclaims_them(world):
+    """One DRA GPU, held by a preemptible pod of team-a (no quota). team-b (quota 1, so a fair share
+    of 1) waits with a gang of two pods sharing one claim of one GPU: the gang asks for 1 GPU, within
+    its fair share, so team-a's pod is reclaimed, and once it is gone both members run on that GPU.
+    (Counted once per member, the gang would ask for 2, above its fair share, and reclaim nothing.)"""
+    held, victim = team_a_on_gpu_0(world)
     members = [world.gpu_pod(f"m-{i}", "team-b", gpus=0, group="g",
                              resourceClaims=[{"name": "gpu", "resourceClaimName": "shared"}]) for i in range(2)]
     w = world(world.node("n1", cpu="16"), gpu_slice("n1", count=1),
@@ -113,3 +120,22 @@ def test_a_non_preemptible_workload_over_its_quota_does_not_use_up_reclaims_budg
     assert [(e.queue, e.preemptor) for e in result.evictions] == [("team-a", ("default", "train"))]
     assert w.message("build").startswith("NonPreemptibleOverQuota: Non-preemptible workload is over quota.")
     assert w.message("train").startswith("reclaim: waiting for 1 evicted pod(s) to terminate")
+
+
+def test_dra_gpus_allocated_earlier_in_the_cycle_count_for_the_reclaimer(world):
+    """Two DRA GPUs: team-a (no quota, no weight: a fair share of 0) runs a preemptible pod on one;
+    team-b (quota 1) waits with two 1-GPU pods. Allocate places the first on the free GPU; with it
+    team-b holds its whole fair share, so the second reclaims nothing (counting only what team-b
+    held when the cycle started, it would evict team-a's pod)."""
+    held, victim = team_a_on_gpu_0(world)
+    waiting = [world.gpu_pod(f"b-{i}", "team-b", gpus=0, resourceClaims=[{"name": "gpu", "resourceClaimName": f"c{i}"}])
+               for i in range(2)]
+    w = world(world.node("n1", cpu="16"), gpu_slice("n1", count=2),
+              device_class("gpu.nvidia.com", f'device.driver == "{GPU}"'),
+              world.queue("team-a", weight=0), world.queue("team-b", quota=1, weight=0),
+              held, victim, *(claim(f"c{i}", request("gpu", "gpu.nvidia.com")) for i in range(2)), *waiting,
+              config=DRA)
+    result = w.cycle()
+    assert result.queues["team-b"].fair_share["gpu"] == 1
+    assert list(w.placed()) == ["b-0"]
+    assert result.evictions == [] and w.exists("a-0")

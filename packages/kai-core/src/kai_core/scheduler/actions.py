@@ -59,11 +59,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kai_core.api.objects import ref
-from kai_core.api.resources import RES_QUEUES, is_active_pod
+from kai_core.api.resources import RES_QUEUES, RES_SLICES, is_active_pod
+from kai_core.framework.device_worth import DeviceIndex
 from kai_core.framework.gang import Gang, pod_key
 from kai_core.framework.pending_gpus import PendingDevices
 from kai_core.framework.queue_order import QueueFigures
-from kai_core.framework.queue_usage import amounts_of, snapshot_usage
+from kai_core.framework.queue_usage import amounts_of, dra_gpus, snapshot_usage
 from kai_core.framework.queues import RESOURCES, QueueTree, pod_group_in, pod_queue_in, preemptible, tree_from_objects
 from kai_core.framework.snapshot import Snapshot
 from kai_core.framework.statement import Statement
@@ -290,8 +291,7 @@ class _State:
         self.fair_share = {q: dict(f.fair_share) for q, f in (figures or {}).items()}
         self.allocated = {q: dict(f.allocated) for q, f in (figures or {}).items()}
         self.min_runtime = _queue_min_runtimes(snap.objects(RES_QUEUES).values() if snap.watches(RES_QUEUES) else ())
-        for sign, pod, _node in snap.pod_changes:  # this cycle's decisions so far
-            self._charge(self.queue_of(pod), amounts_of(snap.requests_of(pod)), sign)
+        self._charge_placed(snap)
         self.running: list[Workload] = []
         #: running workloads by queue, in the order victims are taken (lowest priority, newest first)
         self.by_queue: dict[str, list[Workload]] = {}
@@ -308,6 +308,24 @@ class _State:
 
     def queue_of(self, pod: Mapping) -> str:
         return pod_queue_in(pod, self.snap.pod_groups)
+
+    def _charge_placed(self, snap: Snapshot) -> None:
+        """Charge this cycle's decisions so far to their queues: their requests, and the DRA GPUs
+        allocated to their claims (a claim counted at the cycle's start, or for an earlier pod, is
+        not counted again), as the queue ledger of allocate counts them."""
+        net: dict[int, list] = {}
+        for sign, pod, _node in snap.pod_changes:
+            self._charge(self.queue_of(pod), amounts_of(snap.requests_of(pod)), sign)
+            net.setdefault(id(pod), [0, pod])[0] += sign
+        placed = [pod for n, pod in net.values() if n > 0 and (pod.get("spec") or {}).get("resourceClaims")]
+        if not placed or not self.allocated:
+            return
+        counted = set(snapshot_usage(snap, self.tree).counted)
+        index = DeviceIndex(snap.objects(RES_SLICES).values())
+        for pod in placed:
+            gpus = dra_gpus(pod, snap.allocation_of, index, counted=counted)
+            if gpus:
+                self._charge(self.queue_of(pod), {"gpu": gpus}, 1)
 
     def _charge(self, queue: str, amounts: Mapping[str, float], sign: int) -> None:
         if queue not in self.tree.queues or not self.allocated:
