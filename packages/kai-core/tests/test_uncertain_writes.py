@@ -140,3 +140,30 @@ def test_a_pod_whose_failed_request_may_still_exist_gets_no_new_one(world, appli
     live = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "a"]
     assert len(live) == 1 and live[0]["metadata"]["name"] != br["metadata"]["name"]
     assert w.scheduler.bind_requests.held == set()
+
+
+def test_a_request_failing_while_others_are_cleaned_up_keeps_its_pod_waiting(world):
+    """The binder fails b's request right while the scheduler deletes a's (failed earlier): the
+    cache, brought up to date after that delete, shows b's failed request, which clean_up did not
+    see. b waits for the next cycle's clean_up instead of getting a second request while its first
+    still exists (the real control plane's cut-replies test saw exactly this)."""
+    w = world(world.node("n1", cpu="1"), world.node("n2", cpu="1"), world.pod("a"), world.pod("b"))
+    assert w.cycle().scheduled == 2
+    by_pod = {b["spec"]["podName"]: b for b in w.store.list(RES_BIND_REQUESTS)[0]}
+    w.set_br_status(by_pod["a"], phase="Failed", reason="refused by a test")
+    real = w.store.delete
+
+    def delete(resource, name, namespace=None):
+        real(resource, name, namespace)
+        if resource == RES_BIND_REQUESTS and name == by_pod["a"]["metadata"]["name"]:
+            w.set_br_status(by_pod["b"], phase="Failed", reason="refused by a test, meanwhile")
+
+    w.store.delete = delete
+    w.cycle()
+    for_b = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "b"]
+    assert [b["metadata"]["name"] for b in for_b] == [by_pod["b"]["metadata"]["name"]]
+    # nothing will change in the cache to wake the scheduler: it asks for the next cycle itself
+    assert w.scheduler.next_due() is not None and w.scheduler.next_due() <= w.scheduler.clock()
+    w.cycle()  # deletes b's failed request and writes its new one
+    for_b = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "b"]
+    assert len(for_b) == 1 and for_b[0]["metadata"]["name"] != by_pod["b"]["metadata"]["name"]

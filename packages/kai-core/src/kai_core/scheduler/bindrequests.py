@@ -27,7 +27,11 @@ failed for good too: a binder that retries writes each failed attempt (ours coun
 status only when the phase changes, so under a ``backoffLimit`` it leaves ``failedAttempts: 1``
 forever while it retries; KAI's own scheduler, which never sets ``backoffLimit``, never meets this. A request
 whose node is gone but whose pod still holds claim reservations is left to the binder, which rolls
-them back and fails it. Succeeded ones stay until their pod goes (ownerReference GC).
+them back and fails it. Succeeded ones stay until their pod goes (ownerReference GC). A pod never
+has a new request while its old one may still exist: a pod whose old request could not be deleted
+(or whose delete's reply was lost), and one whose request failed for good after the clean-up looked
+(the cache brought up to date again in the same cycle shows it), wait for a later cycle, which the
+scheduler asks for itself (:meth:`BindRequests.next_check`).
 
 **Pod backoff** (:class:`PodBackoff`): a pod whose binding failed for good is scheduled again at
 once the first time, since that is usually a lost race (a claim or a node taken meanwhile). From the
@@ -41,7 +45,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from kai_core.api.bindrequest import build_bind_request, failed_attempts, failed_for_good
@@ -78,6 +82,10 @@ class WritesStopped(Exception):
     cycle ends at once, leaving nothing half-done (each BindRequest is one write)."""
 
 
+#: seconds before a cycle tries again to delete a BindRequest whose delete failed
+RECHECK_AFTER_FAILED_DELETE = 1.0
+
+
 class BindRequests:
     """Builds and writes the BindRequests of decisions, and keeps those that may have been written
     until they are confirmed (see the module docstring)."""
@@ -106,6 +114,10 @@ class BindRequests:
         #: delete may or may not have been applied (a reply lost): not scheduled again this cycle, so a
         #: pod never has a new request while its old one may still exist
         self.held: set[tuple[str, str]] = set()
+        #: (namespace, name) of the BindRequests the last clean_up deleted
+        self.deleted: set[tuple[str, str]] = set()
+        #: when a cycle is wanted for pods kept waiting on an old request (see :meth:`next_check`)
+        self._recheck: float | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._queued: list[tuple[dict, Future]] = []
         self._stopped: str | None = None
@@ -223,6 +235,8 @@ class BindRequests:
         neither."""
         due = [t + self.grace for _, t in self.unconfirmed.values()]
         due += [t + self.stuck_after for _, t in self._failed_since.values()]
+        if self._recheck is not None:
+            due.append(self._recheck)
         return min(due, default=None)
 
     def _stuck(self, key: tuple[str, str], br: dict, now: float, seen: dict) -> bool:
@@ -246,6 +260,8 @@ class BindRequests:
         now = self.clock()
         failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
         held: set[tuple[str, str]] = set()
+        self.deleted = set()
+        self._recheck = None
         for br in list(cache.objects.get(RES_BIND_REQUESTS, {}).values()):
             spec = br.get("spec") or {}
             md = br["metadata"]
@@ -277,8 +293,10 @@ class BindRequests:
                             "is gone", md["namespace"], md["name"], getattr(exc, "message", exc),
                             spec.get("podName"))
                 held.add((md.get("namespace", ""), str(spec.get("podName"))))
+                self._recheck = now + RECHECK_AFTER_FAILED_DELETE  # nothing may change to wake a cycle
                 continue
             deleted = True
+            self.deleted.add((md.get("namespace", ""), md["name"]))
             failed_since.pop((md.get("namespace", ""), md["name"]), None)
             if (failed or stuck) and not node_gone and uid:
                 on_failed(uid)
@@ -287,6 +305,20 @@ class BindRequests:
         self._failed_since = failed_since
         self.held = held
         return deleted
+
+
+    def not_cleaned_up(self, bind_requests: Mapping[tuple[str, str], dict]) -> set[tuple[str, str]]:
+        """(namespace, pod name) of the pods whose BindRequest failed for good but was not deleted by
+        the last clean_up: it came in after (the cache brought up to date again once clean_up had
+        deleted others). Such a pod waits for the next cycle's clean_up, so it never has a new
+        request while the old one still exists."""
+        out: set[tuple[str, str]] = set()
+        for key, br in bind_requests.items():
+            if key not in self.deleted and failed_for_good(br):
+                out.add((key[0], str((br.get("spec") or {}).get("podName"))))
+        if out:  # the cache shows it already: no change is coming to wake the next cycle
+            self._recheck = self.clock()
+        return out
 
 
 def _pod_uid_of(cache: Cache, br: dict) -> str | None:

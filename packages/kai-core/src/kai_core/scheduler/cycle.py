@@ -219,7 +219,7 @@ class Scheduler:
         snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features,
                         self.bind_requests.still_unconfirmed(self.cache))
         self.last_snapshot = snap
-        held = self.bind_requests.held
+        held = self.bind_requests.held | self.bind_requests.not_cleaned_up(snap.bind_requests)
         pending = snap.pending_pods()
         if held:  # an old request of theirs may still exist: see BindRequests.held
             pending = [p for p in pending if (p["metadata"].get("namespace", ""), p["metadata"]["name"]) not in held]
