@@ -167,3 +167,35 @@ def test_a_request_failing_while_others_are_cleaned_up_keeps_its_pod_waiting(wor
     w.cycle()  # deletes b's failed request and writes its new one
     for_b = [b for b in w.store.list(RES_BIND_REQUESTS)[0] if b["spec"]["podName"] == "b"]
     assert len(for_b) == 1 and for_b[0]["metadata"]["name"] != by_pod["b"]["metadata"]["name"]
+
+
+def test_a_request_deleted_but_still_cached_is_not_deleted_nor_counted_again(world):
+    """The scheduler deleted a failed request, and a cycle runs again before the watch shows it gone
+    (a cache that lags behind the scheduler's own delete): the request is neither deleted a second
+    time (a 404 the API server counts as a refused write) nor counted as a second failed binding of
+    its pod; once the cache no longer shows it, it is forgotten."""
+    w = world(world.node("n1", cpu="1"), world.pod("a"))
+    assert w.cycle().scheduled == 1
+    [br] = w.store.list(RES_BIND_REQUESTS)[0]
+    w.set_br_status(br, phase="Failed", reason="refused by a test")
+    w.scheduler.cache.sync()
+    bind_requests = w.scheduler.bind_requests
+    cache = w.scheduler.cache
+    lagging = dict(cache.objects[RES_BIND_REQUESTS])  # what the cache showed before the delete
+    deletes: list[str] = []
+    real = w.store.delete
+
+    def delete(resource, name, namespace=None):
+        deletes.append(name)
+        return real(resource, name, namespace)
+
+    w.store.delete = delete
+    failures: list[str] = []
+    assert bind_requests.clean_up(cache, failures.append)
+    cache.objects[RES_BIND_REQUESTS] = lagging  # the watch has not brought the delete yet
+    assert not bind_requests.clean_up(cache, failures.append)
+    assert deletes == [br["metadata"]["name"]] and len(failures) == 1
+    assert bind_requests.not_cleaned_up(lagging) == set()  # deleted: its pod may be scheduled again
+    cache.objects[RES_BIND_REQUESTS] = {}
+    bind_requests.clean_up(cache, failures.append)
+    assert bind_requests.deleted == {}

@@ -114,8 +114,9 @@ class BindRequests:
         #: delete may or may not have been applied (a reply lost): not scheduled again this cycle, so a
         #: pod never has a new request while its old one may still exist
         self.held: set[tuple[str, str]] = set()
-        #: (namespace, name) of the BindRequests the last clean_up deleted
-        self.deleted: set[tuple[str, str]] = set()
+        #: (namespace, name) -> uid of the BindRequests clean_up deleted (or found gone) that the
+        #: cache may still show: not deleted again, nor their failure counted again, until it does not
+        self.deleted: dict[tuple[str, str], str | None] = {}
         #: when a cycle is wanted for pods kept waiting on an old request (see :meth:`next_check`)
         self._recheck: float | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -260,11 +261,15 @@ class BindRequests:
         now = self.clock()
         failed_since: dict[tuple[str, str], tuple[tuple, float]] = {}
         held: set[tuple[str, str]] = set()
-        self.deleted = set()
         self._recheck = None
-        for br in list(cache.objects.get(RES_BIND_REQUESTS, {}).values()):
+        cached = cache.objects.get(RES_BIND_REQUESTS, {})
+        self.deleted = {key: uid for key, uid in self.deleted.items()
+                        if key in cached and cached[key]["metadata"].get("uid") == uid}
+        for br in list(cached.values()):
             spec = br.get("spec") or {}
             md = br["metadata"]
+            if (md.get("namespace", ""), md["name"]) in self.deleted:
+                continue  # deleted already; the watch has not shown it yet
             phase = (br.get("status") or {}).get("phase")
             node_gone = ("", spec.get("selectedNode", "")) not in nodes and phase != "Succeeded"
             failed = failed_for_good(br)
@@ -296,7 +301,7 @@ class BindRequests:
                 self._recheck = now + RECHECK_AFTER_FAILED_DELETE  # nothing may change to wake a cycle
                 continue
             deleted = True
-            self.deleted.add((md.get("namespace", ""), md["name"]))
+            self.deleted[(md.get("namespace", ""), md["name"])] = md.get("uid")
             failed_since.pop((md.get("namespace", ""), md["name"]), None)
             if (failed or stuck) and not node_gone and uid:
                 on_failed(uid)
