@@ -94,6 +94,32 @@ def test_expiry_is_judged_on_the_candidates_own_clock_not_the_lease_timestamps()
     assert lease(store)["leaseTransitions"] == 5 and lease(store)["leaseDurationSeconds"] == 15
 
 
+def test_a_renewal_whose_reply_comes_late_counts_from_when_it_was_sent():
+    """The process is paused (SIGSTOP) right after its renewal reached the API server, for longer
+    than the Lease: on resuming, the reply says the renewal succeeded, but the Lease expired
+    meanwhile (a standby may hold it now). The candidate must not count itself as leader from that
+    reply: its writes stay fenced until a renewal sent after the pause succeeds."""
+    store = EmbeddedStore()
+    clock = FakeClock()
+    a = LeaderElector(store, "kai-binder", "default", "a", clock=clock, lease_duration=4, renew_deadline=3,
+                      retry_period=1)
+    assert a.try_acquire_or_renew()
+    a.leading.set()
+    assert a.is_leader
+    real = store.update
+
+    def paused_after_sending(obj):
+        out = real(obj)
+        clock.now += 12  # the reply is read 12 s later
+        return out
+
+    store.update = paused_after_sending
+    assert a.try_acquire_or_renew()
+    assert not a.is_leader
+    store.update = real
+    assert a.try_acquire_or_renew() and a.is_leader  # a renewal sent now counts again
+
+
 def test_racing_candidates_one_wins_by_resource_version(electors):
     store = EmbeddedStore()
     store.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

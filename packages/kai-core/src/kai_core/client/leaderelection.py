@@ -142,10 +142,17 @@ class LeaderElector:
         """One attempt to take or renew the Lease; returns whether this candidate holds it now.
 
         API errors (a 5xx, a conflict with a concurrent writer) count as a failed attempt; they
-        are logged, never raised."""
+        are logged, never raised. A successful attempt counts as a renewal from when it started,
+        not from when its reply came: a process paused (or a reply delayed) in between must not come
+        back believing it holds a Lease that expired meanwhile and another candidate took (it would
+        write as a leader until the renew deadline passed again)."""
         with self._lock:
+            started = self._clock()
             try:
-                return self._try_acquire_or_renew()
+                if self._try_acquire_or_renew():
+                    self._last_renew = started
+                    return True
+                return False
             except Conflict:
                 log.debug("lease %s: conflicting write, someone else got there first", self.lease_ref)
                 return False
@@ -217,10 +224,10 @@ class LeaderElector:
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Campaign until leading, then renew until leadership is lost or :meth:`stop` is called."""
+        """Campaign until leading, then renew until leadership is lost or :meth:`stop` is called
+        (each renewal counting from when its attempt started: :meth:`try_acquire_or_renew`)."""
         if not self._acquire():
             return
-        self._last_renew = self._clock()
         self.leading.set()
         log.info("lease %s: acquired as %s", self.lease_ref, self.identity)
         if self.on_started_leading is not None:
@@ -256,7 +263,6 @@ class LeaderElector:
     def _renew(self) -> None:
         while not self._stop.wait(self.retry_period):
             if self.try_acquire_or_renew():
-                self._last_renew = self._clock()
                 continue
             if self.observed_holder and self.observed_holder != self.identity:
                 return  # someone else holds it now: there is nothing left to wait for
