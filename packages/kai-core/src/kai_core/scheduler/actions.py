@@ -299,10 +299,9 @@ class _State:
         self._free: dict[str, int] | None = None
         self._requests: dict[int, dict[str, float]] = {}
         #: what non-preemptible workloads hold by queue (:meth:`_firm`), worked out on first need, from
-        #: the cycle's start, its first ``_changes_before`` placements and the plans' non-preemptible
+        #: the cycle's start, its placements so far (``_placed_firm``) and the plans' non-preemptible
         #: reclaimers (``_firm_planned``)
         self._firm_held: dict[str, dict[str, float]] | None = None
-        self._changes_before = len(snap.pod_changes)
         self._firm_planned: list[tuple[str, dict[str, float]]] = []
         self._collect_running()
 
@@ -312,26 +311,40 @@ class _State:
     def _charge_placed(self, snap: Snapshot) -> None:
         """Charge this cycle's decisions so far to their queues: their requests, and the DRA GPUs
         allocated to their claims (a claim counted at the cycle's start, or for an earlier pod, is
-        not counted again), as the queue ledger of allocate counts them."""
+        not counted again), as the queue ledger of allocate counts them. What non-preemptible pods
+        were charged is kept for :meth:`_firm`."""
+        self._placed_firm: list[tuple[str, dict[str, float], int]] = []
         net: dict[int, list] = {}
         for sign, pod, _node in snap.pod_changes:
-            self._charge(self.queue_of(pod), amounts_of(snap.requests_of(pod)), sign)
+            self._charge_placement(pod, amounts_of(snap.requests_of(pod)), sign)
             net.setdefault(id(pod), [0, pod])[0] += sign
         placed = [pod for n, pod in net.values() if n > 0 and (pod.get("spec") or {}).get("resourceClaims")]
-        if not placed or not self.allocated:
+        if not placed or not self.tree.queues:
             return
         counted = set(snapshot_usage(snap, self.tree).counted)
         index = DeviceIndex(snap.objects(RES_SLICES).values())
         for pod in placed:
             gpus = dra_gpus(pod, snap.allocation_of, index, counted=counted)
             if gpus:
-                self._charge(self.queue_of(pod), {"gpu": gpus}, 1)
+                self._charge_placement(pod, {"gpu": gpus}, 1)
+
+    def _charge_placement(self, pod: Mapping, amounts: dict[str, float], sign: int) -> None:
+        queue = self.queue_of(pod)
+        self._charge(queue, amounts, sign)
+        if not preemptible(pod, pod_group_in(pod, self.snap.pod_groups)):
+            self._placed_firm.append((queue, amounts, sign))
 
     def _charge(self, queue: str, amounts: Mapping[str, float], sign: int) -> None:
-        if queue not in self.tree.queues or not self.allocated:
+        if self.allocated:
+            self._add_up(self.allocated, queue, amounts, sign)
+
+    def _add_up(self, table: dict[str, dict[str, float]], queue: str, amounts: Mapping[str, float],
+                sign: int) -> None:
+        """Add ``sign * amounts`` to ``queue`` and every queue above it in ``table``."""
+        if queue not in self.tree.queues:
             return
         for up in self.tree.ancestry(queue):
-            held = self.allocated.setdefault(up, dict.fromkeys(RESOURCES, 0.0))
+            held = table.setdefault(up, dict.fromkeys(RESOURCES, 0.0))
             for r in RESOURCES:
                 held[r] = held.get(r, 0.0) + sign * amounts.get(r, 0.0)
 
@@ -636,15 +649,8 @@ class _State:
         if self._firm_held is None:
             usage = snapshot_usage(self.snap, self.tree).usage
             firm = {q: dict(u.allocated_non_preemptible) for q, u in usage.items()}
-            changes = [(sign, self.queue_of(pod), amounts_of(self.snap.requests_of(pod)))
-                       for sign, pod, _node in self.snap.pod_changes[:self._changes_before]
-                       if not preemptible(pod, pod_group_in(pod, self.snap.pod_groups))]
-            changes += [(1, queue, amounts) for queue, amounts in self._firm_planned]
-            for sign, queue, amounts in changes:
-                for up in self.tree.ancestry(queue) if queue in self.tree.queues else ():
-                    held = firm.setdefault(up, dict.fromkeys(RESOURCES, 0.0))
-                    for r in RESOURCES:
-                        held[r] += sign * amounts.get(r, 0.0)
+            for queue, amounts, sign in self._placed_firm + [(q, a, 1) for q, a in self._firm_planned]:
+                self._add_up(firm, queue, amounts, sign)
             self._firm_held = firm
         return self._firm_held
 
