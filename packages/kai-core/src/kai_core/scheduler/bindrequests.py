@@ -311,7 +311,6 @@ class BindRequests:
         self.held = held
         return deleted
 
-
     def not_cleaned_up(self, bind_requests: Mapping[tuple[str, str], dict]) -> set[tuple[str, str]]:
         """(namespace, pod name) of the pods whose BindRequest failed for good but was not deleted by
         the last clean_up: it came in after (the cache brought up to date again once clean_up had

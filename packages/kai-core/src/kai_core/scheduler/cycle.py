@@ -214,12 +214,15 @@ class Scheduler:
         result = CycleResult()
         self.decider.recorder = debug_recorder(self.recorder)
         self.cache.sync()
-        if self.bind_requests.clean_up(self.cache, self.backoff.record_failure):
+        synced_again = self.bind_requests.clean_up(self.cache, self.backoff.record_failure)
+        if synced_again:
             self.cache.sync()
         snap = Snapshot(self.cache, self.config.scheduler_name, self.config.features,
                         self.bind_requests.still_unconfirmed(self.cache))
         self.last_snapshot = snap
-        held = self.bind_requests.held | self.bind_requests.not_cleaned_up(snap.bind_requests)
+        held = self.bind_requests.held
+        if synced_again:  # only the second sync can bring requests that failed after clean_up looked
+            held = held | self.bind_requests.not_cleaned_up(snap.bind_requests)
         pending = snap.pending_pods()
         if held:  # an old request of theirs may still exist: see BindRequests.held
             pending = [p for p in pending if (p["metadata"].get("namespace", ""), p["metadata"]["name"]) not in held]
