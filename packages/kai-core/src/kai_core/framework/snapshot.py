@@ -348,8 +348,7 @@ class Snapshot:
                         self._use_devices(self._in_use, alloc, pc.key)
         self.in_flight[key] = {"spec": {"selectedNode": node_name}}
         self._add_consumer(pod)
-        self.pod_changes.append((1, pod, node_name))
-        self._changed(node_name, allocation)
+        self._touched(1, pod, node_name, self._reaches_other_nodes(allocation))
 
     def _add_consumer(self, pod: dict, add: bool = True) -> None:
         uid = pod["metadata"].get("uid")
@@ -381,8 +380,7 @@ class Snapshot:
                         self._release_devices(self._in_use, alloc)
         self.in_flight.pop(_key(pod), None)
         self._add_consumer(pod, add=False)
-        self.pod_changes.append((-1, pod, node_name))
-        self._changed(node_name, allocation)
+        self._touched(-1, pod, node_name, self._reaches_other_nodes(allocation))
 
     # -- simulated evictions -------------------------------------------------------------------
 
@@ -407,12 +405,7 @@ class Snapshot:
             if self._in_use is not None:
                 self._release_devices(self._in_use, alloc)
             shared = shared or not self._node_local(alloc)
-        self.pod_changes.append((-1, pod, node_name))
-        self.generation += 1
-        self.state = next(self._states)
-        self.node_changes.append(node_name)
-        if shared:
-            self.shared_changes += 1
+        self._touched(-1, pod, node_name, shared)
 
     def unevict(self, pod: dict) -> None:
         """Take back an :meth:`evict` (evictions are taken back newest first)."""
@@ -432,12 +425,7 @@ class Snapshot:
             if self._in_use is not None:
                 self._use_devices(self._in_use, alloc, claim_key)
             shared = shared or not self._node_local(alloc)
-        self.pod_changes.append((1, pod, node_name))
-        self.generation += 1
-        self.state = next(self._states)
-        self.node_changes.append(node_name)
-        if shared:
-            self.shared_changes += 1
+        self._touched(1, pod, node_name, shared)
 
     def _claim_keys(self, pod: dict) -> list[tuple[str, str]]:
         out = []
@@ -463,18 +451,19 @@ class Snapshot:
                 return False
         return True
 
-    def _changed(self, node_name: str, allocation: ClaimAllocation | None) -> None:
+    def _touched(self, sign: int, pod: dict, node_name: str, shared: bool) -> None:
+        """Log a pod placed (``sign`` 1) or taken off (-1) ``node_name``: in :attr:`pod_changes`
+        and :attr:`node_changes`, with a new :attr:`generation` and :attr:`state`; ``shared`` when
+        devices reaching other nodes were taken or freed (:attr:`shared_changes`)."""
+        self.pod_changes.append((sign, pod, node_name))
         self.generation += 1
         self.state = next(self._states)
         self.node_changes.append(node_name)
-        if allocation is None:
-            return
-        for alloc in allocation.allocations:
-            for result in ((alloc or {}).get("devices") or {}).get("results") or []:
-                if not isinstance(result, dict) or not self.dra.pool_is_node_local(
-                        result.get("driver"), result.get("pool")):
-                    self.shared_changes += 1
-                    return
+        if shared:
+            self.shared_changes += 1
+
+    def _reaches_other_nodes(self, allocation: ClaimAllocation | None) -> bool:
+        return allocation is not None and any(not self._node_local(a) for a in allocation.allocations)
 
     @staticmethod
     def _release_devices(used: set, allocation: dict) -> None:
